@@ -1,0 +1,61 @@
+// File helpers: atomic record writes (temp file, fsync, rename, fsync dir) and tolerant reads.
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { hasCode } from './errors.js';
+
+export async function writeFileAtomic(file: string, data: string | Buffer, mode = 0o644): Promise<void> {
+  const dir = path.dirname(file);
+  const tmp = path.join(dir, `.${path.basename(file)}.${randomBytes(6).toString('hex')}.tmp`);
+  const fh = await fsp.open(tmp, 'w', mode);
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  try {
+    await fsp.rename(tmp, file);
+  } catch (err) {
+    await fsp.rm(tmp, { force: true });
+    throw err;
+  }
+  await fsyncDir(dir);
+}
+
+export async function writeJsonAtomic(file: string, value: unknown): Promise<void> {
+  await writeFileAtomic(file, JSON.stringify(value, null, 1) + '\n');
+}
+
+export async function fsyncDir(dir: string): Promise<void> {
+  const fh = await fsp.open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Reads and parses a JSON file; undefined when it does not exist. */
+export async function readJsonIfExists<T>(file: string): Promise<T | undefined> {
+  try {
+    return JSON.parse(await fsp.readFile(file, 'utf8')) as T;
+  } catch (err) {
+    if (hasCode(err, 'ENOENT')) return undefined;
+    throw err;
+  }
+}
+
+export async function pathExists(p: string): Promise<boolean> {
+  try {
+    await fsp.lstat(p);
+    return true;
+  } catch (err) {
+    if (hasCode(err, 'ENOENT') || hasCode(err, 'ENOTDIR')) return false;
+    throw err;
+  }
+}
+
+export async function ensureDir(dir: string, mode = 0o755): Promise<void> {
+  await fsp.mkdir(dir, { recursive: true, mode });
+}

@@ -1,0 +1,199 @@
+// One typed configuration object for nodelet-cri: built-in defaults, then the config file, then flags.
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { parse as parseYaml } from 'yaml';
+import { invalidArgument } from '../common/errors.js';
+
+export interface MirrorConfig {
+  /** Endpoints tried in order, e.g. http://127.0.0.1:5000 */
+  endpoints: string[];
+  /** Whether the upstream host is tried after every mirror failed (default true, like containerd). */
+  fallbackToUpstream: boolean;
+}
+
+export interface RuntimeHandlerConfig {
+  /** Path or name of the OCI runtime binary (runc, crun). */
+  path: string;
+  /** Directory holding the runtime's state (its --root). */
+  root?: string;
+}
+
+export interface NodeletConfig {
+  socket: string;
+  root: string;
+  runRoot: string;
+  logLevel: string;
+  registry: {
+    insecure: string[];
+    mirrors: Record<string, MirrorConfig>;
+    /** Seconds allowed for a single HTTP request to a registry before retrying. */
+    requestTimeoutSeconds: number;
+    retries: number;
+  };
+  cni: { confDir: string; binDirs: string[] };
+  runtime: {
+    defaultHandler: string;
+    handlers: Record<string, RuntimeHandlerConfig>;
+    conmonPath: string;
+    /** Image for the sandbox infra container; empty means the built-in pause. */
+    sandboxImage: string;
+  };
+  streaming: { address: string; tlsCert?: string; tlsKey?: string };
+  metrics: { address: string };
+}
+
+export function defaultConfig(): NodeletConfig {
+  return {
+    socket: '/run/nodelet/cri.sock',
+    root: '/var/lib/nodelet',
+    runRoot: '/run/nodelet',
+    logLevel: 'info',
+    registry: { insecure: [], mirrors: {}, requestTimeoutSeconds: 30, retries: 3 },
+    cni: { confDir: '/etc/cni/net.d', binDirs: ['/usr/lib/cni', '/opt/cni/bin'] },
+    runtime: {
+      defaultHandler: 'runc',
+      handlers: { runc: { path: 'runc' }, crun: { path: 'crun' } },
+      conmonPath: 'conmon',
+      sandboxImage: '',
+    },
+    streaming: { address: '127.0.0.1:0' },
+    metrics: { address: '' },
+  };
+}
+
+const FLAGS = {
+  socket: { type: 'string' },
+  root: { type: 'string' },
+  'run-root': { type: 'string' },
+  config: { type: 'string' },
+  'log-level': { type: 'string' },
+  'insecure-registry': { type: 'string', multiple: true },
+  'registry-mirror': { type: 'string', multiple: true },
+  'cni-conf-dir': { type: 'string' },
+  'cni-bin-dir': { type: 'string', multiple: true },
+  'runtime-handler': { type: 'string', multiple: true },
+  'default-runtime': { type: 'string' },
+  conmon: { type: 'string' },
+  'sandbox-image': { type: 'string' },
+  'streaming-address': { type: 'string' },
+  'streaming-tls-cert': { type: 'string' },
+  'streaming-tls-key': { type: 'string' },
+  'metrics-address': { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean' },
+} as const;
+
+export const USAGE = `Usage: nodelet-cri [flags]
+  --socket PATH                 CRI socket (default /run/nodelet/cri.sock)
+  --root DIR                    persistent state (default /var/lib/nodelet)
+  --run-root DIR                runtime files (default /run/nodelet)
+  --config FILE                 YAML or JSON config file (flags win over it)
+  --log-level LEVEL             trace|debug|info|warn|error (default info)
+  --insecure-registry HOST[:PORT]   allow plain HTTP / unverified TLS (repeatable)
+  --registry-mirror REGISTRY=URL    mirror tried first for REGISTRY (repeatable)
+  --cni-conf-dir DIR            CNI configs (default /etc/cni/net.d)
+  --cni-bin-dir DIR             CNI plugins (repeatable; default /usr/lib/cni, /opt/cni/bin)
+  --runtime-handler NAME=PATH   an OCI runtime handler (repeatable; runc and crun built in)
+  --default-runtime NAME        handler for an empty runtime_handler (default runc)
+  --conmon PATH                 conmon binary (default conmon)
+  --sandbox-image REF           infra image instead of the built-in pause
+  --streaming-address HOST:PORT exec/attach/port-forward server (default 127.0.0.1:0)
+  --metrics-address HOST:PORT   Prometheus metrics and /healthz (default off)
+`;
+
+export interface ParsedCommandLine {
+  config: NodeletConfig;
+  help: boolean;
+  version: boolean;
+}
+
+/** Builds the config from argv (flags) over an optional config file over the defaults. */
+export function loadConfig(argv: string[]): ParsedCommandLine {
+  let values: ReturnType<typeof parseArgs<{ options: typeof FLAGS; args: string[]; allowPositionals: false }>>['values'];
+  try {
+    values = parseArgs({ args: argv, options: FLAGS, allowPositionals: false }).values;
+  } catch (err) {
+    throw invalidArgument((err as Error).message);
+  }
+  let config = defaultConfig();
+  if (values.config) config = mergeConfigFile(config, readConfigFile(values.config));
+  if (values.socket) config.socket = values.socket;
+  if (values.root) config.root = values.root;
+  if (values['run-root']) config.runRoot = values['run-root'];
+  if (values['log-level']) config.logLevel = values['log-level'];
+  for (const host of values['insecure-registry'] ?? []) config.registry.insecure.push(host);
+  for (const spec of values['registry-mirror'] ?? []) {
+    const eq = spec.indexOf('=');
+    if (eq <= 0) throw invalidArgument(`--registry-mirror ${spec}: want REGISTRY=URL`);
+    const registry = spec.slice(0, eq);
+    const url = spec.slice(eq + 1);
+    const m = (config.registry.mirrors[registry] ??= { endpoints: [], fallbackToUpstream: true });
+    m.endpoints.push(url);
+  }
+  if (values['cni-conf-dir']) config.cni.confDir = values['cni-conf-dir'];
+  if (values['cni-bin-dir']?.length) config.cni.binDirs = [...values['cni-bin-dir']];
+  for (const spec of values['runtime-handler'] ?? []) {
+    const eq = spec.indexOf('=');
+    if (eq <= 0) throw invalidArgument(`--runtime-handler ${spec}: want NAME=PATH`);
+    config.runtime.handlers[spec.slice(0, eq)] = { path: spec.slice(eq + 1) };
+  }
+  if (values['default-runtime']) config.runtime.defaultHandler = values['default-runtime'];
+  if (values.conmon) config.runtime.conmonPath = values.conmon;
+  if (values['sandbox-image'] !== undefined) config.runtime.sandboxImage = values['sandbox-image'];
+  if (values['streaming-address']) config.streaming.address = values['streaming-address'];
+  if (values['streaming-tls-cert']) config.streaming.tlsCert = values['streaming-tls-cert'];
+  if (values['streaming-tls-key']) config.streaming.tlsKey = values['streaming-tls-key'];
+  if (values['metrics-address'] !== undefined) config.metrics.address = values['metrics-address'];
+  if (!config.runtime.handlers[config.runtime.defaultHandler]) {
+    throw invalidArgument(`default runtime ${config.runtime.defaultHandler} is not a configured handler`);
+  }
+  return { config, help: Boolean(values.help), version: Boolean(values.version) };
+}
+
+function readConfigFile(file: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw invalidArgument(`config file ${file}: ${(err as Error).message}`);
+  }
+  try {
+    return parseYaml(text);
+  } catch (err) {
+    throw invalidArgument(`config file ${file}: ${(err as Error).message}`);
+  }
+}
+
+type Json = Record<string, unknown>;
+
+/** Deep-merges a parsed config file over the config; arrays replace, objects merge, unknown keys are refused. */
+export function mergeConfigFile(base: NodeletConfig, file: unknown): NodeletConfig {
+  if (file === null || file === undefined) return base;
+  if (typeof file !== 'object' || Array.isArray(file)) throw invalidArgument('config file: want a mapping at the top');
+  const out = structuredClone(base) as unknown as Json;
+  mergeInto(out, file as Json, '');
+  const config = out as unknown as NodeletConfig;
+  for (const [registry, m] of Object.entries(config.registry.mirrors)) {
+    if (!Array.isArray(m.endpoints)) throw invalidArgument(`config file: registry.mirrors.${registry}.endpoints must be a list`);
+    m.fallbackToUpstream = m.fallbackToUpstream ?? true;
+  }
+  return config;
+}
+
+// Maps whose keys are names chosen by the user, not fields.
+const FREE_MAPS = new Set(['registry.mirrors', 'runtime.handlers']);
+
+function mergeInto(target: Json, source: Json, prefix: string): void {
+  for (const [key, value] of Object.entries(source)) {
+    const where = prefix ? `${prefix}.${key}` : key;
+    if (!FREE_MAPS.has(prefix) && !(key in target)) throw invalidArgument(`config file: unknown key ${where}`);
+    const current = target[key];
+    if (value && typeof value === 'object' && !Array.isArray(value) && current && typeof current === 'object' && !Array.isArray(current)) {
+      mergeInto(current as Json, value as Json, where);
+    } else if (FREE_MAPS.has(prefix) && value && typeof value === 'object') {
+      target[key] = { ...(value as Json) };
+    } else {
+      target[key] = value;
+    }
+  }
+}

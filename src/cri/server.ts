@@ -1,0 +1,186 @@
+// The gRPC layer: one server on a unix socket carrying RuntimeService and ImageService.
+// Handlers are plain async functions of the domain; this file adds logging, cancellation and error mapping.
+import { promises as fsp } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { criProto, toStatus } from './grpc.js';
+import { logger, type Logger } from '../common/log.js';
+import { NodeletError, hasCode } from '../common/errors.js';
+
+export interface CallContext {
+  /** Aborted when the client cancels or its deadline passes. */
+  signal: AbortSignal;
+  /** Client deadline in ms since the epoch, when one was set. */
+  deadline?: number;
+  log: Logger;
+}
+
+export type UnaryHandler<Req = any, Res = any> = (request: Req, ctx: CallContext) => Promise<Res>;
+export type StreamHandler<Req = any, Res = any> = (request: Req, write: (msg: Res) => boolean, ctx: CallContext) => Promise<void>;
+
+export interface ServiceHandlers {
+  unary: Record<string, UnaryHandler>;
+  stream?: Record<string, StreamHandler>;
+}
+
+export interface CallObserver {
+  onCall(method: string, code: grpc.status, seconds: number): void;
+}
+
+function deadlineOf(call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>): number | undefined {
+  const d = call.getDeadline();
+  if (d === Infinity) return undefined;
+  const ms = d instanceof Date ? d.getTime() : Number(d);
+  return Number.isFinite(ms) ? ms : undefined;
+}
+
+function contextFor(call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>, method: string): { ctx: CallContext; done: () => void } {
+  const controller = new AbortController();
+  const deadline = deadlineOf(call);
+  const onCancel = () => controller.abort(new NodeletError('DeadlineExceeded', `${method}: cancelled by the client or its deadline passed`));
+  call.on('cancelled', onCancel);
+  let timer: NodeJS.Timeout | undefined;
+  if (deadline !== undefined) {
+    timer = setTimeout(onCancel, Math.max(0, deadline - Date.now()));
+    timer.unref();
+  }
+  return {
+    ctx: { signal: controller.signal, deadline, log: logger({ rpc: method }) },
+    done: () => {
+      if (timer) clearTimeout(timer);
+      call.removeListener('cancelled', onCancel);
+    },
+  };
+}
+
+function wrapUnary(method: string, handler: UnaryHandler, observer?: CallObserver): grpc.handleUnaryCall<unknown, unknown> {
+  return (call, callback) => {
+    const started = process.hrtime.bigint();
+    const { ctx, done } = contextFor(call, method);
+    const finish = (code: grpc.status) => observer?.onCall(method, code, Number(process.hrtime.bigint() - started) / 1e9);
+    handler(call.request, ctx).then(
+      (res) => {
+        done();
+        finish(grpc.status.OK);
+        ctx.log.debug({ ms: Number(process.hrtime.bigint() - started) / 1e6 }, 'ok');
+        callback(null, res);
+      },
+      (err: unknown) => {
+        done();
+        const status = toStatus(err);
+        finish(status.code ?? grpc.status.UNKNOWN);
+        const level = status.code === grpc.status.UNKNOWN || status.code === grpc.status.INTERNAL ? 'error' : 'info';
+        ctx.log[level]({ code: grpc.status[status.code ?? 2], err: status.details }, 'failed');
+        callback(status as grpc.ServiceError, null);
+      },
+    );
+  };
+}
+
+function wrapStream(method: string, handler: StreamHandler, observer?: CallObserver): grpc.handleServerStreamingCall<unknown, unknown> {
+  return (call) => {
+    const started = process.hrtime.bigint();
+    const { ctx, done } = contextFor(call, method);
+    const write = (msg: unknown) => (call.cancelled ? false : call.write(msg));
+    handler(call.request, write, ctx).then(
+      () => {
+        done();
+        observer?.onCall(method, grpc.status.OK, Number(process.hrtime.bigint() - started) / 1e9);
+        if (!call.cancelled) call.end();
+      },
+      (err: unknown) => {
+        done();
+        const status = toStatus(err);
+        observer?.onCall(method, status.code ?? grpc.status.UNKNOWN, Number(process.hrtime.bigint() - started) / 1e9);
+        if (!call.cancelled) call.destroy(Object.assign(new Error(status.details), status));
+      },
+    );
+  };
+}
+
+/** Builds a grpc-js implementation: every method of the service is present; unbuilt ones answer UNIMPLEMENTED. */
+function implement(service: grpc.ServiceDefinition, name: string, handlers: ServiceHandlers, observer?: CallObserver): grpc.UntypedServiceImplementation {
+  const impl: grpc.UntypedServiceImplementation = {};
+  for (const [method, def] of Object.entries(service)) {
+    const full = `${name}/${method}`;
+    if (def.responseStream) {
+      const h = handlers.stream?.[method];
+      impl[method] = wrapStream(full, h ?? (async () => {
+        throw new NodeletError('Unimplemented', `${full} is not implemented by nodelet yet`);
+      }), observer);
+    } else {
+      const h = handlers.unary[method];
+      impl[method] = wrapUnary(full, h ?? (async () => {
+        throw new NodeletError('Unimplemented', `${full} is not implemented by nodelet yet`);
+      }), observer);
+    }
+  }
+  return impl;
+}
+
+export interface CriServerOptions {
+  socket: string;
+  runtime: ServiceHandlers;
+  image: ServiceHandlers;
+  observer?: CallObserver;
+}
+
+export class CriServer {
+  private server?: grpc.Server;
+  constructor(private readonly opts: CriServerOptions) {}
+
+  async start(): Promise<void> {
+    const proto = criProto();
+    const server = new grpc.Server({
+      'grpc.max_receive_message_length': 16 * 1024 * 1024,
+      'grpc.max_send_message_length': 16 * 1024 * 1024,
+    });
+    server.addService(proto.runtime.v1.RuntimeService.service, implement(proto.runtime.v1.RuntimeService.service, 'runtime.v1.RuntimeService', this.opts.runtime, this.opts.observer));
+    server.addService(proto.runtime.v1.ImageService.service, implement(proto.runtime.v1.ImageService.service, 'runtime.v1.ImageService', this.opts.image, this.opts.observer));
+    await prepareSocket(this.opts.socket);
+    await new Promise<void>((resolve, reject) => {
+      server.bindAsync(`unix://${this.opts.socket}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve()));
+    });
+    await fsp.chmod(this.opts.socket, 0o660);
+    this.server = server;
+  }
+
+  async stop(graceMs = 5000): Promise<void> {
+    const server = this.server;
+    if (!server) return;
+    this.server = undefined;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        server.forceShutdown();
+        resolve();
+      }, graceMs);
+      server.tryShutdown(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+    await fsp.rm(this.opts.socket, { force: true });
+  }
+}
+
+/** A stale socket (nobody answering) is removed; a live one means another daemon owns it. */
+async function prepareSocket(socket: string): Promise<void> {
+  await fsp.mkdir(path.dirname(socket), { recursive: true, mode: 0o755 });
+  try {
+    await fsp.lstat(socket);
+  } catch (err) {
+    if (hasCode(err, 'ENOENT')) return;
+    throw err;
+  }
+  const live = await new Promise<boolean>((resolve) => {
+    const conn = net.connect(socket);
+    conn.once('connect', () => {
+      conn.destroy();
+      resolve(true);
+    });
+    conn.once('error', () => resolve(false));
+  });
+  if (live) throw new NodeletError('FailedPrecondition', `socket ${socket} is in use by a running process; refusing to replace it`);
+  await fsp.rm(socket, { force: true });
+}
