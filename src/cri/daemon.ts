@@ -1,0 +1,88 @@
+// Wires the daemon together: image service, network, runtime, gRPC server. Used by main and by tests.
+import { promises as fsp, existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import type { NodeletConfig } from '../config/config.js';
+import { CriServer } from './server.js';
+import { imageHandlers } from './image-handlers.js';
+import { runtimeHandlers } from './runtime-handlers.js';
+import { ImageService } from '../image/image-service.js';
+import { RegistryClient } from '../image/registry.js';
+import { CniNetwork } from '../network/cni.js';
+import { RuntimeService } from '../runtime/runtime-service.js';
+import { ensureDir } from '../common/fsutil.js';
+import { logger } from '../common/log.js';
+
+export interface Daemon {
+  config: NodeletConfig;
+  images: ImageService;
+  runtime: RuntimeService;
+  stop(): Promise<void>;
+}
+
+export async function startDaemon(config: NodeletConfig): Promise<Daemon> {
+  const log = logger();
+  await ensureDir(config.root, 0o711);
+  await ensureDir(config.runRoot, 0o711);
+  const registry = new RegistryClient({
+    insecure: config.registry.insecure,
+    mirrors: config.registry.mirrors,
+    requestTimeoutMs: config.registry.requestTimeoutSeconds * 1000,
+    retries: config.registry.retries,
+  });
+  let runtime: RuntimeService | undefined;
+  const images = new ImageService({
+    root: path.join(config.root, 'images'),
+    registry,
+    inUse: (imageId: string) => runtime?.ctx.containers.list().some((c) => c.imageId === imageId) ?? false,
+  });
+  await images.recover();
+  const network = new CniNetwork({
+    confDir: config.cni.confDir,
+    binDirs: config.cni.binDirs,
+    cacheDir: path.join(config.root, 'cni-cache'),
+  });
+  await network.ensureDefaultConfig();
+  runtime = new RuntimeService({
+    config,
+    network,
+    images,
+    restrictOomScoreAdj: await oomScoreAdjRestricted(),
+    cgroupV2: existsSync('/sys/fs/cgroup/cgroup.controllers'),
+    appArmor: appArmorEnabled(),
+  });
+  await runtime.start();
+  const server = new CriServer({ socket: config.socket, runtime: runtimeHandlers(runtime), image: imageHandlers(images) });
+  await server.start();
+  log.info({ socket: config.socket, root: config.root, runRoot: config.runRoot }, 'nodelet-cri serving');
+  return {
+    config,
+    images,
+    runtime,
+    stop: async () => {
+      await server.stop();
+      log.info('nodelet-cri stopped (containers keep running under their monitors)');
+    },
+  };
+}
+
+/** Lowering oom_score_adj needs CAP_SYS_RESOURCE; without it we clamp negatives to 0 (containerd's restrict_oom_score_adj). */
+async function oomScoreAdjRestricted(): Promise<boolean> {
+  const file = '/proc/self/oom_score_adj';
+  try {
+    const current = (await fsp.readFile(file, 'utf8')).trim();
+    const lower = String(Math.max(-1000, Number(current) - 1));
+    await fsp.writeFile(file, lower);
+    await fsp.writeFile(file, current);
+    return false;
+  } catch {
+    return true;
+  }
+}
+
+function appArmorEnabled(): boolean {
+  try {
+    return readFileSync('/sys/module/apparmor/parameters/enabled', 'utf8').trim() === 'Y';
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,157 @@
+// RuntimeService RPCs: validate the request shape, call the runtime domain, shape the response.
+import type { ServiceHandlers } from './server.js';
+import type { RuntimeService } from '../runtime/runtime-service.js';
+import type { SandboxRecord, ContainerRecord } from '../runtime/records.js';
+import { NODELET_VERSION, CRI_API_VERSION } from '../version.js';
+import { invalidArgument } from '../common/errors.js';
+
+export function sandboxStatusMessage(rec: SandboxRecord) {
+  const [ip, ...more] = rec.ips;
+  return {
+    id: rec.id,
+    metadata: rec.config.metadata,
+    state: rec.state,
+    created_at: rec.createdAt,
+    network: { ip: ip ?? '', additional_ips: more.map((m) => ({ ip: m })) },
+    linux: { namespaces: { options: rec.config.linux?.security_context?.namespace_options ?? { network: 'POD', pid: 'CONTAINER', ipc: 'POD' } } },
+    labels: rec.config.labels,
+    annotations: rec.config.annotations,
+    runtime_handler: rec.runtimeHandler,
+  };
+}
+
+export function containerStatusMessage(rec: ContainerRecord) {
+  return {
+    id: rec.id,
+    metadata: rec.config.metadata,
+    state: rec.state,
+    created_at: rec.createdAt,
+    started_at: rec.startedAt ?? 0,
+    finished_at: rec.finishedAt ?? 0,
+    exit_code: rec.exitCode ?? 0,
+    image: { image: rec.imageName, annotations: rec.config.image?.annotations ?? {} },
+    image_ref: rec.imageRef,
+    image_id: rec.imageId,
+    reason: rec.reason ?? '',
+    message: rec.message ?? '',
+    labels: rec.config.labels,
+    annotations: rec.config.annotations,
+    mounts: rec.config.mounts,
+    log_path: rec.logPath,
+    resources: rec.resources ? { linux: rec.resources } : null,
+    stop_signal: rec.config.stop_signal,
+  };
+}
+
+function containerMessage(rec: ContainerRecord) {
+  return {
+    id: rec.id,
+    pod_sandbox_id: rec.sandboxId,
+    metadata: rec.config.metadata,
+    image: { image: rec.imageName },
+    image_ref: rec.imageRef,
+    image_id: rec.imageId,
+    state: rec.state,
+    created_at: rec.createdAt,
+    labels: rec.config.labels,
+    annotations: rec.config.annotations,
+  };
+}
+
+function nowNs(): string {
+  return (BigInt(Date.now()) * 1_000_000n).toString();
+}
+
+export function runtimeHandlers(rt: RuntimeService): ServiceHandlers {
+  const { sandboxes, containers } = rt;
+  return {
+    unary: {
+      Version: async () => ({
+        version: '0.1.0',
+        runtime_name: 'nodelet',
+        runtime_version: NODELET_VERSION,
+        runtime_api_version: CRI_API_VERSION,
+      }),
+      Status: async (req: { verbose: boolean }) => ({
+        status: { conditions: await rt.conditions() },
+        info: req.verbose ? { config: JSON.stringify(rt.ctx.config) } : {},
+        // The default handler is also listed under the empty name, which is what clients send for it.
+        runtime_handlers: ['', ...rt.ctx.backends.keys()].map((name) => ({
+          name,
+          features: { recursive_read_only_mounts: false, user_namespaces: false },
+        })),
+        features: { supplemental_groups_policy: false, user_namespaces_host_network: false },
+      }),
+      RuntimeConfig: async () => ({ linux: { cgroup_driver: 'CGROUPFS' } }),
+      UpdateRuntimeConfig: async (req: any) => {
+        const cidr = req.runtime_config?.network_config?.pod_cidr;
+        if (cidr) await rt.ctx.network.setPodCidr(cidr);
+        return {};
+      },
+      RunPodSandbox: async (req: any) => ({ pod_sandbox_id: await sandboxes.run(req.config, req.runtime_handler) }),
+      StopPodSandbox: async (req: any) => {
+        await sandboxes.stop(req.pod_sandbox_id);
+        return {};
+      },
+      RemovePodSandbox: async (req: any) => {
+        await sandboxes.remove(req.pod_sandbox_id);
+        return {};
+      },
+      PodSandboxStatus: async (req: any) => {
+        const rec = await sandboxes.refresh(sandboxes.get(req.pod_sandbox_id));
+        const statuses = req.verbose ? await containers.list({ id: '', state: null, pod_sandbox_id: rec.id, label_selector: {} }) : [];
+        return {
+          status: sandboxStatusMessage(rec),
+          info: req.verbose ? { info: JSON.stringify({ pid: rec.infraPid, netnsPath: rec.netnsPath, runtimeHandler: rec.runtimeHandler, config: rec.config }) } : {},
+          containers_statuses: statuses.map(containerStatusMessage),
+          timestamp: nowNs(),
+        };
+      },
+      ListPodSandbox: async (req: any) => ({
+        items: (await sandboxes.list(req.filter)).map((rec) => ({
+          id: rec.id,
+          metadata: rec.config.metadata,
+          state: rec.state,
+          created_at: rec.createdAt,
+          labels: rec.config.labels,
+          annotations: rec.config.annotations,
+          runtime_handler: rec.runtimeHandler,
+        })),
+      }),
+      CreateContainer: async (req: any) => ({ container_id: await containers.create(req.pod_sandbox_id, req.config, req.sandbox_config) }),
+      StartContainer: async (req: any) => {
+        await containers.start(req.container_id);
+        return {};
+      },
+      StopContainer: async (req: any) => {
+        await containers.stop(req.container_id, req.timeout);
+        return {};
+      },
+      RemoveContainer: async (req: any) => {
+        await containers.remove(req.container_id);
+        return {};
+      },
+      ListContainers: async (req: any) => ({ containers: (await containers.list(req.filter)).map(containerMessage) }),
+      ContainerStatus: async (req: any) => {
+        const rec = await containers.get(req.container_id);
+        return {
+          status: containerStatusMessage(rec),
+          info: req.verbose ? { info: JSON.stringify({ pid: rec.pid, sandboxId: rec.sandboxId, runtimeHandler: rec.runtimeHandler, rootfs: rec.rootfs, config: rec.config }) } : {},
+        };
+      },
+      UpdateContainerResources: async (req: any) => {
+        await containers.updateResources(req.container_id, req.linux);
+        return {};
+      },
+      ReopenContainerLog: async (req: any) => {
+        await containers.reopenLog(req.container_id);
+        return {};
+      },
+      ExecSync: async (req: any) => {
+        if (!Array.isArray(req.cmd) || req.cmd.length === 0) throw invalidArgument('cmd is required');
+        const res = await containers.execSync(req.container_id, req.cmd, req.timeout);
+        return { stdout: res.stdout, stderr: res.stderr, exit_code: res.exitCode };
+      },
+    },
+  };
+}

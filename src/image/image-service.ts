@@ -1,0 +1,246 @@
+// The image domain: pull, list, status, remove, untag, filesystem usage, garbage collection, and layer lookup for the runtime.
+import path from 'node:path';
+import { createHash } from 'node:crypto';
+import { KeyedLock } from '../common/keyed-lock.js';
+import { failedPrecondition, notFound } from '../common/errors.js';
+import { logger } from '../common/log.js';
+import { ensureDir } from '../common/fsutil.js';
+import { BlobStore } from './blob-store.js';
+import { ImageStore, type ImageRecord } from './image-store.js';
+import { LayerStore } from './layer-store.js';
+import { Leases, SharedWork, parseImageReference, pullImage, type PullDeps, type PullOutcome } from './pull.js';
+import { digestedName, formatReference, parseReference, taggedName } from './reference.js';
+import type { RegistryClient, RegistryCredentials } from './registry.js';
+
+export type { ImageRecord } from './image-store.js';
+
+export interface ImageServiceOptions {
+  /** Directory holding blobs, unpacked layers and image records, e.g. <config.root>/images. */
+  root: string;
+  registry: Pick<RegistryClient, 'resolve' | 'downloadBlob'>;
+  /** True while a container uses the image (removal is then refused). */
+  inUse?: (imageId: string) => boolean;
+}
+
+export interface ImageFsUsage {
+  bytes: number;
+  inodes: number;
+  mountpoint: string;
+}
+
+export interface GcResult {
+  images: string[];
+  blobs: string[];
+  layers: string[];
+}
+
+export interface ResolvedImage {
+  record: ImageRecord;
+  /** Unpacked layer directories in overlay lowerdir order: top layer first. */
+  layerDirs: string[];
+}
+
+const ID_RE = /^sha256:[0-9a-f]{64}$/;
+const HEX_ID_RE = /^[0-9a-f]{64}$/;
+
+export class ImageService {
+  readonly root: string;
+  readonly blobs: BlobStore;
+  readonly layers: LayerStore;
+  readonly images: ImageStore;
+  private readonly leases = new Leases();
+  private readonly layerLocks = new KeyedLock();
+  private readonly pulls = new SharedWork<PullOutcome>();
+  private readonly deps: PullDeps;
+  private readonly inUse: (imageId: string) => boolean;
+  private readonly log = logger({ component: 'images' });
+
+  constructor(opts: ImageServiceOptions) {
+    this.root = opts.root;
+    this.blobs = new BlobStore(opts.root);
+    this.layers = new LayerStore(path.join(opts.root, 'layers'));
+    this.images = new ImageStore(opts.root);
+    this.inUse = opts.inUse ?? (() => false);
+    this.deps = {
+      registry: opts.registry,
+      blobs: this.blobs,
+      layers: this.layers,
+      layerLocks: this.layerLocks,
+      images: this.images,
+      leases: this.leases,
+    };
+  }
+
+  /** Start-up: drop partial downloads and unpacks, load records, collect what no record needs. */
+  async recover(): Promise<void> {
+    await ensureDir(this.root, 0o700);
+    await this.blobs.recover();
+    await this.layers.recover();
+    await this.images.load();
+    const collected = await this.gc();
+    this.log.info({ images: this.images.list().length, collectedBlobs: collected.blobs.length, collectedLayers: collected.layers.length }, 'image store recovered');
+  }
+
+  /**
+   * Pulls an image and returns its record. Concurrent pulls of one reference with the same credentials share
+   * one pull; each caller's signal only ends its own wait.
+   */
+  async pull(refString: string, creds?: RegistryCredentials, signal?: AbortSignal): Promise<ImageRecord> {
+    const ref = parseImageReference(refString);
+    const key = `${formatReference(ref)}\u0000${credentialsKey(creds)}`;
+    const outcome = await this.pulls.run(key, (sharedSignal) => this.pullAndCollect(refString, creds, sharedSignal), signal, `pull of ${refString}`);
+    return this.images.get(outcome.record.id) ?? outcome.record;
+  }
+
+  private async pullAndCollect(refString: string, creds: RegistryCredentials | undefined, signal: AbortSignal): Promise<PullOutcome> {
+    const outcome = await pullImage(this.deps, refString, creds, signal);
+    let removed = false;
+    for (const old of outcome.orphaned) {
+      if (this.inUse(old.id) || old.pinned) continue;
+      await this.images.remove(old.id);
+      this.log.info({ id: old.id }, 'image left without names removed');
+      removed = true;
+    }
+    if (removed) await this.gc();
+    return outcome;
+  }
+
+  /** Finds an image by id (sha256:<hex> or bare hex), tag (short names normalised) or repo digest. */
+  lookup(refOrId: string): ImageRecord | undefined {
+    const s = refOrId.trim();
+    if (ID_RE.test(s)) return this.images.get(s);
+    if (HEX_ID_RE.test(s)) return this.images.get(`sha256:${s}`);
+    let ref;
+    try {
+      ref = parseReference(s);
+    } catch {
+      return undefined;
+    }
+    if (ref.digest) return this.images.getByDigest(digestedName(ref, ref.digest));
+    const tagged = taggedName(ref);
+    return tagged ? this.images.getByTag(tagged) : undefined;
+  }
+
+  list(filter?: { image?: { image?: string } | null } | null): ImageRecord[] {
+    const wanted = filter?.image?.image;
+    if (wanted) {
+      const found = this.lookup(wanted);
+      return found ? [found] : [];
+    }
+    return this.images.list().sort((a, b) => a.createdAt.localeCompare(b.createdAt));
+  }
+
+  status(refOrId: string): ImageRecord | undefined {
+    return this.lookup(refOrId);
+  }
+
+  /** Removes the image any of its names or its id refers to, with all its names. Absent is success. */
+  async remove(refOrId: string): Promise<void> {
+    const record = this.lookup(refOrId);
+    if (!record) return;
+    if (this.inUse(record.id)) throw failedPrecondition(`image ${refOrId} (${record.id}) is in use by a container`);
+    await this.images.remove(record.id);
+    this.log.info({ id: record.id, tags: record.repoTags }, 'image removed');
+    await this.gc();
+  }
+
+  /**
+   * Removes one name: the image stays while other names refer to it. An id, or the last name, removes the image.
+   * Returns whether the image itself went away.
+   */
+  async untag(refOrId: string): Promise<{ record?: ImageRecord; imageRemoved: boolean }> {
+    const record = this.lookup(refOrId);
+    if (!record) throw notFound(`image ${refOrId} not found`);
+    const s = refOrId.trim();
+    if (ID_RE.test(s) || HEX_ID_RE.test(s) || record.repoTags.length + record.repoDigests.length <= 1) {
+      await this.remove(s);
+      return { record, imageRemoved: true };
+    }
+    const ref = parseReference(s);
+    const name = ref.digest ? digestedName(ref, ref.digest) : taggedName(ref)!;
+    const updated = await this.images.removeName(name);
+    if (updated && updated.repoTags.length === 0 && updated.repoDigests.length === 0 && !this.inUse(updated.id)) {
+      await this.images.remove(updated.id);
+      await this.gc();
+      return { record: updated, imageRemoved: true };
+    }
+    return { record: updated, imageRemoved: false };
+  }
+
+  async setPinned(refOrId: string, pinned: boolean): Promise<ImageRecord> {
+    const record = this.lookup(refOrId);
+    if (!record) throw notFound(`image ${refOrId} not found`);
+    return (await this.images.setPinned(record.id, pinned)) ?? record;
+  }
+
+  /** Bytes and inodes held by blobs and unpacked layers, from running counts. */
+  async fsInfo(): Promise<ImageFsUsage> {
+    const blobs = this.blobs.usage();
+    const layers = await this.layers.usage();
+    return { bytes: blobs.bytes + layers.bytes, inodes: blobs.files + layers.inodes, mountpoint: this.root };
+  }
+
+  /** The image's record and its layer directories (top first) for building a container rootfs. */
+  async resolveImage(refOrId: string): Promise<ResolvedImage> {
+    const record = this.lookup(refOrId);
+    if (!record) throw notFound(`image ${refOrId} not found`);
+    const layerDirs: string[] = [];
+    for (const layer of [...record.layers].reverse()) {
+      if (!(await this.layers.has(layer.diffId))) throw failedPrecondition(`image ${refOrId}: layer ${layer.diffId} is missing; pull the image again`);
+      layerDirs.push(await this.layers.fsPath(layer.diffId));
+    }
+    return { record, layerDirs };
+  }
+
+  /** Removes images left without names (unused, unpinned), then blobs and layers no record or running pull needs. */
+  async gc(): Promise<GcResult> {
+    const result: GcResult = { images: [], blobs: [], layers: [] };
+    for (const record of this.images.list()) {
+      if (record.repoTags.length === 0 && record.repoDigests.length === 0 && !record.pinned && !this.inUse(record.id)) {
+        await this.images.remove(record.id);
+        result.images.push(record.id);
+      }
+    }
+    let referencedBlobs = this.images.referencedBlobs();
+    for (const digest of await this.blobs.list()) {
+      if (referencedBlobs.has(digest) || this.leases.has(digest)) continue;
+      const removed = await this.blobs.locks.run(digest, async () => {
+        // A pull may have committed since the snapshot: check again under the lock.
+        referencedBlobs = this.images.referencedBlobs();
+        if (referencedBlobs.has(digest) || this.leases.has(digest)) return false;
+        return this.blobs.removeUnlocked(digest);
+      });
+      if (removed) result.blobs.push(digest);
+    }
+    let referencedLayers = this.images.referencedLayers();
+    for (const diffId of await this.layers.list()) {
+      if (referencedLayers.has(diffId) || this.leases.has(diffId)) continue;
+      const removed = await this.layerLocks.run(diffId, async () => {
+        referencedLayers = this.images.referencedLayers();
+        if (referencedLayers.has(diffId) || this.leases.has(diffId)) return false;
+        await this.layers.remove(diffId);
+        return true;
+      });
+      if (removed) result.layers.push(diffId);
+    }
+    if (result.images.length + result.blobs.length + result.layers.length > 0) {
+      this.log.info({ images: result.images.length, blobs: result.blobs.length, layers: result.layers.length }, 'garbage collected');
+    }
+    return result;
+  }
+
+  /** The chain id of the top layer (as containerd reports in verbose status). */
+  chainId(record: ImageRecord): string | undefined {
+    let chain: string | undefined;
+    for (const l of record.layers) {
+      chain = chain ? `sha256:${createHash('sha256').update(`${chain} ${l.diffId}`).digest('hex')}` : l.diffId;
+    }
+    return chain;
+  }
+}
+
+function credentialsKey(creds: RegistryCredentials | undefined): string {
+  if (!creds) return '';
+  return createHash('sha256').update(JSON.stringify(creds)).digest('hex');
+}
+

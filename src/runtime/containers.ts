@@ -1,0 +1,344 @@
+// Containers: overlay root filesystem over the image layers, an OCI spec from the pure builder,
+// conmon + runc through the backend; state kept in durable records.
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import type { RuntimeContext } from './context.js';
+import type { ContainerRecord, SandboxRecord } from './records.js';
+import { nowNs, dateToNs } from './records.js';
+import { NodeletError, alreadyExists, failedPrecondition, invalidArgument, notFound, errorMessage } from '../common/errors.js';
+import { ensureDir, writeJsonAtomic } from '../common/fsutil.js';
+import { logger } from '../common/log.js';
+import { mountOverlay, unmountIfMounted } from './mounts.js';
+import { matchLabels } from './sandboxes.js';
+import { buildContainerSpec } from '../oci/container-spec.js';
+import type { ContainerConfig__Output } from '../cri/generated/runtime/v1/ContainerConfig.js';
+import type { ContainerFilter__Output } from '../cri/generated/runtime/v1/ContainerFilter.js';
+import type { LinuxContainerResources__Output } from '../cri/generated/runtime/v1/LinuxContainerResources.js';
+
+export interface ExecSyncResult {
+  stdout: Buffer;
+  stderr: Buffer;
+  exitCode: number;
+}
+
+export class Containers {
+  constructor(private readonly ctx: RuntimeContext) {}
+
+  async create(sandboxId: string, config: ContainerConfig__Output | null, sandboxConfigFromRequest: unknown): Promise<string> {
+    void sandboxConfigFromRequest; // the stored sandbox config is authoritative
+    if (!sandboxId) throw invalidArgument('pod_sandbox_id is required');
+    if (!config) throw invalidArgument('config is required');
+    if (!config.metadata?.name) throw invalidArgument('config.metadata.name is required');
+    if (!config.image?.image) throw invalidArgument('config.image.image is required');
+    const sandbox = this.ctx.sandboxes.get(sandboxId);
+    if (!sandbox || sandbox.phase !== 'ready') throw notFound(`pod sandbox ${sandboxId} not found`);
+    if (sandbox.state !== 'SANDBOX_READY') throw failedPrecondition(`pod sandbox ${sandbox.id} is not ready`);
+    const smd = sandbox.config.metadata!;
+    const reservedName = `${config.metadata.name}_${smd.name}_${smd.namespace}_${smd.uid}_${config.metadata.attempt}`;
+    const taken = this.ctx.containers.list().find((c) => c.reservedName === reservedName);
+    if (taken) throw alreadyExists(`container name ${reservedName} is already used by container ${taken.id}`);
+    const image = await this.ctx.images.resolveImage(config.image.image);
+    if (!image) throw notFound(`image ${config.image.image} not found`);
+
+    const id = randomBytes(32).toString('hex');
+    const dir = this.ctx.containers.pathOf(id);
+    const logPath = config.log_path && sandbox.config.log_directory ? path.join(sandbox.config.log_directory, config.log_path) : path.join(dir, 'container.log');
+    const imageConfig = (image.record.config?.config ?? {}) as { StopSignal?: string };
+    const rec: ContainerRecord = {
+      id,
+      phase: 'creating',
+      state: 'CONTAINER_CREATED',
+      sandboxId: sandbox.id,
+      reservedName,
+      config,
+      runtimeHandler: sandbox.runtimeHandler,
+      imageName: config.image.image,
+      imageId: image.record.id,
+      imageRef: image.record.repoDigests[0] ?? image.record.id,
+      logPath,
+      rootfs: path.join(dir, 'rootfs'),
+      rootfsMounted: false,
+      stopSignal: config.stop_signal && config.stop_signal !== 'RUNTIME_DEFAULT' ? config.stop_signal : imageConfig.StopSignal || 'SIGTERM',
+      createdAt: nowNs(),
+      resources: config.linux?.resources ?? null,
+    };
+    const log = logger({ container: id.slice(0, 12), name: config.metadata.name });
+    return this.ctx.locks.run(id, async () => {
+      await this.ctx.containers.put(rec);
+      try {
+        await this.setUp(rec, sandbox, image.layerDirs, image.record.config);
+        rec.phase = 'ready';
+        await this.ctx.containers.put(rec);
+        log.info({ sandbox: sandbox.id.slice(0, 12) }, 'container created');
+        return id;
+      } catch (err) {
+        log.warn({ err: errorMessage(err) }, 'container set-up failed; undoing');
+        await this.destroy(rec).catch((e) => log.error({ err: errorMessage(e) }, 'undo failed'));
+        throw err;
+      }
+    });
+  }
+
+  private async setUp(rec: ContainerRecord, sandbox: SandboxRecord, layerDirs: string[], imageFile: any): Promise<void> {
+    const dir = this.ctx.containers.pathOf(rec.id);
+    for (const m of rec.config.mounts) {
+      if (!m.host_path) throw invalidArgument(`mounts: host_path is required (container_path ${m.container_path})`);
+      try {
+        await fsp.stat(m.host_path);
+      } catch {
+        throw invalidArgument(`mounts: host_path ${m.host_path} does not exist`);
+      }
+    }
+    await mountOverlay(layerDirs, path.join(dir, 'upper'), path.join(dir, 'work'), rec.rootfs);
+    rec.rootfsMounted = true;
+    await this.ctx.containers.put(rec);
+    await ensureDir(path.dirname(rec.logPath));
+    const sdir = this.ctx.sandboxes.pathOf(sandbox.id);
+    const hostDevices: Record<string, { type: string; major: number; minor: number; fileMode: number; uid: number; gid: number }> = {};
+    for (const d of rec.config.devices) {
+      const st = await fsp.stat(d.host_path).catch(() => {
+        throw invalidArgument(`devices: host_path ${d.host_path} does not exist`);
+      });
+      if (!st.isCharacterDevice() && !st.isBlockDevice()) throw invalidArgument(`devices: ${d.host_path} is not a device`);
+      hostDevices[d.host_path] = {
+        type: st.isCharacterDevice() ? 'c' : 'b',
+        major: Math.floor(st.rdev / 256) & 0xfff,
+        minor: (st.rdev & 0xff) | ((st.rdev >> 12) & 0xfff00),
+        fileMode: st.mode & 0o777,
+        uid: st.uid,
+        gid: st.gid,
+      };
+    }
+    const readEtc = (name: string) => fsp.readFile(path.join(rec.rootfs, 'etc', name), 'utf8').catch(() => '');
+    const seccomp = rec.config.linux?.security_context?.seccomp;
+    let seccompLocalhostProfile: string | undefined;
+    if (seccomp?.profile_type === 'Localhost') {
+      seccompLocalhostProfile = await fsp.readFile(seccomp.localhost_ref, 'utf8').catch(() => {
+        throw invalidArgument(`seccomp localhost profile ${seccomp.localhost_ref} cannot be read`);
+      });
+    }
+    const infraPid = sandbox.infraPid;
+    const targetId = rec.config.linux?.security_context?.namespace_options?.target_id;
+    let targetPid: number | undefined;
+    if (rec.config.linux?.security_context?.namespace_options?.pid === 'TARGET') {
+      const target = targetId ? this.ctx.containers.get(targetId) : undefined;
+      if (!target || target.state !== 'CONTAINER_RUNNING' || !target.pid) throw notFound(`namespace_options.target_id ${targetId}: no running container`);
+      targetPid = target.pid;
+    }
+    const spec = buildContainerSpec({
+      containerId: rec.id,
+      sandboxId: sandbox.id,
+      config: rec.config,
+      sandboxConfig: sandbox.config,
+      image: imageFile?.config ?? {},
+      imageName: rec.imageName,
+      rootfsPath: rec.rootfs,
+      passwd: await readEtc('passwd'),
+      group: await readEtc('group'),
+      sandboxPaths: {
+        hostname: path.join(sdir, 'hostname'),
+        hosts: path.join(sdir, 'hosts'),
+        resolvConf: path.join(sdir, 'resolv.conf'),
+        shm: sandbox.shmPath,
+      },
+      namespacePaths: {
+        network: sandbox.hostNetwork ? undefined : sandbox.netnsPath,
+        ipc: infraPid ? `/proc/${infraPid}/ns/ipc` : undefined,
+        uts: infraPid && !sandbox.hostNetwork ? `/proc/${infraPid}/ns/uts` : undefined,
+        pid: targetPid ? `/proc/${targetPid}/ns/pid` : infraPid ? `/proc/${infraPid}/ns/pid` : undefined,
+      },
+      cgroupParent: sandbox.config.linux?.cgroup_parent ?? '',
+      restrictOomScoreAdj: this.ctx.restrictOomScoreAdj,
+      cgroupV2: this.ctx.cgroupV2,
+      appArmor: this.ctx.appArmor,
+      hostDevices,
+      seccompLocalhostProfile,
+    });
+    const bundle = path.join(dir, 'bundle');
+    await ensureDir(bundle);
+    await writeJsonAtomic(path.join(bundle, 'config.json'), spec);
+    const { pid } = await this.ctx.backend(rec.runtimeHandler).create({
+      id: rec.id,
+      bundleDir: bundle,
+      logPath: rec.logPath,
+      tty: rec.config.tty,
+      stdin: rec.config.stdin,
+      stdinOnce: rec.config.stdin_once,
+    });
+    rec.pid = pid;
+  }
+
+  /** A ready container record, refreshed with an exit that happened since we last looked. */
+  async get(id: string): Promise<ContainerRecord> {
+    if (!id) throw invalidArgument('container_id is required');
+    const rec = this.ctx.containers.get(id);
+    if (!rec || rec.phase !== 'ready') throw notFound(`container ${id} not found`);
+    return this.refresh(rec);
+  }
+
+  async refresh(rec: ContainerRecord): Promise<ContainerRecord> {
+    if (rec.state !== 'CONTAINER_RUNNING') return rec;
+    const backend = this.ctx.backend(rec.runtimeHandler);
+    const exit = await backend.readExit(rec.id);
+    if (!exit) return rec;
+    return this.ctx.locks.run(rec.id, async () => {
+      const cur = this.ctx.containers.get(rec.id);
+      if (!cur || cur.state !== 'CONTAINER_RUNNING') return cur ?? rec;
+      await this.recordExit(cur, exit.exitCode, exit.finishedAt);
+      return cur;
+    });
+  }
+
+  private async recordExit(rec: ContainerRecord, exitCode: number, finishedAt: Date): Promise<void> {
+    const oom = await this.ctx.backend(rec.runtimeHandler).wasOomKilled(rec.id).catch(() => false);
+    rec.state = 'CONTAINER_EXITED';
+    rec.exitCode = exitCode;
+    rec.finishedAt = dateToNs(finishedAt);
+    rec.reason = oom ? 'OOMKilled' : exitCode === 0 ? 'Completed' : 'Error';
+    await this.ctx.containers.put(rec);
+  }
+
+  async start(id: string): Promise<void> {
+    const found = await this.get(id);
+    await this.ctx.locks.run(found.id, async () => {
+      const rec = this.ctx.containers.get(found.id)!;
+      if (rec.state !== 'CONTAINER_CREATED') throw failedPrecondition(`container ${rec.id} is ${rec.state}, not CONTAINER_CREATED`);
+      const sandbox = this.ctx.sandboxes.get(rec.sandboxId);
+      if (!sandbox || sandbox.state !== 'SANDBOX_READY') throw failedPrecondition(`pod sandbox ${rec.sandboxId} of container ${rec.id} is not ready`);
+      try {
+        await this.ctx.backend(rec.runtimeHandler).start(rec.id);
+      } catch (err) {
+        rec.state = 'CONTAINER_EXITED';
+        rec.exitCode = 128;
+        rec.reason = 'StartError';
+        rec.message = errorMessage(err);
+        rec.finishedAt = nowNs();
+        await this.ctx.containers.put(rec);
+        throw err;
+      }
+      rec.state = 'CONTAINER_RUNNING';
+      rec.startedAt = nowNs();
+      await this.ctx.containers.put(rec);
+    });
+  }
+
+  async stop(id: string, timeoutSeconds: number): Promise<void> {
+    if (!id) throw invalidArgument('container_id is required');
+    const found = this.ctx.containers.get(id);
+    if (!found || found.phase !== 'ready') return; // CRI: stopping an unknown container succeeds
+    await this.ctx.locks.run(found.id, () => this.stopLocked(found.id, timeoutSeconds));
+  }
+
+  private async stopLocked(id: string, timeoutSeconds: number): Promise<void> {
+    const rec = this.ctx.containers.get(id);
+    if (!rec || rec.state !== 'CONTAINER_RUNNING') return;
+    const backend = this.ctx.backend(rec.runtimeHandler);
+    await backend.stop(rec.id, Math.max(0, timeoutSeconds), rec.stopSignal);
+    const exit = await backend.readExit(rec.id);
+    await this.recordExit(rec, exit?.exitCode ?? 137, exit?.finishedAt ?? new Date());
+  }
+
+  async remove(id: string): Promise<void> {
+    if (!id) throw invalidArgument('container_id is required');
+    const found = this.ctx.containers.get(id);
+    if (!found) return;
+    await this.ctx.locks.run(found.id, async () => {
+      const rec = this.ctx.containers.get(found.id);
+      if (rec) await this.destroy(rec);
+    });
+  }
+
+  /** Kills, deletes and unmounts; removes state. The log file stays (the kubelet owns its life). */
+  async destroy(rec: ContainerRecord): Promise<void> {
+    const backend = this.ctx.backend(rec.runtimeHandler);
+    await backend.stop(rec.id, 0, 'SIGKILL').catch(() => undefined);
+    await backend.delete(rec.id);
+    await unmountIfMounted(rec.rootfs);
+    await this.ctx.containers.delete(rec.id);
+  }
+
+  async stopAllOf(sandboxId: string): Promise<void> {
+    await Promise.all(this.ctx.containersOf(sandboxId).map((c) => this.stop(c.id, 0)));
+  }
+
+  async removeAllOf(sandboxId: string): Promise<void> {
+    await Promise.all(this.ctx.containersOf(sandboxId).map((c) => this.remove(c.id)));
+  }
+
+  async list(filter: ContainerFilter__Output | null | undefined): Promise<ContainerRecord[]> {
+    const out: ContainerRecord[] = [];
+    for (const r of this.ctx.containers.list()) {
+      if (r.phase !== 'ready') continue;
+      if (filter?.id && !r.id.startsWith(filter.id)) continue;
+      if (filter?.pod_sandbox_id && !r.sandboxId.startsWith(filter.pod_sandbox_id)) continue;
+      const rec = await this.refresh(r);
+      if (filter?.state && rec.state !== filter.state.state) continue;
+      if (filter?.label_selector && !matchLabels(rec.config.labels, filter.label_selector)) continue;
+      out.push(rec);
+    }
+    return out;
+  }
+
+  async execSync(id: string, cmd: string[], timeoutSeconds: number): Promise<ExecSyncResult> {
+    if (!cmd.length) throw invalidArgument('cmd is required');
+    const rec = await this.get(id);
+    if (rec.state !== 'CONTAINER_RUNNING') throw failedPrecondition(`container ${rec.id} is not running`);
+    const res = await this.ctx.backend(rec.runtimeHandler).execSync(rec.id, cmd, timeoutSeconds);
+    if (res.timedOut) {
+      // Same as the kubelet's own probes expect from containerd: a timeout is an error naming it.
+      throw new NodeletError('DeadlineExceeded', `command ${JSON.stringify(cmd)} timed out after ${timeoutSeconds}s`);
+    }
+    return { stdout: res.stdout, stderr: res.stderr, exitCode: res.exitCode };
+  }
+
+  async updateResources(id: string, resources: LinuxContainerResources__Output | null): Promise<void> {
+    const rec = await this.get(id);
+    if (!resources) return;
+    await this.ctx.locks.run(rec.id, async () => {
+      const cur = this.ctx.containers.get(rec.id)!;
+      if (cur.state === 'CONTAINER_RUNNING' || cur.state === 'CONTAINER_CREATED') {
+        await this.ctx.backend(cur.runtimeHandler).updateResources(cur.id, resources, this.ctx.restrictOomScoreAdj);
+      }
+      cur.resources = resources;
+      await this.ctx.containers.put(cur);
+    });
+  }
+
+  async reopenLog(id: string): Promise<void> {
+    const rec = await this.get(id);
+    if (rec.state !== 'CONTAINER_RUNNING') throw failedPrecondition(`container ${rec.id} is not running`);
+    await this.ctx.backend(rec.runtimeHandler).reopenLog(rec.id);
+  }
+
+  /** After a restart: undo interrupted creations, record exits that happened while we were away. */
+  async recover(): Promise<void> {
+    for (const rec of this.ctx.containers.list()) {
+      const log = logger({ container: rec.id.slice(0, 12) });
+      try {
+        if (rec.phase === 'creating') {
+          log.warn('undoing a container whose creation was interrupted');
+          await this.destroy(rec);
+          continue;
+        }
+        const backend = this.ctx.backend(rec.runtimeHandler);
+        if (rec.state === 'CONTAINER_RUNNING' || rec.state === 'CONTAINER_CREATED') {
+          const exit = await backend.readExit(rec.id);
+          if (exit && rec.state === 'CONTAINER_RUNNING') {
+            await this.recordExit(rec, exit.exitCode, exit.finishedAt);
+          } else if (!(await backend.state(rec.id))) {
+            // The runtime lost it (host reboot): it is not running, and never will be.
+            rec.state = 'CONTAINER_EXITED';
+            rec.exitCode = 255;
+            rec.reason = 'Unknown';
+            rec.message = 'container was lost while nodelet-cri was not running';
+            rec.finishedAt = rec.finishedAt ?? nowNs();
+            await this.ctx.containers.put(rec);
+          }
+        }
+      } catch (err) {
+        log.error({ err: errorMessage(err) }, 'recovery of container failed');
+      }
+    }
+  }
+}

@@ -1,0 +1,65 @@
+// The durable records of sandboxes and containers (what survives a daemon restart).
+import type { PodSandboxConfig__Output } from '../cri/generated/runtime/v1/PodSandboxConfig.js';
+import type { ContainerConfig__Output } from '../cri/generated/runtime/v1/ContainerConfig.js';
+import type { LinuxContainerResources__Output } from '../cri/generated/runtime/v1/LinuxContainerResources.js';
+
+/** 'creating' marks a record whose set-up did not finish: recovery undoes it. */
+export type Phase = 'creating' | 'ready';
+
+export type SandboxState = 'SANDBOX_READY' | 'SANDBOX_NOTREADY';
+
+export interface SandboxRecord {
+  id: string;
+  phase: Phase;
+  state: SandboxState;
+  /** name_namespace_uid_attempt: a second sandbox with it is refused. */
+  reservedName: string;
+  createdAt: string; // ns since the epoch, decimal
+  config: PodSandboxConfig__Output;
+  runtimeHandler: string;
+  hostNetwork: boolean;
+  netnsPath?: string;
+  ips: string[];
+  /** Network set up and not yet torn down (teardown survives restarts). */
+  networkAttached: boolean;
+  shmPath: string;
+  shmMounted: boolean;
+  infraPid?: number;
+  stoppedAt?: string;
+}
+
+export type ContainerState = 'CONTAINER_CREATED' | 'CONTAINER_RUNNING' | 'CONTAINER_EXITED' | 'CONTAINER_UNKNOWN';
+
+export interface ContainerRecord {
+  id: string;
+  phase: Phase;
+  state: ContainerState;
+  sandboxId: string;
+  reservedName: string;
+  config: ContainerConfig__Output;
+  runtimeHandler: string;
+  /** What the client asked for (config.image.image) and what it resolved to. */
+  imageName: string;
+  imageId: string;
+  imageRef: string;
+  logPath: string;
+  rootfs: string;
+  rootfsMounted: boolean;
+  stopSignal: string;
+  createdAt: string;
+  startedAt?: string;
+  finishedAt?: string;
+  exitCode?: number;
+  reason?: string;
+  message?: string;
+  pid?: number;
+  resources?: LinuxContainerResources__Output | null;
+}
+
+export function nowNs(): string {
+  return (BigInt(Date.now()) * 1_000_000n).toString();
+}
+
+export function dateToNs(d: Date): string {
+  return (BigInt(d.getTime()) * 1_000_000n).toString();
+}

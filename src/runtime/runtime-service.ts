@@ -1,0 +1,64 @@
+// The RuntimeService domain: sandboxes and containers together, readiness, recovery.
+import { promises as fsp, existsSync } from 'node:fs';
+import { RuntimeContext, type RuntimeContextOptions } from './context.js';
+import { PodSandboxes } from './sandboxes.js';
+import { Containers } from './containers.js';
+import { logger } from '../common/log.js';
+import { errorMessage } from '../common/errors.js';
+import { ensureDir } from '../common/fsutil.js';
+import { run } from '../common/exec.js';
+
+export interface RuntimeCondition {
+  type: 'RuntimeReady' | 'NetworkReady';
+  status: boolean;
+  reason: string;
+  message: string;
+}
+
+export class RuntimeService {
+  readonly ctx: RuntimeContext;
+  readonly sandboxes: PodSandboxes;
+  readonly containers: Containers;
+
+  constructor(opts: RuntimeContextOptions) {
+    this.ctx = new RuntimeContext(opts);
+    this.containers = new Containers(this.ctx);
+    this.sandboxes = new PodSandboxes(this.ctx, this.containers);
+  }
+
+  async start(): Promise<void> {
+    await ensureDir(this.ctx.runDir);
+    await this.ctx.sandboxes.load();
+    await this.ctx.containers.load();
+    await this.containers.recover();
+    await this.sandboxes.recover();
+    logger().info({ sandboxes: this.ctx.sandboxes.list().length, containers: this.ctx.containers.list().length }, 'runtime state recovered');
+  }
+
+  async conditions(): Promise<RuntimeCondition[]> {
+    const runtime = await this.runtimeReady();
+    const net = this.ctx.network.status();
+    return [
+      runtime,
+      { type: 'NetworkReady', status: net.ready, reason: net.ready ? '' : net.reason ?? 'NetworkPluginNotReady', message: net.ready ? '' : net.message ?? '' },
+    ];
+  }
+
+  private runtimeChecked?: RuntimeCondition;
+  private async runtimeReady(): Promise<RuntimeCondition> {
+    if (this.runtimeChecked?.status) return this.runtimeChecked;
+    const problems: string[] = [];
+    const backend = this.ctx.config.runtime.handlers[this.ctx.config.runtime.defaultHandler]!;
+    for (const bin of [this.ctx.config.runtime.conmonPath, backend.path]) {
+      const res = await run(bin, ['--version'], { reject: false, timeoutMs: 5000 }).catch((e) => ({ exitCode: -1, stderr: errorMessage(e) }));
+      if (res.exitCode !== 0) problems.push(`${bin} is not usable`);
+    }
+    if (!existsSync('/proc/filesystems') || !(await fsp.readFile('/proc/filesystems', 'utf8')).includes('overlay')) {
+      problems.push('the kernel has no overlay filesystem');
+    }
+    this.runtimeChecked = problems.length
+      ? { type: 'RuntimeReady', status: false, reason: 'RuntimeNotReady', message: problems.join('; ') }
+      : { type: 'RuntimeReady', status: true, reason: '', message: '' };
+    return this.runtimeChecked;
+  }
+}

@@ -1,0 +1,278 @@
+// Pod sandboxes: namespaces held by an infra (pause) process under conmon, network by CNI,
+// pod files (hostname, hosts, resolv.conf, /dev/shm). Every step is undone on failure.
+import { promises as fsp, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import type { RuntimeContext } from './context.js';
+import type { SandboxRecord } from './records.js';
+import { nowNs } from './records.js';
+import { alreadyExists, invalidArgument, notFound, errorMessage } from '../common/errors.js';
+import { ensureDir, writeJsonAtomic, writeFileAtomic } from '../common/fsutil.js';
+import { logger } from '../common/log.js';
+import { mountTmpfs, unmountIfMounted } from './mounts.js';
+import { createNetns, removeNetns, netnsNameForSandbox } from '../network/netns.js';
+import { buildResolvConf, buildHostsFile } from '../network/dns.js';
+import { buildSandboxSpec } from '../oci/sandbox-spec.js';
+import { ensurePauseRootfs } from './pause/pause.js';
+import type { PodSandboxConfig__Output } from '../cri/generated/runtime/v1/PodSandboxConfig.js';
+import type { PodSandboxFilter__Output } from '../cri/generated/runtime/v1/PodSandboxFilter.js';
+
+const SHM_SIZE = 64 * 1024 * 1024;
+
+export interface RunSandboxResult {
+  id: string;
+}
+
+export class PodSandboxes {
+  private pauseRootfs?: Promise<string>;
+
+  constructor(
+    private readonly ctx: RuntimeContext,
+    /** Stops and removes containers; set by the runtime once both halves exist. */
+    private readonly containers: { stopAllOf(sandboxId: string): Promise<void>; removeAllOf(sandboxId: string): Promise<void> },
+  ) {}
+
+  private pause(): Promise<string> {
+    this.pauseRootfs ??= ensurePauseRootfs(path.join(this.ctx.config.root, 'pause'));
+    return this.pauseRootfs;
+  }
+
+  async run(config: PodSandboxConfig__Output | null, runtimeHandler: string): Promise<string> {
+    if (!config) throw invalidArgument('config is required');
+    const md = config.metadata;
+    if (!md) throw invalidArgument('config.metadata is required');
+    if (!md.name) throw invalidArgument('config.metadata.name is required');
+    if (!md.namespace) throw invalidArgument('config.metadata.namespace is required');
+    if (!md.uid) throw invalidArgument('config.metadata.uid is required');
+    const handler = this.ctx.handlerName(runtimeHandler);
+    const reservedName = `${md.name}_${md.namespace}_${md.uid}_${md.attempt}`;
+    const existing = this.ctx.sandboxes.list().find((s) => s.reservedName === reservedName);
+    if (existing) throw alreadyExists(`sandbox name ${reservedName} is already used by sandbox ${existing.id}`);
+
+    const ns = config.linux?.security_context?.namespace_options;
+    const hostNetwork = ns?.network === 'NODE';
+    const hostIpc = ns?.ipc === 'NODE';
+    const id = randomBytes(32).toString('hex');
+    const log = logger({ sandbox: id.slice(0, 12), pod: `${md.namespace}/${md.name}` });
+    const runDir = path.join(this.ctx.runDir, 'sandboxes', id);
+    const rec: SandboxRecord = {
+      id,
+      phase: 'creating',
+      state: 'SANDBOX_NOTREADY',
+      reservedName,
+      createdAt: nowNs(),
+      config,
+      runtimeHandler: handler,
+      hostNetwork,
+      ips: [],
+      networkAttached: false,
+      shmPath: hostIpc ? '/dev/shm' : path.join(runDir, 'shm'),
+      shmMounted: false,
+    };
+    return this.ctx.locks.run(id, async () => {
+      // The record exists from the first step so that a crash mid-way is found and undone by recovery.
+      await this.ctx.sandboxes.put(rec);
+      try {
+        await this.setUp(rec, runDir);
+        rec.phase = 'ready';
+        rec.state = 'SANDBOX_READY';
+        await this.ctx.sandboxes.put(rec);
+        log.info({ ips: rec.ips, handler }, 'sandbox ready');
+        return id;
+      } catch (err) {
+        log.warn({ err: errorMessage(err) }, 'sandbox set-up failed; undoing');
+        await this.destroy(rec).catch((e) => log.error({ err: errorMessage(e) }, 'undo failed'));
+        throw err;
+      }
+    });
+  }
+
+  private async setUp(rec: SandboxRecord, runDir: string): Promise<void> {
+    const { config } = rec;
+    const dir = this.ctx.sandboxes.pathOf(rec.id);
+    await ensureDir(runDir);
+    if (!rec.hostNetwork) {
+      rec.netnsPath = await createNetns(netnsNameForSandbox(rec.id));
+      await this.ctx.sandboxes.put(rec);
+      rec.networkAttached = true; // from here a teardown is owed, even if ADD fails half-way
+      await this.ctx.sandboxes.put(rec);
+      const md = config.metadata!;
+      const result = await this.ctx.network.setUp(rec.id, rec.netnsPath, {
+        podName: md.name,
+        podNamespace: md.namespace,
+        podUid: md.uid,
+        portMappings: config.port_mappings.map((p) => ({
+          hostPort: p.host_port,
+          containerPort: p.container_port,
+          protocol: p.protocol === 'UDP' ? 'udp' : p.protocol === 'SCTP' ? 'sctp' : 'tcp',
+          hostIp: p.host_ip || undefined,
+        })),
+      });
+      rec.ips = result.ips;
+      await this.ctx.sandboxes.put(rec);
+    }
+    if (rec.shmPath !== '/dev/shm') {
+      await mountTmpfs(rec.shmPath, SHM_SIZE);
+      rec.shmMounted = true;
+      await this.ctx.sandboxes.put(rec);
+    }
+    const hostname = rec.hostNetwork ? readHostname() : config.hostname || config.metadata!.name;
+    await writeFileAtomic(path.join(dir, 'hostname'), hostname + '\n');
+    await writeFileAtomic(path.join(dir, 'resolv.conf'), buildResolvConf(config.dns_config ?? undefined, readHostFile('/etc/resolv.conf')));
+    await writeFileAtomic(
+      path.join(dir, 'hosts'),
+      rec.hostNetwork ? readHostFile('/etc/hosts') : buildHostsFile(hostname, rec.ips),
+    );
+    if (config.log_directory) await ensureDir(config.log_directory);
+
+    const rootfs = await this.pause();
+    const bundle = path.join(runDir, 'bundle');
+    await ensureDir(bundle);
+    const spec = buildSandboxSpec({
+      id: rec.id,
+      config,
+      rootfsPath: rootfs,
+      netnsPath: rec.netnsPath,
+      restrictOomScoreAdj: this.ctx.restrictOomScoreAdj,
+      cgroupV2: this.ctx.cgroupV2,
+    });
+    await writeJsonAtomic(path.join(bundle, 'config.json'), spec);
+    const backend = this.ctx.backend(rec.runtimeHandler);
+    const { pid } = await backend.create({
+      id: rec.id,
+      bundleDir: bundle,
+      logPath: path.join(runDir, 'infra.log'),
+      tty: false,
+      stdin: false,
+      stdinOnce: false,
+    });
+    rec.infraPid = pid;
+    await backend.start(rec.id);
+  }
+
+  /** Stops containers and the infra process and tears the network down; safe to repeat. */
+  async stop(id: string): Promise<void> {
+    if (!id) throw invalidArgument('pod_sandbox_id is required');
+    const found = this.ctx.sandboxes.get(id);
+    if (!found) return; // CRI: stopping an unknown sandbox succeeds
+    await this.containers.stopAllOf(found.id);
+    await this.ctx.locks.run(found.id, async () => {
+      const rec = this.ctx.sandboxes.get(found.id);
+      if (!rec) return;
+      const backend = this.ctx.backend(rec.runtimeHandler);
+      await backend.stop(rec.id, 0, 'SIGKILL');
+      await this.releaseNetwork(rec);
+      if (rec.shmMounted) {
+        await unmountIfMounted(rec.shmPath);
+        rec.shmMounted = false;
+      }
+      if (rec.state !== 'SANDBOX_NOTREADY' || !rec.stoppedAt) {
+        rec.state = 'SANDBOX_NOTREADY';
+        rec.stoppedAt = nowNs();
+      }
+      await this.ctx.sandboxes.put(rec);
+    });
+  }
+
+  async remove(id: string): Promise<void> {
+    if (!id) throw invalidArgument('pod_sandbox_id is required');
+    const found = this.ctx.sandboxes.get(id);
+    if (!found) return;
+    await this.containers.removeAllOf(found.id);
+    await this.ctx.locks.run(found.id, async () => {
+      const rec = this.ctx.sandboxes.get(found.id);
+      if (rec) await this.destroy(rec);
+    });
+  }
+
+  /** Undoes everything a sandbox holds, in reverse order of set-up; each step tolerates "already gone". */
+  async destroy(rec: SandboxRecord): Promise<void> {
+    const backend = this.ctx.backend(rec.runtimeHandler);
+    await backend.stop(rec.id, 0, 'SIGKILL').catch(() => undefined);
+    await backend.delete(rec.id);
+    await this.releaseNetwork(rec);
+    if (rec.shmPath !== '/dev/shm') await unmountIfMounted(rec.shmPath);
+    await fsp.rm(path.join(this.ctx.runDir, 'sandboxes', rec.id), { recursive: true, force: true });
+    await this.ctx.sandboxes.delete(rec.id);
+  }
+
+  private async releaseNetwork(rec: SandboxRecord): Promise<void> {
+    if (rec.networkAttached) {
+      await this.ctx.network.tearDown(rec.id, rec.netnsPath);
+      rec.networkAttached = false;
+      await this.ctx.sandboxes.put(rec);
+    }
+    if (rec.netnsPath) {
+      await removeNetns(rec.netnsPath);
+      rec.netnsPath = undefined;
+      await this.ctx.sandboxes.put(rec);
+    }
+  }
+
+  get(id: string): SandboxRecord {
+    if (!id) throw invalidArgument('pod_sandbox_id is required');
+    const rec = this.ctx.sandboxes.get(id);
+    if (!rec || rec.phase !== 'ready') throw notFound(`pod sandbox ${id} not found`);
+    return rec;
+  }
+
+  /** Refreshes READY → NOTREADY when the infra process died behind our back. */
+  async refresh(rec: SandboxRecord): Promise<SandboxRecord> {
+    if (rec.state !== 'SANDBOX_READY') return rec;
+    const exit = await this.ctx.backend(rec.runtimeHandler).readExit(rec.id);
+    if (exit) {
+      await this.ctx.locks.run(rec.id, async () => {
+        const cur = this.ctx.sandboxes.get(rec.id);
+        if (cur && cur.state === 'SANDBOX_READY') {
+          cur.state = 'SANDBOX_NOTREADY';
+          cur.stoppedAt = nowNs();
+          await this.ctx.sandboxes.put(cur);
+        }
+      });
+    }
+    return this.ctx.sandboxes.get(rec.id) ?? rec;
+  }
+
+  async list(filter: PodSandboxFilter__Output | null | undefined): Promise<SandboxRecord[]> {
+    const out: SandboxRecord[] = [];
+    for (const r of this.ctx.sandboxes.list()) {
+      if (r.phase !== 'ready') continue;
+      if (filter?.id && !r.id.startsWith(filter.id)) continue;
+      const rec = await this.refresh(r);
+      if (filter?.state && rec.state !== filter.state.state) continue;
+      if (filter?.label_selector && !matchLabels(rec.config.labels, filter.label_selector)) continue;
+      out.push(rec);
+    }
+    return out;
+  }
+
+  /** After a restart: finish or undo half-done work, notice infra processes that died meanwhile. */
+  async recover(): Promise<void> {
+    for (const rec of this.ctx.sandboxes.list()) {
+      const log = logger({ sandbox: rec.id.slice(0, 12) });
+      if (rec.phase === 'creating') {
+        log.warn('undoing a sandbox whose creation was interrupted');
+        await this.destroy(rec).catch((err) => log.error({ err: errorMessage(err) }, 'undo failed'));
+        continue;
+      }
+      await this.refresh(rec);
+    }
+  }
+}
+
+export function matchLabels(labels: Record<string, string> | undefined, selector: Record<string, string>): boolean {
+  for (const [k, v] of Object.entries(selector)) if (labels?.[k] !== v) return false;
+  return true;
+}
+
+function readHostFile(file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+function readHostname(): string {
+  return readHostFile('/etc/hostname').trim() || 'localhost';
+}

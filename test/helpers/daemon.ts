@@ -1,0 +1,143 @@
+// Starts a real nodelet-cri process with its own temp root, run root, socket and CNI config for a test.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { promises as fsp, existsSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { connectCri, type CriClient } from './cri-client.js';
+
+const MAIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cri', 'main.js');
+
+export interface TestDaemonOptions {
+  /** Extra flags, e.g. ['--insecure-registry', host]. */
+  args?: string[];
+  /** Write a CNI config of our own (unique bridge and subnet) instead of nodelet's default. */
+  network?: boolean;
+}
+
+export interface TestDaemon {
+  socket: string;
+  root: string;
+  runRoot: string;
+  cniConfDir: string;
+  bridge: string;
+  subnet: string;
+  client: CriClient;
+  proc: ChildProcess;
+  logFile: string;
+  /** SIGKILLs the daemon (containers keep running under conmon). */
+  kill(): Promise<void>;
+  /** Starts the daemon again on the same state. */
+  restart(): Promise<void>;
+  /** Removes every pod (stop + remove through CRI), stops the daemon, deletes temp dirs and the bridge. */
+  cleanup(): Promise<void>;
+}
+
+async function waitForSocket(socket: string, proc: ChildProcess, logFile: string): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    if (existsSync(socket)) return;
+    if (proc.exitCode !== null) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const log = await fsp.readFile(logFile, 'utf8').catch(() => '');
+  throw new Error(`nodelet-cri did not start (exit ${proc.exitCode}):\n${log.slice(-4000)}`);
+}
+
+export async function startTestDaemon(opts: TestDaemonOptions = {}): Promise<TestDaemon> {
+  const tag = randomBytes(4).toString('hex');
+  const base = await fsp.mkdtemp(path.join(os.tmpdir(), 'nodelet-test-'));
+  const root = path.join(base, 'root');
+  // Unix socket paths are limited to 108 bytes: keep the run root short.
+  const runRoot = path.join('/run/nodelet-test', tag);
+  const socket = path.join(runRoot, 'cri.sock');
+  const cniConfDir = path.join(base, 'cni');
+  const bridge = `nlt${tag}`.slice(0, 15);
+  const octet = 16 + (parseInt(tag.slice(0, 4), 16) % 200);
+  const third = parseInt(tag.slice(4, 6), 16);
+  const subnet = `10.${octet}.${third}.0/24`;
+  await fsp.mkdir(cniConfDir, { recursive: true });
+  await fsp.writeFile(
+    path.join(cniConfDir, '10-test.conflist'),
+    JSON.stringify({
+      cniVersion: '1.0.0',
+      name: `nodelet-test-${tag}`,
+      plugins: [
+        {
+          type: 'bridge',
+          bridge,
+          isGateway: true,
+          ipMasq: true,
+          hairpinMode: true,
+          ipam: { type: 'host-local', ranges: [[{ subnet }]], routes: [{ dst: '0.0.0.0/0' }], dataDir: path.join(base, 'ipam') },
+        },
+        { type: 'portmap', capabilities: { portMappings: true }, snat: true },
+      ],
+    }),
+  );
+  const logFile = path.join(base, 'daemon.log');
+  const args = [
+    MAIN,
+    '--socket', socket,
+    '--root', root,
+    '--run-root', runRoot,
+    '--cni-conf-dir', cniConfDir,
+    '--log-level', 'debug',
+    ...(opts.args ?? []),
+  ];
+  const spawnDaemon = async () => {
+    const out = await fsp.open(logFile, 'a');
+    const proc = spawn(process.execPath, args, { stdio: ['ignore', out.fd, out.fd] });
+    await out.close();
+    await waitForSocket(socket, proc, logFile);
+    return proc;
+  };
+  let proc = await spawnDaemon();
+  const daemon: TestDaemon = {
+    socket, root, runRoot, cniConfDir, bridge, subnet, logFile, proc,
+    client: connectCri(socket),
+    async kill() {
+      daemon.client.close();
+      const exited = new Promise((r) => proc.once('exit', r));
+      proc.kill('SIGKILL');
+      await exited;
+    },
+    async restart() {
+      proc = await spawnDaemon();
+      daemon.proc = proc;
+      daemon.client = connectCri(socket);
+    },
+    async cleanup() {
+      try {
+        if (proc.exitCode === null && proc.signalCode === null) {
+          const { items } = await daemon.client.runtime('ListPodSandbox', {});
+          for (const s of items) {
+            await daemon.client.runtime('StopPodSandbox', { pod_sandbox_id: s.id }).catch(() => undefined);
+            await daemon.client.runtime('RemovePodSandbox', { pod_sandbox_id: s.id }).catch(() => undefined);
+          }
+          const { containers } = await daemon.client.runtime('ListContainers', {});
+          for (const c of containers) await daemon.client.runtime('RemoveContainer', { container_id: c.id }).catch(() => undefined);
+        }
+      } finally {
+        daemon.client.close();
+        if (proc.exitCode === null && proc.signalCode === null) {
+          const exited = new Promise((r) => proc.once('exit', r));
+          proc.kill('SIGTERM');
+          await exited;
+        }
+        await removeBridge(bridge);
+        await fsp.rm(runRoot, { recursive: true, force: true }).catch(() => undefined);
+        await fsp.rm(base, { recursive: true, force: true }).catch(() => undefined);
+      }
+    },
+  };
+  return daemon;
+}
+
+async function removeBridge(name: string): Promise<void> {
+  await new Promise<void>((resolve) => {
+    const p = spawn('ip', ['link', 'del', name], { stdio: 'ignore' });
+    p.on('exit', () => resolve());
+    p.on('error', () => resolve());
+  });
+}
