@@ -423,10 +423,12 @@ export class CniNetwork {
     await writeJsonAtomic(this.cachePath(sandboxId), attachment);
 
     const log = this.log.child({ sandboxId, network: loaded.list.name });
+    let attempted = 0;
+    let result: CniResult | undefined;
     try {
       await this.invoke('ADD', LOOPBACK_NETWORK, LOOPBACK_NETWORK.plugins[0]!, attachment, 'lo', undefined);
-      let result: CniResult | undefined;
       for (const plugin of loaded.list.plugins) {
+        attempted++;
         result = (await this.invoke('ADD', loaded.list, plugin, attachment, POD_IFNAME, result)) ?? result;
       }
       if (!result) throw internal(`CNI network ${loaded.list.name} returned no result for sandbox ${sandboxId}`);
@@ -438,7 +440,8 @@ export class CniNetwork {
     } catch (err) {
       log.warn({ err: errorMessage(err) }, 'pod network setup failed; removing what was added');
       try {
-        await this.tearDown(sandboxId, netnsPath);
+        // Only the plugins that were run get a DEL (the failing one included: it may have done part).
+        await this.deleteAttachment({ ...attachment, result }, netnsPath, attempted);
       } catch (cleanupErr) {
         log.error({ err: errorMessage(cleanupErr) }, 'cleanup after failed network setup failed');
       }
@@ -455,10 +458,16 @@ export class CniNetwork {
     // The record is written before the first ADD, so without one there is nothing to undo.
     const attachment = await this.readCache(sandboxId);
     if (!attachment) return;
+    await this.deleteAttachment(attachment, netnsPath, attachment.network.plugins.length);
+  }
+
+  /** DEL for the first `pluginCount` plugins in reverse, then loopback; drops the record when all succeeded. */
+  private async deleteAttachment(attachment: CachedAttachment, netnsPath: string | undefined, pluginCount: number): Promise<void> {
+    const { sandboxId } = attachment;
     const nsPath = netnsPath ?? attachment.netnsPath;
     const del: CachedAttachment = { ...attachment, netnsPath: nsPath && (await pathExists(nsPath)) ? nsPath : '' };
     const errors: string[] = [];
-    for (const plugin of [...attachment.network.plugins].reverse()) {
+    for (const plugin of attachment.network.plugins.slice(0, pluginCount).reverse()) {
       try {
         await this.invoke('DEL', attachment.network, plugin, del, attachment.ifName, attachment.result);
       } catch (err) {

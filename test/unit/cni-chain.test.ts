@@ -122,12 +122,13 @@ test('a failing plugin surfaces its error and everything added is deleted', asyn
       `ADD loopback lo ${netns}`,
       `ADD first eth0 ${netns}`,
       `ADD broken eth0 ${netns}`,
-      `DEL second eth0 ${netns}`,
       `DEL broken eth0 ${netns}`,
       `DEL first eth0 ${netns}`,
       `DEL loopback lo ${netns}`,
     ]);
     assert.deepEqual(await fsp.readdir(t.cacheDir), []);
+    const brokenDel = JSON.parse(await fsp.readFile(path.join(t.binDir, 'broken-DEL.stdin'), 'utf8'));
+    assert.deepEqual(brokenDel.prevResult.ips, [{ address: '10.9.0.7/24', interface: 0 }], 'partial result passed on');
   } finally {
     await t.cleanup();
   }
@@ -151,6 +152,8 @@ test('missing plugin binary and bad ids are reported', async () => {
   const t = await setup(['first', 'absent']);
   try {
     await assert.rejects(t.cni.setUp('sb4', '/nonexistent', pod), /CNI plugin absent of network testnet failed ADD: binary not found/);
+    assert.equal(await t.cni.cachedResult('sb4'), undefined);
+    assert.deepEqual(await fsp.readdir(t.cacheDir), [], 'rollback did not need the missing binary');
     await assert.rejects(t.cni.setUp('../etc', '/nonexistent', pod), (e) => isKind(e, 'InvalidArgument'));
     await assert.rejects(t.cni.setUp('sb5', '/x', { ...pod, podName: 'a;b' }), (e) => isKind(e, 'InvalidArgument'));
   } finally {

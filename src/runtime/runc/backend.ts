@@ -1,0 +1,734 @@
+// The runc backend: one conmon per container starts the OCI runtime (runc or crun), holds the
+// container's stdio, writes its CRI log and exit file and serves attach. The daemon is never the
+// container's parent, so containers outlive it; everything here can be rebuilt from files and
+// `runtime state` after a restart.
+import { promises as fsp, watch as fsWatch, type FSWatcher } from 'node:fs';
+import { constants as osConstants } from 'node:os';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import { run, spawnChild } from '../../common/exec.js';
+import { ensureDir, pathExists, readJsonIfExists, writeJsonAtomic } from '../../common/fsutil.js';
+import {
+  deadlineExceeded,
+  errorMessage,
+  failedPrecondition,
+  hasCode,
+  internal,
+  invalidArgument,
+  notFound,
+} from '../../common/errors.js';
+import { logger, type Logger } from '../../common/log.js';
+
+export interface RuncBackendOptions {
+  conmonPath: string;
+  /** runc or crun: an absolute path or a name looked up in PATH. */
+  runtimePath: string;
+  /** The runtime's --root: our own directory so several daemons don't see each other's containers. */
+  runtimeRoot: string;
+  /** conmon writes `<exitDir>/<id>` holding the exit code when a container exits. */
+  exitDir: string;
+  /** conmon's attach sockets live at `<socketDir>/<id>/attach`; keep it short (108-byte socket paths). */
+  socketDir: string;
+  /** Per-container conmon files (pid files, exit, oom, our monitor record); default `<dirname(exitDir)>/conmon`. */
+  persistRoot?: string;
+  /** conmon --log-level (error, warn, info, debug, trace). */
+  conmonLogLevel?: string;
+  /** How long a create may take before it is abandoned (default 60 s). */
+  createTimeoutMs?: number;
+}
+
+export interface CreateOptions {
+  id: string;
+  /** Holds config.json; the rootfs path is in the spec. */
+  bundleDir: string;
+  /** The CRI-format log file conmon writes. */
+  logPath: string;
+  tty: boolean;
+  stdin: boolean;
+  stdinOnce: boolean;
+  /** Bytes; conmon truncates the log when it grows beyond this. */
+  logMaxSize?: number;
+}
+
+export type ContainerStatus = 'created' | 'running' | 'paused' | 'stopped';
+
+export interface RuntimeState {
+  status: ContainerStatus;
+  pid: number;
+  bundle?: string;
+}
+
+export interface ExitInfo {
+  exitCode: number;
+  /** mtime of the exit file. */
+  finishedAt: Date;
+}
+
+export interface ExecSyncOptions {
+  /** Extra `KEY=value` entries; they override the container's own. */
+  env?: string[];
+}
+
+export interface ExecSyncResult {
+  stdout: Buffer;
+  stderr: Buffer;
+  exitCode: number;
+  timedOut: boolean;
+}
+
+/** What we remember about a container's monitor, beside conmon's own files. */
+interface MonitorRecord {
+  id: string;
+  bundleDir: string;
+  logPath: string;
+  conmonPid: number;
+  pid: number;
+  createdAt: string;
+}
+
+const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+const UNIX_SOCKET_PATH_MAX = 107;
+/** Each of stdout and stderr of an ExecSync is cut at this size so a chatty command can't exhaust memory. */
+export const EXEC_OUTPUT_LIMIT = 16 * 1024 * 1024;
+const EXIT_POLL_MS = 250;
+const CTL_RESIZE = 1;
+const CTL_REOPEN_LOG = 2;
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function isUnknownContainer(stderr: string): boolean {
+  return /does not exist|not exist|No such file or directory|not found/i.test(stderr);
+}
+
+function isNotRunning(stderr: string): boolean {
+  return /not running|process already finished|no such process|container is stopped/i.test(stderr);
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return hasCode(err, 'EPERM');
+  }
+}
+
+async function resolveExecutable(file: string): Promise<string> {
+  if (file.includes('/')) return path.resolve(file);
+  for (const dir of (process.env.PATH ?? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin').split(':')) {
+    if (!dir) continue;
+    const candidate = path.join(dir, file);
+    try {
+      await fsp.access(candidate, fsp.constants.X_OK);
+      return candidate;
+    } catch {
+      // keep looking
+    }
+  }
+  throw failedPrecondition(`runtime binary ${file} not found in PATH`);
+}
+
+/** A byte sink that keeps at most `limit` bytes and drops the rest. */
+class CappedBuffer {
+  private readonly chunks: Buffer[] = [];
+  private size = 0;
+  truncated = false;
+  constructor(private readonly limit: number) {}
+  push(chunk: Buffer): void {
+    const room = this.limit - this.size;
+    if (room <= 0) {
+      this.truncated = true;
+      return;
+    }
+    const kept = chunk.length > room ? chunk.subarray(0, room) : chunk;
+    if (kept.length < chunk.length) this.truncated = true;
+    this.chunks.push(kept);
+    this.size += kept.length;
+  }
+  toBuffer(): Buffer {
+    return Buffer.concat(this.chunks, this.size);
+  }
+}
+
+export class RuncBackend {
+  readonly conmonPath: string;
+  readonly runtimePath: string;
+  readonly runtimeRoot: string;
+  readonly exitDir: string;
+  readonly socketDir: string;
+  readonly persistRoot: string;
+  private readonly conmonLogLevel: string;
+  private readonly createTimeoutMs: number;
+  private resolvedRuntime: string | undefined;
+  private readonly log: Logger;
+
+  constructor(opts: RuncBackendOptions) {
+    this.conmonPath = opts.conmonPath;
+    this.runtimePath = opts.runtimePath;
+    this.runtimeRoot = path.resolve(opts.runtimeRoot);
+    this.exitDir = path.resolve(opts.exitDir);
+    this.socketDir = path.resolve(opts.socketDir);
+    this.persistRoot = path.resolve(opts.persistRoot ?? path.join(path.dirname(this.exitDir), 'conmon'));
+    this.conmonLogLevel = opts.conmonLogLevel ?? 'info';
+    this.createTimeoutMs = opts.createTimeoutMs ?? 60_000;
+    this.log = logger({ component: 'runc-backend', runtime: path.basename(opts.runtimePath) });
+  }
+
+  // ---- paths ----
+
+  persistDir(id: string): string {
+    return path.join(this.persistRoot, checkId(id));
+  }
+
+  exitFilePath(id: string): string {
+    return path.join(this.exitDir, checkId(id));
+  }
+
+  /** conmon's attach socket (SOCK_SEQPACKET): frames out are `<1 stdout|2 stderr><bytes>`, stdin goes in raw. */
+  attachSocketPath(id: string): string {
+    return path.join(this.socketDir, checkId(id), 'attach');
+  }
+
+  // ---- lifecycle ----
+
+  /** Starts conmon, which runs `runtime create`; resolves when the container exists (not started). */
+  async create(opts: CreateOptions): Promise<{ pid: number; conmonPid: number }> {
+    const id = checkId(opts.id);
+    const log = this.log.child({ containerId: id });
+    const socketPath = this.attachSocketPath(id);
+    if (socketPath.length > UNIX_SOCKET_PATH_MAX) {
+      throw invalidArgument(`attach socket path ${socketPath} is longer than ${UNIX_SOCKET_PATH_MAX} bytes; use a shorter socketDir`);
+    }
+    const bundleDir = path.resolve(opts.bundleDir);
+    if (!(await pathExists(path.join(bundleDir, 'config.json')))) {
+      throw invalidArgument(`bundle ${bundleDir} of container ${id} has no config.json`);
+    }
+    if (await this.state(id)) throw failedPrecondition(`container ${id} already exists in runtime root ${this.runtimeRoot}`);
+
+    const runtime = await this.runtimeBinary();
+    const persistDir = this.persistDir(id);
+    const logPath = path.resolve(opts.logPath);
+    await Promise.all([
+      ensureDir(this.exitDir),
+      ensureDir(this.socketDir),
+      ensureDir(this.runtimeRoot, 0o700),
+      ensureDir(path.dirname(logPath)),
+    ]);
+    // A leftover exit file or persist dir of an earlier container with this id would fake an exit.
+    await fsp.rm(this.exitFilePath(id), { force: true });
+    await fsp.rm(persistDir, { recursive: true, force: true });
+    await ensureDir(persistDir, 0o700);
+
+    const args = this.conmonArgs(opts, id, runtime, bundleDir, logPath, persistDir);
+    const started = Date.now();
+    let pid: number;
+    try {
+      pid = await this.launchConmon(id, args, persistDir);
+    } catch (err) {
+      log.warn({ err: errorMessage(err) }, 'container create failed; cleaning up');
+      await this.delete(id).catch((cleanupErr: unknown) => log.warn({ err: errorMessage(cleanupErr) }, 'cleanup after failed create'));
+      throw err;
+    }
+    const conmonPid = await this.readConmonPid(id);
+    const record: MonitorRecord = { id, bundleDir, logPath, conmonPid, pid, createdAt: new Date().toISOString() };
+    await writeJsonAtomic(path.join(persistDir, 'monitor.json'), record);
+    log.debug({ pid, conmonPid, ms: Date.now() - started }, 'container created');
+    return { pid, conmonPid };
+  }
+
+  /** The conmon argv for a create (without the binary), exposed for logs and tests. */
+  conmonArgs(opts: CreateOptions, id: string, runtime: string, bundleDir: string, logPath: string, persistDir: string): string[] {
+    const args = [
+      '--api-version', '1',
+      '-c', id,
+      '-u', id,
+      '-n', id,
+      '-r', runtime,
+      '-b', bundleDir,
+      '-p', path.join(persistDir, 'pidfile'),
+      '-P', path.join(persistDir, 'conmon.pid'),
+      '-l', `k8s-file:${logPath}`,
+      '--exit-dir', this.exitDir,
+      '--persist-dir', persistDir,
+      '--socket-dir-path', this.socketDir,
+      '--log-level', this.conmonLogLevel,
+      '--runtime-arg', `--root=${this.runtimeRoot}`,
+    ];
+    if (opts.logMaxSize !== undefined && opts.logMaxSize > 0) args.push('--log-size-max', String(Math.floor(opts.logMaxSize)));
+    if (opts.stdin) args.push('-i');
+    if (opts.stdin && !opts.stdinOnce) args.push('--leave-stdin-open');
+    if (opts.tty) args.push('-t');
+    return args;
+  }
+
+  /**
+   * Runs conmon with a sync pipe on fd 3 and waits for its `{"data": pid}` report. conmon forks
+   * itself away (its daemon half is reparented, not our child) and keeps the pipe's write end, so
+   * the report, not EOF, marks success; EOF or a negative `data` is a failure.
+   */
+  private async launchConmon(id: string, args: string[], persistDir: string): Promise<number> {
+    const env: Record<string, string> = {
+      PATH: process.env.PATH ?? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+      _OCI_SYNCPIPE: '3',
+    };
+    if (process.env.XDG_RUNTIME_DIR) env.XDG_RUNTIME_DIR = process.env.XDG_RUNTIME_DIR;
+    const child = spawnChild(this.conmonPath, args, {
+      stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
+      env,
+      extendEnv: false,
+      cwd: persistDir, // conmon drops an `oom` file into its cwd as well
+      detached: true,
+      cleanup: false,
+      buffer: false,
+      reject: false,
+    });
+    void child.then(undefined, () => undefined);
+    const syncPipe = child.stdio[3] as Readable;
+    let stderr = '';
+    child.stderr?.on('data', (chunk: Buffer) => {
+      if (stderr.length < 16_384) stderr += chunk.toString('utf8');
+    });
+    child.stdout?.on('data', (chunk: Buffer) => {
+      if (stderr.length < 16_384) stderr += chunk.toString('utf8');
+    });
+
+    let firstExitCode: number | null | undefined;
+    const firstExited = new Promise<void>((resolve) => {
+      child.once('exit', (code) => {
+        firstExitCode = code;
+        resolve();
+      });
+      child.once('error', () => resolve());
+    });
+
+    const report = await new Promise<{ data: number; message?: string } | Error>((resolve) => {
+      let text = '';
+      let settled = false;
+      const settle = (value: { data: number; message?: string } | Error): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        resolve(value);
+      };
+      const timer = setTimeout(
+        () => settle(deadlineExceeded(`conmon did not report container ${id} within ${this.createTimeoutMs} ms`)),
+        this.createTimeoutMs,
+      );
+      syncPipe.on('data', (chunk: Buffer) => {
+        text += chunk.toString('utf8');
+        const newline = text.indexOf('\n');
+        if (newline < 0) return;
+        try {
+          const parsed = JSON.parse(text.slice(0, newline)) as { data?: unknown; message?: unknown };
+          if (typeof parsed.data !== 'number') throw new Error('no numeric data');
+          settle({ data: parsed.data, message: typeof parsed.message === 'string' ? parsed.message : undefined });
+        } catch (err) {
+          settle(internal(`conmon sent an unreadable sync message for ${id}: ${JSON.stringify(text.slice(0, 200))}: ${errorMessage(err)}`));
+        }
+      });
+      syncPipe.once('error', (err) => settle(internal(`conmon sync pipe of ${id}: ${errorMessage(err)}`)));
+      syncPipe.once('close', () => settle(internal(`conmon exited without reporting container ${id}`)));
+      void firstExited.then(() => {
+        if (firstExitCode !== 0) settle(internal(`conmon for ${id} exited with ${firstExitCode ?? 'a signal'}`));
+      });
+    });
+    syncPipe.destroy();
+
+    if (report instanceof Error) {
+      await Promise.race([firstExited, sleep(2000)]);
+      if (!child.killed && firstExitCode === undefined) child.kill('SIGKILL');
+      const detail = stderr.trim();
+      throw detail ? internal(`${report.message}: ${detail.slice(0, 2000)}`, report) : report;
+    }
+    if (report.data <= 0) {
+      throw internal(`runtime failed to create container ${id}: ${(report.message ?? '').trim() || `code ${report.data}`}`);
+    }
+    // The first conmon process only forks and writes the conmon pid file; give it its moment.
+    await Promise.race([firstExited, sleep(5000)]);
+    child.stdout?.destroy();
+    child.stderr?.destroy();
+    child.unref();
+    return report.data;
+  }
+
+  private async readConmonPid(id: string): Promise<number> {
+    const file = path.join(this.persistDir(id), 'conmon.pid');
+    for (let attempt = 0; attempt < 50; attempt++) {
+      try {
+        const pid = Number.parseInt(await fsp.readFile(file, 'utf8'), 10);
+        if (pid > 0) return pid;
+      } catch (err) {
+        if (!hasCode(err, 'ENOENT')) throw err;
+      }
+      await sleep(20);
+    }
+    throw internal(`conmon for ${id} did not write its pid file ${file}`);
+  }
+
+  /** The pid of the container's conmon while it runs, undefined once it has gone. */
+  async conmonPid(id: string): Promise<number | undefined> {
+    const record = await this.monitorRecord(id);
+    let pid = record?.conmonPid;
+    if (!pid) {
+      const text = await fsp.readFile(path.join(this.persistDir(id), 'conmon.pid'), 'utf8').catch(() => '');
+      pid = Number.parseInt(text, 10) || undefined;
+    }
+    if (!pid || !processAlive(pid)) return undefined;
+    // Guard against pid reuse: the process must still be conmon for this id.
+    const cmdline = await fsp.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+    const argv = cmdline.split('\0');
+    if (!argv[0]?.endsWith('conmon') || !argv.includes(id)) return undefined;
+    return pid;
+  }
+
+  async start(id: string): Promise<void> {
+    const res = await this.runtime(['start', checkId(id)]);
+    if (res.exitCode !== 0) {
+      if (isUnknownContainer(res.stderr)) throw notFound(`container ${id} not found in runtime`);
+      throw failedPrecondition(`cannot start container ${id}: ${res.stderr.trim()}`);
+    }
+  }
+
+  /** The runtime's view of the container, undefined when the runtime does not know it. */
+  async state(id: string): Promise<RuntimeState | undefined> {
+    const res = await this.runtime(['state', checkId(id)]);
+    if (res.exitCode !== 0) {
+      if (isUnknownContainer(res.stderr)) return undefined;
+      throw internal(`runtime state ${id}: ${res.stderr.trim()}`);
+    }
+    const parsed = JSON.parse(res.stdout) as { status?: string; pid?: number; bundle?: string };
+    const status = parsed.status as ContainerStatus;
+    if (!['created', 'running', 'paused', 'stopped'].includes(status)) {
+      throw internal(`runtime state ${id}: unknown status ${String(parsed.status)}`);
+    }
+    return { status, pid: parsed.pid ?? 0, bundle: parsed.bundle };
+  }
+
+  /** Ids and states of every container in our runtime root. */
+  async list(): Promise<Array<{ id: string } & RuntimeState>> {
+    const res = await this.runtime(['list', '--format', 'json']);
+    if (res.exitCode !== 0) throw internal(`runtime list: ${res.stderr.trim()}`);
+    const parsed = JSON.parse(res.stdout || 'null') as Array<{ id: string; status: ContainerStatus; pid: number; bundle?: string }> | null;
+    return (parsed ?? []).map((c) => ({ id: c.id, status: c.status, pid: c.pid, bundle: c.bundle }));
+  }
+
+  /** Sends a signal; a container that already stopped is left alone. */
+  async kill(id: string, signal: string | number, all = false): Promise<void> {
+    const args = ['kill'];
+    if (all) args.push('--all');
+    args.push(checkId(id), String(signal));
+    const res = await this.runtime(args);
+    if (res.exitCode === 0) return;
+    if (isUnknownContainer(res.stderr)) throw notFound(`container ${id} not found in runtime`);
+    if (isNotRunning(res.stderr)) return;
+    throw internal(`cannot signal container ${id} with ${signal}: ${res.stderr.trim()}`);
+  }
+
+  /**
+   * Sends stopSignal, waits up to timeoutSec for the exit, then SIGKILL (at once when timeoutSec is 0).
+   * Resolves once the exit is recorded; stopping a stopped container does nothing.
+   */
+  async stop(id: string, timeoutSec: number, stopSignal: string | number = 'SIGTERM'): Promise<void> {
+    const state = await this.state(id);
+    if (!state) throw notFound(`container ${id} not found in runtime`);
+    if (state.status === 'stopped') {
+      await this.waitStopped(id, 2000);
+      return;
+    }
+    if (state.status === 'paused') await this.runtime(['resume', id]);
+    if (timeoutSec > 0) {
+      await this.kill(id, stopSignal);
+      if (await this.waitStopped(id, timeoutSec * 1000)) return;
+      this.log.info({ containerId: id, timeoutSec }, 'container ignored its stop signal; killing');
+    }
+    await this.kill(id, 'SIGKILL');
+    if (!(await this.waitStopped(id, 30_000))) throw deadlineExceeded(`container ${id} did not die after SIGKILL`);
+  }
+
+  /** True once the exit file exists, or the runtime says stopped and no conmon is left to write it. */
+  private async waitStopped(id: string, timeoutMs: number): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      if (await this.readExit(id)) return true;
+      if (!(await this.conmonPid(id))) {
+        const state = await this.state(id);
+        if (!state || state.status === 'stopped') return true;
+      }
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) return false;
+      try {
+        await this.waitExit(id, AbortSignal.timeout(Math.min(remaining, 1000)));
+        return true;
+      } catch {
+        // slice over: check conmon and the deadline again
+      }
+    }
+  }
+
+  /** Removes the container from the runtime and conmon's files for it; fine to call again. */
+  async delete(id: string): Promise<void> {
+    checkId(id);
+    const res = await this.runtime(['delete', '--force', id]);
+    if (res.exitCode !== 0 && !isUnknownContainer(res.stderr)) {
+      throw internal(`cannot delete container ${id}: ${res.stderr.trim()}`);
+    }
+    // conmon writes the exit file once the container is gone; let it finish so nothing reappears.
+    const conmonPid = await this.conmonPid(id);
+    if (conmonPid) {
+      const deadline = Date.now() + 5000;
+      while (processAlive(conmonPid) && Date.now() < deadline) await sleep(20);
+      if (processAlive(conmonPid)) {
+        this.log.warn({ containerId: id, conmonPid }, 'conmon outlived its container; killing it');
+        try {
+          process.kill(conmonPid, 'SIGKILL');
+        } catch {
+          // already gone
+        }
+      }
+    }
+    await Promise.all([
+      fsp.rm(this.exitFilePath(id), { force: true }),
+      fsp.rm(path.join(this.socketDir, id), { force: true, recursive: true }),
+      fsp.rm(this.persistDir(id), { force: true, recursive: true }),
+    ]);
+  }
+
+  // ---- exits ----
+
+  async readExit(id: string): Promise<ExitInfo | undefined> {
+    const file = this.exitFilePath(id);
+    try {
+      const [text, stat] = await Promise.all([fsp.readFile(file, 'utf8'), fsp.stat(file)]);
+      const exitCode = Number.parseInt(text.trim(), 10);
+      if (Number.isNaN(exitCode)) return undefined; // being written
+      return { exitCode, finishedAt: stat.mtime };
+    } catch (err) {
+      if (hasCode(err, 'ENOENT')) return undefined;
+      throw err;
+    }
+  }
+
+  /** Resolves when conmon has written the exit file; rejects with the signal's reason when aborted. */
+  async waitExit(id: string, signal?: AbortSignal): Promise<ExitInfo> {
+    checkId(id);
+    await ensureDir(this.exitDir);
+    return new Promise<ExitInfo>((resolve, reject) => {
+      let watcher: FSWatcher | undefined;
+      let poller: NodeJS.Timeout | undefined;
+      let checking = false;
+      let done = false;
+      const finish = (fn: () => void): void => {
+        if (done) return;
+        done = true;
+        watcher?.close();
+        if (poller) clearInterval(poller);
+        signal?.removeEventListener('abort', onAbort);
+        fn();
+      };
+      const onAbort = (): void => finish(() => reject(signal?.reason ?? new Error('aborted')));
+      const check = (): void => {
+        if (checking || done) return;
+        checking = true;
+        this.readExit(id).then(
+          (exit) => {
+            checking = false;
+            if (exit) finish(() => resolve(exit));
+          },
+          (err: unknown) => {
+            checking = false;
+            finish(() => reject(err));
+          },
+        );
+      };
+      if (signal?.aborted) return onAbort();
+      signal?.addEventListener('abort', onAbort, { once: true });
+      try {
+        watcher = fsWatch(this.exitDir, (_event, name) => {
+          if (name === null || name === id || String(name).includes(id)) check();
+        });
+        watcher.on('error', () => undefined);
+      } catch {
+        watcher = undefined; // polling alone
+      }
+      poller = setInterval(check, EXIT_POLL_MS);
+      poller.unref();
+      check();
+    });
+  }
+
+  /** conmon leaves an `oom` file in the persist dir when the container's cgroup hit an OOM kill. */
+  async wasOomKilled(id: string): Promise<boolean> {
+    return pathExists(path.join(this.persistDir(id), 'oom'));
+  }
+
+  // ---- exec ----
+
+  /** Runs a command in the container and collects its output; kills it when timeoutSec (>0) passes. */
+  async execSync(id: string, cmd: string[], timeoutSec: number, opts: ExecSyncOptions = {}): Promise<ExecSyncResult> {
+    checkId(id);
+    if (cmd.length === 0) throw invalidArgument('cmd must not be empty');
+    const bundleDir = await this.bundleOf(id);
+    const spec = await readJsonIfExists<{ process?: Record<string, unknown> }>(path.join(bundleDir, 'config.json'));
+    if (!spec?.process) throw failedPrecondition(`bundle ${bundleDir} of container ${id} has no process spec`);
+    const processSpec: Record<string, unknown> = {
+      ...spec.process,
+      args: cmd,
+      terminal: false,
+      env: mergeEnv((spec.process.env as string[] | undefined) ?? [], opts.env ?? []),
+    };
+    delete processSpec.consoleSize;
+
+    const persistDir = this.persistDir(id);
+    await ensureDir(persistDir, 0o700);
+    const tag = randomBytes(6).toString('hex');
+    const processFile = path.join(persistDir, `exec-${tag}.json`);
+    const pidFile = path.join(persistDir, `exec-${tag}.pid`);
+    await fsp.writeFile(processFile, JSON.stringify(processSpec));
+
+    const stdout = new CappedBuffer(EXEC_OUTPUT_LIMIT);
+    const stderr = new CappedBuffer(EXEC_OUTPUT_LIMIT);
+    let timedOut = false;
+    let killTimer: NodeJS.Timeout | undefined;
+    let escalateTimer: NodeJS.Timeout | undefined;
+    try {
+      const runtime = await this.runtimeBinary();
+      const child = spawnChild(
+        runtime,
+        ['--root', this.runtimeRoot, 'exec', '--process', processFile, '--pid-file', pidFile, id],
+        { stdin: 'ignore', stdout: 'pipe', stderr: 'pipe', buffer: false, reject: false, extendEnv: true },
+      );
+      void child.then(undefined, () => undefined);
+      child.stdout?.on('data', (chunk: Buffer) => stdout.push(chunk));
+      child.stderr?.on('data', (chunk: Buffer) => stderr.push(chunk));
+      const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+        child.once('exit', (code, sig) => resolve({ code, signal: sig }));
+        child.once('error', () => resolve({ code: 255, signal: null }));
+      });
+      if (timeoutSec > 0) {
+        killTimer = setTimeout(() => {
+          timedOut = true;
+          void this.killExecProcess(pidFile).then((killed) => {
+            // runc forwards signals to the process it execs; SIGKILL on runc itself is the last resort.
+            if (!killed) child.kill('SIGTERM');
+            escalateTimer = setTimeout(() => child.kill('SIGKILL'), 2000);
+          });
+        }, timeoutSec * 1000);
+      }
+      const { code, signal } = await exited;
+      // A background child of the command may hold the pipes open; don't wait on it for long.
+      await Promise.race([
+        Promise.all([streamEnded(child.stdout), streamEnded(child.stderr)]),
+        sleep(500),
+      ]);
+      child.stdout?.destroy();
+      child.stderr?.destroy();
+      let exitCode = code ?? -1;
+      if (code === null && signal) exitCode = 128 + (osConstants.signals[signal] ?? 0);
+      return { stdout: stdout.toBuffer(), stderr: stderr.toBuffer(), exitCode, timedOut };
+    } finally {
+      if (killTimer) clearTimeout(killTimer);
+      if (escalateTimer) clearTimeout(escalateTimer);
+      await Promise.all([fsp.rm(processFile, { force: true }), fsp.rm(pidFile, { force: true })]);
+    }
+  }
+
+  private async killExecProcess(pidFile: string): Promise<boolean> {
+    const pid = Number.parseInt(await fsp.readFile(pidFile, 'utf8').catch(() => ''), 10);
+    if (!(pid > 0)) return false;
+    try {
+      process.kill(pid, 'SIGKILL');
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  // ---- conmon control fifo ----
+
+  /** Asks conmon to reopen the log file (after rotation) and waits until the file exists again. */
+  async reopenLog(id: string): Promise<void> {
+    await this.writeControl(id, `${CTL_REOPEN_LOG} 0 0\n`);
+    const record = await this.monitorRecord(id);
+    if (!record) return;
+    const deadline = Date.now() + 5000;
+    while (!(await pathExists(record.logPath))) {
+      if (Date.now() > deadline) throw deadlineExceeded(`conmon did not reopen log ${record.logPath} of container ${id}`);
+      await sleep(10);
+    }
+  }
+
+  /** Resizes the container's terminal (tty containers only). */
+  async resizeTerminal(id: string, width: number, height: number): Promise<void> {
+    if (!Number.isInteger(width) || !Number.isInteger(height) || width < 0 || height < 0 || width > 1000 || height > 1000) {
+      throw invalidArgument(`terminal size ${width}x${height} out of range 0..1000`);
+    }
+    await this.writeControl(id, `${CTL_RESIZE} ${height} ${width}\n`);
+  }
+
+  private async writeControl(id: string, message: string): Promise<void> {
+    const fifo = path.join(await this.bundleOf(id), 'ctl');
+    let handle: fsp.FileHandle;
+    try {
+      // Non-blocking open fails with ENXIO instead of hanging when conmon is gone.
+      handle = await fsp.open(fifo, fsp.constants.O_WRONLY | fsp.constants.O_NONBLOCK);
+    } catch (err) {
+      if (hasCode(err, 'ENXIO') || hasCode(err, 'ENOENT')) {
+        throw failedPrecondition(`container ${id} has no running monitor (${fifo}: ${errorMessage(err)})`);
+      }
+      throw err;
+    }
+    try {
+      await handle.write(message);
+    } finally {
+      await handle.close();
+    }
+  }
+
+  // ---- helpers ----
+
+  private async monitorRecord(id: string): Promise<MonitorRecord | undefined> {
+    return readJsonIfExists<MonitorRecord>(path.join(this.persistDir(id), 'monitor.json')).catch(() => undefined);
+  }
+
+  private async bundleOf(id: string): Promise<string> {
+    const record = await this.monitorRecord(id);
+    if (record) return record.bundleDir;
+    const state = await this.state(id);
+    if (!state?.bundle) throw notFound(`container ${id} not found in runtime`);
+    return state.bundle;
+  }
+
+  private async runtimeBinary(): Promise<string> {
+    this.resolvedRuntime ??= await resolveExecutable(this.runtimePath);
+    return this.resolvedRuntime;
+  }
+
+  private async runtime(args: string[]): Promise<{ stdout: string; stderr: string; exitCode: number }> {
+    const runtime = await this.runtimeBinary();
+    return run(runtime, ['--root', this.runtimeRoot, ...args], { reject: false, timeoutMs: 60_000 });
+  }
+}
+
+function checkId(id: string): string {
+  if (!ID_PATTERN.test(id)) throw invalidArgument(`container id ${JSON.stringify(id)} is not a valid id`);
+  return id;
+}
+
+/** Container env with overrides applied by key, order kept. */
+function mergeEnv(base: string[], overrides: string[]): string[] {
+  const keyOf = (entry: string): string => entry.split('=', 1)[0] ?? entry;
+  const overridden = new Set(overrides.map(keyOf));
+  return [...base.filter((entry) => !overridden.has(keyOf(entry))), ...overrides];
+}
+
+function streamEnded(stream: Readable | null | undefined): Promise<void> {
+  if (!stream || stream.readableEnded || stream.destroyed) return Promise.resolve();
+  return new Promise((resolve) => {
+    stream.once('end', resolve);
+    stream.once('close', resolve);
+    stream.once('error', () => resolve());
+  });
+}
