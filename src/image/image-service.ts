@@ -96,8 +96,7 @@ export class ImageService {
     const outcome = await pullImage(this.deps, refString, creds, signal);
     let removed = false;
     for (const old of outcome.orphaned) {
-      if (this.inUse(old.id) || old.pinned) continue;
-      await this.images.remove(old.id);
+      if (!(await this.images.removeIfUnnamed(old.id, (r) => r.pinned || this.inUse(r.id)))) continue;
       this.log.info({ id: old.id }, 'image left without names removed');
       removed = true;
     }
@@ -145,26 +144,31 @@ export class ImageService {
   }
 
   /**
-   * Removes one name: the image stays while other names refer to it. An id, or the last name, removes the image.
-   * Returns whether the image itself went away.
+   * Removes one name, like `docker rmi <tag>`: the image stays while other tags name it. An id, or the
+   * last tag, removes the whole image (refused while a container uses it). Returns whether the image went away.
    */
-  async untag(refOrId: string): Promise<{ record?: ImageRecord; imageRemoved: boolean }> {
+  async untag(refOrId: string): Promise<{ record: ImageRecord; imageRemoved: boolean }> {
     const record = this.lookup(refOrId);
     if (!record) throw notFound(`image ${refOrId} not found`);
     const s = refOrId.trim();
-    if (ID_RE.test(s) || HEX_ID_RE.test(s) || record.repoTags.length + record.repoDigests.length <= 1) {
+    if (ID_RE.test(s) || HEX_ID_RE.test(s)) {
       await this.remove(s);
       return { record, imageRemoved: true };
     }
     const ref = parseReference(s);
     const name = ref.digest ? digestedName(ref, ref.digest) : taggedName(ref)!;
-    const updated = await this.images.removeName(name);
-    if (updated && updated.repoTags.length === 0 && updated.repoDigests.length === 0 && !this.inUse(updated.id)) {
-      await this.images.remove(updated.id);
-      await this.gc();
-      return { record: updated, imageRemoved: true };
+    if (record.repoTags.filter((t) => t !== name).length === 0) {
+      await this.remove(record.id);
+      return { record, imageRemoved: true };
     }
-    return { record: updated, imageRemoved: false };
+    const updated = await this.images.removeName(name);
+    this.log.info({ id: record.id, name }, 'image name removed');
+    return { record: updated ?? record, imageRemoved: false };
+  }
+
+  /** Number of pulls running (shared pulls count once). */
+  pullsInFlight(): number {
+    return this.pulls.size;
   }
 
   async setPinned(refOrId: string, pinned: boolean): Promise<ImageRecord> {
@@ -196,10 +200,8 @@ export class ImageService {
   async gc(): Promise<GcResult> {
     const result: GcResult = { images: [], blobs: [], layers: [] };
     for (const record of this.images.list()) {
-      if (record.repoTags.length === 0 && record.repoDigests.length === 0 && !record.pinned && !this.inUse(record.id)) {
-        await this.images.remove(record.id);
-        result.images.push(record.id);
-      }
+      if (record.repoTags.length > 0 || record.repoDigests.length > 0) continue;
+      if (await this.images.removeIfUnnamed(record.id, (r) => r.pinned || this.inUse(r.id))) result.images.push(record.id);
     }
     let referencedBlobs = this.images.referencedBlobs();
     for (const digest of await this.blobs.list()) {

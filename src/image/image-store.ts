@@ -218,6 +218,21 @@ export class ImageStore {
     });
   }
 
+  /** Deletes the record only if it still has no names (checked under the records lock) and `keep` does not hold. */
+  async removeIfUnnamed(id: string, keep: (record: ImageRecord) => boolean = () => false): Promise<ImageRecord | undefined> {
+    return this.lock.run(RECORD_LOCK, async () => {
+      const record = this.byId.get(id);
+      if (!record || record.repoTags.length > 0 || record.repoDigests.length > 0 || keep(record)) return undefined;
+      try {
+        await fsp.unlink(this.file(id));
+      } catch (err) {
+        if (!hasCode(err, 'ENOENT')) throw internal(`removing image record ${id}`, err);
+      }
+      this.byId.delete(id);
+      return record;
+    });
+  }
+
   /** Removes one name (tag or repo digest) from its image; returns the updated record, or undefined when no image had it. */
   async removeName(name: string): Promise<ImageRecord | undefined> {
     return this.lock.run(RECORD_LOCK, async () => {

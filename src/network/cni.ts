@@ -6,6 +6,7 @@
 import { promises as fsp, constants as fsConstants } from 'node:fs';
 import path from 'node:path';
 import net from 'node:net';
+import { createHash } from 'node:crypto';
 import { run } from '../common/exec.js';
 import { NodeletError, errorMessage, hasCode, internal, invalidArgument } from '../common/errors.js';
 import { ensureDir, pathExists, readJsonIfExists, writeJsonAtomic } from '../common/fsutil.js';
@@ -403,18 +404,24 @@ export class CniNetwork {
   /** Runs ADD for loopback and every plugin of the network; on failure undoes what it did. */
   async setUp(sandboxId: string, netnsPath: string, opts: PodNetworkOptions): Promise<PodNetwork> {
     validateSandboxId(sandboxId);
+    const cniArgs = buildCniArgs(sandboxId, opts);
     if (await this.readCache(sandboxId)) {
       // A previous attempt for this sandbox left state behind; start clean.
       await this.tearDown(sandboxId, netnsPath);
     }
     const loaded = await this.load();
     if (!loaded) throw internal(`cni config uninitialized: no network config found in ${this.opts.confDir}`);
+    for (const plugin of [...LOOPBACK_NETWORK.plugins, ...loaded.list.plugins]) {
+      if (!(await this.findPlugin(plugin.type))) {
+        throw new CniPluginError(plugin.type, loaded.list.name, 'ADD', undefined, `binary not found in ${this.opts.binDirs.join(':')}`);
+      }
+    }
     const attachment: CachedAttachment = {
       version: 1,
       sandboxId,
       netnsPath,
       ifName: POD_IFNAME,
-      cniArgs: buildCniArgs(sandboxId, opts),
+      cniArgs,
       network: loaded.list,
       runtimeConfig: buildRuntimeConfig(opts),
       createdAt: new Date().toISOString(),
@@ -481,9 +488,36 @@ export class CniNetwork {
         errors.push(errorMessage(err));
       }
     }
+    if (!del.netnsPath && attachment.result) await this.removeOrphanedMasquerade(attachment, attachment.result);
     if (errors.length > 0) throw internal(`tearing down the network of sandbox ${sandboxId}: ${errors.join('; ')}`);
     await fsp.rm(this.cachePath(sandboxId), { force: true });
     this.log.info({ sandboxId, network: attachment.network.name }, 'pod network torn down');
+  }
+
+  /**
+   * bridge and ptp learn the pod address for their ipMasq rules from eth0 inside the namespace, so
+   * with the namespace gone their DEL leaves the rules behind. We know the address from the
+   * recorded result and remove the rule and chain the way the plugins name them.
+   */
+  private async removeOrphanedMasquerade(attachment: CachedAttachment, result: CniResult): Promise<void> {
+    const { network, sandboxId } = attachment;
+    if (!network.plugins.some((p) => (p.type === 'bridge' || p.type === 'ptp') && p.ipMasq === true)) return;
+    const chain = masqueradeChainName(network.name, sandboxId);
+    const comment = `name: "${network.name}" id: "${sandboxId}"`;
+    for (const ip of podIpsOfResult(result)) {
+      const v6 = net.isIPv6(ip);
+      const tool = v6 ? 'ip6tables' : 'iptables';
+      const source = `${ip}/${v6 ? 128 : 32}`;
+      const steps = [
+        ['-w', '-t', 'nat', '-D', 'POSTROUTING', '-s', source, '-m', 'comment', '--comment', comment, '-j', chain],
+        ['-w', '-t', 'nat', '-F', chain],
+        ['-w', '-t', 'nat', '-X', chain],
+      ];
+      for (const args of steps) {
+        const res = await run(tool, args, { reject: false, timeoutMs: 30_000 });
+        if (res.exitCode !== 0) break; // already gone (or never made): nothing more to do
+      }
+    }
   }
 
   /** Runs CHECK for every plugin (CNI >= 0.4.0) against the recorded result. */
@@ -566,6 +600,11 @@ export class CniNetwork {
       throw new CniPluginError(plugin.type, list.name, command, undefined, `result is not JSON: ${res.stdout.slice(0, 500)}`);
     }
   }
+}
+
+/** The per-sandbox iptables chain name of the CNI plugins: CNI- and 24 hex of sha512(network + id). */
+export function masqueradeChainName(networkName: string, sandboxId: string): string {
+  return `CNI-${createHash('sha512').update(networkName + sandboxId).digest('hex').slice(0, 24)}`;
 }
 
 function validateSandboxId(sandboxId: string): void {

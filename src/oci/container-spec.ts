@@ -26,6 +26,7 @@ import {
   type OciMount,
   type OciNamespace,
   type OciResources,
+  type OciRlimit,
   type OciSpec,
 } from './types.js';
 import { resolveUser } from './user.js';
@@ -102,6 +103,10 @@ export interface ContainerSpecInput {
   appArmor?: AppArmorHost;
   /** Node.js process.arch value for the seccomp architectures; defaults to this host's. */
   arch?: string;
+  /** The daemon's own capabilities: what privileged / ADD ALL means. Defaults to every capability. */
+  availableCapabilities?: readonly string[];
+  /** process.rlimits; defaults to DEFAULT_RLIMITS. Above the daemon's hard limit runc needs CAP_SYS_RESOURCE. */
+  rlimits?: readonly OciRlimit[];
 }
 
 export const ANNOTATION = {
@@ -369,7 +374,7 @@ export function buildContainerSpec(input: ContainerSpecInput): OciSpec {
     passwd: input.passwd,
     group: input.group,
   });
-  const capabilities = resolveCapabilities(sc?.capabilities, privileged);
+  const capabilities = resolveCapabilities(sc?.capabilities, privileged, input.availableCapabilities);
   const { resources, oomScoreAdj } = resourcesFor(config.linux?.resources, input);
   const { devices, rules } = devicesFor(config, input.hostDevices ?? {});
   resources.devices = privileged ? allowAllDeviceRules() : [...defaultDeviceRules(), ...rules];
@@ -385,7 +390,7 @@ export function buildContainerSpec(input: ContainerSpecInput): OciSpec {
       env,
       cwd: config.working_dir || input.image.WorkingDir || '/',
       capabilities,
-      rlimits: DEFAULT_RLIMITS.map((r) => ({ ...r })),
+      rlimits: (input.rlimits ?? DEFAULT_RLIMITS).map((r) => ({ ...r })),
       noNewPrivileges: sc?.no_new_privs ?? false,
     },
     root: { path: input.rootfsPath, readonly: readonlyRootfs },

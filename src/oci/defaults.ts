@@ -90,7 +90,17 @@ export const DEFAULT_READONLY_PATHS: readonly string[] = [
 
 export const DEFAULT_PATH_ENV = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
-export const DEFAULT_RLIMITS: readonly OciRlimit[] = [{ type: 'RLIMIT_NOFILE', hard: 1048576, soft: 1048576 }];
+const DEFAULT_NOFILE = 1048576;
+export const DEFAULT_RLIMITS: readonly OciRlimit[] = [{ type: 'RLIMIT_NOFILE', hard: DEFAULT_NOFILE, soft: DEFAULT_NOFILE }];
+
+/**
+ * The default rlimits capped at the daemon's own hard NOFILE limit ("Max open files" in
+ * /proc/self/limits): without CAP_SYS_RESOURCE runc cannot raise a hard limit.
+ */
+export function rlimitsWithin(hardNofile: number): OciRlimit[] {
+  const n = Math.min(DEFAULT_NOFILE, hardNofile);
+  return [{ type: 'RLIMIT_NOFILE', hard: n, soft: n }];
+}
 
 export interface DefaultMountOptions {
   /** Host directory (a tmpfs the caller mounted) bound at /dev/shm; a private tmpfs when absent. */

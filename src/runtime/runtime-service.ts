@@ -37,7 +37,7 @@ export class RuntimeService {
 
   async conditions(): Promise<RuntimeCondition[]> {
     const runtime = await this.runtimeReady();
-    const net = this.ctx.network.status();
+    const net = await this.ctx.network.status();
     return [
       runtime,
       { type: 'NetworkReady', status: net.ready, reason: net.ready ? '' : net.reason ?? 'NetworkPluginNotReady', message: net.ready ? '' : net.message ?? '' },

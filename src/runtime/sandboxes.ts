@@ -11,7 +11,8 @@ import { ensureDir, writeJsonAtomic, writeFileAtomic } from '../common/fsutil.js
 import { logger } from '../common/log.js';
 import { mountTmpfs, unmountIfMounted } from './mounts.js';
 import { createNetns, removeNetns, netnsNameForSandbox } from '../network/netns.js';
-import { buildResolvConf, buildHostsFile } from '../network/dns.js';
+import { buildResolvConf } from '../network/dns.js';
+import { buildHostsFile } from '../network/hosts.js';
 import { buildSandboxSpec } from '../oci/sandbox-spec.js';
 import { ensurePauseRootfs } from './pause/pause.js';
 import type { PodSandboxConfig__Output } from '../cri/generated/runtime/v1/PodSandboxConfig.js';

@@ -9,6 +9,7 @@ import {
   NETWORK_NOT_READY_REASON,
   buildDefaultNetworkConfig,
   buildPluginInput,
+  masqueradeChainName,
   podIpsOfResult,
   toNetworkConfigList,
   type NetworkConfigList,
@@ -226,4 +227,11 @@ test('podIpsOfResult keeps sandbox addresses without prefix', () => {
   );
   assert.deepEqual(podIpsOfResult({ ips: [{ address: '10.1.1.1/16' }] }), ['10.1.1.1']);
   assert.deepEqual(podIpsOfResult({ ip4: { ip: '10.2.2.2/16' } }), ['10.2.2.2']);
+});
+
+test('masqueradeChainName matches the chain the bridge plugin made (seen in iptables-save)', () => {
+  assert.equal(
+    masqueradeChainName('nlt-e5924b', '3e8554765f70495c7d935893e11344e943e29ddb8cdcdd24775f659a1ffd011b'),
+    'CNI-08b53ecc00798928c0eef79b',
+  );
 });

@@ -99,6 +99,11 @@ function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
+/** A grace period that does not keep the process alive by itself. */
+function grace(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}
+
 function isUnknownContainer(stderr: string): boolean {
   return /does not exist|not exist|No such file or directory|not found/i.test(stderr);
 }
@@ -107,13 +112,11 @@ function isNotRunning(stderr: string): boolean {
   return /not running|process already finished|no such process|container is stopped/i.test(stderr);
 }
 
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return hasCode(err, 'EPERM');
-  }
+/** True while the process exists and is not a zombie waiting for its reaper. */
+async function processAlive(pid: number): Promise<boolean> {
+  const stat = await fsp.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  if (!stat) return false;
+  return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
 }
 
 async function resolveExecutable(file: string): Promise<string> {
@@ -338,7 +341,7 @@ export class RuncBackend {
     syncPipe.destroy();
 
     if (report instanceof Error) {
-      await Promise.race([firstExited, sleep(2000)]);
+      await Promise.race([firstExited, grace(2000)]);
       if (!child.killed && firstExitCode === undefined) child.kill('SIGKILL');
       const detail = stderr.trim();
       throw detail ? internal(`${report.message}: ${detail.slice(0, 2000)}`, report) : report;
@@ -347,7 +350,7 @@ export class RuncBackend {
       throw internal(`runtime failed to create container ${id}: ${(report.message ?? '').trim() || `code ${report.data}`}`);
     }
     // The first conmon process only forks and writes the conmon pid file; give it its moment.
-    await Promise.race([firstExited, sleep(5000)]);
+    await Promise.race([firstExited, grace(5000)]);
     child.stdout?.destroy();
     child.stderr?.destroy();
     child.unref();
@@ -376,7 +379,7 @@ export class RuncBackend {
       const text = await fsp.readFile(path.join(this.persistDir(id), 'conmon.pid'), 'utf8').catch(() => '');
       pid = Number.parseInt(text, 10) || undefined;
     }
-    if (!pid || !processAlive(pid)) return undefined;
+    if (!pid || !(await processAlive(pid))) return undefined;
     // Guard against pid reuse: the process must still be conmon for this id.
     const cmdline = await fsp.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
     const argv = cmdline.split('\0');
@@ -479,8 +482,8 @@ export class RuncBackend {
     const conmonPid = await this.conmonPid(id);
     if (conmonPid) {
       const deadline = Date.now() + 5000;
-      while (processAlive(conmonPid) && Date.now() < deadline) await sleep(20);
-      if (processAlive(conmonPid)) {
+      while ((await processAlive(conmonPid)) && Date.now() < deadline) await sleep(20);
+      if (await processAlive(conmonPid)) {
         this.log.warn({ containerId: id, conmonPid }, 'conmon outlived its container; killing it');
         try {
           process.kill(conmonPid, 'SIGKILL');
@@ -621,7 +624,7 @@ export class RuncBackend {
       // A background child of the command may hold the pipes open; don't wait on it for long.
       await Promise.race([
         Promise.all([streamEnded(child.stdout), streamEnded(child.stderr)]),
-        sleep(500),
+        grace(500),
       ]);
       child.stdout?.destroy();
       child.stderr?.destroy();

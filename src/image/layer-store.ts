@@ -1,0 +1,191 @@
+// Unpacked layers: <root>/<diffId hex>/fs (an overlay lowerdir) and <root>/<hex>/layer.json, the completion record.
+// Unpacks run in <root>/tmp/<random>/ and are renamed into place whole; a layer dir without layer.json is debris.
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { KeyedLock, SingleFlight } from '../common/keyed-lock.js';
+import { errorMessage, hasCode, internal, invalidArgument } from '../common/errors.js';
+import { ensureDir, fsyncDir, pathExists, readJsonIfExists, writeJsonAtomic } from '../common/fsutil.js';
+import { run } from '../common/exec.js';
+import { logger } from '../common/log.js';
+import { unpackLayer, type LayerCompression } from './unpack.js';
+
+const DIFF_ID_RE = /^sha256:([0-9a-f]{64})$/;
+const HEX_RE = /^[0-9a-f]{64}$/;
+const RECORD_FILE = 'layer.json';
+const TMP_DIR = 'tmp';
+
+export interface LayerRecord {
+  diffId: string;
+  /** Size of the blob the layer was unpacked from (compressed bytes). */
+  size: number;
+  /** Sum of the regular files' sizes. */
+  unpackedBytes: number;
+  /** Disk bytes charged to the layer (today: unpackedBytes). */
+  bytes: number;
+  /** Inodes in the layer tree. */
+  inodes: number;
+  createdAt: string;
+}
+
+function diffIdHex(diffId: string): string {
+  const m = DIFF_ID_RE.exec(diffId);
+  if (!m) throw invalidArgument(`malformed layer diff id ${JSON.stringify(diffId)} (want sha256:<64 hex>)`);
+  return m[1]!;
+}
+
+export class LayerStore {
+  private readonly tmpRoot: string;
+  private readonly inflight = new SingleFlight<string>();
+  private readonly locks = new KeyedLock();
+  private readonly log = logger({ component: 'layer-store' });
+
+  constructor(readonly root: string) {
+    this.tmpRoot = path.join(root, TMP_DIR);
+  }
+
+  /** The layer's tree (an overlay lowerdir); it exists only when has() is true. */
+  fsPath(diffId: string): string {
+    return path.join(this.root, diffIdHex(diffId), 'fs');
+  }
+
+  private layerDir(diffId: string): string {
+    return path.join(this.root, diffIdHex(diffId));
+  }
+
+  async has(diffId: string): Promise<boolean> {
+    return pathExists(path.join(this.layerDir(diffId), RECORD_FILE));
+  }
+
+  /** Unpacks the blob unless the layer is already complete; returns the fs dir. Concurrent calls share one unpack. */
+  ensureLayer(expectedDiffId: string, blobPath: string, compression: LayerCompression, signal?: AbortSignal): Promise<string> {
+    const hex = diffIdHex(expectedDiffId);
+    return this.inflight.do(hex, () => this.locks.run(hex, () => this.unpackOnce(expectedDiffId, blobPath, compression, signal)));
+  }
+
+  private async unpackOnce(diffId: string, blobPath: string, compression: LayerCompression, signal?: AbortSignal): Promise<string> {
+    const finalDir = this.layerDir(diffId);
+    if (await this.has(diffId)) return path.join(finalDir, 'fs');
+    const started = Date.now();
+    const blobSize = (await fsp.stat(blobPath)).size;
+    await ensureDir(this.tmpRoot);
+    const work = path.join(this.tmpRoot, randomBytes(8).toString('hex'));
+    await fsp.mkdir(work, { mode: 0o755 });
+    try {
+      const result = await unpackLayer(blobPath, compression, path.join(work, 'fs'), signal);
+      if (result.diffId !== diffId) {
+        throw internal(`layer ${diffId} diff id mismatch: blob ${blobPath} unpacks to ${result.diffId}`);
+      }
+      // File data must be on disk before the record says the layer is complete.
+      await run('sync', ['-f', work], { timeoutMs: 300_000 });
+      const record: LayerRecord = {
+        diffId,
+        size: blobSize,
+        unpackedBytes: result.unpackedBytes,
+        bytes: result.unpackedBytes,
+        inodes: result.inodes,
+        createdAt: new Date().toISOString(),
+      };
+      await writeJsonAtomic(path.join(work, RECORD_FILE), record);
+      await this.discardIncomplete(finalDir);
+      await fsp.rename(work, finalDir);
+      await fsyncDir(this.root);
+      this.log.info({ diffId, bytes: record.unpackedBytes, inodes: record.inodes, ms: Date.now() - started }, 'layer unpacked');
+      return path.join(finalDir, 'fs');
+    } catch (err) {
+      await this.removeTree(work);
+      throw err;
+    }
+  }
+
+  /** Moves an incomplete leftover at finalDir out of the way (a complete one is never there: we hold the key lock). */
+  private async discardIncomplete(finalDir: string): Promise<void> {
+    if (!(await pathExists(finalDir))) return;
+    if (await pathExists(path.join(finalDir, RECORD_FILE))) {
+      throw internal(`layer directory ${finalDir} appeared complete during unpack`);
+    }
+    await this.moveAsideAndRemove(finalDir);
+  }
+
+  /** Idempotent. The layer leaves its place in one rename, so a crash never leaves half a tree that looks complete. */
+  async remove(diffId: string): Promise<void> {
+    const dir = this.layerDir(diffId);
+    await this.locks.run(diffIdHex(diffId), () => this.moveAsideAndRemove(dir));
+  }
+
+  private async moveAsideAndRemove(dir: string): Promise<void> {
+    await ensureDir(this.tmpRoot);
+    const trash = path.join(this.tmpRoot, `rm-${randomBytes(8).toString('hex')}`);
+    try {
+      await fsp.rename(dir, trash);
+    } catch (err) {
+      if (hasCode(err, 'ENOENT')) return;
+      throw err;
+    }
+    await fsyncDir(this.root);
+    await this.removeTree(trash);
+  }
+
+  private async removeTree(dir: string): Promise<void> {
+    try {
+      await fsp.rm(dir, { recursive: true, force: true });
+    } catch (err) {
+      this.log.warn({ dir, err: errorMessage(err) }, 'removing a layer tree failed; recover() retries');
+    }
+  }
+
+  /** Diff ids of the complete layers. */
+  async list(): Promise<string[]> {
+    const out: string[] = [];
+    for (const name of await this.layerDirNames()) {
+      if (await pathExists(path.join(this.root, name, RECORD_FILE))) out.push(`sha256:${name}`);
+    }
+    return out.sort();
+  }
+
+  private async layerDirNames(): Promise<string[]> {
+    try {
+      return (await fsp.readdir(this.root)).filter((n) => HEX_RE.test(n));
+    } catch (err) {
+      if (hasCode(err, 'ENOENT')) return [];
+      throw err;
+    }
+  }
+
+  /** Start-up: drops interrupted unpacks and removals (tmp/) and layer dirs without a completion record. */
+  async recover(): Promise<void> {
+    await ensureDir(this.root);
+    let leftovers: string[] = [];
+    try {
+      leftovers = await fsp.readdir(this.tmpRoot);
+    } catch (err) {
+      if (!hasCode(err, 'ENOENT')) throw err;
+    }
+    for (const name of leftovers) await this.removeTree(path.join(this.tmpRoot, name));
+    let incomplete = 0;
+    for (const name of await this.layerDirNames()) {
+      if (await pathExists(path.join(this.root, name, RECORD_FILE))) continue;
+      await this.locks.run(name, () => this.moveAsideAndRemove(path.join(this.root, name)));
+      incomplete++;
+    }
+    if (leftovers.length + incomplete > 0) this.log.info({ tmp: leftovers.length, incomplete }, 'layer store recovered');
+  }
+
+  /** The record of a complete layer, or undefined. */
+  async record(diffId: string): Promise<LayerRecord | undefined> {
+    return readJsonIfExists<LayerRecord>(path.join(this.layerDir(diffId), RECORD_FILE));
+  }
+
+  /** Bytes and inodes of the complete layers, summed from their records. */
+  async usage(): Promise<{ bytes: number; inodes: number }> {
+    let bytes = 0;
+    let inodes = 0;
+    for (const diffId of await this.list()) {
+      const rec = await this.record(diffId);
+      if (!rec) continue;
+      bytes += rec.bytes ?? rec.unpackedBytes ?? 0;
+      inodes += rec.inodes ?? 0;
+    }
+    return { bytes, inodes };
+  }
+}

@@ -1,0 +1,57 @@
+// The daemon itself: socket handling, several daemons side by side, unbuilt RPCs, clean shutdown.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { promises as fsp } from 'node:fs';
+import { spawn } from 'node:child_process';
+import net from 'node:net';
+import * as grpc from '@grpc/grpc-js';
+import { startTestDaemon } from '../helpers/daemon.js';
+
+test('two daemons run side by side; the socket is 0660; unbuilt RPCs answer UNIMPLEMENTED', async () => {
+  const a = await startTestDaemon();
+  const b = await startTestDaemon();
+  try {
+    const st = await fsp.stat(a.socket);
+    assert.equal(st.mode & 0o777, 0o660);
+    const [va, vb] = await Promise.all([a.client.runtime('Version', {}), b.client.runtime('Version', {})]);
+    assert.equal(va.runtime_name, 'nodelet');
+    assert.equal(vb.runtime_name, 'nodelet');
+    await assert.rejects(a.client.runtime('CheckpointContainer', { container_id: 'x' }), (err: grpc.ServiceError) => {
+      assert.equal(err.code, grpc.status.UNIMPLEMENTED);
+      return true;
+    });
+  } finally {
+    await a.cleanup();
+    await b.cleanup();
+  }
+});
+
+test('a live socket is refused; a stale one is replaced; SIGTERM removes the socket', async () => {
+  const a = await startTestDaemon();
+  try {
+    // A second daemon on the same socket must refuse to start.
+    const second = spawn(process.execPath, [a.proc.spawnargs[1]!, '--socket', a.socket, '--root', a.root + '-2', '--run-root', a.runRoot + '-2'], { stdio: 'pipe' });
+    let out = '';
+    second.stdout!.on('data', (c) => (out += c));
+    const code = await new Promise((r) => second.on('exit', r));
+    assert.equal(code, 1);
+    assert.match(out, /in use/);
+    await fsp.rm(a.root + '-2', { recursive: true, force: true });
+    await fsp.rm(a.runRoot + '-2', { recursive: true, force: true });
+    // SIGKILL leaves a stale socket; a restart replaces it.
+    await a.kill();
+    const stale = await fsp.stat(a.socket);
+    assert.ok(stale.isSocket());
+    await a.restart();
+    assert.equal((await a.client.runtime('Version', {})).runtime_name, 'nodelet');
+    // SIGTERM: clean exit, socket gone.
+    a.client.close();
+    const exited = new Promise<number | null>((r) => a.proc.once('exit', (c) => r(c)));
+    a.proc.kill('SIGTERM');
+    assert.equal(await exited, 0);
+    await assert.rejects(fsp.stat(a.socket), /ENOENT/);
+    await assert.rejects(new Promise((resolve, reject) => net.connect(a.socket).on('connect', resolve).on('error', reject)));
+  } finally {
+    await a.cleanup();
+  }
+});

@@ -1,0 +1,354 @@
+// Layer unpacking and the layer store, against real GNU tar, setfattr/getfattr and overlayfs (runs as root).
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { promises as fsp } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { createHash, randomBytes } from 'node:crypto';
+import { gzipSync } from 'node:zlib';
+import { pack as tarPack, type Header } from 'tar-stream';
+import { run } from '../../src/common/exec.js';
+import { NodeletError } from '../../src/common/errors.js';
+import { unpackLayer } from '../../src/image/unpack.js';
+import { LayerStore } from '../../src/image/layer-store.js';
+
+interface Member {
+  header: Partial<Header> & { name: string };
+  content?: string | Buffer;
+}
+
+async function buildTar(members: Member[]): Promise<Buffer> {
+  const p = tarPack();
+  const chunks: Buffer[] = [];
+  const done = new Promise<void>((resolve, reject) => {
+    p.on('data', (c: unknown) => {
+      chunks.push(c as Buffer);
+    });
+    p.on('end', () => resolve());
+    p.on('error', reject);
+  });
+  for (const m of members) {
+    await new Promise<void>((resolve, reject) => {
+      p.entry(m.header, m.content ?? '', (err) => (err ? reject(err) : resolve()));
+    });
+  }
+  p.finalize();
+  await done;
+  return Buffer.concat(chunks);
+}
+
+const sha256 = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+const MTIME = new Date(1_600_000_000 * 1000);
+
+const workRoot = await fsp.mkdtemp(path.join(os.tmpdir(), 'nodelet-unpack-'));
+after(async () => {
+  await fsp.rm(workRoot, { recursive: true, force: true });
+});
+
+let counter = 0;
+async function scratch(): Promise<string> {
+  const dir = path.join(workRoot, `case-${++counter}`);
+  await fsp.mkdir(dir);
+  return dir;
+}
+
+async function writeBlob(dir: string, tar: Buffer, compression: 'gzip' | 'zstd' | 'none'): Promise<string> {
+  const raw = path.join(dir, 'layer.tar');
+  await fsp.writeFile(raw, tar);
+  if (compression === 'none') return raw;
+  if (compression === 'gzip') {
+    const blob = path.join(dir, 'layer.tar.gz');
+    await fsp.writeFile(blob, gzipSync(tar));
+    return blob;
+  }
+  const blob = path.join(dir, 'layer.tar.zst');
+  await run('zstd', ['-q', '-f', '-o', blob, raw]);
+  return blob;
+}
+
+async function xattr(file: string, name: string): Promise<string | undefined> {
+  const res = await run('getfattr', ['--only-values', '-h', '-n', name, file], { reject: false });
+  return res.exitCode === 0 ? res.stdout : undefined;
+}
+
+async function walk(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const e of await fsp.readdir(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    out.push(p);
+    if (e.isDirectory()) out.push(...(await walk(p)));
+  }
+  return out;
+}
+
+const fullLayer: Member[] = [
+  { header: { name: 'etc/', type: 'directory', mode: 0o750, uid: 0, gid: 0, mtime: MTIME } },
+  { header: { name: 'etc/conf', mode: 0o640, uid: 1234, gid: 5678, mtime: MTIME }, content: 'hello\n' },
+  { header: { name: 'etc/.wh.old', mode: 0o644, mtime: MTIME } },
+  { header: { name: 'bin/tool', mode: 0o4755, uid: 0, gid: 0, mtime: MTIME }, content: 'binary-ish' },
+  { header: { name: 'bin/sh', type: 'symlink', linkname: 'tool', mtime: MTIME } },
+  { header: { name: 'bin/tool2', type: 'link', linkname: 'bin/tool', mtime: MTIME } },
+  { header: { name: 'run/fifo', type: 'fifo', mode: 0o600, mtime: MTIME } },
+  { header: { name: 'dev/null', type: 'character-device', mode: 0o666, devmajor: 1, devminor: 3, mtime: MTIME } },
+  { header: { name: 'attrs', mode: 0o644, mtime: MTIME, pax: { 'SCHILY.xattr.user.foo': 'bar' } }, content: 'x' },
+  { header: { name: '.wh.gone', mode: 0o644, uid: 7, gid: 8, mtime: MTIME } },
+  { header: { name: 'opq/', type: 'directory', mode: 0o755, mtime: MTIME } },
+  { header: { name: 'opq/.wh..wh..opq', mode: 0o644, mtime: MTIME } },
+  { header: { name: 'opq/kept', mode: 0o644, mtime: MTIME }, content: 'kept' },
+  { header: { name: 'implicit/.wh..wh..opq', mode: 0o644, mtime: MTIME } },
+  { header: { name: 'lib', type: 'symlink', linkname: 'usr/lib', mtime: MTIME } },
+  { header: { name: 'usr/lib/', type: 'directory', mode: 0o755, mtime: MTIME } },
+  { header: { name: 'lib/through', mode: 0o644, mtime: MTIME }, content: 'via symlink' },
+];
+
+test('unpackLayer preserves metadata, converts whiteouts, reports the diff id', async () => {
+  const dir = await scratch();
+  const tar = await buildTar(fullLayer);
+  const blob = await writeBlob(dir, tar, 'gzip');
+  const dest = path.join(dir, 'fs');
+  const result = await unpackLayer(blob, 'gzip', dest);
+
+  assert.equal(result.diffId, sha256(tar));
+  assert.equal(result.unpackedBytes, 'hello\n'.length + 'binary-ish'.length + 1 + 'kept'.length + 'via symlink'.length);
+
+  const conf = await fsp.lstat(path.join(dest, 'etc/conf'));
+  assert.equal(conf.mode & 0o7777, 0o640);
+  assert.equal(conf.uid, 1234);
+  assert.equal(conf.gid, 5678);
+  assert.equal(conf.mtimeMs, MTIME.getTime());
+  assert.equal(await fsp.readFile(path.join(dest, 'etc/conf'), 'utf8'), 'hello\n');
+
+  const etc = await fsp.lstat(path.join(dest, 'etc'));
+  assert.equal(etc.mode & 0o7777, 0o750);
+  assert.equal(etc.mtimeMs, MTIME.getTime(), 'dir mtime survives the whiteout conversion');
+
+  const tool = await fsp.lstat(path.join(dest, 'bin/tool'));
+  assert.equal(tool.mode & 0o7777, 0o4755);
+  const tool2 = await fsp.lstat(path.join(dest, 'bin/tool2'));
+  assert.equal(tool2.ino, tool.ino);
+  assert.equal(tool.nlink, 2);
+  assert.equal(await fsp.readlink(path.join(dest, 'bin/sh')), 'tool');
+
+  assert.ok((await fsp.lstat(path.join(dest, 'run/fifo'))).isFIFO());
+  const devNull = await fsp.lstat(path.join(dest, 'dev/null'));
+  assert.ok(devNull.isCharacterDevice());
+  assert.equal(devNull.rdev, (1 << 8) | 3);
+
+  assert.equal(await xattr(path.join(dest, 'attrs'), 'user.foo'), 'bar');
+
+  for (const name of ['gone', 'etc/old']) {
+    const wh = await fsp.lstat(path.join(dest, name));
+    assert.ok(wh.isCharacterDevice(), `${name} is a whiteout device`);
+    assert.equal(wh.rdev, 0);
+  }
+  const gone = await fsp.lstat(path.join(dest, 'gone'));
+  assert.equal(gone.uid, 7);
+  assert.equal(gone.gid, 8);
+
+  assert.equal(await xattr(path.join(dest, 'opq'), 'trusted.overlay.opaque'), 'y');
+  assert.equal(await xattr(path.join(dest, 'implicit'), 'trusted.overlay.opaque'), 'y');
+  assert.equal(await xattr(path.join(dest, 'etc'), 'trusted.overlay.opaque'), undefined);
+  assert.equal(await fsp.readFile(path.join(dest, 'opq/kept'), 'utf8'), 'kept');
+
+  assert.equal(await fsp.readlink(path.join(dest, 'lib')), 'usr/lib');
+  assert.equal(await fsp.readFile(path.join(dest, 'usr/lib/through'), 'utf8'), 'via symlink');
+
+  const leftovers = (await walk(dest)).filter((p) => path.basename(p).startsWith('.wh.'));
+  assert.deepEqual(leftovers, []);
+});
+
+test('unpackLayer handles zstd and uncompressed blobs with the same diff id', async () => {
+  const dir = await scratch();
+  const tar = await buildTar(fullLayer.slice(0, 6));
+  for (const compression of ['zstd', 'none'] as const) {
+    const blob = await writeBlob(dir, tar, compression);
+    const dest = path.join(dir, `fs-${compression}`);
+    const result = await unpackLayer(blob, compression, dest);
+    assert.equal(result.diffId, sha256(tar));
+    assert.equal(await fsp.readFile(path.join(dest, 'etc/conf'), 'utf8'), 'hello\n');
+  }
+});
+
+test('unpackLayer refuses an existing destination and a corrupt blob', async () => {
+  const dir = await scratch();
+  const blob = await writeBlob(dir, await buildTar(fullLayer.slice(0, 2)), 'gzip');
+  const dest = path.join(dir, 'fs');
+  await fsp.mkdir(dest);
+  await assert.rejects(unpackLayer(blob, 'gzip', dest), (err: unknown) => err instanceof NodeletError && err.kind === 'AlreadyExists');
+  assert.ok((await fsp.stat(dest)).isDirectory(), 'an existing directory is left alone');
+
+  const corrupt = path.join(dir, 'corrupt.gz');
+  await fsp.writeFile(corrupt, randomBytes(4096));
+  const dest2 = path.join(dir, 'fs2');
+  await assert.rejects(unpackLayer(corrupt, 'gzip', dest2), NodeletError);
+  await assert.rejects(fsp.lstat(dest2), { code: 'ENOENT' });
+});
+
+const outsideName = `nodelet-evil-${process.pid}-${randomBytes(4).toString('hex')}`;
+const escapes: Array<{ label: string; entry: string; members: Member[]; outside: (dir: string) => string }> = [
+  {
+    label: 'dot-dot member',
+    entry: `../${outsideName}`,
+    members: [{ header: { name: `../${outsideName}`, mode: 0o644 }, content: 'evil' }],
+    outside: (dir) => path.join(dir, outsideName),
+  },
+  {
+    label: 'nested dot-dot member',
+    entry: `a/../../${outsideName}`,
+    members: [{ header: { name: 'a/', type: 'directory', mode: 0o755 } }, { header: { name: `a/../../${outsideName}`, mode: 0o644 }, content: 'evil' }],
+    outside: (dir) => path.join(dir, outsideName),
+  },
+  {
+    label: 'hard link out of the layer',
+    entry: 'passwd',
+    members: [{ header: { name: 'passwd', type: 'link', linkname: '../../etc/passwd' } }],
+    outside: () => '/etc/passwd-link-check-unused',
+  },
+  {
+    label: 'write through an absolute symlink',
+    entry: `link/${outsideName}`,
+    members: [
+      { header: { name: 'link', type: 'symlink', linkname: '/etc' } },
+      { header: { name: `link/${outsideName}`, mode: 0o644 }, content: 'evil' },
+    ],
+    outside: () => path.join('/etc', outsideName),
+  },
+  {
+    label: 'write through a dot-dot symlink',
+    entry: `up/${outsideName}`,
+    members: [
+      { header: { name: 'up', type: 'symlink', linkname: '..' } },
+      { header: { name: `up/${outsideName}`, mode: 0o644 }, content: 'evil' },
+    ],
+    outside: (dir) => path.join(dir, outsideName),
+  },
+  {
+    label: 'whiteout through a symlink',
+    entry: 'link/.wh.passwd',
+    members: [{ header: { name: 'link', type: 'symlink', linkname: '/etc' } }, { header: { name: 'link/.wh.passwd', mode: 0o644 } }],
+    outside: () => path.join('/etc', outsideName),
+  },
+];
+
+for (const c of escapes) {
+  test(`unpackLayer rejects an escaping entry: ${c.label}`, async () => {
+    const dir = await scratch();
+    const passwdBefore = await fsp.stat('/etc/passwd');
+    const blob = await writeBlob(dir, await buildTar(c.members), 'gzip');
+    const dest = path.join(dir, 'fs');
+    await assert.rejects(unpackLayer(blob, 'gzip', dest), (err: unknown) => {
+      assert.ok(err instanceof NodeletError, String(err));
+      assert.equal(err.kind, 'InvalidArgument');
+      assert.ok(err.message.includes(JSON.stringify(c.entry)), err.message);
+      return true;
+    });
+    await assert.rejects(fsp.lstat(dest), { code: 'ENOENT' }, 'no destination left behind');
+    await assert.rejects(fsp.lstat(c.outside(dir)), { code: 'ENOENT' }, 'nothing written outside');
+    assert.deepEqual((await fsp.readdir(dir)).sort(), ['layer.tar', 'layer.tar.gz']);
+    const passwdAfter = await fsp.stat('/etc/passwd');
+    assert.equal(passwdAfter.nlink, passwdBefore.nlink);
+    assert.equal(passwdAfter.mtimeMs, passwdBefore.mtimeMs);
+  });
+}
+
+async function layerBlob(dir: string, name: string, members: Member[]): Promise<{ blob: string; diffId: string }> {
+  const sub = path.join(dir, name);
+  await fsp.mkdir(sub);
+  const tar = await buildTar(members);
+  return { blob: await writeBlob(sub, tar, 'gzip'), diffId: sha256(tar) };
+}
+
+test('LayerStore: concurrent ensure unpacks once; wrong diff id rejected; remove; recover; usage', async () => {
+  const dir = await scratch();
+  const store = new LayerStore(path.join(dir, 'layers'));
+  await store.recover();
+  const a = await layerBlob(dir, 'a', fullLayer);
+  const b = await layerBlob(dir, 'b', [{ header: { name: 'only', mode: 0o644 }, content: '12345' }]);
+
+  const p1 = store.ensureLayer(a.diffId, a.blob, 'gzip');
+  const p2 = store.ensureLayer(a.diffId, a.blob, 'gzip');
+  assert.equal(p1, p2, 'concurrent callers share one unpack');
+  const [fs1, fs2] = await Promise.all([p1, p2]);
+  assert.equal(fs1, fs2);
+  assert.equal(fs1, store.fsPath(a.diffId));
+  assert.equal(fs1, path.join(dir, 'layers', a.diffId.slice('sha256:'.length), 'fs'));
+  assert.equal(await fsp.readFile(path.join(fs1, 'etc/conf'), 'utf8'), 'hello\n');
+  assert.equal(await store.has(a.diffId), true);
+  const recordBefore = await fsp.readFile(path.join(fs1, '..', 'layer.json'), 'utf8');
+  assert.equal(await store.ensureLayer(a.diffId, a.blob, 'gzip'), fs1);
+  assert.equal(await fsp.readFile(path.join(fs1, '..', 'layer.json'), 'utf8'), recordBefore, 'a complete layer is not redone');
+
+  // The blob of b does not unpack to a's diff id... rather, b's blob presented under a made-up diff id.
+  const wrong = `sha256:${'0'.repeat(64)}`;
+  await assert.rejects(store.ensureLayer(wrong, b.blob, 'gzip'), (err: unknown) => {
+    assert.ok(err instanceof NodeletError);
+    assert.equal(err.kind, 'Internal');
+    assert.match(err.message, /diff id mismatch/);
+    return true;
+  });
+  assert.equal(await store.has(wrong), false);
+  assert.deepEqual(await fsp.readdir(path.join(dir, 'layers', 'tmp')), []);
+
+  await store.ensureLayer(b.diffId, b.blob, 'gzip');
+  assert.deepEqual(await store.list(), [a.diffId, b.diffId].sort());
+
+  const recA = JSON.parse(recordBefore) as { diffId: string; size: number; unpackedBytes: number; inodes: number };
+  assert.equal(recA.diffId, a.diffId);
+  assert.equal(recA.size, (await fsp.stat(a.blob)).size);
+  const usage = await store.usage();
+  assert.equal(usage.bytes, recA.unpackedBytes + 5);
+  assert.ok(recA.inodes >= 15, `inodes ${recA.inodes}`);
+  assert.equal(usage.inodes, recA.inodes + 1);
+
+  await store.remove(b.diffId);
+  await store.remove(b.diffId);
+  assert.equal(await store.has(b.diffId), false);
+  assert.deepEqual(await store.list(), [a.diffId]);
+  await assert.rejects(fsp.lstat(path.join(dir, 'layers', b.diffId.slice(7))), { code: 'ENOENT' });
+
+  // Debris of a crash: an unpack in tmp/ and a layer dir without its record.
+  await fsp.mkdir(path.join(dir, 'layers', 'tmp', 'deadbeef', 'fs', 'x'), { recursive: true });
+  await fsp.mkdir(path.join(dir, 'layers', b.diffId.slice(7), 'fs'), { recursive: true });
+  assert.equal(await store.has(b.diffId), false);
+  await store.recover();
+  assert.deepEqual(await fsp.readdir(path.join(dir, 'layers', 'tmp')), []);
+  await assert.rejects(fsp.lstat(path.join(dir, 'layers', b.diffId.slice(7))), { code: 'ENOENT' });
+  assert.deepEqual(await store.list(), [a.diffId]);
+  assert.deepEqual(await store.usage(), { bytes: recA.unpackedBytes, inodes: recA.inodes });
+
+  // After a crash left debris at the final place, ensure still succeeds.
+  await fsp.mkdir(path.join(dir, 'layers', b.diffId.slice(7), 'fs'), { recursive: true });
+  await store.ensureLayer(b.diffId, b.blob, 'gzip');
+  assert.equal(await fsp.readFile(path.join(store.fsPath(b.diffId), 'only'), 'utf8'), '12345');
+});
+
+test('overlay mount of two layers honours whiteouts and opaque dirs', async () => {
+  const dir = await scratch();
+  const store = new LayerStore(path.join(dir, 'layers'));
+  const lower = await layerBlob(dir, 'lower', [
+    { header: { name: 'gone.txt', mode: 0o644 }, content: 'lower' },
+    { header: { name: 'stay.txt', mode: 0o644 }, content: 'stay' },
+    { header: { name: 'dir/lowerfile', mode: 0o644 }, content: 'hidden' },
+    { header: { name: 'other/lowerfile', mode: 0o644 }, content: 'visible' },
+  ]);
+  const upper = await layerBlob(dir, 'upper', [
+    { header: { name: '.wh.gone.txt', mode: 0o644 } },
+    { header: { name: 'dir/', type: 'directory', mode: 0o755 } },
+    { header: { name: 'dir/.wh..wh..opq', mode: 0o644 } },
+    { header: { name: 'dir/upperfile', mode: 0o644 }, content: 'up' },
+    { header: { name: 'other/upperfile', mode: 0o644 }, content: 'up' },
+  ]);
+  const lowerFs = await store.ensureLayer(lower.diffId, lower.blob, 'gzip');
+  const upperFs = await store.ensureLayer(upper.diffId, upper.blob, 'gzip');
+  const mnt = path.join(dir, 'mnt');
+  await fsp.mkdir(mnt);
+  await run('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${upperFs}:${lowerFs}`, mnt]);
+  try {
+    assert.deepEqual((await fsp.readdir(mnt)).sort(), ['dir', 'other', 'stay.txt']);
+    assert.deepEqual(await fsp.readdir(path.join(mnt, 'dir')), ['upperfile']);
+    assert.deepEqual((await fsp.readdir(path.join(mnt, 'other'))).sort(), ['lowerfile', 'upperfile']);
+    await assert.rejects(fsp.lstat(path.join(mnt, 'gone.txt')), { code: 'ENOENT' });
+  } finally {
+    await run('umount', [mnt]);
+  }
+});
