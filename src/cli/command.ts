@@ -167,7 +167,8 @@ export function parseCommandArgs(command: Command, argv: string[]): Args {
     const { values, positionals } = parseArgs({ args: head, options: optionConfig(options), allowPositionals: true, strict: true });
     return new Args(command.name, values as Record<string, unknown>, positionals, tail);
   } catch (err) {
-    if (err instanceof TypeError && typeof (err as { code?: unknown }).code === 'string' && String((err as { code: string }).code).startsWith('ERR_PARSE_ARGS')) {
+    const code = (err as { code?: unknown }).code;
+    if (err instanceof TypeError && typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS')) {
       throw new UsageError(err.message.split('\n')[0]!.replace(/\. To specify a positional argument.*$/, ''), command.name);
     }
     throw err;

@@ -107,7 +107,7 @@ export function parseImageReference(refString: string): ImageReference {
 }
 
 /** Runs async work over items with at most `limit` at once; the first failure aborts the rest and is thrown. */
-async function forEachLimited<T>(items: T[], limit: number, work: (item: T, index: number) => Promise<void>): Promise<void> {
+async function forEachLimited<T>(items: T[], limit: number, work: (item: T, index: number) => Promise<void>, onFailure: () => void): Promise<void> {
   let next = 0;
   let failed: unknown;
   let hasFailed = false;
@@ -120,6 +120,7 @@ async function forEachLimited<T>(items: T[], limit: number, work: (item: T, inde
         if (!hasFailed) {
           hasFailed = true;
           failed = err;
+          onFailure();
         }
       }
     }
@@ -158,13 +159,18 @@ export async function pullImage(deps: PullDeps, refString: string, creds: Regist
   const release = deps.leases.acquire([configDigest, ...layers.map((l) => l.digest), ...layers.map((l) => l.diffId)]);
   let downloadedBytes = 0;
   let downloadedLayers = 0;
+  // Layer work stops when the caller gives up or when any layer fails.
+  const layerAbort = new AbortController();
+  const stopLayers = () => layerAbort.abort(signal.reason);
+  signal.addEventListener('abort', stopLayers, { once: true });
+  const layerSignal = layerAbort.signal;
   try {
     await deps.blobs.putBytes(configDigest, resolved.config);
     await forEachLimited(layers, LAYER_CONCURRENCY, async (layer, index) => {
-      throwIfAborted(signal, what);
+      throwIfAborted(layerSignal, what);
       const layerLog = log.child({ layer: index, digest: layer.digest });
       const unpack = deps.layerLocks.run(layer.diffId, async () => {
-        throwIfAborted(signal, what);
+        throwIfAborted(layerSignal, what);
         if (await deps.layers.has(layer.diffId)) return;
         let lastLog = performance.now();
         const onProgress = (bytes: number) => {
@@ -177,20 +183,20 @@ export async function pullImage(deps: PullDeps, refString: string, creds: Regist
         const layerStarted = performance.now();
         const blob = await deps.blobs.ingest(
           desc,
-          (dest) => deps.registry.downloadBlob(ref, desc, dest, creds, signal, onProgress),
-          signal,
+          (dest) => deps.registry.downloadBlob(ref, desc, dest, creds, layerSignal, onProgress),
+          layerSignal,
         );
         if (blob.fetched) {
           downloadedBytes += layer.size;
           downloadedLayers += 1;
           layerLog.info({ bytes: layer.size, ms: Math.round(performance.now() - layerStarted) }, 'layer downloaded');
         }
-        throwIfAborted(signal, what);
-        await deps.layers.ensureLayer(layer.diffId, blob.path, layerCompression(layer.mediaType), signal);
+        throwIfAborted(layerSignal, what);
+        await deps.layers.ensureLayer(layer.diffId, blob.path, layerCompression(layer.mediaType), layerSignal);
         layerLog.debug({ diffId: layer.diffId }, 'layer unpacked');
       });
-      await raceAbort(unpack, signal, what);
-    });
+      await raceAbort(unpack, layerSignal, what);
+    }, () => layerAbort.abort(new NodeletError('Internal', `${what}: another layer failed`)));
     throwIfAborted(signal, what);
 
     const tag = ref.digest ? undefined : taggedName(ref);
@@ -213,6 +219,7 @@ export async function pullImage(deps: PullDeps, refString: string, creds: Regist
     if (signal.aborted) throw abortError(signal, what);
     throw err;
   } finally {
+    signal.removeEventListener('abort', stopLayers);
     release();
   }
 }

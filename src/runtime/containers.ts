@@ -11,7 +11,7 @@ import { ensureDir, writeJsonAtomic } from '../common/fsutil.js';
 import { logger } from '../common/log.js';
 import { mountOverlay, unmountIfMounted } from './mounts.js';
 import { matchLabels } from './sandboxes.js';
-import { buildContainerSpec } from '../oci/container-spec.js';
+import { buildContainerSpec, resourcesFor, type HostDevice } from '../oci/container-spec.js';
 import type { ContainerConfig__Output } from '../cri/generated/runtime/v1/ContainerConfig.js';
 import type { ContainerFilter__Output } from '../cri/generated/runtime/v1/ContainerFilter.js';
 import type { LinuxContainerResources__Output } from '../cri/generated/runtime/v1/LinuxContainerResources.js';
@@ -95,7 +95,7 @@ export class Containers {
     await this.ctx.containers.put(rec);
     await ensureDir(path.dirname(rec.logPath));
     const sdir = this.ctx.sandboxes.pathOf(sandbox.id);
-    const hostDevices: Record<string, { type: string; major: number; minor: number; fileMode: number; uid: number; gid: number }> = {};
+    const hostDevices: Record<string, HostDevice> = {};
     for (const d of rec.config.devices) {
       const st = await fsp.stat(d.host_path).catch(() => {
         throw invalidArgument(`devices: host_path ${d.host_path} does not exist`);
@@ -151,9 +151,11 @@ export class Containers {
       cgroupParent: sandbox.config.linux?.cgroup_parent ?? '',
       restrictOomScoreAdj: this.ctx.restrictOomScoreAdj,
       cgroupV2: this.ctx.cgroupV2,
-      appArmor: this.ctx.appArmor,
+      appArmor: this.ctx.appArmor ? { defaultProfile: 'nodelet-default' } : undefined,
       hostDevices,
       seccompLocalhostProfile,
+      availableCapabilities: this.ctx.availableCapabilities,
+      rlimits: this.ctx.rlimits,
     });
     const bundle = path.join(dir, 'bundle');
     await ensureDir(bundle);
@@ -298,7 +300,8 @@ export class Containers {
     await this.ctx.locks.run(rec.id, async () => {
       const cur = this.ctx.containers.get(rec.id)!;
       if (cur.state === 'CONTAINER_RUNNING' || cur.state === 'CONTAINER_CREATED') {
-        await this.ctx.backend(cur.runtimeHandler).updateResources(cur.id, resources, this.ctx.restrictOomScoreAdj);
+        const { resources: oci } = resourcesFor(resources, { cgroupV2: this.ctx.cgroupV2, restrictOomScoreAdj: this.ctx.restrictOomScoreAdj });
+        await this.ctx.backend(cur.runtimeHandler).updateResources(cur.id, oci);
       }
       cur.resources = resources;
       await this.ctx.containers.put(cur);

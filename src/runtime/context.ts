@@ -8,6 +8,10 @@ import type { NodeletConfig } from '../config/config.js';
 import { RuncBackend } from './runc/backend.js';
 import type { CniNetwork } from '../network/cni.js';
 import type { ImageService } from '../image/image-service.js';
+import { readFileSync } from 'node:fs';
+import { capabilitiesFromMask } from '../oci/capabilities.js';
+import { rlimitsWithin } from '../oci/defaults.js';
+import type { OciRlimit } from '../oci/types.js';
 
 export interface RuntimeContextOptions {
   config: NodeletConfig;
@@ -32,6 +36,10 @@ export class RuntimeContext {
   readonly cgroupV2: boolean;
   readonly appArmor: boolean;
   readonly runDir: string;
+  /** What privileged / ADD ALL can grant: the daemon's own effective capabilities. */
+  readonly availableCapabilities: string[];
+  /** Container rlimits stay within the daemon's hard limits (raising them needs CAP_SYS_RESOURCE). */
+  readonly rlimits: OciRlimit[];
 
   constructor(opts: RuntimeContextOptions) {
     this.config = opts.config;
@@ -41,6 +49,8 @@ export class RuntimeContext {
     this.cgroupV2 = opts.cgroupV2;
     this.appArmor = opts.appArmor;
     this.runDir = opts.config.runRoot;
+    this.availableCapabilities = capabilitiesFromMask(procStatusField('CapEff') ?? '0');
+    this.rlimits = rlimitsWithin(hardNofileLimit());
     this.sandboxes = new RecordStore(path.join(opts.config.root, 'sandboxes'), 'sandbox.json');
     this.containers = new RecordStore(path.join(opts.config.root, 'containers'), 'container.json');
     for (const [name, handler] of Object.entries(opts.config.runtime.handlers)) {
@@ -74,4 +84,15 @@ export class RuntimeContext {
   containersOf(sandboxId: string): ContainerRecord[] {
     return this.containers.list().filter((c) => c.sandboxId === sandboxId);
   }
+}
+
+function procStatusField(name: string): string | undefined {
+  const line = readFileSync('/proc/self/status', 'utf8').split('\n').find((l) => l.startsWith(`${name}:`));
+  return line?.split(/\s+/)[1];
+}
+
+function hardNofileLimit(): number {
+  const line = readFileSync('/proc/self/limits', 'utf8').split('\n').find((l) => l.startsWith('Max open files'));
+  const hard = line?.trim().split(/\s+/)[4];
+  return hard && /^\d+$/.test(hard) ? Number(hard) : 1_048_576;
 }

@@ -14,7 +14,7 @@ import { createNetns, removeNetns, netnsNameForSandbox } from '../network/netns.
 import { buildResolvConf } from '../network/dns.js';
 import { buildHostsFile } from '../network/hosts.js';
 import { buildSandboxSpec } from '../oci/sandbox-spec.js';
-import { ensurePauseRootfs } from './pause/pause.js';
+import { ensurePauseRootfs, PAUSE_PATH } from './pause/pause.js';
 import type { PodSandboxConfig__Output } from '../cri/generated/runtime/v1/PodSandboxConfig.js';
 import type { PodSandboxFilter__Output } from '../cri/generated/runtime/v1/PodSandboxFilter.js';
 
@@ -34,8 +34,10 @@ export class PodSandboxes {
   ) {}
 
   private pause(): Promise<string> {
-    this.pauseRootfs ??= ensurePauseRootfs(path.join(this.ctx.config.root, 'pause'));
-    return this.pauseRootfs;
+    const pending = this.pauseRootfs ?? ensurePauseRootfs(path.join(this.ctx.config.root, 'pause'));
+    this.pauseRootfs = pending;
+    pending.catch(() => (this.pauseRootfs = undefined));
+    return pending;
   }
 
   async run(config: PodSandboxConfig__Output | null, runtimeHandler: string): Promise<string> {
@@ -130,12 +132,16 @@ export class PodSandboxes {
     const bundle = path.join(runDir, 'bundle');
     await ensureDir(bundle);
     const spec = buildSandboxSpec({
-      id: rec.id,
+      sandboxId: rec.id,
       config,
       rootfsPath: rootfs,
+      pausePath: PAUSE_PATH,
       netnsPath: rec.netnsPath,
+      shmPath: rec.shmPath,
       restrictOomScoreAdj: this.ctx.restrictOomScoreAdj,
       cgroupV2: this.ctx.cgroupV2,
+      availableCapabilities: this.ctx.availableCapabilities,
+      rlimits: this.ctx.rlimits,
     });
     await writeJsonAtomic(path.join(bundle, 'config.json'), spec);
     const backend = this.ctx.backend(rec.runtimeHandler);

@@ -28,7 +28,7 @@ async function daemonLimits() {
   };
 }
 
-const APPLETS = ['sh', 'id', 'cat', 'grep'];
+const APPLETS = ['sh', 'id', 'cat', 'grep', 'unshare'];
 const CGROUP_ROOT = '/sys/fs/cgroup';
 
 async function makeBundle(dir: string): Promise<string> {
@@ -60,7 +60,8 @@ function containerConfig(): ContainerConfig__Output {
     metadata: { name: 'probe', attempt: 0 },
     image: { image: 'local/busybox', annotations: {}, user_specified_image: '', runtime_handler: '', image_ref: '' },
     command: ['/bin/sh', '-c'],
-    args: ['id; grep -E "^(CapEff|Seccomp):" /proc/self/status'],
+    // A user namespace needs no capability, so only the seccomp filter can refuse it.
+    args: ['id; grep -E "^(CapEff|Seccomp):" /proc/self/status; unshare -U true 2>/dev/null && echo userns=allowed || echo userns=refused'],
     working_dir: '',
     envs: [{ key: 'GREETING', value: 'hi' }],
     mounts: [],
@@ -184,6 +185,7 @@ test('runc runs a built container spec: non-root, dropped caps, RuntimeDefault s
     assert.match(res.stdout, /groups=.*1000.*2000.*3000/);
     assert.match(res.stdout, /CapEff:\s+0000000000000000/);
     assert.match(res.stdout, /Seccomp:\s+2/);
+    assert.match(res.stdout, /userns=refused/);
   } finally {
     await removeCgroupParent(cgroupParent);
     await rm(dir, { recursive: true, force: true });

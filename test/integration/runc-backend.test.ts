@@ -129,6 +129,10 @@ describe('runc backend (conmon + runc)', { concurrency: false }, () => {
     const { pid, conmonPid } = await backend.create({ id, bundleDir, logPath, tty: false, stdin: false, stdinOnce: false });
     const t1 = performance.now();
     assert.ok(pid > 0 && conmonPid > 0);
+    await assert.rejects(
+      backend.create({ id, bundleDir, logPath, tty: false, stdin: false, stdinOnce: false }),
+      { kind: 'FailedPrecondition' },
+    );
     const createdState = await backend.state(id);
     assert.equal(createdState?.status, 'created');
     assert.equal(createdState?.pid, pid);

@@ -209,7 +209,10 @@ export class RuncBackend {
     if (!(await pathExists(path.join(bundleDir, 'config.json')))) {
       throw invalidArgument(`bundle ${bundleDir} of container ${id} has no config.json`);
     }
-    if (await this.state(id)) throw failedPrecondition(`container ${id} already exists in runtime root ${this.runtimeRoot}`);
+    // runc and crun both keep a directory per container under --root; checking it spares a runtime exec.
+    if (await pathExists(path.join(this.runtimeRoot, id))) {
+      throw failedPrecondition(`container ${id} already exists in runtime root ${this.runtimeRoot}`);
+    }
 
     const runtime = await this.runtimeBinary();
     const persistDir = this.persistDir(id);
