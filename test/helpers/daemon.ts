@@ -2,12 +2,14 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { promises as fsp, existsSync } from 'node:fs';
 import os from 'node:os';
+import net from 'node:net';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { connectCri, type CriClient } from './cri-client.js';
 
-const MAIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cri', 'main.js');
+// dist/test/helpers → the repository's bin/nodelet-cri (which loads dist/src/cri/main.js).
+const MAIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'bin', 'nodelet-cri');
 
 export interface TestDaemonOptions {
   /** Extra flags, e.g. ['--insecure-registry', host]. */
@@ -35,13 +37,25 @@ export interface TestDaemon {
 }
 
 async function waitForSocket(socket: string, proc: ChildProcess, logFile: string): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    if (existsSync(socket)) return;
+  for (let i = 0; i < 400; i++) {
+    // The file alone is not enough: a stale socket from a killed daemon exists too.
+    if (existsSync(socket) && (await answers(socket))) return;
     if (proc.exitCode !== null) break;
     await new Promise((r) => setTimeout(r, 50));
   }
   const log = await fsp.readFile(logFile, 'utf8').catch(() => '');
   throw new Error(`nodelet-cri did not start (exit ${proc.exitCode}):\n${log.slice(-4000)}`);
+}
+
+function answers(socket: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const conn = net.connect(socket);
+    conn.once('connect', () => {
+      conn.destroy();
+      resolve(true);
+    });
+    conn.once('error', () => resolve(false));
+  });
 }
 
 export async function startTestDaemon(opts: TestDaemonOptions = {}): Promise<TestDaemon> {
@@ -92,7 +106,14 @@ export async function startTestDaemon(opts: TestDaemonOptions = {}): Promise<Tes
     await waitForSocket(socket, proc, logFile);
     return proc;
   };
-  let proc = await spawnDaemon();
+  let proc: ChildProcess;
+  try {
+    proc = await spawnDaemon();
+  } catch (err) {
+    await fsp.rm(base, { recursive: true, force: true });
+    await fsp.rm(runRoot, { recursive: true, force: true });
+    throw err;
+  }
   const daemon: TestDaemon = {
     socket, root, runRoot, cniConfDir, bridge, subnet, logFile, proc,
     client: connectCri(socket),
@@ -110,6 +131,7 @@ export async function startTestDaemon(opts: TestDaemonOptions = {}): Promise<Tes
     async cleanup() {
       try {
         if (proc.exitCode === null && proc.signalCode === null) {
+          // Best effort: a daemon the test already stopped has nothing to answer.
           const { items } = await daemon.client.runtime('ListPodSandbox', {});
           for (const s of items) {
             await daemon.client.runtime('StopPodSandbox', { pod_sandbox_id: s.id }).catch(() => undefined);
@@ -118,6 +140,8 @@ export async function startTestDaemon(opts: TestDaemonOptions = {}): Promise<Tes
           const { containers } = await daemon.client.runtime('ListContainers', {});
           for (const c of containers) await daemon.client.runtime('RemoveContainer', { container_id: c.id }).catch(() => undefined);
         }
+      } catch {
+        // reported by the test itself
       } finally {
         daemon.client.close();
         if (proc.exitCode === null && proc.signalCode === null) {

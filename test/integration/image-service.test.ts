@@ -352,21 +352,34 @@ test('restart: records, tags and layers come back from disk; orphan blobs are co
 });
 
 test('the nodelet-cri daemon serves ImageService; images survive a daemon restart', async () => {
-  const { startTestDaemon } = await import('../helpers/daemon.js');
-  const daemon = await startTestDaemon({ args: ['--insecure-registry', registries.plain] });
+  const { startDaemon } = await import('../../src/cri/daemon.js');
+  const { defaultConfig } = await import('../../src/config/config.js');
+  const base = await fsp.mkdtemp(path.join(os.tmpdir(), 'nodelet-imgsvc-daemon-'));
+  const config = defaultConfig();
+  config.root = path.join(base, 'root');
+  config.runRoot = path.join(base, 'run');
+  config.socket = path.join(base, 'cri.sock');
+  config.cni.confDir = path.join(base, 'cni');
+  config.registry.insecure = [registries.plain];
+  let daemon = await startDaemon(config);
+  let client = connectCri(config.socket);
   try {
     const image = fixtures.entrypoint;
-    const pulled = await daemon.client.image('PullImage', { image: { image: ref(image) } });
+    const pulled = await client.image('PullImage', { image: { image: ref(image) } });
     assert.equal(pulled.image_ref, image.configDigest);
-    await daemon.kill();
-    await daemon.restart();
-    const st = await daemon.client.image('ImageStatus', { image: { image: ref(image) } });
+    client.close();
+    await daemon.stop();
+    daemon = await startDaemon(config);
+    client = connectCri(config.socket);
+    const st = await client.image('ImageStatus', { image: { image: ref(image) } });
     assert.equal(st.image?.id, image.configDigest);
-    const fs = await daemon.client.image('ImageFsInfo', {});
+    const fs = await client.image('ImageFsInfo', {});
     assert.ok(fs.image_filesystems[0].used_bytes.value > 0);
-    await daemon.client.image('RemoveImage', { image: { image: image.configDigest } });
-    assert.equal((await daemon.client.image('ImageStatus', { image: { image: ref(image) } })).image, null);
+    await client.image('RemoveImage', { image: { image: image.configDigest } });
+    assert.equal((await client.image('ImageStatus', { image: { image: ref(image) } })).image, null);
   } finally {
-    await daemon.cleanup();
+    client.close();
+    await daemon.stop();
+    await fsp.rm(base, { recursive: true, force: true });
   }
 });

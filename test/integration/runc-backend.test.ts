@@ -234,8 +234,11 @@ describe('runc backend (conmon + runc)', { concurrency: false }, () => {
     const big = await backend.execSync(id, ['sh', '-c', 'head -c 3000000 /dev/zero | tr "\\0" x'], 20);
     assert.equal(big.stdout.length, 3_000_000);
 
+    await assert.rejects(backend.execSync(id, ['/no/such/cmd'], 10), /no such file/);
     await backend.stop(id, 0);
+    await assert.rejects(backend.execSync(id, ['true'], 10), { kind: 'FailedPrecondition' });
     await backend.delete(id);
+    await assert.rejects(backend.execSync(id, ['true'], 10), { kind: 'NotFound' });
   });
 
   test('the container outlives the process that created it', async () => {
@@ -295,6 +298,47 @@ describe('runc backend (conmon + runc)', { concurrency: false }, () => {
     assert.match(await readLog(logPath), /stdout F 40 100\r?$/m);
     await assert.rejects(backend.resizeTerminal(id, 5000, 1), { kind: 'InvalidArgument' });
     await backend.delete(id);
+  });
+
+  test('attach: stdin in, stdout and stderr out, stdin close ends a stdinOnce container', async () => {
+    const id = newId('attach');
+    const bundleDir = await makeBundle(id, ['sh', '-c', 'cat; echo bye >&2']);
+    const logPath = path.join(tmp, 'logs', `${id}.log`);
+    await backend.create({ id, bundleDir, logPath, tty: false, stdin: true, stdinOnce: true });
+    const session = await backend.attach(id);
+    let out = '';
+    let err = '';
+    session.stdout.on('data', (b: Buffer) => (out += b.toString()));
+    session.stderr.on('data', (b: Buffer) => (err += b.toString()));
+    await backend.start(id);
+    session.stdin.write('hi there\n');
+    await waitFor('echo on stdout', async () => out === 'hi there\n');
+    session.stdin.end();
+    const exit = await backend.waitExit(id, AbortSignal.timeout(10_000));
+    assert.equal(exit.exitCode, 0);
+    await waitFor('stderr line', async () => err === 'bye\n');
+    const closedInTime = await Promise.race([
+      session.closed.then(() => true),
+      new Promise<boolean>((r) => setTimeout(() => r(false), 5000).unref()),
+    ]);
+    assert.ok(closedInTime, 'conmon closes the attach connection when the container exits');
+    session.close();
+    assert.match(await readLog(logPath), /stdout F hi there\n.*stderr F bye/s);
+    await backend.delete(id);
+    await assert.rejects(backend.attach(id), { kind: 'FailedPrecondition' });
+  });
+
+  test('delete of a running container kills it and its conmon and leaves no files', async () => {
+    const id = newId('delrun');
+    const { conmonPid } = await createAndStart(id, ['sleep', '1000']);
+    await backend.delete(id);
+    assert.equal(await backend.state(id), undefined);
+    assert.equal(await backend.conmonPid(id), undefined);
+    const cmdline = await fsp.readFile(`/proc/${conmonPid}/cmdline`, 'utf8').catch(() => '');
+    assert.ok(!cmdline.includes(id), 'the container\'s conmon has exited');
+    assert.equal(await backend.readExit(id), undefined);
+    await assert.rejects(fsp.lstat(path.join(backend.socketDir, id)), { code: 'ENOENT' });
+    await assert.rejects(fsp.stat(backend.persistDir(id)), { code: 'ENOENT' });
   });
 
   test('a failing create reports the runtime error and leaves nothing behind', async () => {

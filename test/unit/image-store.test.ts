@@ -9,6 +9,7 @@ import { ImageStore, type CommitRequest, type ImageRecord } from '../../src/imag
 import { Leases, SharedWork, parseImageReference } from '../../src/image/pull.js';
 import { imageUser, imageMessage, credentialsFrom } from '../../src/cri/image-handlers.js';
 import { NodeletError, isKind } from '../../src/common/errors.js';
+import { ImageService } from '../../src/image/image-service.js';
 
 function sha(data: string | Buffer): string {
   return `sha256:${createHash('sha256').update(data).digest('hex')}`;
@@ -302,4 +303,40 @@ test('image store: removeIfUnnamed only removes records still without names', as
   assert.equal((await store.removeIfUnnamed(a.id))?.id, a.id);
   assert.equal(store.get(a.id), undefined);
   assert.deepEqual(await fsp.readdir(path.join(root, 'images')), [`${b.id.slice(7)}.json`]);
+});
+
+test('image service lookup: id, bare hex, short names, repo digests; untag and remove semantics', async (t) => {
+  const root = await tempRoot(t);
+  const unused = async () => assert.fail('no registry calls expected');
+  const inUse = new Set<string>();
+  const service = new ImageService({ root, registry: { resolve: unused, downloadBlob: unused }, inUse: (id) => inUse.has(id) });
+  await service.recover();
+  const digest = 'sha256:' + 'd'.repeat(64);
+  const a = fakeImage('a', { repoTag: 'docker.io/library/busybox:latest', repoDigest: `docker.io/library/busybox@${digest}` });
+  await service.images.commit(a);
+  await service.images.commit({ ...a, repoTag: 'docker.io/library/busybox:1.0', repoDigest: undefined });
+  assert.equal(service.lookup('busybox')?.id, a.id);
+  assert.equal(service.lookup('docker.io/library/busybox')?.id, a.id);
+  assert.equal(service.lookup('busybox:1.0')?.id, a.id);
+  assert.equal(service.lookup(a.id)?.id, a.id);
+  assert.equal(service.lookup(a.id.slice(7))?.id, a.id);
+  assert.equal(service.lookup(`busybox@${digest}`)?.id, a.id);
+  assert.equal(service.lookup(`busybox:whatever@${digest}`)?.id, a.id);
+  assert.equal(service.lookup('busybox:2.0'), undefined);
+  assert.equal(service.lookup('Not A Ref!'), undefined);
+  assert.deepEqual(service.list({ image: { image: 'busybox:1.0' } }).map((r) => r.id), [a.id]);
+  assert.deepEqual(service.list({ image: { image: 'nope' } }), []);
+
+  inUse.add(a.id);
+  await assert.rejects(service.remove('busybox'), (e: unknown) => isKind(e, 'FailedPrecondition') && (e as Error).message.includes('busybox'));
+  const untagged = await service.untag('busybox:1.0');
+  assert.equal(untagged.imageRemoved, false);
+  await assert.rejects(service.untag('busybox'), (e: unknown) => isKind(e, 'FailedPrecondition'));
+  inUse.delete(a.id);
+  await assert.rejects(service.untag('busybox:1.0'), (e: unknown) => isKind(e, 'NotFound'));
+  assert.equal((await service.untag('busybox')).imageRemoved, true);
+  assert.equal(service.lookup(a.id), undefined);
+  await service.remove('busybox');
+  await assert.rejects(service.resolveImage('busybox'), (e: unknown) => isKind(e, 'NotFound'));
+  assert.deepEqual(await service.fsInfo(), { bytes: 0, inodes: 0, mountpoint: root });
 });

@@ -19,6 +19,9 @@ import {
   notFound,
 } from '../../common/errors.js';
 import { logger, type Logger } from '../../common/log.js';
+import { openAttach, type AttachSession } from './attach.js';
+
+export type { AttachSession };
 
 export interface RuncBackendOptions {
   conmonPath: string;
@@ -193,6 +196,11 @@ export class RuncBackend {
   /** conmon's attach socket (SOCK_SEQPACKET): frames out are `<1 stdout|2 stderr><bytes>`, stdin goes in raw. */
   attachSocketPath(id: string): string {
     return path.join(this.socketDir, checkId(id), 'attach');
+  }
+
+  /** Connects to the container's stdio through conmon (output from now on; stdin when created with stdin). */
+  async attach(id: string): Promise<AttachSession> {
+    return openAttach(this.attachSocketPath(id));
   }
 
   // ---- lifecycle ----
@@ -633,6 +641,13 @@ export class RuncBackend {
       child.stderr?.destroy();
       let exitCode = code ?? -1;
       if (code === null && signal) exitCode = 128 + (osConstants.signals[signal] ?? 0);
+      // No pid file means the runtime never started the command: its failure, not the command's exit.
+      if (exitCode !== 0 && !timedOut && !(await pathExists(pidFile))) {
+        const why = stderr.toBuffer().toString('utf8').trim().slice(0, 2000);
+        if (/stopped container|not running|paused/i.test(why)) throw failedPrecondition(`container ${id} is not running: ${why}`);
+        if (isUnknownContainer(why) && !(await this.state(id))) throw notFound(`container ${id} not found in runtime`);
+        throw internal(`cannot exec ${JSON.stringify(cmd[0])} in container ${id}: ${why}`);
+      }
       return { stdout: stdout.toBuffer(), stderr: stderr.toBuffer(), exitCode, timedOut };
     } finally {
       if (killTimer) clearTimeout(killTimer);

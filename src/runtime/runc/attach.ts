@@ -1,0 +1,95 @@
+// A client of conmon's attach socket. The socket is SOCK_SEQPACKET, which Node's net module can't
+// open, hence node-unix-socket. Each message from conmon is one frame: a byte naming the pipe
+// (2 stdout, 3 stderr) then the data; bytes we send are the container's stdin, and shutting down
+// our write side ends stdin when the container was created with stdinOnce.
+import { PassThrough, Writable, type Readable } from 'node:stream';
+import { SeqpacketSocket } from 'node-unix-socket';
+import { errorMessage, failedPrecondition } from '../../common/errors.js';
+
+const PIPE_STDOUT = 2;
+const PIPE_STDERR = 3;
+/** Larger than any frame conmon writes, so no message is ever cut. */
+const READ_BUFFER_SIZE = 64 * 1024;
+
+export interface AttachSession {
+  /** The container's stdout (or the tty's output). */
+  stdout: Readable;
+  stderr: Readable;
+  /** Bytes written here reach the container's stdin; end() closes our side. */
+  stdin: Writable;
+  /** Resolves when conmon closes the connection (the container exited) or close() was called. */
+  closed: Promise<void>;
+  close(): void;
+}
+
+export async function openAttach(socketPath: string): Promise<AttachSession> {
+  const socket = new SeqpacketSocket();
+  socket.setInternalReadBufferSize(READ_BUFFER_SIZE);
+  const stdout = new PassThrough();
+  const stderr = new PassThrough();
+  let finished = false;
+  let resolveClosed: () => void = () => undefined;
+  const closed = new Promise<void>((resolve) => {
+    resolveClosed = resolve;
+  });
+  const finish = (): void => {
+    if (finished) return;
+    finished = true;
+    stdout.end();
+    stderr.end();
+    resolveClosed();
+  };
+
+  await new Promise<void>((resolve, reject) => {
+    const onError = (err: Error): void => reject(failedPrecondition(`cannot attach to ${socketPath}: ${errorMessage(err)}`));
+    socket.once('error', onError);
+    try {
+      socket.connect(socketPath, () => {
+        socket.off('error', onError);
+        resolve();
+      });
+    } catch (err) {
+      reject(failedPrecondition(`cannot attach to ${socketPath}: ${errorMessage(err)}`));
+    }
+  });
+
+  socket.on('data', (frame: Buffer) => {
+    if (frame.length < 1) return;
+    const payload = frame.subarray(1);
+    if (frame[0] === PIPE_STDOUT) stdout.write(payload);
+    else if (frame[0] === PIPE_STDERR) stderr.write(payload);
+  });
+  socket.on('end', finish);
+  socket.on('close', finish);
+  socket.on('error', finish);
+
+  const stdin = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      if (finished) return callback();
+      try {
+        socket.write(chunk, 0, chunk.length, () => callback());
+      } catch (err) {
+        callback(err as Error);
+      }
+    },
+    final(callback) {
+      if (finished) return callback();
+      try {
+        socket.end(() => callback());
+      } catch {
+        callback();
+      }
+    },
+  });
+
+  return {
+    stdout,
+    stderr,
+    stdin,
+    closed,
+    close() {
+      if (!finished) socket.destroy();
+      finish();
+    },
+  };
+}
