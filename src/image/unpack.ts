@@ -568,7 +568,9 @@ export async function unpackLayer(
     const { source, child: decompressor } = decompressorFor(blobPath, compression);
     const extractor = spawnChild(
       'tar',
-      ['-x', '-f', '-', '-C', destDir, '--numeric-owner', '--same-owner', '--same-permissions', '--xattrs', '--xattrs-include=*', '--exclude=.wh.*'],
+      ['-x', '-f', '-', '-C', destDir, '--numeric-owner', '--same-owner', '--same-permissions', '--xattrs', '--xattrs-include=*',
+        // overlay's own xattrs come only from OCI whiteouts, never from layer contents.
+        '--xattrs-exclude=trusted.overlay.*', '--exclude=.wh.*'],
       { stdin: 'pipe', stdout: 'ignore', stderr: 'pipe' },
     );
     const onAbort = () => {
@@ -591,11 +593,12 @@ export async function unpackLayer(
       signal?.removeEventListener('abort', onAbort);
     }
     if (signal?.aborted) throw abortedError(signal);
-    if (piped.status === 'rejected' && piped.reason instanceof NodeletError) throw piped.reason;
+    // zstd exiting by itself with an error explains a truncated stream better than the scanner can.
     const zstdResult = decompressed?.status === 'fulfilled' ? (decompressed.value as { exitCode?: number; stderr?: unknown } | undefined) : undefined;
-    if (zstdResult && zstdResult.exitCode !== 0) {
+    if (zstdResult && zstdResult.exitCode !== undefined && zstdResult.exitCode !== 0) {
       throw invalidArgument(`layer blob ${blobPath} is not valid zstd: ${String(zstdResult.stderr).trim()}`);
     }
+    if (piped.status === 'rejected' && piped.reason instanceof NodeletError) throw piped.reason;
     if (piped.status === 'rejected') {
       const err: unknown = piped.reason;
       if (hasCode(err, 'Z_DATA_ERROR') || hasCode(err, 'Z_BUF_ERROR')) throw invalidArgument(`layer blob ${blobPath} is not valid gzip: ${errorMessage(err)}`);

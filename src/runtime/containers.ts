@@ -196,7 +196,8 @@ export class Containers {
     const oom = await this.ctx.backend(rec.runtimeHandler).wasOomKilled(rec.id).catch(() => false);
     rec.state = 'CONTAINER_EXITED';
     rec.exitCode = exitCode;
-    rec.finishedAt = dateToNs(finishedAt);
+    const finished = dateToNs(finishedAt);
+    rec.finishedAt = rec.startedAt && BigInt(finished) < BigInt(rec.startedAt) ? rec.startedAt : finished;
     rec.reason = oom ? 'OOMKilled' : exitCode === 0 ? 'Completed' : 'Error';
     await this.ctx.containers.put(rec);
   }
@@ -208,6 +209,8 @@ export class Containers {
       if (rec.state !== 'CONTAINER_CREATED') throw failedPrecondition(`container ${rec.id} is ${rec.state}, not CONTAINER_CREATED`);
       const sandbox = this.ctx.sandboxes.get(rec.sandboxId);
       if (!sandbox || sandbox.state !== 'SANDBOX_READY') throw failedPrecondition(`pod sandbox ${rec.sandboxId} of container ${rec.id} is not ready`);
+      // Taken before the start: a process that exits at once must not finish before it started.
+      const startedAt = nowNs();
       try {
         await this.ctx.backend(rec.runtimeHandler).start(rec.id);
       } catch (err) {
@@ -220,7 +223,7 @@ export class Containers {
         throw err;
       }
       rec.state = 'CONTAINER_RUNNING';
-      rec.startedAt = nowNs();
+      rec.startedAt = startedAt;
       await this.ctx.containers.put(rec);
     });
   }

@@ -121,8 +121,11 @@ test('run, ps, pods, logs, exec, inspect, stop, rm', async () => {
   assert.equal(logs.stdout, 'line-1\nline-2\nno-newline\n');
   assert.equal(logs.stderr, 'oops\n');
   assert.equal(await ok('logs', '--tail', '1', short), 'no-newline\n');
-  const stamped = await nodelet('logs', '--timestamps', '--tail', '2', id);
-  assert.match(stamped.stdout, /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2}) line-2\n/);
+  // --tail counts lines of both streams: line-2, oops, no-newline.
+  const stamped = await nodelet('logs', '--timestamps', '--tail', '3', id);
+  const TS = '\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}(\\.\\d+)?(Z|[+-]\\d{2}:\\d{2})';
+  assert.match(stamped.stdout, new RegExp(`^${TS} line-2\\n${TS} no-newline\\n$`));
+  assert.match(stamped.stderr, new RegExp(`^${TS} oops\\n$`));
   const inspected = JSON.parse(await ok('inspect', short));
   assert.equal(inspected.status.id, id);
   assert.equal(inspected.status.state, 'CONTAINER_RUNNING');
@@ -160,6 +163,7 @@ test('run -f spec.yaml; logs -f follows until the container exits', async () => 
     pod: { metadata: { name: `cli-ticker-${TAG}`, namespace: 'cli-test' }, labels: { 'cli-test': TAG } },
     container: {
       metadata: { name: 'ticker' },
+      labels: { 'cli-test': TAG },
       image: { image: BUSYBOX },
       command: ['sh', '-c', 'for i in 1 2 3 4; do echo tick-$i; sleep 0.4; done; echo bye >&2'],
     },

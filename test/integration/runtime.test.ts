@@ -265,11 +265,19 @@ test('SIGKILL of the daemon: containers keep running, exits meanwhile are record
   await d.client.runtime('StopPodSandbox', { pod_sandbox_id: pod.id });
   await d.client.runtime('RemovePodSandbox', { pod_sandbox_id: pod.id });
   const mounts = await fsp.readFile('/proc/self/mountinfo', 'utf8');
-  assert.ok(!mounts.includes(d.root), 'no mounts left under the state root');
-  assert.ok(!mounts.includes(d.runRoot), 'no mounts left under the run root');
-  assert.deepEqual(await fsp.readdir(path.join(d.root, 'containers')), []);
-  assert.deepEqual(await fsp.readdir(path.join(d.root, 'sandboxes')), []);
+  for (const id of [pod.id, runner, quitter]) {
+    assert.ok(!mounts.includes(id), `no mount of ${id} left`);
+    assert.ok(!(await exists(path.join(d.root, 'containers', id))), `no state dir of ${id} left`);
+    assert.ok(!(await exists(path.join(d.root, 'sandboxes', id))), `no state dir of ${id} left`);
+    assert.ok(!(await exists(path.join('/run/netns', `nodelet-${id.slice(0, 56)}`))), `no netns of ${id} left`);
+  }
+  const conmons = await import('node:child_process').then((cp) => cp.execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' }));
+  assert.ok(!conmons.includes(runner) && !conmons.includes(pod.id), 'no monitor left');
 });
+
+async function exists(p: string): Promise<boolean> {
+  return fsp.stat(p).then(() => true, () => false);
+}
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {

@@ -228,6 +228,12 @@ const escapes: Array<{ label: string; entry: string; members: Member[]; outside:
     members: [{ header: { name: 'link', type: 'symlink', linkname: '/etc' } }, { header: { name: 'link/.wh.passwd', mode: 0o644 } }],
     outside: () => path.join('/etc', outsideName),
   },
+  {
+    label: 'symlink replacing a directory that holds a whiteout',
+    entry: 'd',
+    members: [{ header: { name: 'd/.wh.passwd', mode: 0o644 } }, { header: { name: 'd', type: 'symlink', linkname: '/etc' } }],
+    outside: () => path.join('/etc', outsideName),
+  },
 ];
 
 for (const c of escapes) {
@@ -250,6 +256,41 @@ for (const c of escapes) {
     assert.equal(passwdAfter.mtimeMs, passwdBefore.mtimeMs);
   });
 }
+
+test('unpackLayer: a whiteout plus a re-created name in one layer; overlay xattrs in contents are dropped', async () => {
+  const dir = await scratch();
+  const tar = await buildTar([
+    { header: { name: '.wh.again', mode: 0o644 } },
+    { header: { name: 'again/', type: 'directory', mode: 0o755 } },
+    { header: { name: 'again/new', mode: 0o644 }, content: 'n' },
+    { header: { name: '.wh.file', mode: 0o644 } },
+    { header: { name: 'file', mode: 0o644 }, content: 'f' },
+    { header: { name: 'sneaky/', type: 'directory', mode: 0o755, pax: { 'SCHILY.xattr.trusted.overlay.opaque': 'y', 'SCHILY.xattr.user.kept': '1' } } },
+  ]);
+  const dest = path.join(dir, 'fs');
+  await unpackLayer(await writeBlob(dir, tar, 'gzip'), 'gzip', dest);
+  assert.equal(await xattr(path.join(dest, 'again'), 'trusted.overlay.opaque'), 'y');
+  assert.equal(await fsp.readFile(path.join(dest, 'file'), 'utf8'), 'f');
+  assert.equal(await xattr(path.join(dest, 'sneaky'), 'trusted.overlay.opaque'), undefined);
+  assert.equal(await xattr(path.join(dest, 'sneaky'), 'user.kept'), '1');
+});
+
+test('unpackLayer rejects a truncated tar and honours an abort signal, leaving nothing', async () => {
+  const dir = await scratch();
+  const tar = await buildTar([{ header: { name: 'big', mode: 0o644 }, content: Buffer.alloc(8 << 20, 7) }]);
+  const truncated = path.join(dir, 'truncated.tar');
+  await fsp.writeFile(truncated, tar.subarray(0, 1 << 20));
+  const dest = path.join(dir, 'fs');
+  await assert.rejects(unpackLayer(truncated, 'none', dest), (err: unknown) => err instanceof NodeletError && err.kind === 'InvalidArgument' && /truncated/.test(err.message));
+  await assert.rejects(fsp.lstat(dest), { code: 'ENOENT' });
+
+  const blob = await writeBlob(dir, tar, 'gzip');
+  const controller = new AbortController();
+  const pending = unpackLayer(blob, 'gzip', dest, controller.signal);
+  controller.abort();
+  await assert.rejects(pending, (err: unknown) => err instanceof NodeletError && err.kind === 'DeadlineExceeded');
+  await assert.rejects(fsp.lstat(dest), { code: 'ENOENT' });
+});
 
 async function layerBlob(dir: string, name: string, members: Member[]): Promise<{ blob: string; diffId: string }> {
   const sub = path.join(dir, name);

@@ -669,6 +669,21 @@ export class RuncBackend {
 
   // ---- conmon control fifo ----
 
+  /** Applies new cgroup limits to a live container (`runc update --resources -`, OCI LinuxResources JSON). */
+  async updateResources(id: string, resources: object): Promise<void> {
+    checkId(id);
+    const runtime = await this.runtimeBinary();
+    const res = await run(runtime, ['--root', this.runtimeRoot, 'update', '--resources', '-', id], {
+      reject: false,
+      input: JSON.stringify(resources),
+      timeoutMs: 30_000,
+    });
+    if (res.exitCode !== 0) {
+      if (!(await this.state(id))) throw notFound(`container ${id} not found in runtime`);
+      throw internal(`runc update of ${id} failed: ${res.stderr.trim()}`);
+    }
+  }
+
   /** Asks conmon to reopen the log file (after rotation) and waits until the file exists again. */
   async reopenLog(id: string): Promise<void> {
     await this.writeControl(id, `${CTL_REOPEN_LOG} 0 0\n`);
