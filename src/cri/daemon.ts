@@ -2,7 +2,7 @@
 import { promises as fsp, existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { NodeletConfig } from '../config/config.js';
-import { CriServer } from './server.js';
+import { CriServer, mergeHandlers, type ServiceHandlers } from './server.js';
 import { imageHandlers } from './image-handlers.js';
 import { runtimeHandlers } from './runtime-handlers.js';
 import { ImageService } from '../image/image-service.js';
@@ -51,7 +51,10 @@ export async function startDaemon(config: NodeletConfig): Promise<Daemon> {
     appArmor: appArmorEnabled(),
   });
   await runtime.start();
-  const server = new CriServer({ socket: config.socket, runtime: runtimeHandlers(runtime), image: imageHandlers(images) });
+  // Each part contributes the RuntimeService RPCs it owns; stop hooks run in reverse on shutdown.
+  const runtimeParts: ServiceHandlers[] = [runtimeHandlers(runtime)];
+  const stopHooks: Array<() => Promise<void>> = [];
+  const server = new CriServer({ socket: config.socket, runtime: mergeHandlers(...runtimeParts), image: imageHandlers(images) });
   await server.start();
   log.info({ socket: config.socket, root: config.root, runRoot: config.runRoot }, 'nodelet-cri serving');
   return {
@@ -60,6 +63,7 @@ export async function startDaemon(config: NodeletConfig): Promise<Daemon> {
     runtime,
     stop: async () => {
       await server.stop();
+      for (const hook of stopHooks.reverse()) await hook();
       log.info('nodelet-cri stopped (containers keep running under their monitors)');
     },
   };

@@ -24,6 +24,22 @@ export interface ServiceHandlers {
   stream?: Record<string, StreamHandler>;
 }
 
+/** Joins handler sets built by different parts (runtime, streaming, stats, events) into one service. */
+export function mergeHandlers(...sets: ServiceHandlers[]): ServiceHandlers {
+  const merged: ServiceHandlers = { unary: {}, stream: {} };
+  for (const set of sets) {
+    for (const [name, h] of Object.entries(set.unary)) {
+      if (merged.unary[name]) throw new Error(`two handlers for ${name}`);
+      merged.unary[name] = h;
+    }
+    for (const [name, h] of Object.entries(set.stream ?? {})) {
+      if (merged.stream![name]) throw new Error(`two handlers for ${name}`);
+      merged.stream![name] = h;
+    }
+  }
+  return merged;
+}
+
 export interface CallObserver {
   onCall(method: string, code: grpc.status, seconds: number): void;
 }
