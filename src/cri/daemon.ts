@@ -5,6 +5,7 @@ import type { NodeletConfig } from '../config/config.js';
 import { CriServer, mergeHandlers, type ServiceHandlers } from './server.js';
 import { imageHandlers } from './image-handlers.js';
 import { runtimeHandlers } from './runtime-handlers.js';
+import { eventHandlers } from './events-handlers.js';
 import { ImageService } from '../image/image-service.js';
 import { RegistryClient } from '../image/registry.js';
 import { CniNetwork } from '../network/cni.js';
@@ -52,10 +53,12 @@ export async function startDaemon(config: NodeletConfig): Promise<Daemon> {
   });
   await runtime.start();
   // Each part contributes the RuntimeService RPCs it owns; stop hooks run in reverse on shutdown.
-  const runtimeParts: ServiceHandlers[] = [runtimeHandlers(runtime)];
+  const runtimeParts: ServiceHandlers[] = [runtimeHandlers(runtime), eventHandlers(runtime)];
   const stopHooks: Array<() => Promise<void>> = [];
   const server = new CriServer({ socket: config.socket, runtime: mergeHandlers(...runtimeParts), image: imageHandlers(images) });
   await server.start();
+  await runtime.startMonitoring();
+  stopHooks.push(async () => runtime!.stopMonitoring());
   log.info({ socket: config.socket, root: config.root, runRoot: config.runRoot }, 'nodelet-cri serving');
   return {
     config,

@@ -70,6 +70,7 @@ export class Containers {
         await this.setUp(rec, sandbox, image.layerDirs, image.record.config);
         rec.phase = 'ready';
         await this.ctx.containers.put(rec);
+        this.ctx.emit('CONTAINER_CREATED_EVENT', id, sandbox.id);
         log.info({ sandbox: sandbox.id.slice(0, 12) }, 'container created');
         return id;
       } catch (err) {
@@ -200,6 +201,7 @@ export class Containers {
     rec.finishedAt = rec.startedAt && BigInt(finished) < BigInt(rec.startedAt) ? rec.startedAt : finished;
     rec.reason = oom ? 'OOMKilled' : exitCode === 0 ? 'Completed' : 'Error';
     await this.ctx.containers.put(rec);
+    this.ctx.emit('CONTAINER_STOPPED_EVENT', rec.id, rec.sandboxId);
   }
 
   async start(id: string): Promise<void> {
@@ -225,6 +227,7 @@ export class Containers {
       rec.state = 'CONTAINER_RUNNING';
       rec.startedAt = startedAt;
       await this.ctx.containers.put(rec);
+      this.ctx.emit('CONTAINER_STARTED_EVENT', rec.id, rec.sandboxId);
     });
   }
 
@@ -261,6 +264,7 @@ export class Containers {
     await backend.delete(rec.id);
     await unmountIfMounted(rec.rootfs);
     await this.ctx.containers.delete(rec.id);
+    if (rec.phase === 'ready') this.ctx.emit('CONTAINER_DELETED_EVENT', rec.id, rec.sandboxId);
   }
 
   async stopAllOf(sandboxId: string): Promise<void> {
@@ -329,10 +333,10 @@ export class Containers {
         }
         const backend = this.ctx.backend(rec.runtimeHandler);
         if (rec.state === 'CONTAINER_RUNNING' || rec.state === 'CONTAINER_CREATED') {
+          // Exits that happened while we were away are recorded by the exit monitor (or the next
+          // status call) once we serve, so that event subscribers see them.
           const exit = await backend.readExit(rec.id);
-          if (exit && rec.state === 'CONTAINER_RUNNING') {
-            await this.recordExit(rec, exit.exitCode, exit.finishedAt);
-          } else if (!(await backend.state(rec.id))) {
+          if (!exit && !(await backend.state(rec.id))) {
             // The runtime lost it (host reboot): it is not running, and never will be.
             rec.state = 'CONTAINER_EXITED';
             rec.exitCode = 255;

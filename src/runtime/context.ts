@@ -1,7 +1,9 @@
 // What the sandbox and container services share: stores, locks, backends per runtime handler, network, images.
 import path from 'node:path';
 import { RecordStore } from './record-store.js';
+import { EventBus, type ContainerEventType } from './events.js';
 import type { SandboxRecord, ContainerRecord } from './records.js';
+import { nowNs } from './records.js';
 import { KeyedLock } from '../common/keyed-lock.js';
 import { invalidArgument } from '../common/errors.js';
 import type { NodeletConfig } from '../config/config.js';
@@ -28,6 +30,7 @@ export class RuntimeContext {
   readonly containers: RecordStore<ContainerRecord>;
   /** Serialises operations on one sandbox or container id. */
   readonly locks = new KeyedLock();
+  readonly events = new EventBus();
   readonly backends = new Map<string, RuncBackend>();
   readonly config: NodeletConfig;
   readonly network: CniNetwork;
@@ -79,6 +82,19 @@ export class RuntimeContext {
     const b = this.backends.get(handler);
     if (!b) throw invalidArgument(`runtime_handler "${handler}" is not configured`);
     return b;
+  }
+
+  /** Publishes a lifecycle event with snapshots of the sandbox and its containers as they are now. */
+  emit(type: ContainerEventType, id: string, sandboxId: string): void {
+    if (this.events.subscriberCount === 0) return;
+    const sandbox = this.sandboxes.get(sandboxId);
+    this.events.publish({
+      containerId: id,
+      type,
+      createdAt: nowNs(),
+      sandbox: sandbox ? structuredClone(sandbox) : undefined,
+      containers: this.containersOf(sandboxId).filter((c) => c.phase === 'ready').map((c) => structuredClone(c)),
+    });
   }
 
   containersOf(sandboxId: string): ContainerRecord[] {

@@ -7,6 +7,8 @@ import { logger } from '../common/log.js';
 import { errorMessage } from '../common/errors.js';
 import { ensureDir } from '../common/fsutil.js';
 import { run } from '../common/exec.js';
+import { ExitMonitor } from './exit-monitor.js';
+import path from 'node:path';
 
 export interface RuntimeCondition {
   type: 'RuntimeReady' | 'NetworkReady';
@@ -19,6 +21,7 @@ export class RuntimeService {
   readonly ctx: RuntimeContext;
   readonly sandboxes: PodSandboxes;
   readonly containers: Containers;
+  private monitor?: ExitMonitor;
 
   constructor(opts: RuntimeContextOptions) {
     this.ctx = new RuntimeContext(opts);
@@ -33,6 +36,31 @@ export class RuntimeService {
     await this.containers.recover();
     await this.sandboxes.recover();
     logger().info({ sandboxes: this.ctx.sandboxes.list().length, containers: this.ctx.containers.list().length }, 'runtime state recovered');
+  }
+
+  /** Starts following exits; call once the daemon serves, so subscribers can see exits found at start. */
+  async startMonitoring(): Promise<void> {
+    this.monitor = new ExitMonitor({
+      exitDir: path.join(this.ctx.runDir, 'exits'),
+      runningIds: () => [
+        ...this.ctx.containers.list().filter((c) => c.state === 'CONTAINER_RUNNING').map((c) => c.id),
+        ...this.ctx.sandboxes.list().filter((s) => s.state === 'SANDBOX_READY').map((s) => s.id),
+      ],
+      onMaybeExited: async (id) => {
+        const c = this.ctx.containers.get(id);
+        if (c?.id === id && c.phase === 'ready') {
+          await this.containers.refresh(c);
+          return;
+        }
+        const s = this.ctx.sandboxes.get(id);
+        if (s?.id === id && s.phase === 'ready') await this.sandboxes.refresh(s);
+      },
+    });
+    await this.monitor.start();
+  }
+
+  stopMonitoring(): void {
+    this.monitor?.stop();
   }
 
   async conditions(): Promise<RuntimeCondition[]> {

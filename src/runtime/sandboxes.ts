@@ -80,6 +80,8 @@ export class PodSandboxes {
         rec.phase = 'ready';
         rec.state = 'SANDBOX_READY';
         await this.ctx.sandboxes.put(rec);
+        this.ctx.emit('CONTAINER_CREATED_EVENT', id, id);
+        this.ctx.emit('CONTAINER_STARTED_EVENT', id, id);
         log.info({ ips: rec.ips, handler }, 'sandbox ready');
         return id;
       } catch (err) {
@@ -173,11 +175,13 @@ export class PodSandboxes {
         await unmountIfMounted(rec.shmPath);
         rec.shmMounted = false;
       }
-      if (rec.state !== 'SANDBOX_NOTREADY' || !rec.stoppedAt) {
+      const wasReady = rec.state === 'SANDBOX_READY';
+      if (wasReady || !rec.stoppedAt) {
         rec.state = 'SANDBOX_NOTREADY';
         rec.stoppedAt = nowNs();
       }
       await this.ctx.sandboxes.put(rec);
+      if (wasReady) this.ctx.emit('CONTAINER_STOPPED_EVENT', rec.id, rec.id);
     });
   }
 
@@ -200,6 +204,7 @@ export class PodSandboxes {
     await this.releaseNetwork(rec);
     if (rec.shmPath !== '/dev/shm') await unmountIfMounted(rec.shmPath);
     await fsp.rm(path.join(this.ctx.runDir, 'sandboxes', rec.id), { recursive: true, force: true });
+    if (rec.phase === 'ready') this.ctx.emit('CONTAINER_DELETED_EVENT', rec.id, rec.id);
     await this.ctx.sandboxes.delete(rec.id);
   }
 
@@ -234,6 +239,7 @@ export class PodSandboxes {
           cur.state = 'SANDBOX_NOTREADY';
           cur.stoppedAt = nowNs();
           await this.ctx.sandboxes.put(cur);
+          this.ctx.emit('CONTAINER_STOPPED_EVENT', cur.id, cur.id);
         }
       });
     }
