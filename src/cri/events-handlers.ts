@@ -16,8 +16,8 @@ export function eventHandlers(rt: RuntimeService): ServiceHandlers {
           for (;;) {
             const ev = await sub.next();
             if (!ev) break;
-            // grpc-js buffers when the client is slow; our own bounded queue is what cuts a laggard off.
-            write({
+            // A slow client makes this wait for drain while our bounded queue fills and cuts it off.
+            await write({
               container_id: ev.containerId,
               container_event_type: ev.type,
               created_at: ev.createdAt,

@@ -17,7 +17,8 @@ export interface CallContext {
 }
 
 export type UnaryHandler<Req = any, Res = any> = (request: Req, ctx: CallContext) => Promise<Res>;
-export type StreamHandler<Req = any, Res = any> = (request: Req, write: (msg: Res) => boolean, ctx: CallContext) => Promise<void>;
+/** `write` resolves once the message is handed to the transport (waits for drain on a slow client). */
+export type StreamHandler<Req = any, Res = any> = (request: Req, write: (msg: Res) => Promise<void>, ctx: CallContext) => Promise<void>;
 
 export interface ServiceHandlers {
   unary: Record<string, UnaryHandler>;
@@ -98,7 +99,20 @@ function wrapStream(method: string, handler: StreamHandler, observer?: CallObser
   return (call) => {
     const started = process.hrtime.bigint();
     const { ctx, done } = contextFor(call, method);
-    const write = (msg: unknown) => (call.cancelled ? false : call.write(msg));
+    const write = async (msg: unknown): Promise<void> => {
+      if (call.cancelled) return;
+      if (!call.write(msg)) {
+        await new Promise<void>((resolve) => {
+          const done = () => {
+            call.removeListener('drain', done);
+            call.removeListener('cancelled', done);
+            resolve();
+          };
+          call.once('drain', done);
+          call.once('cancelled', done);
+        });
+      }
+    };
     handler(call.request, write, ctx).then(
       () => {
         done();

@@ -34,7 +34,7 @@ export class ExitMonitor {
       this.log.warn({ err: errorMessage(err) }, 'cannot watch the exit dir; sweeping only');
     }
     // The first sweep comes soon after start: exits that happened while the daemon was down.
-    setTimeout(() => this.sweep(), 500).unref();
+    setTimeout(() => this.sweep(), 1000).unref();
     this.timer = setInterval(() => this.sweep(), this.sweepMs);
     this.timer.unref();
   }

@@ -5,7 +5,8 @@ import { criProto } from '../../src/cri/grpc.js';
 export interface CriClient {
   runtime(method: string, request?: object, opts?: { deadlineMs?: number }): Promise<any>;
   image(method: string, request?: object, opts?: { deadlineMs?: number }): Promise<any>;
-  /** Server-streaming call: collects messages until the stream ends or `limit` arrived. */
+  /** A server-streaming RuntimeService call (GetContainerEvents, Stream*). */
+  runtimeStream(method: string, request?: object): grpc.ClientReadableStream<any>;
   close(): void;
 }
 
@@ -26,6 +27,7 @@ export function connectCri(socket: string): CriClient {
   return {
     runtime: (m, r = {}, o = {}) => promisify(runtime, m, r, o.deadlineMs),
     image: (m, r = {}, o = {}) => promisify(image, m, r, o.deadlineMs),
+    runtimeStream: (m, r = {}) => (runtime as any)[m](r),
     close: () => {
       runtime.close();
       image.close();

@@ -1,0 +1,308 @@
+// The stats cache: a background timer samples every running container and sandbox from cgroup files and
+// /proc/<infra pid>/net/dev (reads only, no child process); the RPCs answer from the last samples.
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import type { ContainerRecord, SandboxRecord } from '../runtime/records.js';
+import { cgroupsPathFor } from '../oci/container-spec.js';
+import { parseProcNetDev, type InterfaceStats } from '../network/netns.js';
+import { logger } from '../common/log.js';
+import { errorMessage } from '../common/errors.js';
+import { cgroupDirFor, expandSlice, type CgroupReader, type CgroupSample, type MemorySample } from './cgroup.js';
+import { diskUsage } from './disk-usage.js';
+
+/** What the collector needs from the runtime: its records and where a container's writable layer lives. */
+export interface StatsSource {
+  containers(): ContainerRecord[];
+  sandboxes(): SandboxRecord[];
+  upperDirOf(containerId: string): string;
+}
+
+export interface Clock {
+  /** Wall-clock time in ns since the epoch (the CRI timestamps). */
+  wallNs(): bigint;
+  /** Monotonic time in ns (the windows usage_nano_cores is computed over). */
+  monoNs(): bigint;
+}
+
+const systemClock: Clock = {
+  wallNs: () => BigInt(Date.now()) * 1_000_000n,
+  monoNs: () => process.hrtime.bigint(),
+};
+
+export interface CpuStats {
+  usageNs: number;
+  /** Average use over the window between the last two samples; undefined after the first sample. */
+  nanoCores?: number;
+}
+
+export interface WritableLayerStats {
+  timestampNs: bigint;
+  bytes: number;
+  inodes: number;
+}
+
+export interface ContainerSnapshot {
+  id: string;
+  sandboxId: string;
+  timestampNs: bigint;
+  cpu?: CpuStats;
+  memory?: MemorySample;
+  pids?: number;
+}
+
+export interface SandboxSnapshot {
+  id: string;
+  timestampNs: bigint;
+  cpu?: CpuStats;
+  memory?: MemorySample;
+  pids?: number;
+  /** Interfaces of the pod's network namespace except lo; undefined for host-network pods. */
+  network?: { timestampNs: bigint; interfaces: InterfaceStats[] };
+}
+
+export interface StatsCollectorOptions {
+  source: StatsSource;
+  reader: CgroupReader;
+  /** How often cgroups and network counters are sampled. */
+  periodMs: number;
+  /** How often writable layers are walked (slower: it touches every file of the upper dirs). */
+  writableLayerPeriodMs: number;
+  procRoot?: string;
+  clock?: Clock;
+}
+
+interface CpuPoint {
+  monoNs: bigint;
+  usageNs: number;
+}
+
+/** ns of CPU per ns of wall time, times 1e9: 1e9 is one core busy for the whole window. */
+export function nanoCoresBetween(prev: CpuPoint, cur: CpuPoint): number | undefined {
+  const window = Number(cur.monoNs - prev.monoNs);
+  if (window <= 0) return undefined;
+  const used = cur.usageNs - prev.usageNs;
+  if (used < 0) return undefined; // counter reset: the cgroup was recreated
+  return Math.round((used / window) * 1e9);
+}
+
+/** The cgroup directory (relative to the hierarchy root) runc puts a container or sandbox in. */
+export function cgroupDirOf(parent: string | undefined, id: string): string {
+  return cgroupDirFor(cgroupsPathFor(parent, id));
+}
+
+/** The pod-level cgroup when the sandbox names a parent (the kubelet's per-pod cgroup). */
+export function podCgroupDir(parent: string | undefined): string | undefined {
+  const p = (parent ?? '').trim();
+  if (p === '') return undefined;
+  if (p.endsWith('.slice')) return expandSlice(path.posix.basename(p));
+  return path.posix.normalize(p.startsWith('/') ? p : `/${p}`);
+}
+
+export class StatsCollector {
+  private readonly containerSnapshots = new Map<string, ContainerSnapshot>();
+  private readonly sandboxSnapshots = new Map<string, SandboxSnapshot>();
+  private readonly writableLayers = new Map<string, WritableLayerStats>();
+  private readonly lastCpu = new Map<string, CpuPoint>();
+  private readonly clock: Clock;
+  private readonly procRoot: string;
+  private sampleTimer?: NodeJS.Timeout;
+  private layerTimer?: NodeJS.Timeout;
+  private sampling?: Promise<void>;
+  private walking?: Promise<void>;
+  private stopped = true;
+  private readonly log = logger({ part: 'stats' });
+
+  constructor(private readonly opts: StatsCollectorOptions) {
+    this.clock = opts.clock ?? systemClock;
+    this.procRoot = opts.procRoot ?? '/proc';
+  }
+
+  /** Takes the first samples now, then keeps refreshing in the background (timers do not hold the process). */
+  start(): void {
+    if (!this.stopped) return;
+    this.stopped = false;
+    const sampleLoop = () => {
+      void this.sample().finally(() => {
+        if (this.stopped) return;
+        this.sampleTimer = setTimeout(sampleLoop, this.opts.periodMs);
+        this.sampleTimer.unref();
+      });
+    };
+    const layerLoop = () => {
+      void this.walkWritableLayers().finally(() => {
+        if (this.stopped) return;
+        this.layerTimer = setTimeout(layerLoop, this.opts.writableLayerPeriodMs);
+        this.layerTimer.unref();
+      });
+    };
+    sampleLoop();
+    layerLoop();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.sampleTimer);
+    clearTimeout(this.layerTimer);
+    await Promise.allSettled([this.sampling, this.walking]);
+  }
+
+  container(id: string): ContainerSnapshot | undefined {
+    return this.containerSnapshots.get(id);
+  }
+
+  sandbox(id: string): SandboxSnapshot | undefined {
+    return this.sandboxSnapshots.get(id);
+  }
+
+  writableLayer(id: string): WritableLayerStats | undefined {
+    return this.writableLayers.get(id);
+  }
+
+  /** One sampling pass over every running container and ready sandbox; concurrent callers share it. */
+  sample(): Promise<void> {
+    this.sampling ??= this.samplePass()
+      .catch((err) => this.log.warn({ err: errorMessage(err) }, 'stats sampling failed'))
+      .finally(() => {
+        this.sampling = undefined;
+      });
+    return this.sampling;
+  }
+
+  /** One pass over the writable layers of all containers. */
+  walkWritableLayers(): Promise<void> {
+    this.walking ??= this.walkPass()
+      .catch((err) => this.log.warn({ err: errorMessage(err) }, 'writable layer usage failed'))
+      .finally(() => {
+        this.walking = undefined;
+      });
+    return this.walking;
+  }
+
+  private async samplePass(): Promise<void> {
+    const containers = this.opts.source.containers();
+    const sandboxes = new Map(this.opts.source.sandboxes().map((s) => [s.id, s]));
+    const live = new Set<string>();
+    await Promise.all(
+      containers
+        .filter((c) => c.state === 'CONTAINER_RUNNING')
+        .map(async (c) => {
+          const parent = sandboxes.get(c.sandboxId)?.config.linux?.cgroup_parent;
+          const sample = await this.readCgroup(cgroupDirOf(parent, c.id));
+          if (!sample) return;
+          live.add(c.id);
+          const timestampNs = this.clock.wallNs();
+          this.containerSnapshots.set(c.id, {
+            id: c.id,
+            sandboxId: c.sandboxId,
+            timestampNs,
+            cpu: this.cpuOf(`c/${c.id}`, sample),
+            memory: sample.memory,
+            pids: sample.pids,
+          });
+        }),
+    );
+    for (const id of this.containerSnapshots.keys()) {
+      if (!live.has(id)) {
+        this.containerSnapshots.delete(id);
+        this.lastCpu.delete(`c/${id}`);
+      }
+    }
+    const liveSandboxes = new Set<string>();
+    await Promise.all(
+      [...sandboxes.values()]
+        .filter((s) => s.state === 'SANDBOX_READY')
+        .map(async (s) => {
+          liveSandboxes.add(s.id);
+          this.sandboxSnapshots.set(s.id, await this.sampleSandbox(s, containers));
+        }),
+    );
+    for (const id of this.sandboxSnapshots.keys()) {
+      if (!liveSandboxes.has(id)) {
+        this.sandboxSnapshots.delete(id);
+        this.lastCpu.delete(`s/${id}`);
+      }
+    }
+  }
+
+  private async sampleSandbox(s: SandboxRecord, containers: ContainerRecord[]): Promise<SandboxSnapshot> {
+    const parent = s.config.linux?.cgroup_parent;
+    const podDir = podCgroupDir(parent);
+    const snapshot: SandboxSnapshot = { id: s.id, timestampNs: this.clock.wallNs() };
+    const podSample = podDir ? await this.readCgroup(podDir) : undefined;
+    if (podSample) {
+      snapshot.cpu = this.cpuOf(`s/${s.id}`, podSample);
+      snapshot.memory = podSample.memory;
+      snapshot.pids = podSample.pids;
+    } else {
+      // No pod cgroup of its own: the pod is the infra container plus its containers.
+      const infra = await this.readCgroup(cgroupDirOf(parent, s.id));
+      const infraCpu = infra ? this.cpuOf(`s/${s.id}`, infra) : undefined;
+      const parts: Array<{ cpu?: CpuStats; memory?: MemorySample; pids?: number }> = [];
+      if (infra) parts.push({ cpu: infraCpu, memory: infra.memory, pids: infra.pids });
+      for (const c of containers) {
+        if (c.sandboxId !== s.id) continue;
+        const snap = this.containerSnapshots.get(c.id);
+        if (snap) parts.push(snap);
+      }
+      Object.assign(snapshot, sumParts(parts));
+    }
+    if (!s.hostNetwork && s.infraPid) {
+      const text = await fsp.readFile(path.join(this.procRoot, String(s.infraPid), 'net', 'dev'), 'utf8').catch(() => undefined);
+      if (text !== undefined) {
+        snapshot.network = { timestampNs: this.clock.wallNs(), interfaces: parseProcNetDev(text).filter((i) => i.name !== 'lo') };
+      }
+    }
+    return snapshot;
+  }
+
+  private async readCgroup(dir: string): Promise<CgroupSample | undefined> {
+    try {
+      return await this.opts.reader.read(dir);
+    } catch (err) {
+      this.log.debug({ cgroup: dir, err: errorMessage(err) }, 'cgroup read failed');
+      return undefined;
+    }
+  }
+
+  private cpuOf(key: string, sample: CgroupSample): CpuStats | undefined {
+    if (sample.cpuUsageNs === undefined) return undefined;
+    const point: CpuPoint = { monoNs: this.clock.monoNs(), usageNs: sample.cpuUsageNs };
+    const prev = this.lastCpu.get(key);
+    this.lastCpu.set(key, point);
+    return { usageNs: point.usageNs, nanoCores: prev ? nanoCoresBetween(prev, point) : undefined };
+  }
+
+  private async walkPass(): Promise<void> {
+    const containers = this.opts.source.containers();
+    const present = new Set(containers.map((c) => c.id));
+    for (const c of containers) {
+      if (this.stopped) return;
+      const usage = await diskUsage(this.opts.source.upperDirOf(c.id)).catch(() => undefined);
+      if (usage) this.writableLayers.set(c.id, { timestampNs: this.clock.wallNs(), ...usage });
+    }
+    for (const id of this.writableLayers.keys()) if (!present.has(id)) this.writableLayers.delete(id);
+  }
+}
+
+/** Adds up the pod's members; a figure missing from every member stays undefined. */
+export function sumParts(parts: Array<{ cpu?: CpuStats; memory?: MemorySample; pids?: number }>): { cpu?: CpuStats; memory?: MemorySample; pids?: number } {
+  const out: { cpu?: CpuStats; memory?: MemorySample; pids?: number } = {};
+  for (const p of parts) {
+    if (p.cpu) {
+      const cpu = (out.cpu ??= { usageNs: 0, nanoCores: 0 });
+      cpu.usageNs += p.cpu.usageNs;
+      // The pod rate is only known once every member has one.
+      cpu.nanoCores = cpu.nanoCores === undefined || p.cpu.nanoCores === undefined ? undefined : cpu.nanoCores + p.cpu.nanoCores;
+    }
+    if (p.memory) {
+      const m = (out.memory ??= { usageBytes: 0, workingSetBytes: 0, rssBytes: 0, pageFaults: 0, majorPageFaults: 0 });
+      m.usageBytes += p.memory.usageBytes;
+      m.workingSetBytes += p.memory.workingSetBytes;
+      m.rssBytes += p.memory.rssBytes;
+      m.pageFaults += p.memory.pageFaults;
+      m.majorPageFaults += p.memory.majorPageFaults;
+    }
+    if (p.pids !== undefined) out.pids = (out.pids ?? 0) + p.pids;
+  }
+  return out;
+}
