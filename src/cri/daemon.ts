@@ -6,11 +6,16 @@ import { CriServer, mergeHandlers, type ServiceHandlers } from './server.js';
 import { imageHandlers } from './image-handlers.js';
 import { runtimeHandlers } from './runtime-handlers.js';
 import { eventHandlers } from './events-handlers.js';
+import { statsHandlers } from './stats-handlers.js';
+import { StatsCollector } from '../stats/collector.js';
+import { cgroupReaderFor } from '../stats/readers.js';
 import { ImageService } from '../image/image-service.js';
 import { RegistryClient } from '../image/registry.js';
 import { CniNetwork } from '../network/cni.js';
 import { RuntimeService } from '../runtime/runtime-service.js';
 import { ensureDir } from '../common/fsutil.js';
+import { RuntimeMetrics } from '../metrics/metrics.js';
+import { startMetricsServer } from '../metrics/http-server.js';
 import { logger } from '../common/log.js';
 
 export interface Daemon {
@@ -31,10 +36,16 @@ export async function startDaemon(config: NodeletConfig): Promise<Daemon> {
     retries: config.registry.retries,
   });
   let runtime: RuntimeService | undefined;
+  const metrics = new RuntimeMetrics({
+    sandboxes: () => countBy(runtime?.ctx.sandboxes.list().filter((r) => r.phase === 'ready') ?? [], (r) => r.state),
+    containers: () => countBy(runtime?.ctx.containers.list().filter((r) => r.phase === 'ready') ?? [], (r) => r.state),
+    monitors: async () => (runtime ? runtime.liveMonitors() : 0),
+  });
   const images = new ImageService({
     root: path.join(config.root, 'images'),
     registry,
     inUse: (imageId: string) => runtime?.ctx.containers.list().some((c) => c.imageId === imageId) ?? false,
+    onPulled: (outcome) => metrics.onPulled(outcome),
   });
   await images.recover();
   const network = new CniNetwork({
@@ -55,8 +66,30 @@ export async function startDaemon(config: NodeletConfig): Promise<Daemon> {
   // Each part contributes the RuntimeService RPCs it owns; stop hooks run in reverse on shutdown.
   const runtimeParts: ServiceHandlers[] = [runtimeHandlers(runtime), eventHandlers(runtime)];
   const stopHooks: Array<() => Promise<void>> = [];
-  const server = new CriServer({ socket: config.socket, runtime: mergeHandlers(...runtimeParts), image: imageHandlers(images) });
+  const ctx = runtime.ctx;
+  const stats = new StatsCollector({
+    source: { containers: () => ctx.containers.list(), sandboxes: () => ctx.sandboxes.list(), upperDirOf: (id) => path.join(ctx.containers.pathOf(id), 'upper') },
+    reader: cgroupReaderFor(),
+    periodMs: config.stats.periodSeconds * 1000,
+    writableLayerPeriodMs: config.stats.writableLayerPeriodSeconds * 1000,
+  });
+  stats.start();
+  runtimeParts.push(statsHandlers(runtime, stats));
+  stopHooks.push(() => stats.stop());
+  const server = new CriServer({ socket: config.socket, runtime: mergeHandlers(...runtimeParts), image: imageHandlers(images), observer: metrics });
   await server.start();
+  if (config.metrics.address) {
+    const rt = runtime;
+    const endpoint = await startMetricsServer(config.metrics.address, metrics, {
+      socket: config.socket,
+      runtimeReady: async () => {
+        const cond = (await rt.conditions()).find((c) => c.type === 'RuntimeReady');
+        return { ok: Boolean(cond?.status), message: cond?.message ?? '' };
+      },
+    });
+    log.info({ address: endpoint.address }, 'metrics and health endpoint serving');
+    stopHooks.push(() => endpoint.close());
+  }
   await runtime.startMonitoring();
   stopHooks.push(async () => runtime!.stopMonitoring());
   log.info({ socket: config.socket, root: config.root, runRoot: config.runRoot }, 'nodelet-cri serving');
@@ -70,6 +103,12 @@ export async function startDaemon(config: NodeletConfig): Promise<Daemon> {
       log.info('nodelet-cri stopped (containers keep running under their monitors)');
     },
   };
+}
+
+function countBy<T>(items: T[], key: (t: T) => string): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const it of items) out[key(it)] = (out[key(it)] ?? 0) + 1;
+  return out;
 }
 
 /** Lowering oom_score_adj needs CAP_SYS_RESOURCE; without it we clamp negatives to 0 (containerd's restrict_oom_score_adj). */

@@ -20,6 +20,8 @@ export interface ImageServiceOptions {
   registry: Pick<RegistryClient, 'resolve' | 'downloadBlob'>;
   /** True while a container uses the image (removal is then refused). */
   inUse?: (imageId: string) => boolean;
+  /** Told about every finished pull (metrics). */
+  onPulled?: (outcome: { downloadedBytes: number; downloadedLayers: number; ms: number }) => void;
 }
 
 export interface ImageFsUsage {
@@ -55,12 +57,15 @@ export class ImageService {
   private readonly inUse: (imageId: string) => boolean;
   private readonly log = logger({ component: 'images' });
 
+  private readonly onPulled: NonNullable<ImageServiceOptions['onPulled']>;
+
   constructor(opts: ImageServiceOptions) {
     this.root = opts.root;
     this.blobs = new BlobStore(opts.root);
     this.layers = new LayerStore(path.join(opts.root, 'layers'));
     this.images = new ImageStore(opts.root);
     this.inUse = opts.inUse ?? (() => false);
+    this.onPulled = opts.onPulled ?? (() => undefined);
     this.deps = {
       registry: opts.registry,
       blobs: this.blobs,
@@ -94,6 +99,7 @@ export class ImageService {
 
   private async pullAndCollect(refString: string, creds: RegistryCredentials | undefined, signal: AbortSignal): Promise<PullOutcome> {
     const outcome = await pullImage(this.deps, refString, creds, signal);
+    this.onPulled(outcome);
     let removed = false;
     for (const old of outcome.orphaned) {
       if (!(await this.images.removeIfUnnamed(old.id, (r) => r.pinned || this.inUse(r.id)))) continue;

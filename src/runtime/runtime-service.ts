@@ -59,6 +59,16 @@ export class RuntimeService {
     await this.monitor.start();
   }
 
+  /** conmon processes alive for our sandboxes and containers (metrics). */
+  async liveMonitors(): Promise<number> {
+    let n = 0;
+    for (const { id, runtimeHandler } of [...this.ctx.containers.list(), ...this.ctx.sandboxes.list()]) {
+      const pid = await this.ctx.backend(runtimeHandler).conmonPid(id).catch(() => undefined);
+      if (pid && existsSync(`/proc/${pid}`)) n++;
+    }
+    return n;
+  }
+
   stopMonitoring(): void {
     this.monitor?.stop();
   }
