@@ -289,3 +289,40 @@ function freePort(): Promise<number> {
     srv.on('error', reject);
   });
 }
+
+test('pod files and settings: hostname, DNS config, sysctls; UpdateContainerResources; ReopenContainerLog', async () => {
+  const pod = await newPod('settings', {
+    hostname: 'custom-host',
+    dns_config: { servers: ['10.96.0.10'], searches: ['ns.svc.cluster.local', 'svc.cluster.local'], options: ['ndots:5'] },
+    linux: {
+      sysctls: { 'net.ipv4.ip_unprivileged_port_start': '80' },
+      security_context: { namespace_options: { network: 'POD', pid: 'CONTAINER', ipc: 'POD' } },
+    },
+  });
+  const c = await runContainer(d.client, pod.id, pod.config, containerConfig('c', BUSYBOX, ['sh', '-c', 'while :; do echo tick; sleep 0.2; done'], {
+    linux: { resources: { memory_limit_in_bytes: 64 * 1024 * 1024 } },
+  }));
+  assert.equal((await exec(c, ['hostname'])).stdout.trim(), 'custom-host');
+  const resolv = (await exec(c, ['cat', '/etc/resolv.conf'])).stdout;
+  assert.match(resolv, /nameserver 10\.96\.0\.10/);
+  assert.match(resolv, /search ns\.svc\.cluster\.local svc\.cluster\.local/);
+  assert.match(resolv, /options ndots:5/);
+  assert.equal((await exec(c, ['cat', '/proc/sys/net/ipv4/ip_unprivileged_port_start'])).stdout.trim(), '80');
+  const limit = () => exec(c, ['cat', '/sys/fs/cgroup/memory/memory.limit_in_bytes']).then((r) => Number(r.stdout.trim()));
+  assert.equal(await limit(), 64 * 1024 * 1024);
+  await d.client.runtime('UpdateContainerResources', { container_id: c, linux: { memory_limit_in_bytes: 96 * 1024 * 1024 } });
+  assert.equal(await limit(), 96 * 1024 * 1024);
+  const st = await d.client.runtime('ContainerStatus', { container_id: c });
+  assert.equal(Number(st.status.resources.linux.memory_limit_in_bytes), 96 * 1024 * 1024);
+  // Rotate the log away; after ReopenContainerLog new lines go to a new file at the same path.
+  const logPath = st.status.log_path;
+  await waitFor('first ticks', async () => (await fsp.readFile(logPath, 'utf8')).includes('tick'));
+  await fsp.rename(logPath, `${logPath}.1`);
+  await d.client.runtime('ReopenContainerLog', { container_id: c });
+  const fresh = await waitFor('ticks in the new file', async () => {
+    const text = await fsp.readFile(logPath, 'utf8').catch(() => '');
+    return text.includes('stdout F tick') ? text : undefined;
+  });
+  assert.ok(fresh.length > 0);
+  await d.client.runtime('RemovePodSandbox', { pod_sandbox_id: pod.id });
+});
