@@ -118,7 +118,7 @@ export function runtimeHandlers(rt: RuntimeService): ServiceHandlers {
           runtime_handler: rec.runtimeHandler,
         })),
       }),
-      CreateContainer: async (req: any) => ({ container_id: await containers.create(req.pod_sandbox_id, req.config, req.sandbox_config) }),
+      CreateContainer: async (req: any) => ({ container_id: await containers.create(req.pod_sandbox_id, req.config) }),
       StartContainer: async (req: any) => {
         await containers.start(req.container_id);
         return {};

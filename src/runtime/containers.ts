@@ -25,8 +25,8 @@ export interface ExecSyncResult {
 export class Containers {
   constructor(private readonly ctx: RuntimeContext) {}
 
-  async create(sandboxId: string, config: ContainerConfig__Output | null, sandboxConfigFromRequest: unknown): Promise<string> {
-    void sandboxConfigFromRequest; // the stored sandbox config is authoritative
+  /** The request's sandbox_config is not needed: the stored sandbox config is authoritative. */
+  async create(sandboxId: string, config: ContainerConfig__Output | null): Promise<string> {
     if (!sandboxId) throw invalidArgument('pod_sandbox_id is required');
     if (!config) throw invalidArgument('config is required');
     if (!config.metadata?.name) throw invalidArgument('config.metadata.name is required');
