@@ -59,7 +59,7 @@ export class Containers {
       logPath,
       rootfs: path.join(dir, 'rootfs'),
       rootfsMounted: false,
-      stopSignal: config.stop_signal && config.stop_signal !== 'RUNTIME_DEFAULT' ? config.stop_signal : imageConfig.StopSignal || 'SIGTERM',
+      stopSignal: runtimeSignalName(config.stop_signal && config.stop_signal !== 'RUNTIME_DEFAULT' ? config.stop_signal : imageConfig.StopSignal || 'SIGTERM'),
       createdAt: nowNs(),
       resources: config.linux?.resources ?? null,
     };
@@ -351,4 +351,13 @@ export class Containers {
       }
     }
   }
+}
+
+/** CRI spells real-time signals SIGRTMINPLUS3 / SIGRTMAXMINUS2; runc wants RTMIN+3 / RTMAX-2. */
+export function runtimeSignalName(signal: string): string {
+  const plus = /^SIGRTMINPLUS(\d+)$/.exec(signal);
+  if (plus) return `RTMIN+${plus[1]}`;
+  const minus = /^SIGRTMAXMINUS(\d+)$/.exec(signal);
+  if (minus) return `RTMAX-${minus[1]}`;
+  return signal;
 }
