@@ -326,3 +326,28 @@ test('pod files and settings: hostname, DNS config, sysctls; UpdateContainerReso
   assert.ok(fresh.length > 0);
   await d.client.runtime('RemovePodSandbox', { pod_sandbox_id: pod.id });
 });
+
+test('the image config counts: Entrypoint + Cmd, Env, WorkingDir, and STOPSIGNAL used by StopContainer', async () => {
+  const ENTRY = `${reg.plain}/nodelet-test/entrypoint:latest`;
+  await d.client.image('PullImage', { image: { image: ENTRY } });
+  const pod = await newPod('imagecfg');
+  const plain = await runContainer(d.client, pod.id, pod.config, containerConfig('plain', ENTRY, []));
+  const st = await waitExited(d.client, plain);
+  assert.equal(st.exit_code, 0);
+  assert.match(await fsp.readFile(st.log_path, 'utf8'), / stdout F from-entrypoint default-arg\n$/);
+  const withArgs = await runContainer(d.client, pod.id, pod.config, containerConfig('args', ENTRY, [], { args: ['given'] }));
+  assert.match(await fsp.readFile((await waitExited(d.client, withArgs)).log_path, 'utf8'), / stdout F from-entrypoint given\n$/);
+  const sig = await runContainer(d.client, pod.id, pod.config, containerConfig('sig', ENTRY, ['sh', '-c', 'trap "exit 42" USR1; while :; do sleep 0.1; done'], {
+    envs: [{ key: 'EXTRA', value: '1' }],
+  }));
+  const env = (await exec(sig, ['env'])).stdout;
+  assert.match(env, /^FOO=bar$/m);
+  assert.match(env, /^EXTRA=1$/m);
+  assert.equal((await exec(sig, ['pwd'])).stdout.trim(), '/work');
+  await new Promise((r) => setTimeout(r, 300));
+  const t = Date.now();
+  await d.client.runtime('StopContainer', { container_id: sig, timeout: 10 });
+  assert.ok(Date.now() - t < 5000, 'stopped by the image STOPSIGNAL, not by the SIGKILL after the timeout');
+  assert.equal((await d.client.runtime('ContainerStatus', { container_id: sig })).status.exit_code, 42);
+  await d.client.runtime('RemovePodSandbox', { pod_sandbox_id: pod.id });
+});
