@@ -18,7 +18,8 @@ let USER_NAME: string;
 
 before(async () => {
   reg = await useRegistries();
-  d = await startTestDaemon();
+  // A second handler on the same binary shows runtime_handler selection (crun refuses this host's hybrid cgroups).
+  d = await startTestDaemon({ args: ['--runtime-handler', 'alt=runc'] });
   logDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'nodelet-logs-'));
   BUSYBOX = `${reg.plain}/nodelet-test/busybox:latest`;
   USER_NAME = `${reg.plain}/nodelet-test/user-name:latest`;
@@ -350,4 +351,19 @@ test('the image config counts: Entrypoint + Cmd, Env, WorkingDir, and STOPSIGNAL
   assert.ok(Date.now() - t < 5000, 'stopped by the image STOPSIGNAL, not by the SIGKILL after the timeout');
   assert.equal((await d.client.runtime('ContainerStatus', { container_id: sig })).status.exit_code, 42);
   await d.client.runtime('RemovePodSandbox', { pod_sandbox_id: pod.id });
+});
+
+test('runtime_handler selects the configured OCI runtime handler', async () => {
+  const config = sandboxConfig('handler', path.join(logDir, 'handler'));
+  const { pod_sandbox_id: id } = await d.client.runtime('RunPodSandbox', { config, runtime_handler: 'alt' });
+  const st = await d.client.runtime('PodSandboxStatus', { pod_sandbox_id: id });
+  assert.equal(st.status.runtime_handler, 'alt');
+  const c = await runContainer(d.client, id, config, containerConfig('c', BUSYBOX, ['sleep', '3600']));
+  // The container lives in that handler's own runtime root.
+  const { execFileSync } = await import('node:child_process');
+  const listed = execFileSync('runc', ['--root', path.join(d.runRoot, 'runtime', 'alt'), 'list', '-q'], { encoding: 'utf8' });
+  assert.ok(listed.includes(c) && listed.includes(id));
+  const status = await d.client.runtime('Status', {});
+  assert.deepEqual(status.runtime_handlers.map((h: any) => h.name).sort(), ['', 'alt', 'crun', 'runc']);
+  await d.client.runtime('RemovePodSandbox', { pod_sandbox_id: id });
 });
