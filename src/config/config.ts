@@ -40,6 +40,8 @@ export interface NodeletConfig {
   };
   streaming: { address: string; tlsCert?: string; tlsKey?: string };
   metrics: { address: string };
+  /** Stats cache refresh: cgroups and network counters, and the slower writable-layer walk. */
+  stats: { periodSeconds: number; writableLayerPeriodSeconds: number };
 }
 
 export function defaultConfig(): NodeletConfig {
@@ -58,6 +60,7 @@ export function defaultConfig(): NodeletConfig {
     },
     streaming: { address: '127.0.0.1:0' },
     metrics: { address: '' },
+    stats: { periodSeconds: 3, writableLayerPeriodSeconds: 15 },
   };
 }
 
@@ -79,6 +82,7 @@ const FLAGS = {
   'streaming-tls-cert': { type: 'string' },
   'streaming-tls-key': { type: 'string' },
   'metrics-address': { type: 'string' },
+  'stats-period': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean' },
 } as const;
@@ -99,6 +103,7 @@ export const USAGE = `Usage: nodelet-cri [flags]
   --sandbox-image REF           infra image instead of the built-in pause
   --streaming-address HOST:PORT exec/attach/port-forward server (default 127.0.0.1:0)
   --metrics-address HOST:PORT   Prometheus metrics and /healthz (default off)
+  --stats-period SECONDS        how often container and pod stats are sampled (default 3)
 `;
 
 export interface ParsedCommandLine {
@@ -144,6 +149,11 @@ export function loadConfig(argv: string[]): ParsedCommandLine {
   if (values['streaming-tls-cert']) config.streaming.tlsCert = values['streaming-tls-cert'];
   if (values['streaming-tls-key']) config.streaming.tlsKey = values['streaming-tls-key'];
   if (values['metrics-address'] !== undefined) config.metrics.address = values['metrics-address'];
+  if (values['stats-period'] !== undefined) {
+    const seconds = Number(values['stats-period']);
+    if (!(seconds > 0)) throw invalidArgument(`--stats-period ${values['stats-period']}: want a positive number of seconds`);
+    config.stats.periodSeconds = seconds;
+  }
   if (!config.runtime.handlers[config.runtime.defaultHandler]) {
     throw invalidArgument(`default runtime ${config.runtime.defaultHandler} is not a configured handler`);
   }

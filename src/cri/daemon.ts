@@ -7,6 +7,8 @@ import { imageHandlers } from './image-handlers.js';
 import { runtimeHandlers } from './runtime-handlers.js';
 import { eventHandlers } from './events-handlers.js';
 import { statsHandlers } from './stats-handlers.js';
+import { streamingHandlers } from './streaming-handlers.js';
+import { StreamingServer } from '../streaming/server.js';
 import { StatsCollector } from '../stats/collector.js';
 import { cgroupReaderFor } from '../stats/readers.js';
 import { ImageService } from '../image/image-service.js';
@@ -76,6 +78,10 @@ export async function startDaemon(config: NodeletConfig): Promise<Daemon> {
   stats.start();
   runtimeParts.push(statsHandlers(runtime, stats));
   stopHooks.push(() => stats.stop());
+  const streaming = new StreamingServer({ ...config.streaming, runtime });
+  await streaming.start();
+  runtimeParts.push(streamingHandlers(runtime, streaming));
+  stopHooks.push(() => streaming.stop());
   const server = new CriServer({ socket: config.socket, runtime: mergeHandlers(...runtimeParts), image: imageHandlers(images), observer: metrics });
   await server.start();
   if (config.metrics.address) {

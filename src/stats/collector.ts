@@ -109,7 +109,8 @@ export class StatsCollector {
   private layerTimer?: NodeJS.Timeout;
   private sampling?: Promise<void>;
   private walking?: Promise<void>;
-  private stopped = true;
+  private started = false;
+  private stopped = false;
   private readonly log = logger({ part: 'stats' });
 
   constructor(private readonly opts: StatsCollectorOptions) {
@@ -119,8 +120,8 @@ export class StatsCollector {
 
   /** Takes the first samples now, then keeps refreshing in the background (timers do not hold the process). */
   start(): void {
-    if (!this.stopped) return;
-    this.stopped = false;
+    if (this.started) return;
+    this.started = true;
     const sampleLoop = () => {
       void this.sample().finally(() => {
         if (this.stopped) return;
