@@ -1,0 +1,265 @@
+// The node agent: wires the CRI client, the Node reporter, the pod sources and one worker per pod.
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import type { V1Pod, V1PodStatus } from '@kubernetes/client-node';
+import { errorMessage } from '../common/errors.js';
+import { ensureDir, writeJsonAtomic } from '../common/fsutil.js';
+import { logger, type Logger } from '../common/log.js';
+import type { AgentConfig } from './config.js';
+import { CriClient } from './cri-client.js';
+import { ApiPodSource } from './api-pod-source.js';
+import { StaticPodSource } from './static-pod-source.js';
+import { apiErrorCode, kubeClientsFromFile, type KubeClients } from './kube-client.js';
+import { NodeStatusReporter, detectNodeIp } from './node-status.js';
+import { POD_UID_LABEL, type DnsContext } from './pod-spec.js';
+import { PodWorker, type PodWorkerDeps } from './pod-worker.js';
+
+const HOUSEKEEPING_MS = 2000;
+const EVENTS_PER_SECOND = 10;
+
+export class Agent {
+  readonly cri: CriClient;
+  readonly workers = new Map<string, PodWorker>();
+  private kube?: KubeClients;
+  private nodeReporter?: NodeStatusReporter;
+  private apiSource?: ApiPodSource;
+  private staticSource?: StaticPodSource;
+  private readonly staticUids = new Set<string>();
+  private runtimeName = 'unknown';
+  private readonly hostIP: string;
+  private readonly log: Logger;
+  private housekeeping?: NodeJS.Timeout;
+  private stopped = false;
+  private eventBudget = { second: 0, count: 0 };
+
+  constructor(readonly config: AgentConfig) {
+    this.log = logger({ component: 'nodelet-agent', node: config.nodeName });
+    this.cri = new CriClient(config.criEndpoint);
+    this.hostIP = config.nodeIp ?? detectNodeIp();
+  }
+
+  async start(): Promise<void> {
+    const version = await this.waitForRuntime();
+    this.runtimeName = version.runtime_name;
+    this.log.info({ runtime: `${version.runtime_name}://${version.runtime_version}`, hostIP: this.hostIP }, 'runtime connected');
+    if (this.config.kubeconfig) {
+      this.kube = kubeClientsFromFile(this.config.kubeconfig);
+      this.nodeReporter = new NodeStatusReporter(
+        this.kube.core,
+        this.kube.coordination,
+        this.cri,
+        {
+          nodeName: this.config.nodeName,
+          nodeIp: this.hostIP,
+          maxPods: this.config.maxPods,
+          root: this.config.root,
+          runtimeName: version.runtime_name,
+          runtimeVersion: version.runtime_version,
+          kubeletPort: Number(this.config.kubeletApiAddress.split(':').pop()) || 10250,
+        },
+        { leaseRenewSeconds: this.config.leaseRenewSeconds, statusReportSeconds: this.config.nodeStatusReportSeconds, log: this.log },
+      );
+      await this.nodeReporter.register();
+      this.nodeReporter.start();
+    }
+    if (this.config.podManifestPath) {
+      this.staticSource = new StaticPodSource(
+        this.config.podManifestPath,
+        this.config.nodeName,
+        { upsert: (pod) => this.upsert(pod, true), remove: (uid) => this.remove(uid) },
+        this.config.manifestPollMs,
+        this.log,
+      );
+      await this.staticSource.start();
+    }
+    if (this.kube) {
+      this.apiSource = new ApiPodSource(this.kube.config, this.kube.core, this.config.nodeName, {
+        upsert: (pod) => this.upsert(pod, false),
+        remove: (uid) => this.remove(uid),
+      }, this.log);
+      await this.apiSource.start();
+    }
+    this.scheduleHousekeeping();
+  }
+
+  /** Stops the agent; containers keep running (a restarted agent adopts them). */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.housekeeping);
+    this.nodeReporter?.stop();
+    this.staticSource?.stop();
+    await this.apiSource?.stop();
+    for (const w of this.workers.values()) w.stop();
+    this.cri.close();
+  }
+
+  private async waitForRuntime(): Promise<{ runtime_name: string; runtime_version: string }> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.cri.runtime('Version', {}, { deadlineMs: 5000 });
+      } catch (err) {
+        if (attempt >= 60) throw err;
+        this.log.warn({ err: errorMessage(err) }, 'waiting for the container runtime');
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    }
+  }
+
+  private upsert(pod: V1Pod, isStatic: boolean): void {
+    if (this.stopped) return;
+    const uid = pod.metadata!.uid!;
+    if (isStatic) this.staticUids.add(uid);
+    const existing = this.workers.get(uid);
+    if (existing) return existing.update(pod);
+    const worker = new PodWorker(pod, this.workerDeps(isStatic));
+    this.workers.set(uid, worker);
+    worker.kick();
+  }
+
+  private remove(uid: string): void {
+    this.workers.get(uid)?.remove();
+  }
+
+  private workerDeps(isStatic: boolean): PodWorkerDeps {
+    const kube = isStatic ? undefined : this.kube;
+    return {
+      cri: this.cri,
+      log: this.log,
+      runtimeName: this.runtimeName,
+      nodeName: this.config.nodeName,
+      hostIP: this.hostIP,
+      podLogsDir: this.config.podLogsDir,
+      dns: () => this.dnsContext(),
+      lookup: (kind, namespace, name) => this.lookup(kind, namespace, name),
+      resyncMs: this.config.podResyncMs,
+      backoffInitialMs: this.config.backoffInitialMs,
+      backoffMaxMs: this.config.backoffMaxMs,
+      writeStatus: kube ? (pod, status) => this.writeApiStatus(pod, status) : (pod, status) => this.writeLocalStatus(pod, status),
+      finishDeletion: kube ? (pod) => this.finishDeletion(pod) : undefined,
+      recordEvent: kube ? (pod, type, reason, message) => this.recordEvent(pod, type, reason, message) : undefined,
+      onTerminated: (uid) => {
+        this.workers.delete(uid);
+        this.staticUids.delete(uid);
+      },
+    };
+  }
+
+  private dnsContext(): DnsContext {
+    let hostResolvConf = '';
+    try {
+      hostResolvConf = readFileSync('/etc/resolv.conf', 'utf8');
+    } catch {
+      // no host DNS
+    }
+    return { clusterDns: this.config.clusterDns, clusterDomain: this.config.clusterDomain, hostResolvConf };
+  }
+
+  private async lookup(kind: 'ConfigMap' | 'Secret', namespace: string, name: string): Promise<Record<string, string> | undefined> {
+    if (!this.kube) return undefined;
+    try {
+      if (kind === 'ConfigMap') {
+        const cm = await this.kube.core.readNamespacedConfigMap({ name, namespace });
+        return { ...(cm.data ?? {}), ...Object.fromEntries(Object.entries(cm.binaryData ?? {}).map(([k, v]) => [k, Buffer.from(v, 'base64').toString()])) };
+      }
+      const secret = await this.kube.core.readNamespacedSecret({ name, namespace });
+      return {
+        ...Object.fromEntries(Object.entries(secret.data ?? {}).map(([k, v]) => [k, Buffer.from(v, 'base64').toString()])),
+        ...(secret.stringData ?? {}),
+      };
+    } catch (err) {
+      if (apiErrorCode(err) === 404) return undefined;
+      throw err;
+    }
+  }
+
+  /** PUT to the status subresource from the newest pod we know; a 409 re-reads the pod and tries again. */
+  private async writeApiStatus(pod: V1Pod, status: V1PodStatus): Promise<string | undefined> {
+    const core = this.kube!.core;
+    const name = pod.metadata!.name!;
+    const namespace = pod.metadata!.namespace!;
+    let base = pod;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const written = await core.replaceNamespacedPodStatus({ name, namespace, body: { ...base, status } });
+        return written.metadata?.resourceVersion;
+      } catch (err) {
+        const code = apiErrorCode(err);
+        if (code === 404) return undefined;
+        if (code !== 409 || attempt >= 4) throw err;
+        base = await core.readNamespacedPodStatus({ name, namespace });
+        if (base.metadata?.uid !== pod.metadata?.uid) return undefined;
+      }
+    }
+  }
+
+  private async writeLocalStatus(pod: V1Pod, status: V1PodStatus): Promise<void> {
+    const dir = path.join(this.config.root, 'pods', pod.metadata!.uid!);
+    await ensureDir(dir);
+    await writeJsonAtomic(path.join(dir, 'status.json'), { metadata: pod.metadata, status });
+  }
+
+  private async finishDeletion(pod: V1Pod): Promise<void> {
+    try {
+      await this.kube!.core.deleteNamespacedPod({
+        name: pod.metadata!.name!,
+        namespace: pod.metadata!.namespace!,
+        gracePeriodSeconds: 0,
+        body: { gracePeriodSeconds: 0, preconditions: { uid: pod.metadata!.uid } },
+      });
+    } catch (err) {
+      const code = apiErrorCode(err);
+      if (code !== 404 && code !== 409) throw err;
+    }
+  }
+
+  private recordEvent(pod: V1Pod, type: 'Normal' | 'Warning', reason: string, message: string): void {
+    const second = Math.floor(Date.now() / 1000);
+    if (this.eventBudget.second !== second) this.eventBudget = { second, count: 0 };
+    if (++this.eventBudget.count > EVENTS_PER_SECOND) return;
+    const m = pod.metadata!;
+    const now = new Date();
+    void this.kube!.core
+      .createNamespacedEvent({
+        namespace: m.namespace!,
+        body: {
+          metadata: { name: `${m.name}.${Date.now().toString(16)}${Math.floor(Math.random() * 4096).toString(16)}`, namespace: m.namespace },
+          involvedObject: { apiVersion: 'v1', kind: 'Pod', name: m.name, namespace: m.namespace, uid: m.uid },
+          reason,
+          message,
+          type,
+          source: { component: 'kubelet', host: this.config.nodeName },
+          firstTimestamp: now,
+          lastTimestamp: now,
+          count: 1,
+          reportingComponent: 'kubelet',
+          reportingInstance: this.config.nodeName,
+        },
+      })
+      .catch((err) => this.log.debug({ err: errorMessage(err) }, 'event not recorded'));
+  }
+
+  private scheduleHousekeeping(): void {
+    if (this.stopped) return;
+    this.housekeeping = setTimeout(async () => {
+      await this.removeOrphans().catch((err) => this.log.warn({ err: errorMessage(err) }, 'housekeeping failed'));
+      this.scheduleHousekeeping();
+    }, HOUSEKEEPING_MS);
+  }
+
+  /** Sandboxes of pods no source knows any more (deleted while the agent was away) are stopped and removed. */
+  private async removeOrphans(): Promise<void> {
+    const { items } = await this.cri.runtime('ListPodSandbox', {});
+    for (const s of items as any[]) {
+      const uid = s.labels?.[POD_UID_LABEL];
+      if (!uid || this.workers.has(uid)) continue;
+      const orphan: V1Pod = {
+        metadata: { uid, name: s.metadata?.name, namespace: s.metadata?.namespace },
+        spec: { containers: [], terminationGracePeriodSeconds: 30 },
+      };
+      this.log.info({ uid, pod: `${orphan.metadata!.namespace}/${orphan.metadata!.name}` }, 'removing orphaned pod');
+      const worker = new PodWorker(orphan, { ...this.workerDeps(true), writeStatus: async () => undefined, finishDeletion: undefined });
+      this.workers.set(uid, worker);
+      worker.remove();
+    }
+  }
+}

@@ -1,0 +1,144 @@
+// Pods bound to this node from the apiserver: list, then watch from the list's resourceVersion; resume after a
+// dropped watch at once, re-list after 410 Gone. Our own loop over client-node's Watch (no reconnect back-off on a clean close).
+import { Watch, type CoreV1Api, type KubeConfig, type V1Pod } from '@kubernetes/client-node';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { errorMessage } from '../common/errors.js';
+import type { Logger } from '../common/log.js';
+import { apiErrorCode, plain } from './kube-client.js';
+
+export interface PodSourceHandler {
+  upsert(pod: V1Pod): void;
+  remove(uid: string): void;
+}
+
+type WatchEnd = 'closed' | 'gone' | 'failed';
+
+export class ApiPodSource {
+  private resourceVersion = '';
+  private readonly known = new Set<string>();
+  private stopped = false;
+  private abort?: AbortController;
+  private loopDone?: Promise<void>;
+  private readonly fieldSelector: string;
+
+  constructor(
+    private readonly config: KubeConfig,
+    private readonly core: CoreV1Api,
+    nodeName: string,
+    private readonly handler: PodSourceHandler,
+    private readonly log: Logger,
+  ) {
+    this.fieldSelector = `spec.nodeName=${nodeName}`;
+  }
+
+  /** Lists once (so the pods start right away), then keeps watching in the background. */
+  async start(): Promise<void> {
+    await this.relist();
+    this.loopDone = this.watchLoop();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.abort?.abort();
+    await this.loopDone;
+  }
+
+  private async relist(): Promise<void> {
+    const list = await this.core.listPodForAllNamespaces({ fieldSelector: this.fieldSelector });
+    const pods = plain(list.items);
+    const seen = new Set<string>();
+    for (const pod of pods) {
+      const uid = pod.metadata!.uid!;
+      seen.add(uid);
+      this.known.add(uid);
+      this.handler.upsert(pod);
+    }
+    for (const uid of [...this.known]) {
+      if (!seen.has(uid)) {
+        this.known.delete(uid);
+        this.handler.remove(uid);
+      }
+    }
+    this.resourceVersion = list.metadata?.resourceVersion ?? '';
+    this.log.debug({ pods: pods.length, resourceVersion: this.resourceVersion }, 'listed pods');
+  }
+
+  private async watchLoop(): Promise<void> {
+    let failures = 0;
+    while (!this.stopped) {
+      const end = await this.watchOnce();
+      if (this.stopped) break;
+      if (end === 'closed') {
+        failures = 0;
+        continue;
+      }
+      if (end === 'failed') {
+        failures++;
+        // The first retry is immediate; only repeated failures wait, and never long.
+        if (failures > 1) await sleep(Math.min(100 * 2 ** failures, 5000));
+        if (failures < 3) continue;
+      }
+      try {
+        await this.relist();
+        failures = 0;
+      } catch (err) {
+        failures++;
+        this.log.warn({ err: errorMessage(err) }, 'pod list failed');
+        await sleep(Math.min(100 * 2 ** failures, 5000));
+      }
+    }
+  }
+
+  private watchOnce(): Promise<WatchEnd> {
+    return new Promise<WatchEnd>((resolve) => {
+      let gone = false;
+      const watch = new Watch(this.config);
+      const onEvent = (type: string, obj: any) => {
+        if (type === 'ERROR') {
+          if (obj?.code === 410) gone = true;
+          else this.log.warn({ status: obj }, 'watch error event');
+          return;
+        }
+        const rv = obj?.metadata?.resourceVersion;
+        if (rv) this.resourceVersion = rv;
+        if (type === 'BOOKMARK') return;
+        const pod = obj as V1Pod;
+        const uid = pod.metadata?.uid;
+        if (!uid) return;
+        if (type === 'DELETED') {
+          this.known.delete(uid);
+          this.handler.remove(uid);
+        } else {
+          this.known.add(uid);
+          this.handler.upsert(pod);
+        }
+      };
+      const onDone = (err: unknown) => {
+        if (gone || apiErrorCode(err) === 410) return resolve('gone');
+        if (err && !this.stopped) {
+          this.log.debug({ err: errorMessage(err) }, 'pod watch dropped');
+          return resolve('failed');
+        }
+        resolve('closed');
+      };
+      watch
+        .watch(
+          '/api/v1/pods',
+          {
+            fieldSelector: this.fieldSelector,
+            resourceVersion: this.resourceVersion,
+            allowWatchBookmarks: true,
+            // Like client-go's reflector: the server ends each watch after a few minutes.
+            timeoutSeconds: 300 + Math.floor(Math.random() * 300),
+          },
+          onEvent,
+          onDone,
+        )
+        .then((controller) => {
+          this.abort = controller;
+          if (this.stopped) controller.abort();
+        })
+        .catch(onDone);
+    });
+  }
+}

@@ -1,0 +1,157 @@
+// nodelet-agent's configuration: defaults, then a KubeletConfiguration-style file (--config), then flags (the kubelet's names).
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { parse as parseYaml } from 'yaml';
+import os from 'node:os';
+import { invalidArgument } from '../common/errors.js';
+
+export interface AgentConfig {
+  kubeconfig?: string;
+  nodeName: string;
+  criEndpoint: string;
+  /** The agent's own state directory (the kubelet's --root-dir). */
+  root: string;
+  /** Where pod log directories are made: <podLogsDir>/<ns>_<name>_<uid>. */
+  podLogsDir: string;
+  podManifestPath?: string;
+  clusterDns: string[];
+  clusterDomain: string;
+  maxPods: number;
+  nodeIp?: string;
+  kubeletApiAddress: string;
+  tlsCertFile?: string;
+  tlsPrivateKeyFile?: string;
+  clientCaFile?: string;
+  logLevel: string;
+  /** How often each pod worker re-checks its containers through CRI. */
+  podResyncMs: number;
+  /** How often a static pod manifest directory is re-read. */
+  manifestPollMs: number;
+  leaseRenewSeconds: number;
+  nodeStatusReportSeconds: number;
+  backoffInitialMs: number;
+  backoffMaxMs: number;
+}
+
+export function defaultAgentConfig(): AgentConfig {
+  return {
+    nodeName: os.hostname().toLowerCase(),
+    criEndpoint: 'unix:///run/nodelet/cri.sock',
+    root: '/var/lib/nodelet-agent',
+    podLogsDir: '/var/log/pods',
+    clusterDns: [],
+    clusterDomain: 'cluster.local',
+    maxPods: 110,
+    kubeletApiAddress: '0.0.0.0:10250',
+    logLevel: 'info',
+    podResyncMs: 1000,
+    manifestPollMs: 1000,
+    leaseRenewSeconds: 10,
+    nodeStatusReportSeconds: 60,
+    backoffInitialMs: 10_000,
+    backoffMaxMs: 300_000,
+  };
+}
+
+const FLAG_OPTIONS = {
+  config: { type: 'string' },
+  kubeconfig: { type: 'string' },
+  'node-name': { type: 'string' },
+  'hostname-override': { type: 'string' },
+  'cri-endpoint': { type: 'string' },
+  'container-runtime-endpoint': { type: 'string' },
+  root: { type: 'string' },
+  'root-dir': { type: 'string' },
+  'pod-logs-dir': { type: 'string' },
+  'pod-manifest-path': { type: 'string' },
+  'cluster-dns': { type: 'string', multiple: true },
+  'cluster-domain': { type: 'string' },
+  'max-pods': { type: 'string' },
+  'node-ip': { type: 'string' },
+  'kubelet-api-address': { type: 'string' },
+  'tls-cert-file': { type: 'string' },
+  'tls-private-key-file': { type: 'string' },
+  'client-ca-file': { type: 'string' },
+  'log-level': { type: 'string' },
+  help: { type: 'boolean' },
+} as const;
+
+export const AGENT_USAGE = `usage: nodelet-agent [flags]
+  --kubeconfig FILE          connect to the cluster (omit for standalone static pods)
+  --node-name NAME           node name (default: hostname)
+  --cri-endpoint URL         CRI socket (default unix:///run/nodelet/cri.sock)
+  --root DIR                 agent state directory (default /var/lib/nodelet-agent)
+  --pod-logs-dir DIR         pod log root (default /var/log/pods)
+  --pod-manifest-path DIR    static pod manifests (YAML or JSON)
+  --cluster-dns IP           DNS server for ClusterFirst pods (repeatable, or comma separated)
+  --cluster-domain DOMAIN    (default cluster.local)
+  --max-pods N               (default 110)
+  --node-ip IP               address reported for the node
+  --kubelet-api-address, --tls-cert-file, --tls-private-key-file, --client-ca-file
+  --config FILE              KubeletConfiguration-style YAML (flags win)
+  --log-level LEVEL`;
+
+function positiveInt(value: string, flag: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw invalidArgument(`${flag} must be a positive integer, got ${JSON.stringify(value)}`);
+  return n;
+}
+
+function splitList(values: readonly string[] | string | undefined): string[] {
+  if (values === undefined) return [];
+  const list = Array.isArray(values) ? values : [values as string];
+  return list.flatMap((v) => v.split(',')).map((v) => v.trim()).filter(Boolean);
+}
+
+/** Applies a KubeletConfiguration-style document (the keys nodelet-agent understands). */
+function applyConfigFile(cfg: AgentConfig, file: string): void {
+  const doc = (parseYaml(readFileSync(file, 'utf8')) ?? {}) as Record<string, any>;
+  if (typeof doc !== 'object') throw invalidArgument(`config file ${file} is not a mapping`);
+  if (doc.kubeconfig) cfg.kubeconfig = String(doc.kubeconfig);
+  if (doc.nodeName) cfg.nodeName = String(doc.nodeName);
+  if (doc.containerRuntimeEndpoint) cfg.criEndpoint = String(doc.containerRuntimeEndpoint);
+  if (doc.rootDir) cfg.root = String(doc.rootDir);
+  if (doc.podLogsDir) cfg.podLogsDir = String(doc.podLogsDir);
+  if (doc.staticPodPath) cfg.podManifestPath = String(doc.staticPodPath);
+  if (doc.clusterDNS) cfg.clusterDns = splitList(doc.clusterDNS);
+  if (doc.clusterDomain) cfg.clusterDomain = String(doc.clusterDomain);
+  if (doc.maxPods !== undefined) cfg.maxPods = positiveInt(String(doc.maxPods), 'maxPods');
+  if (doc.nodeIP) cfg.nodeIp = String(doc.nodeIP);
+  if (doc.address || doc.port) cfg.kubeletApiAddress = `${doc.address ?? '0.0.0.0'}:${doc.port ?? 10250}`;
+  if (doc.tlsCertFile) cfg.tlsCertFile = String(doc.tlsCertFile);
+  if (doc.tlsPrivateKeyFile) cfg.tlsPrivateKeyFile = String(doc.tlsPrivateKeyFile);
+  if (doc.authentication?.x509?.clientCAFile) cfg.clientCaFile = String(doc.authentication.x509.clientCAFile);
+  if (doc.logLevel) cfg.logLevel = String(doc.logLevel);
+}
+
+export function parseAgentFlags(argv: string[]): AgentConfig & { help: boolean } {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, options: FLAG_OPTIONS, strict: true, allowPositionals: false });
+  } catch (err) {
+    throw invalidArgument((err as Error).message);
+  }
+  const v = parsed.values;
+  const cfg = defaultAgentConfig();
+  if (v.config) applyConfigFile(cfg, v.config);
+  if (v.kubeconfig) cfg.kubeconfig = v.kubeconfig;
+  const nodeName = v['node-name'] ?? v['hostname-override'];
+  if (nodeName) cfg.nodeName = nodeName.toLowerCase();
+  const endpoint = v['cri-endpoint'] ?? v['container-runtime-endpoint'];
+  if (endpoint) cfg.criEndpoint = endpoint;
+  const root = v.root ?? v['root-dir'];
+  if (root) cfg.root = root;
+  if (v['pod-logs-dir']) cfg.podLogsDir = v['pod-logs-dir'];
+  if (v['pod-manifest-path']) cfg.podManifestPath = v['pod-manifest-path'];
+  if (v['cluster-dns']) cfg.clusterDns = splitList(v['cluster-dns']);
+  if (v['cluster-domain']) cfg.clusterDomain = v['cluster-domain'];
+  if (v['max-pods']) cfg.maxPods = positiveInt(v['max-pods'], '--max-pods');
+  if (v['node-ip']) cfg.nodeIp = v['node-ip'];
+  if (v['kubelet-api-address']) cfg.kubeletApiAddress = v['kubelet-api-address'];
+  if (v['tls-cert-file']) cfg.tlsCertFile = v['tls-cert-file'];
+  if (v['tls-private-key-file']) cfg.tlsPrivateKeyFile = v['tls-private-key-file'];
+  if (v['client-ca-file']) cfg.clientCaFile = v['client-ca-file'];
+  if (v['log-level']) cfg.logLevel = v['log-level'];
+  if (!v.help && !cfg.kubeconfig && !cfg.podManifestPath) throw invalidArgument('need --kubeconfig, --pod-manifest-path or both');
+  return { ...cfg, help: v.help ?? false };
+}

@@ -1,0 +1,245 @@
+// The Node object: registration, status (capacity, addresses, nodeInfo, conditions) and the Lease heartbeat.
+import { readFileSync, statfsSync } from 'node:fs';
+import os from 'node:os';
+import type { CoordinationV1Api, CoreV1Api, V1Node, V1NodeCondition } from '@kubernetes/client-node';
+import { PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
+import { errorMessage } from '../common/errors.js';
+import type { Logger } from '../common/log.js';
+import type { CriClient } from './cri-client.js';
+import { apiTime } from './pod-status.js';
+import { apiErrorCode } from './kube-client.js';
+
+export const AGENT_KUBELET_VERSION = 'v1.36.0-nodelet';
+export const LEASE_NAMESPACE = 'kube-node-lease';
+const LEASE_DURATION_SECONDS = 40;
+
+export function kubeArch(arch: string = process.arch): string {
+  return ({ x64: 'amd64', arm64: 'arm64', arm: 'arm', ppc64: 'ppc64le', s390x: 's390x' } as Record<string, string>)[arch] ?? arch;
+}
+
+/** The first non-internal IPv4 address of the machine (the kubelet's default node IP). */
+export function detectNodeIp(): string {
+  for (const list of Object.values(os.networkInterfaces())) {
+    for (const a of list ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
+  }
+  return '127.0.0.1';
+}
+
+function readTrimmed(file: string): string {
+  try {
+    return readFileSync(file, 'utf8').trim();
+  } catch {
+    return '';
+  }
+}
+
+function osImage(): string {
+  const text = readTrimmed('/etc/os-release');
+  const m = /^PRETTY_NAME="?([^"\n]*)"?/m.exec(text);
+  return m ? m[1] : 'Linux';
+}
+
+export interface NodeFacts {
+  nodeName: string;
+  nodeIp: string;
+  maxPods: number;
+  root: string;
+  runtimeName: string;
+  runtimeVersion: string;
+  kubeletPort: number;
+}
+
+export function nodeLabels(nodeName: string): Record<string, string> {
+  return {
+    'kubernetes.io/hostname': nodeName,
+    'kubernetes.io/os': 'linux',
+    'kubernetes.io/arch': kubeArch(),
+    'beta.kubernetes.io/os': 'linux',
+    'beta.kubernetes.io/arch': kubeArch(),
+  };
+}
+
+function ephemeralStorageBytes(dir: string): { capacity: number; available: number } {
+  for (const candidate of [dir, '/']) {
+    try {
+      const s = statfsSync(candidate);
+      return { capacity: s.blocks * s.bsize, available: s.bavail * s.bsize };
+    } catch {
+      // the root may not exist yet
+    }
+  }
+  return { capacity: 0, available: 0 };
+}
+
+/** The status fields that describe the machine; conditions come separately. */
+export function machineStatus(facts: NodeFacts): Record<string, any> {
+  const storage = ephemeralStorageBytes(facts.root);
+  const capacity = {
+    cpu: String(os.cpus().length),
+    memory: `${Math.floor(os.totalmem() / 1024)}Ki`,
+    pods: String(facts.maxPods),
+    'ephemeral-storage': `${Math.floor(storage.capacity / 1024)}Ki`,
+  };
+  return {
+    capacity,
+    allocatable: { ...capacity },
+    addresses: [
+      { type: 'InternalIP', address: facts.nodeIp },
+      { type: 'Hostname', address: facts.nodeName },
+    ],
+    daemonEndpoints: { kubeletEndpoint: { Port: facts.kubeletPort } },
+    nodeInfo: {
+      machineID: readTrimmed('/etc/machine-id'),
+      systemUUID: readTrimmed('/sys/class/dmi/id/product_uuid'),
+      bootID: readTrimmed('/proc/sys/kernel/random/boot_id'),
+      kernelVersion: os.release(),
+      osImage: osImage(),
+      containerRuntimeVersion: `${facts.runtimeName}://${facts.runtimeVersion}`,
+      kubeletVersion: AGENT_KUBELET_VERSION,
+      kubeProxyVersion: '',
+      operatingSystem: 'linux',
+      architecture: kubeArch(),
+    },
+  };
+}
+
+interface ConditionFact {
+  type: string;
+  ok: boolean;
+  reason: string;
+  message: string;
+}
+
+export async function conditionFacts(cri: CriClient, root: string): Promise<ConditionFact[]> {
+  let runtimeProblem = '';
+  try {
+    const { status } = await cri.runtime('Status', {}, { deadlineMs: 5000 });
+    for (const c of status?.conditions ?? []) if (!c.status) runtimeProblem += `${c.type} is false: ${c.reason} ${c.message}; `;
+  } catch (err) {
+    runtimeProblem = `container runtime is down: ${errorMessage(err)}`;
+  }
+  const storage = ephemeralStorageBytes(root);
+  const memoryLow = os.freemem() < 100 * 1024 * 1024;
+  const diskLow = storage.capacity > 0 && storage.available / storage.capacity < 0.1;
+  let pidsHigh = false;
+  try {
+    const max = Number(readTrimmed('/proc/sys/kernel/pid_max'));
+    const used = Number(readTrimmed('/proc/loadavg').split(' ')[3]?.split('/')[1]);
+    pidsHigh = max > 0 && used / max > 0.9;
+  } catch {
+    // not fatal
+  }
+  return [
+    { type: 'MemoryPressure', ok: !memoryLow, reason: memoryLow ? 'KubeletHasInsufficientMemory' : 'KubeletHasSufficientMemory', message: memoryLow ? 'kubelet has insufficient memory available' : 'kubelet has sufficient memory available' },
+    { type: 'DiskPressure', ok: !diskLow, reason: diskLow ? 'KubeletHasDiskPressure' : 'KubeletHasNoDiskPressure', message: diskLow ? 'kubelet has disk pressure' : 'kubelet has no disk pressure' },
+    { type: 'PIDPressure', ok: !pidsHigh, reason: pidsHigh ? 'KubeletHasInsufficientPID' : 'KubeletHasSufficientPID', message: pidsHigh ? 'kubelet has insufficient PID available' : 'kubelet has sufficient PID available' },
+    { type: 'Ready', ok: !runtimeProblem, reason: runtimeProblem ? 'KubeletNotReady' : 'KubeletReady', message: runtimeProblem || 'kubelet is posting ready status' },
+  ];
+}
+
+export class NodeStatusReporter {
+  private previousConditions: V1NodeCondition[] = [];
+  private lastFingerprint = '';
+  private lastPatchAt = 0;
+  private nodeUid = '';
+  private timers: NodeJS.Timeout[] = [];
+  private stopped = false;
+
+  constructor(
+    private readonly core: CoreV1Api,
+    private readonly coordination: CoordinationV1Api,
+    private readonly cri: CriClient,
+    private readonly facts: NodeFacts,
+    private readonly opts: { leaseRenewSeconds: number; statusReportSeconds: number; log: Logger },
+  ) {}
+
+  async register(): Promise<void> {
+    const name = this.facts.nodeName;
+    const node: V1Node = {
+      apiVersion: 'v1',
+      kind: 'Node',
+      metadata: { name, labels: nodeLabels(name), annotations: { 'volumes.kubernetes.io/controller-managed-attach-detach': 'true' } },
+      spec: {},
+    };
+    try {
+      const created = await this.core.createNode({ body: node });
+      this.nodeUid = created.metadata?.uid ?? '';
+      this.opts.log.info({ node: name }, 'node registered');
+    } catch (err) {
+      if (apiErrorCode(err) !== 409) throw err;
+      const existing = await this.core.readNode({ name });
+      this.nodeUid = existing.metadata?.uid ?? '';
+      this.opts.log.info({ node: name }, 'node already registered');
+    }
+    await this.updateStatus(true);
+    await this.renewLease();
+  }
+
+  start(): void {
+    const loop = (ms: number, fn: () => Promise<void>) => {
+      const tick = async () => {
+        if (this.stopped) return;
+        await fn().catch((err) => this.opts.log.warn({ err: errorMessage(err) }, 'node heartbeat failed'));
+        if (!this.stopped) this.timers.push(setTimeout(tick, ms));
+      };
+      this.timers.push(setTimeout(tick, ms));
+    };
+    loop(this.opts.leaseRenewSeconds * 1000, () => this.renewLease());
+    loop(Math.min(10, this.opts.statusReportSeconds) * 1000, () => this.updateStatus(false));
+  }
+
+  stop(): void {
+    this.stopped = true;
+    for (const t of this.timers) clearTimeout(t);
+  }
+
+  /** Patches the node status when it changed, or when the report period passed. */
+  async updateStatus(force: boolean): Promise<void> {
+    const facts = await conditionFacts(this.cri, this.facts.root);
+    const now = apiTime(Date.now());
+    const conditions: V1NodeCondition[] = facts.map((f) => {
+      const status = f.ok === (f.type === 'Ready') ? 'True' : 'False';
+      const before = this.previousConditions.find((c) => c.type === f.type);
+      const since = before && before.status === status ? before.lastTransitionTime! : now;
+      return { type: f.type, status, reason: f.reason, message: f.message, lastHeartbeatTime: now, lastTransitionTime: since };
+    });
+    const machine = machineStatus(this.facts);
+    const fingerprint = JSON.stringify({ machine: { ...machine, nodeInfo: machine.nodeInfo }, c: conditions.map((c) => [c.type, c.status, c.reason]) });
+    const due = Date.now() - this.lastPatchAt >= this.opts.statusReportSeconds * 1000;
+    if (!force && !due && fingerprint === this.lastFingerprint) return;
+    await this.core.patchNodeStatus(
+      { name: this.facts.nodeName, body: { status: { ...machine, conditions } } },
+      setHeaderOptions('Content-Type', PatchStrategy.StrategicMergePatch),
+    );
+    this.previousConditions = conditions;
+    this.lastFingerprint = fingerprint;
+    this.lastPatchAt = Date.now();
+  }
+
+  async renewLease(): Promise<void> {
+    const name = this.facts.nodeName;
+    const spec = { holderIdentity: name, leaseDurationSeconds: LEASE_DURATION_SECONDS, renewTime: new Date() };
+    let lease;
+    try {
+      lease = await this.coordination.readNamespacedLease({ name, namespace: LEASE_NAMESPACE });
+    } catch (err) {
+      if (apiErrorCode(err) !== 404) throw err;
+      await this.coordination.createNamespacedLease({
+        namespace: LEASE_NAMESPACE,
+        body: {
+          apiVersion: 'coordination.k8s.io/v1',
+          kind: 'Lease',
+          metadata: {
+            name,
+            namespace: LEASE_NAMESPACE,
+            ownerReferences: this.nodeUid ? [{ apiVersion: 'v1', kind: 'Node', name, uid: this.nodeUid }] : undefined,
+          },
+          spec,
+        },
+      });
+      return;
+    }
+    lease.spec = { ...lease.spec, ...spec };
+    await this.coordination.replaceNamespacedLease({ name, namespace: LEASE_NAMESPACE, body: lease });
+  }
+}

@@ -1,0 +1,212 @@
+// What CRI shows of a pod → the Pod's status as the kubelet writes it. Pure.
+import type { V1Container, V1ContainerStatus, V1Pod, V1PodCondition, V1PodStatus } from '@kubernetes/client-node';
+
+export interface ObservedSandbox {
+  id: string;
+  attempt: number;
+  ready: boolean;
+  createdAt: number;
+  ip: string;
+  ips: string[];
+}
+
+export interface ObservedContainer {
+  id: string;
+  sandboxId: string;
+  name: string;
+  attempt: number;
+  state: 'CONTAINER_CREATED' | 'CONTAINER_RUNNING' | 'CONTAINER_EXITED' | 'CONTAINER_UNKNOWN';
+  createdAt: number;
+  startedAt: number;
+  finishedAt: number;
+  exitCode: number;
+  reason: string;
+  message: string;
+  imageRef: string;
+}
+
+export interface ObservedPod {
+  /** The newest ready sandbox, or the newest of any when none is ready. */
+  sandbox?: ObservedSandbox;
+  sandboxes: ObservedSandbox[];
+  containers: ObservedContainer[];
+}
+
+export interface WaitingReason {
+  reason: string;
+  message?: string;
+}
+
+export interface StatusContext {
+  runtimeName: string;
+  hostIP: string;
+  now: Date;
+  /** Why a container is not running though it should (CrashLoopBackOff, ErrImagePull, ...), by container name. */
+  waiting: Map<string, WaitingReason>;
+}
+
+/** The latest and previous container of each name in the current sandbox, newest first. */
+export function containersByName(observed: ObservedPod): Map<string, ObservedContainer[]> {
+  const byName = new Map<string, ObservedContainer[]>();
+  const sandboxId = observed.sandbox?.id;
+  for (const c of observed.containers) {
+    if (c.sandboxId !== sandboxId) continue;
+    const list = byName.get(c.name) ?? [];
+    list.push(c);
+    byName.set(c.name, list);
+  }
+  for (const list of byName.values()) list.sort((a, b) => b.attempt - a.attempt || b.createdAt - a.createdAt);
+  return byName;
+}
+
+/** Timestamps in the API have second precision. */
+export function apiTime(ms: number): Date {
+  return new Date(Math.floor(ms / 1000) * 1000);
+}
+
+function nsToDate(ns: number): Date {
+  return apiTime(ns / 1e6);
+}
+
+function terminatedState(c: ObservedContainer, runtimeName: string) {
+  return {
+    exitCode: c.exitCode,
+    reason: c.reason || (c.exitCode === 0 ? 'Completed' : 'Error'),
+    ...(c.message ? { message: c.message } : {}),
+    startedAt: c.startedAt ? nsToDate(c.startedAt) : undefined,
+    finishedAt: nsToDate(c.finishedAt),
+    containerID: `${runtimeName}://${c.id}`,
+  };
+}
+
+function containerStatus(spec: V1Container, history: ObservedContainer[] | undefined, ctx: StatusContext, defaultWaiting: string): V1ContainerStatus {
+  const [current, previous] = history ?? [];
+  const waiting = ctx.waiting.get(spec.name);
+  const status: V1ContainerStatus = {
+    name: spec.name,
+    image: spec.image ?? '',
+    imageID: current?.imageRef ?? '',
+    ready: false,
+    restartCount: current?.attempt ?? 0,
+    started: false,
+    state: {},
+    lastState: {},
+  };
+  if (current) status.containerID = `${ctx.runtimeName}://${current.id}`;
+  if (previous && previous.state === 'CONTAINER_EXITED') status.lastState = { terminated: terminatedState(previous, ctx.runtimeName) as any };
+  if (!current) {
+    status.state = { waiting: { reason: waiting?.reason ?? defaultWaiting, ...(waiting?.message ? { message: waiting.message } : {}) } };
+  } else if (current.state === 'CONTAINER_RUNNING') {
+    status.state = { running: { startedAt: nsToDate(current.startedAt) } };
+    status.ready = true;
+    status.started = true;
+  } else if (current.state === 'CONTAINER_EXITED') {
+    if (waiting) {
+      // Waiting to be restarted: the kubelet shows the exit as lastState.
+      status.state = { waiting: { reason: waiting.reason, ...(waiting.message ? { message: waiting.message } : {}) } };
+      status.lastState = { terminated: terminatedState(current, ctx.runtimeName) as any };
+    } else {
+      status.state = { terminated: terminatedState(current, ctx.runtimeName) as any };
+    }
+  } else {
+    status.state = { waiting: { reason: waiting?.reason ?? 'ContainerCreating', ...(waiting?.message ? { message: waiting.message } : {}) } };
+  }
+  return status;
+}
+
+export function podPhase(pod: V1Pod, init: V1ContainerStatus[], app: V1ContainerStatus[]): string {
+  const initDone = init.every((s) => s.state?.terminated?.exitCode === 0);
+  const restartPolicy = pod.spec?.restartPolicy ?? 'Always';
+  if (!initDone) {
+    const failedInit = init.some((s) => s.state?.terminated && s.state.terminated.exitCode !== 0);
+    return failedInit && restartPolicy === 'Never' ? 'Failed' : 'Pending';
+  }
+  let running = 0;
+  let waiting = 0;
+  let succeeded = 0;
+  let failed = 0;
+  for (const s of app) {
+    if (s.state?.running) running++;
+    else if (s.state?.terminated) (s.state.terminated.exitCode === 0 ? succeeded++ : failed++);
+    else if (s.state?.waiting) {
+      if (s.lastState?.terminated) (s.lastState.terminated.exitCode === 0 ? succeeded++ : failed++);
+      else waiting++;
+    }
+  }
+  if (waiting > 0) return 'Pending';
+  if (running > 0) return 'Running';
+  if (restartPolicy === 'Always') return 'Running';
+  if (restartPolicy === 'OnFailure') return failed > 0 ? 'Running' : 'Succeeded';
+  return failed > 0 ? 'Failed' : 'Succeeded';
+}
+
+function condition(type: string, ok: boolean, previous: V1PodCondition[] | undefined, now: Date, reason?: string): V1PodCondition {
+  const status = ok ? 'True' : 'False';
+  const before = previous?.find((c) => c.type === type);
+  const since = before && before.status === status && before.lastTransitionTime ? new Date(before.lastTransitionTime) : now;
+  return { type, status, lastProbeTime: null as any, lastTransitionTime: since, ...(ok || !reason ? {} : { reason }) };
+}
+
+export function computePodStatus(pod: V1Pod, observed: ObservedPod, ctx: StatusContext): V1PodStatus {
+  const byName = containersByName(observed);
+  const spec = pod.spec!;
+  const initSpecs = spec.initContainers ?? [];
+  const initStatuses = initSpecs.map((c) => containerStatus(c, byName.get(c.name), ctx, 'PodInitializing'));
+  for (const s of initStatuses) s.ready = s.state?.terminated?.exitCode === 0;
+  const initDone = initStatuses.every((s) => s.state?.terminated?.exitCode === 0);
+  const appStatuses = spec.containers.map((c) => containerStatus(c, byName.get(c.name), ctx, initDone ? 'ContainerCreating' : 'PodInitializing'));
+  const phase = podPhase(pod, initStatuses, appStatuses);
+  const previous = pod.status?.conditions;
+  const now = ctx.now;
+  const sandboxReady = Boolean(observed.sandbox?.ready);
+  const containersReady = appStatuses.every((s) => s.ready);
+  const terminal = phase === 'Succeeded' || phase === 'Failed';
+  const conditions: V1PodCondition[] = [
+    condition('PodReadyToStartContainers', sandboxReady, previous, now),
+    condition('Initialized', initDone, previous, now, 'ContainersNotInitialized'),
+    condition('Ready', containersReady && !terminal, previous, now, terminal ? 'PodCompleted' : 'ContainersNotReady'),
+    condition('ContainersReady', containersReady && !terminal, previous, now, terminal ? 'PodCompleted' : 'ContainersNotReady'),
+    condition('PodScheduled', true, previous, now),
+  ];
+  const podIP = spec.hostNetwork ? ctx.hostIP : (observed.sandbox?.ready ? observed.sandbox.ip : '');
+  const podIPs = spec.hostNetwork ? [ctx.hostIP] : observed.sandbox?.ready ? [observed.sandbox.ip, ...observed.sandbox.ips].filter(Boolean) : [];
+  const status: V1PodStatus = {
+    phase,
+    conditions,
+    hostIP: ctx.hostIP,
+    hostIPs: [{ ip: ctx.hostIP }],
+    startTime: pod.status?.startTime ? new Date(pod.status.startTime) : apiTime(now.getTime()),
+    containerStatuses: appStatuses,
+    qosClass: qosClassOf(pod) as any,
+  };
+  if (initSpecs.length > 0) status.initContainerStatuses = initStatuses;
+  if (podIP) {
+    status.podIP = podIP;
+    status.podIPs = [...new Set(podIPs)].map((ip) => ({ ip }));
+  }
+  return status;
+}
+
+export function qosClassOf(pod: V1Pod): string {
+  const containers = [...(pod.spec?.initContainers ?? []), ...(pod.spec?.containers ?? [])];
+  let any = false;
+  let guaranteed = true;
+  for (const c of containers) {
+    const limits = c.resources?.limits ?? {};
+    const requests = { ...limits, ...(c.resources?.requests ?? {}) };
+    if (Object.keys(limits).length || Object.keys(c.resources?.requests ?? {}).length) any = true;
+    for (const r of ['cpu', 'memory']) {
+      if (limits[r] === undefined || String(requests[r]) !== String(limits[r])) guaranteed = false;
+    }
+  }
+  if (!any) return 'BestEffort';
+  return guaranteed ? 'Guaranteed' : 'Burstable';
+}
+
+/** Stable text of a status for change detection (Dates and strings compare alike). */
+export function statusFingerprint(status: V1PodStatus): string {
+  return JSON.stringify(status, (_key, value) => {
+    if (typeof value === 'string' && /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$/.test(value)) return new Date(value).toISOString();
+    return value;
+  });
+}

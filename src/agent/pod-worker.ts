@@ -1,0 +1,425 @@
+// One worker per pod: serialises every action on the pod (sync, restart, kill) and reports its status when it changed.
+import type { V1Container, V1Pod, V1PodStatus } from '@kubernetes/client-node';
+import { errorMessage } from '../common/errors.js';
+import type { Logger } from '../common/log.js';
+import type { CriClient } from './cri-client.js';
+import {
+  POD_UID_LABEL,
+  containerConfigFor,
+  podDns,
+  pullPolicyOf,
+  resolveEnv,
+  sandboxConfigFor,
+  type ContainerKind,
+  type DnsContext,
+  type EnvContext,
+} from './pod-spec.js';
+import {
+  computePodStatus,
+  containersByName,
+  statusFingerprint,
+  type ObservedContainer,
+  type ObservedPod,
+  type ObservedSandbox,
+  type WaitingReason,
+} from './pod-status.js';
+
+export interface PodWorkerDeps {
+  cri: CriClient;
+  log: Logger;
+  runtimeName: string;
+  nodeName: string;
+  hostIP: string;
+  podLogsDir: string;
+  dns: () => DnsContext;
+  lookup: EnvContext['lookup'];
+  resyncMs: number;
+  backoffInitialMs: number;
+  backoffMaxMs: number;
+  /** Writes the pod's status (API status subresource, or a local file for static pods). */
+  writeStatus(pod: V1Pod, status: V1PodStatus): Promise<string | void>;
+  /** Finishes a deletion the API asked for (delete with grace period 0). */
+  finishDeletion?(pod: V1Pod): Promise<void>;
+  recordEvent?(pod: V1Pod, type: 'Normal' | 'Warning', reason: string, message: string): void;
+  onTerminated(uid: string): void;
+}
+
+interface Backoff {
+  delayMs: number;
+}
+
+const TERMINAL = new Set(['Succeeded', 'Failed']);
+
+export class PodWorker {
+  private pod: V1Pod;
+  private removed = false;
+  private syncing = false;
+  private again = false;
+  private timer?: NodeJS.Timeout;
+  private stopped = false;
+  private finished = false;
+  private lastWritten?: string;
+  private readonly waiting = new Map<string, WaitingReason>();
+  private readonly backoff = new Map<string, Backoff>();
+  private readonly log: Logger;
+
+  constructor(pod: V1Pod, private readonly deps: PodWorkerDeps) {
+    this.pod = pod;
+    this.log = deps.log.child({ pod: `${pod.metadata!.namespace}/${pod.metadata!.name}`, uid: pod.metadata!.uid });
+  }
+
+  get uid(): string {
+    return this.pod.metadata!.uid!;
+  }
+
+  get current(): V1Pod {
+    return this.pod;
+  }
+
+  update(pod: V1Pod): void {
+    this.pod = pod;
+    this.kick();
+  }
+
+  /** The pod left its source (deleted in the API or its manifest removed): stop it. */
+  remove(): void {
+    this.removed = true;
+    this.kick();
+  }
+
+  /** Stops working on the pod without touching its containers (agent shutdown). */
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.timer);
+  }
+
+  kick(): void {
+    if (this.stopped || this.finished) return;
+    clearTimeout(this.timer);
+    if (this.syncing) {
+      this.again = true;
+      return;
+    }
+    this.syncing = true;
+    void this.loop();
+  }
+
+  private async loop(): Promise<void> {
+    do {
+      this.again = false;
+      try {
+        await this.sync();
+      } catch (err) {
+        this.log.warn({ err: errorMessage(err) }, 'pod sync failed');
+      }
+    } while (this.again && !this.stopped && !this.finished);
+    this.syncing = false;
+    if (!this.stopped && !this.finished) this.timer = setTimeout(() => this.kick(), this.deps.resyncMs);
+  }
+
+  private schedule(afterMs: number): void {
+    // A back-off ending wakes the worker earlier than the next resync.
+    if (afterMs < this.deps.resyncMs) setTimeout(() => this.kick(), Math.max(afterMs, 10)).unref();
+  }
+
+  private async sync(): Promise<void> {
+    const pod = this.pod;
+    if (this.removed || pod.metadata?.deletionTimestamp) {
+      await this.terminate(pod);
+      return;
+    }
+    let observed = await this.observe();
+    const phase = pod.status?.phase;
+    if (phase && TERMINAL.has(phase) && !observed.sandbox?.ready) {
+      // A finished pod is never run again.
+      await this.report(pod, observed);
+      return;
+    }
+    if (!observed.sandbox?.ready) {
+      observed = await this.createSandbox(pod, observed);
+    }
+    const sandbox = observed.sandbox!;
+    const byName = containersByName(observed);
+    const restartPolicy = pod.spec!.restartPolicy ?? 'Always';
+    let initDone = true;
+    for (const c of pod.spec!.initContainers ?? []) {
+      const [cur] = byName.get(c.name) ?? [];
+      if (!cur) {
+        await this.startContainer(pod, c, 'init', 0, sandbox);
+        initDone = false;
+        break;
+      }
+      if (cur.state !== 'CONTAINER_EXITED') {
+        initDone = false;
+        break;
+      }
+      if (cur.exitCode === 0) continue;
+      initDone = false;
+      if (restartPolicy !== 'Never') await this.maybeRestart(pod, c, 'init', cur, sandbox);
+      break;
+    }
+    if (initDone) {
+      for (const c of pod.spec!.containers) {
+        const [cur] = byName.get(c.name) ?? [];
+        if (!cur) await this.startContainer(pod, c, 'app', 0, sandbox);
+        else if (cur.state === 'CONTAINER_EXITED') {
+          const restart = restartPolicy === 'Always' || (restartPolicy === 'OnFailure' && cur.exitCode !== 0);
+          if (restart) await this.maybeRestart(pod, c, 'app', cur, sandbox);
+          else this.waiting.delete(c.name);
+        } else if (cur.state === 'CONTAINER_RUNNING') this.waiting.delete(c.name);
+      }
+    }
+    await this.removeOldAttempts(byName);
+    const status = await this.report(pod, await this.observe());
+    if (TERMINAL.has(status.phase ?? '')) {
+      this.log.info({ phase: status.phase }, 'pod finished; stopping its sandbox');
+      await this.deps.cri.runtime('StopPodSandbox', { pod_sandbox_id: sandbox.id }).catch(() => undefined);
+    }
+  }
+
+  private async report(pod: V1Pod, observed: ObservedPod): Promise<V1PodStatus> {
+    const status = computePodStatus(pod, observed, {
+      runtimeName: this.deps.runtimeName,
+      hostIP: this.deps.hostIP,
+      now: new Date(),
+      waiting: this.waiting,
+    });
+    const fingerprint = statusFingerprint(status);
+    if (fingerprint !== this.lastWritten) {
+      const resourceVersion = await this.deps.writeStatus(pod, status);
+      this.lastWritten = fingerprint;
+      // The status the API now holds is what the next computation starts from (startTime, transition times).
+      this.pod = { ...this.pod, status: JSON.parse(JSON.stringify(status)) };
+      if (resourceVersion) this.pod.metadata = { ...this.pod.metadata, resourceVersion };
+    }
+    return status;
+  }
+
+  async observe(): Promise<ObservedPod> {
+    const cri = this.deps.cri;
+    const selector = { label_selector: { [POD_UID_LABEL]: this.uid } };
+    const { items } = await cri.runtime('ListPodSandbox', { filter: selector });
+    const sandboxes: ObservedSandbox[] = [];
+    for (const s of items as any[]) {
+      let ip = '';
+      let ips: string[] = [];
+      const ready = s.state === 'SANDBOX_READY';
+      if (ready) {
+        const res = await cri.runtime('PodSandboxStatus', { pod_sandbox_id: s.id }).catch(() => undefined);
+        ip = res?.status?.network?.ip ?? '';
+        ips = (res?.status?.network?.additional_ips ?? []).map((a: any) => a.ip);
+      }
+      sandboxes.push({ id: s.id, attempt: s.metadata?.attempt ?? 0, ready, createdAt: Number(s.created_at), ip, ips });
+    }
+    sandboxes.sort((a, b) => Number(b.ready) - Number(a.ready) || b.createdAt - a.createdAt);
+    const sandbox = sandboxes[0];
+    const { containers } = await cri.runtime('ListContainers', { filter: selector });
+    const observed: ObservedContainer[] = [];
+    for (const c of containers as any[]) {
+      if (c.pod_sandbox_id !== sandbox?.id) continue;
+      const res = await cri.runtime('ContainerStatus', { container_id: c.id }).catch(() => undefined);
+      const st = res?.status;
+      if (!st) continue;
+      observed.push({
+        id: c.id,
+        sandboxId: c.pod_sandbox_id,
+        name: st.metadata?.name ?? c.metadata?.name,
+        attempt: st.metadata?.attempt ?? 0,
+        state: st.state,
+        createdAt: Number(st.created_at),
+        startedAt: Number(st.started_at),
+        finishedAt: Number(st.finished_at),
+        exitCode: st.exit_code,
+        reason: st.reason ?? '',
+        message: st.message ?? '',
+        imageRef: st.image_ref ?? '',
+      });
+    }
+    return { sandbox, sandboxes, containers: observed };
+  }
+
+  private sandboxConfig(pod: V1Pod, attempt: number): Record<string, any> {
+    return sandboxConfigFor(pod, attempt, podDns(pod, this.deps.dns()), this.deps.podLogsDir);
+  }
+
+  private async createSandbox(pod: V1Pod, observed: ObservedPod): Promise<ObservedPod> {
+    const cri = this.deps.cri;
+    for (const old of observed.sandboxes) {
+      await cri.runtime('StopPodSandbox', { pod_sandbox_id: old.id }).catch(() => undefined);
+      await cri.runtime('RemovePodSandbox', { pod_sandbox_id: old.id }).catch(() => undefined);
+    }
+    const attempt = observed.sandboxes.reduce((n, s) => Math.max(n, s.attempt + 1), 0);
+    const config = this.sandboxConfig(pod, attempt);
+    const { mkdir } = await import('node:fs/promises');
+    await mkdir(config.log_directory, { recursive: true });
+    this.log.info({ attempt }, 'running pod sandbox');
+    await cri.runtime('RunPodSandbox', { config, runtime_handler: pod.spec?.runtimeClassName ?? '' });
+    // New sandbox, new containers: the old ones went with the old sandbox.
+    this.waiting.clear();
+    const fresh = await this.observe();
+    if (!fresh.sandbox?.ready) throw new Error('sandbox not ready after RunPodSandbox');
+    return fresh;
+  }
+
+  private async maybeRestart(pod: V1Pod, c: V1Container, kind: ContainerKind, cur: ObservedContainer, sandbox: ObservedSandbox): Promise<void> {
+    const entry = this.backoff.get(c.name);
+    const finishedMs = cur.finishedAt / 1e6;
+    if (entry) {
+      // A container that ran long enough earns a fresh back-off.
+      if (cur.startedAt && finishedMs - cur.startedAt / 1e6 > 2 * this.deps.backoffMaxMs) entry.delayMs = this.deps.backoffInitialMs;
+      const due = finishedMs + entry.delayMs;
+      const now = Date.now();
+      if (now < due) {
+        const m = pod.metadata!;
+        const message = `back-off ${Math.round(entry.delayMs / 1000)}s restarting failed container=${c.name} pod=${m.name}_${m.namespace}(${m.uid})`;
+        if (this.waiting.get(c.name)?.reason !== 'CrashLoopBackOff') this.deps.recordEvent?.(pod, 'Warning', 'BackOff', message);
+        this.waiting.set(c.name, { reason: 'CrashLoopBackOff', message });
+        this.schedule(due - now);
+        return;
+      }
+      entry.delayMs = Math.min(entry.delayMs * 2, this.deps.backoffMaxMs);
+    } else {
+      this.backoff.set(c.name, { delayMs: this.deps.backoffInitialMs });
+    }
+    await this.startContainer(pod, c, kind, cur.attempt + 1, sandbox);
+  }
+
+  private async ensureImage(pod: V1Pod, c: V1Container, sandboxConfig: Record<string, any>): Promise<void> {
+    const cri = this.deps.cri;
+    const image = c.image ?? '';
+    const policy = pullPolicyOf(c);
+    if (policy !== 'Always') {
+      const res = await cri.image('ImageStatus', { image: { image } });
+      if (res.image) return;
+      if (policy === 'Never') {
+        throw new ContainerWaiting('ErrImageNeverPull', `Container image "${image}" is not present with pull policy of Never`);
+      }
+    }
+    const key = `pull:${c.name}`;
+    const entry = this.backoff.get(key);
+    if (entry && this.waiting.get(c.name)?.reason === 'ErrImagePull') {
+      throw new ContainerWaiting('ImagePullBackOff', `Back-off pulling image "${image}"`);
+    }
+    this.deps.recordEvent?.(pod, 'Normal', 'Pulling', `Pulling image "${image}"`);
+    const started = Date.now();
+    try {
+      const auth = await this.pullAuth(pod, image);
+      await cri.image('PullImage', { image: { image }, auth, sandbox_config: sandboxConfig });
+    } catch (err) {
+      const delay = entry ? Math.min(entry.delayMs * 2, this.deps.backoffMaxMs) : this.deps.backoffInitialMs;
+      this.backoff.set(key, { delayMs: delay });
+      setTimeout(() => {
+        if (this.waiting.get(c.name)?.reason === 'ImagePullBackOff' || this.waiting.get(c.name)?.reason === 'ErrImagePull') this.waiting.delete(c.name);
+        this.kick();
+      }, delay).unref();
+      this.deps.recordEvent?.(pod, 'Warning', 'Failed', `Failed to pull image "${image}": ${errorMessage(err)}`);
+      throw new ContainerWaiting('ErrImagePull', errorMessage(err));
+    }
+    this.backoff.delete(key);
+    this.deps.recordEvent?.(pod, 'Normal', 'Pulled', `Successfully pulled image "${image}" in ${Date.now() - started}ms`);
+  }
+
+  /** Credentials from the pod's imagePullSecrets (kubernetes.io/dockerconfigjson) for the image's registry. */
+  private async pullAuth(pod: V1Pod, image: string): Promise<Record<string, string> | undefined> {
+    const host = image.includes('/') && /[.:]|^localhost$/.test(image.split('/')[0]) ? image.split('/')[0] : 'docker.io';
+    for (const ref of pod.spec?.imagePullSecrets ?? []) {
+      const data = await this.deps.lookup('Secret', pod.metadata!.namespace!, ref.name!).catch(() => undefined);
+      const text = data?.['.dockerconfigjson'] ?? data?.['.dockercfg'];
+      if (!text) continue;
+      let parsed: any;
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        continue;
+      }
+      const auths = parsed.auths ?? parsed;
+      for (const [server, entry] of Object.entries<any>(auths)) {
+        const serverHost = server.replace(/^https?:\/\//, '').split('/')[0];
+        const matches = serverHost === host || (host === 'docker.io' && /(^|\.)docker\.io$/.test(serverHost));
+        if (!matches) continue;
+        let { username, password } = entry;
+        if (!username && entry.auth) [username, password] = Buffer.from(entry.auth, 'base64').toString().split(/:(.*)/s);
+        return { username: username ?? '', password: password ?? '', server_address: serverHost };
+      }
+    }
+    return undefined;
+  }
+
+  private async startContainer(pod: V1Pod, c: V1Container, kind: ContainerKind, attempt: number, sandbox: ObservedSandbox): Promise<void> {
+    const cri = this.deps.cri;
+    const sandboxConfig = this.sandboxConfig(pod, sandbox.attempt);
+    try {
+      await this.ensureImage(pod, c, sandboxConfig);
+      let env: Map<string, string>;
+      try {
+        env = await resolveEnv(pod, c, {
+          nodeName: this.deps.nodeName,
+          podIP: pod.spec?.hostNetwork ? this.deps.hostIP : sandbox.ip,
+          podIPs: pod.spec?.hostNetwork ? [this.deps.hostIP] : [sandbox.ip, ...sandbox.ips],
+          hostIP: this.deps.hostIP,
+          lookup: this.deps.lookup,
+        });
+      } catch (err) {
+        throw new ContainerWaiting('CreateContainerConfigError', errorMessage(err));
+      }
+      const config = containerConfigFor(pod, c, kind, attempt, env);
+      let containerId: string;
+      try {
+        ({ container_id: containerId } = await cri.runtime('CreateContainer', { pod_sandbox_id: sandbox.id, config, sandbox_config: sandboxConfig }));
+      } catch (err) {
+        throw new ContainerWaiting('CreateContainerError', errorMessage(err));
+      }
+      this.deps.recordEvent?.(pod, 'Normal', 'Created', `Created container ${c.name}`);
+      try {
+        await cri.runtime('StartContainer', { container_id: containerId });
+      } catch (err) {
+        this.deps.recordEvent?.(pod, 'Warning', 'Failed', `Error: ${errorMessage(err)}`);
+        throw new ContainerWaiting('RunContainerError', errorMessage(err));
+      }
+      this.waiting.delete(c.name);
+      this.log.info({ container: c.name, attempt, id: containerId }, 'container started');
+      this.deps.recordEvent?.(pod, 'Normal', 'Started', `Started container ${c.name}`);
+    } catch (err) {
+      if (!(err instanceof ContainerWaiting)) throw err;
+      this.log.warn({ container: c.name, reason: err.reason, err: err.message }, 'container not started');
+      this.waiting.set(c.name, { reason: err.reason, message: err.message });
+    }
+  }
+
+  /** Keeps the newest two attempts of each container (the current one and lastState's). */
+  private async removeOldAttempts(byName: Map<string, ObservedContainer[]>): Promise<void> {
+    for (const list of byName.values()) {
+      for (const old of list.slice(2)) {
+        if (old.state !== 'CONTAINER_EXITED') continue;
+        await this.deps.cri.runtime('RemoveContainer', { container_id: old.id }).catch(() => undefined);
+      }
+    }
+  }
+
+  private async terminate(pod: V1Pod): Promise<void> {
+    const cri = this.deps.cri;
+    const grace = pod.metadata?.deletionGracePeriodSeconds ?? pod.spec?.terminationGracePeriodSeconds ?? 30;
+    const observed = await this.observe();
+    const running = observed.containers.filter((c) => c.state === 'CONTAINER_RUNNING' || c.state === 'CONTAINER_CREATED');
+    if (running.length > 0) {
+      this.deps.recordEvent?.(pod, 'Normal', 'Killing', `Stopping containers with grace period ${grace}s`);
+      this.log.info({ grace, containers: running.length }, 'stopping pod');
+    }
+    await Promise.all(running.map((c) => cri.runtime('StopContainer', { container_id: c.id, timeout: grace }, { deadlineMs: (grace + 30) * 1000 })));
+    for (const s of observed.sandboxes) {
+      await cri.runtime('StopPodSandbox', { pod_sandbox_id: s.id });
+      await cri.runtime('RemovePodSandbox', { pod_sandbox_id: s.id });
+    }
+    if (!this.removed && this.deps.finishDeletion) await this.deps.finishDeletion(pod);
+    this.finished = true;
+    clearTimeout(this.timer);
+    this.log.info('pod terminated');
+    this.deps.onTerminated(this.uid);
+  }
+}
+
+class ContainerWaiting extends Error {
+  constructor(readonly reason: string, message: string) {
+    super(message);
+  }
+}
