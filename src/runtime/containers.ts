@@ -6,8 +6,8 @@ import { randomBytes } from 'node:crypto';
 import type { RuntimeContext } from './context.js';
 import type { ContainerRecord, SandboxRecord } from './records.js';
 import { nowNs, dateToNs } from './records.js';
-import { NodeletError, alreadyExists, failedPrecondition, invalidArgument, notFound, errorMessage } from '../common/errors.js';
-import { ensureDir, writeJsonAtomic } from '../common/fsutil.js';
+import { NodeletError, alreadyExists, failedPrecondition, invalidArgument, notFound, errorMessage, isKind } from '../common/errors.js';
+import { ensureDir } from '../common/fsutil.js';
 import { logger } from '../common/log.js';
 import { mountOverlay, unmountIfMounted } from './mounts.js';
 import { matchLabels } from './sandboxes.js';
@@ -93,7 +93,6 @@ export class Containers {
     }
     await mountOverlay(layerDirs, path.join(dir, 'upper'), path.join(dir, 'work'), rec.rootfs);
     rec.rootfsMounted = true;
-    await this.ctx.containers.put(rec);
     await ensureDir(path.dirname(rec.logPath));
     const sdir = this.ctx.sandboxes.pathOf(sandbox.id);
     const hostDevices: Record<string, HostDevice> = {};
@@ -160,7 +159,8 @@ export class Containers {
     });
     const bundle = path.join(dir, 'bundle');
     await ensureDir(bundle);
-    await writeJsonAtomic(path.join(bundle, 'config.json'), spec);
+    // Derived from the record; a crash before the record is ready undoes the whole creation anyway.
+    await fsp.writeFile(path.join(bundle, 'config.json'), JSON.stringify(spec));
     const { pid } = await this.ctx.backend(rec.runtimeHandler).create({
       id: rec.id,
       bundleDir: bundle,
@@ -242,7 +242,9 @@ export class Containers {
     const rec = this.ctx.containers.get(id);
     if (!rec || rec.state !== 'CONTAINER_RUNNING') return;
     const backend = this.ctx.backend(rec.runtimeHandler);
-    await backend.stop(rec.id, Math.max(0, timeoutSeconds), rec.stopSignal);
+    await backend.stop(rec.id, Math.max(0, timeoutSeconds), rec.stopSignal).catch((err) => {
+      if (!isKind(err, 'NotFound')) throw err; // the runtime lost it: record what we know below
+    });
     const exit = await backend.readExit(rec.id);
     await this.recordExit(rec, exit?.exitCode ?? 137, exit?.finishedAt ?? new Date());
   }

@@ -6,11 +6,11 @@ import { randomBytes } from 'node:crypto';
 import type { RuntimeContext } from './context.js';
 import type { SandboxRecord } from './records.js';
 import { nowNs } from './records.js';
-import { alreadyExists, invalidArgument, notFound, errorMessage } from '../common/errors.js';
-import { ensureDir, writeJsonAtomic, writeFileAtomic } from '../common/fsutil.js';
+import { alreadyExists, invalidArgument, notFound, errorMessage, isKind } from '../common/errors.js';
+import { ensureDir } from '../common/fsutil.js';
 import { logger } from '../common/log.js';
 import { mountTmpfs, unmountIfMounted } from './mounts.js';
-import { createNetns, removeNetns, netnsNameForSandbox } from '../network/netns.js';
+import { createNetns, removeNetns, netnsNameForSandbox, netnsPathForName } from '../network/netns.js';
 import { buildResolvConf } from '../network/dns.js';
 import { buildHostsFile } from '../network/hosts.js';
 import { buildSandboxSpec } from '../oci/sandbox-spec.js';
@@ -67,10 +67,13 @@ export class PodSandboxes {
       config,
       runtimeHandler: handler,
       hostNetwork,
+      // Everything set-up will create is named here, before the first write, so that recovery can
+      // undo a set-up cut short at any point (each undo step tolerates "never happened").
+      netnsPath: hostNetwork ? undefined : netnsPathForName(netnsNameForSandbox(id)),
       ips: [],
-      networkAttached: false,
+      networkAttached: !hostNetwork,
       shmPath: hostIpc ? '/dev/shm' : path.join(runDir, 'shm'),
-      shmMounted: false,
+      shmMounted: !hostIpc,
     };
     return this.ctx.locks.run(id, async () => {
       // The record exists from the first step so that a crash mid-way is found and undone by recovery.
@@ -93,43 +96,52 @@ export class PodSandboxes {
   }
 
   private async setUp(rec: SandboxRecord, runDir: string): Promise<void> {
-    const { config } = rec;
-    const dir = this.ctx.sandboxes.pathOf(rec.id);
     await ensureDir(runDir);
-    if (!rec.hostNetwork) {
-      rec.netnsPath = await createNetns(netnsNameForSandbox(rec.id));
-      await this.ctx.sandboxes.put(rec);
-      rec.networkAttached = true; // from here a teardown is owed, even if ADD fails half-way
-      await this.ctx.sandboxes.put(rec);
-      const md = config.metadata!;
-      const result = await this.ctx.network.setUp(rec.id, rec.netnsPath, {
-        podName: md.name,
-        podNamespace: md.namespace,
-        podUid: md.uid,
-        portMappings: config.port_mappings.map((p) => ({
-          hostPort: p.host_port,
-          containerPort: p.container_port,
-          protocol: p.protocol === 'UDP' ? 'udp' : p.protocol === 'SCTP' ? 'sctp' : 'tcp',
-          hostIp: p.host_ip || undefined,
-        })),
-      });
-      rec.ips = result.ips;
-      await this.ctx.sandboxes.put(rec);
-    }
-    if (rec.shmPath !== '/dev/shm') {
-      await mountTmpfs(rec.shmPath, SHM_SIZE);
-      rec.shmMounted = true;
-      await this.ctx.sandboxes.put(rec);
-    }
-    const hostname = rec.hostNetwork ? readHostname() : config.hostname || config.metadata!.name;
-    await writeFileAtomic(path.join(dir, 'hostname'), hostname + '\n');
-    await writeFileAtomic(path.join(dir, 'resolv.conf'), buildResolvConf(config.dns_config ?? undefined, readHostFile('/etc/resolv.conf')));
-    await writeFileAtomic(
-      path.join(dir, 'hosts'),
+    if (rec.netnsPath) await createNetns(netnsNameForSandbox(rec.id));
+    // Once the netns exists, the CNI calls and the infra container's creation don't depend on each
+    // other: run them at the same time (the pod's start latency is their max, not their sum).
+    const results = await Promise.allSettled([this.attachNetwork(rec), this.createInfra(rec, runDir)]);
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    rec.ips = (results[0] as PromiseFulfilledResult<string[]>).value;
+    const hostname = this.hostnameOf(rec);
+    // Derived from the record, so a plain write is enough (recovery never reads them).
+    await fsp.writeFile(
+      path.join(this.ctx.sandboxes.pathOf(rec.id), 'hosts'),
       rec.hostNetwork ? readHostFile('/etc/hosts') : buildHostsFile(hostname, rec.ips),
     );
-    if (config.log_directory) await ensureDir(config.log_directory);
+    await this.ctx.backend(rec.runtimeHandler).start(rec.id);
+  }
 
+  private hostnameOf(rec: SandboxRecord): string {
+    return rec.hostNetwork ? readHostname() : rec.config.hostname || rec.config.metadata!.name;
+  }
+
+  private async attachNetwork(rec: SandboxRecord): Promise<string[]> {
+    if (!rec.netnsPath) return [];
+    const md = rec.config.metadata!;
+    const result = await this.ctx.network.setUp(rec.id, rec.netnsPath, {
+      podName: md.name,
+      podNamespace: md.namespace,
+      podUid: md.uid,
+      portMappings: rec.config.port_mappings.map((p) => ({
+        hostPort: p.host_port,
+        containerPort: p.container_port,
+        protocol: p.protocol === 'UDP' ? 'udp' : p.protocol === 'SCTP' ? 'sctp' : 'tcp',
+        hostIp: p.host_ip || undefined,
+      })),
+    });
+    return result.ips;
+  }
+
+  /** Pod files, /dev/shm and the infra (pause) container, created but not started. */
+  private async createInfra(rec: SandboxRecord, runDir: string): Promise<void> {
+    const { config } = rec;
+    const dir = this.ctx.sandboxes.pathOf(rec.id);
+    if (rec.shmMounted) await mountTmpfs(rec.shmPath, SHM_SIZE);
+    await fsp.writeFile(path.join(dir, 'hostname'), this.hostnameOf(rec) + '\n');
+    await fsp.writeFile(path.join(dir, 'resolv.conf'), buildResolvConf(config.dns_config ?? undefined, readHostFile('/etc/resolv.conf')));
+    if (config.log_directory) await ensureDir(config.log_directory);
     const rootfs = await this.pause();
     const bundle = path.join(runDir, 'bundle');
     await ensureDir(bundle);
@@ -145,9 +157,8 @@ export class PodSandboxes {
       availableCapabilities: this.ctx.availableCapabilities,
       rlimits: this.ctx.rlimits,
     });
-    await writeJsonAtomic(path.join(bundle, 'config.json'), spec);
-    const backend = this.ctx.backend(rec.runtimeHandler);
-    const { pid } = await backend.create({
+    await fsp.writeFile(path.join(bundle, 'config.json'), JSON.stringify(spec));
+    const { pid } = await this.ctx.backend(rec.runtimeHandler).create({
       id: rec.id,
       bundleDir: bundle,
       logPath: path.join(runDir, 'infra.log'),
@@ -156,7 +167,6 @@ export class PodSandboxes {
       stdinOnce: false,
     });
     rec.infraPid = pid;
-    await backend.start(rec.id);
   }
 
   /** Stops containers and the infra process and tears the network down; safe to repeat. */
@@ -169,7 +179,9 @@ export class PodSandboxes {
       const rec = this.ctx.sandboxes.get(found.id);
       if (!rec) return;
       const backend = this.ctx.backend(rec.runtimeHandler);
-      await backend.stop(rec.id, 0, 'SIGKILL');
+      await backend.stop(rec.id, 0, 'SIGKILL').catch((err) => {
+        if (!isKind(err, 'NotFound')) throw err; // the runtime lost it (reboot): nothing to stop
+      });
       await this.releaseNetwork(rec);
       if (rec.shmMounted) {
         await unmountIfMounted(rec.shmPath);
@@ -208,16 +220,15 @@ export class PodSandboxes {
     await this.ctx.sandboxes.delete(rec.id);
   }
 
+  /** CNI DEL, then the netns (DEL needs the netns to find what to clean). Repeating it is harmless. */
   private async releaseNetwork(rec: SandboxRecord): Promise<void> {
     if (rec.networkAttached) {
       await this.ctx.network.tearDown(rec.id, rec.netnsPath);
       rec.networkAttached = false;
-      await this.ctx.sandboxes.put(rec);
     }
     if (rec.netnsPath) {
       await removeNetns(rec.netnsPath);
       rec.netnsPath = undefined;
-      await this.ctx.sandboxes.put(rec);
     }
   }
 

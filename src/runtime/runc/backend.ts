@@ -746,6 +746,40 @@ export class RuncBackend {
     const runtime = await this.runtimeBinary();
     return run(runtime, ['--root', this.runtimeRoot, ...args], { reject: false, timeoutMs: 60_000 });
   }
+
+  // streaming: an interactive exec whose stdio the caller wires (pipes, or a pty for `terminal`):
+  // the caller runs `file args`; cleanup() removes the process and pid files afterwards.
+  async prepareStreamingExec(id: string, cmd: string[], terminal: boolean): Promise<{ file: string; args: string[]; pidFile: string; cleanup: () => Promise<void> }> {
+    checkId(id);
+    if (cmd.length === 0) throw invalidArgument('cmd must not be empty');
+    const bundleDir = await this.bundleOf(id);
+    const spec = await readJsonIfExists<{ process?: Record<string, unknown> }>(path.join(bundleDir, 'config.json'));
+    if (!spec?.process) throw failedPrecondition(`bundle ${bundleDir} of container ${id} has no process spec`);
+    const processSpec: Record<string, unknown> = { ...spec.process, args: cmd, terminal };
+    delete processSpec.consoleSize;
+    const persistDir = this.persistDir(id);
+    await ensureDir(persistDir, 0o700);
+    const tag = randomBytes(6).toString('hex');
+    const processFile = path.join(persistDir, `exec-${tag}.json`);
+    const pidFile = path.join(persistDir, `exec-${tag}.pid`);
+    await fsp.writeFile(processFile, JSON.stringify(processSpec));
+    const args = ['--root', this.runtimeRoot, 'exec', '--process', processFile, '--pid-file', pidFile];
+    if (terminal) args.push('--tty');
+    args.push(id);
+    return {
+      file: await this.runtimeBinary(),
+      args,
+      pidFile,
+      cleanup: async () => {
+        await Promise.all([fsp.rm(processFile, { force: true }), fsp.rm(pidFile, { force: true })]);
+      },
+    };
+  }
+
+  // streaming: SIGKILLs the process a streaming exec started; false when it never started or is gone.
+  async killStreamingExec(pidFile: string): Promise<boolean> {
+    return this.killExecProcess(pidFile);
+  }
 }
 
 function checkId(id: string): string {
