@@ -13,6 +13,9 @@ import { apiErrorCode, kubeClientsFromFile, type KubeClients } from './kube-clie
 import { NodeStatusReporter, detectNodeIp } from './node-status.js';
 import { POD_UID_LABEL, type DnsContext } from './pod-spec.js';
 import { PodWorker, type PodWorkerDeps } from './pod-worker.js';
+import { KubeletApiServer } from './kubelet-api/server.js';
+import { MirrorPods, isMirrorPod } from './mirror-pods.js';
+import { KubeVolumeData } from './volumes/sources.js';
 
 const HOUSEKEEPING_MS = 2000;
 const EVENTS_PER_SECOND = 10;
@@ -24,6 +27,8 @@ export class Agent {
   private nodeReporter?: NodeStatusReporter;
   private apiSource?: ApiPodSource;
   private staticSource?: StaticPodSource;
+  private mirrors?: MirrorPods;
+  kubeletApi?: KubeletApiServer;
   private readonly staticUids = new Set<string>();
   private runtimeName = 'unknown';
   private readonly hostIP: string;
@@ -31,6 +36,7 @@ export class Agent {
   private housekeeping?: NodeJS.Timeout;
   private stopped = false;
   private eventBudget = { second: 0, count: 0 };
+  private volumeData?: KubeVolumeData;
 
   constructor(readonly config: AgentConfig) {
     this.log = logger({ component: 'nodelet-agent', node: config.nodeName });
@@ -63,6 +69,10 @@ export class Agent {
       this.nodeReporter.start();
     }
     if (this.config.podManifestPath) {
+      if (this.kube) {
+        this.mirrors = new MirrorPods(this.kube.core, this.config.nodeName, this.log);
+        this.mirrors.start();
+      }
       this.staticSource = new StaticPodSource(
         this.config.podManifestPath,
         this.config.nodeName,
@@ -79,7 +89,31 @@ export class Agent {
       }, this.log);
       await this.apiSource.start();
     }
+    await this.startKubeletApi();
     this.scheduleHousekeeping();
+  }
+
+  /** The kubelet API; a port already taken is logged, not fatal (the pods run regardless). */
+  private async startKubeletApi(): Promise<void> {
+    if (!this.config.kubeletApiAddress) return;
+    const api = new KubeletApiServer({
+      address: this.config.kubeletApiAddress,
+      nodeName: this.config.nodeName,
+      root: this.config.root,
+      tlsCertFile: this.config.tlsCertFile,
+      tlsPrivateKeyFile: this.config.tlsPrivateKeyFile,
+      clientCaFile: this.config.clientCaFile,
+      addresses: [this.hostIP],
+      kube: this.kube?.config,
+      host: { pods: () => [...this.workers.values()].map((w) => w.current), cri: this.cri, podLogsDir: this.config.podLogsDir },
+      log: this.log,
+    });
+    try {
+      await api.start();
+      this.kubeletApi = api;
+    } catch (err) {
+      this.log.error({ err: errorMessage(err), address: this.config.kubeletApiAddress }, 'kubelet API not started');
+    }
   }
 
   /** Stops the agent; containers keep running (a restarted agent adopts them). */
@@ -88,6 +122,8 @@ export class Agent {
     clearTimeout(this.housekeeping);
     this.nodeReporter?.stop();
     this.staticSource?.stop();
+    this.mirrors?.stop();
+    await this.kubeletApi?.stop();
     await this.apiSource?.stop();
     for (const w of this.workers.values()) w.stop();
     this.cri.close();
@@ -108,7 +144,11 @@ export class Agent {
   private upsert(pod: V1Pod, isStatic: boolean): void {
     if (this.stopped) return;
     const uid = pod.metadata!.uid!;
-    if (isStatic) this.staticUids.add(uid);
+    if (!isStatic && isMirrorPod(pod)) return this.mirrors?.mirrorObserved(pod);
+    if (isStatic) {
+      this.staticUids.add(uid);
+      this.mirrors?.staticPodAdded(pod);
+    }
     const existing = this.workers.get(uid);
     if (existing) return existing.update(pod);
     const worker = new PodWorker(pod, this.workerDeps(isStatic));
@@ -117,6 +157,8 @@ export class Agent {
   }
 
   private remove(uid: string): void {
+    if (this.staticUids.has(uid)) this.mirrors?.staticPodRemoved(uid);
+    this.mirrors?.podRemoved(uid);
     this.workers.get(uid)?.remove();
   }
 
@@ -134,10 +176,18 @@ export class Agent {
       resyncMs: this.config.podResyncMs,
       backoffInitialMs: this.config.backoffInitialMs,
       backoffMaxMs: this.config.backoffMaxMs,
-      writeStatus: kube ? (pod, status) => this.writeApiStatus(pod, status) : (pod, status) => this.writeLocalStatus(pod, status),
+      writeStatus: kube
+        ? (pod, status) => this.writeApiStatus(pod, status)
+        : async (pod, status) => {
+            this.mirrors?.writeStatus(pod, status);
+            await this.writeLocalStatus(pod, status);
+          },
       finishDeletion: kube ? (pod) => this.finishDeletion(pod) : undefined,
       recordEvent: kube ? (pod, type, reason, message) => this.recordEvent(pod, type, reason, message) : undefined,
+      volumeRoot: this.config.root,
+      volumeData: kube ? (this.volumeData ??= new KubeVolumeData(kube.core)) : undefined,
       onTerminated: (uid) => {
+        this.volumeData?.forget(uid);
         this.workers.delete(uid);
         this.staticUids.delete(uid);
       },

@@ -123,7 +123,7 @@ export interface EnvContext {
   lookup(kind: 'ConfigMap' | 'Secret', namespace: string, name: string): Promise<Record<string, string> | undefined>;
 }
 
-function fieldRefValue(pod: V1Pod, fieldPath: string, ctx: EnvContext): string {
+export function fieldRefValue(pod: V1Pod, fieldPath: string, ctx: EnvContext): string {
   const m = pod.metadata!;
   const labelMatch = /^metadata\.(labels|annotations)\['(.+)'\]$/.exec(fieldPath);
   if (labelMatch) return (labelMatch[1] === 'labels' ? m.labels : m.annotations)?.[labelMatch[2]] ?? '';
@@ -159,7 +159,7 @@ export function parseQuantity(q: string | number): number {
   return n * factor;
 }
 
-function resourceFieldValue(container: V1Container, resource: string, divisor?: string): string {
+export function resourceFieldValue(container: V1Container, resource: string, divisor?: string): string {
   const [kind, name] = resource.split('.');
   const table = kind === 'limits' ? container.resources?.limits : container.resources?.requests;
   const raw = table?.[name];
@@ -233,6 +233,7 @@ export function containerConfigFor(
   kind: ContainerKind,
   attempt: number,
   env: Map<string, string>,
+  mounts: object[] = [],
 ): Record<string, any> {
   const m = pod.metadata!;
   const sc = { ...(pod.spec!.securityContext ?? {}), ...(container.securityContext ?? {}) } as Record<string, any>;
@@ -244,6 +245,7 @@ export function containerConfigFor(
     args: expand(container.args),
     working_dir: container.workingDir ?? '',
     envs: [...env].map(([key, value]) => ({ key, value })),
+    mounts,
     labels: {
       [POD_NAME_LABEL]: m.name!,
       [POD_NAMESPACE_LABEL]: m.namespace!,

@@ -43,6 +43,8 @@ export interface StatusContext {
   now: Date;
   /** Why a container is not running though it should (CrashLoopBackOff, ErrImagePull, ...), by container name. */
   waiting: Map<string, WaitingReason>;
+  /** ready and started of a running container from its probes; without it a running container is both. */
+  probes?(spec: V1Container, containerId: string): { ready: boolean; started: boolean };
 }
 
 /** The latest and previous container of each name in the current sandbox, newest first. */
@@ -98,8 +100,9 @@ function containerStatus(spec: V1Container, history: ObservedContainer[] | undef
     status.state = { waiting: { reason: waiting?.reason ?? defaultWaiting, ...(waiting?.message ? { message: waiting.message } : {}) } };
   } else if (current.state === 'CONTAINER_RUNNING') {
     status.state = { running: { startedAt: nsToDate(current.startedAt) } };
-    status.ready = true;
-    status.started = true;
+    const probed = ctx.probes?.(spec, current.id) ?? { ready: true, started: true };
+    status.ready = probed.ready;
+    status.started = probed.started;
   } else if (current.state === 'CONTAINER_EXITED') {
     if (waiting) {
       // Waiting to be restarted: the kubelet shows the exit as lastState.

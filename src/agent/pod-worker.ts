@@ -3,6 +3,11 @@ import type { V1Container, V1Pod, V1PodStatus } from '@kubernetes/client-node';
 import { errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import type { CriClient } from './cri-client.js';
+import { runLifecycleHook } from './hooks.js';
+import { PodProbes, type ProbeKind, type RunningContainer } from './probes/pod-probes.js';
+import { containerMountsFor } from './volumes/container-mounts.js';
+import { PodVolumes, VolumeSetUpError, type MountedVolume } from './volumes/pod-volumes.js';
+import { noVolumeData, type VolumeDataSource } from './volumes/sources.js';
 import {
   POD_UID_LABEL,
   containerConfigFor,
@@ -42,7 +47,23 @@ export interface PodWorkerDeps {
   finishDeletion?(pod: V1Pod): Promise<void>;
   recordEvent?(pod: V1Pod, type: 'Normal' | 'Warning', reason: string, message: string): void;
   onTerminated(uid: string): void;
+  /** The agent's root: volumes live under <root>/pods/<uid>/volumes. */
+  volumeRoot?: string;
+  /** configMaps, secrets and service account tokens for volumes (absent: standalone, none). */
+  volumeData?: VolumeDataSource;
+  /** How often configMap/secret/downwardAPI/projected volumes are re-read (default 3 s). */
+  volumeRefreshMs?: number;
 }
+
+interface PendingKill {
+  name: string;
+  reason: ProbeKind;
+  message: string;
+}
+
+/** The kubelet's minimum grace period for a kill (seconds). */
+const MIN_GRACE_SECONDS = 2;
+const POST_START_TIMEOUT_SECONDS = 60;
 
 interface Backoff {
   delayMs: number;
@@ -62,10 +83,28 @@ export class PodWorker {
   private readonly waiting = new Map<string, WaitingReason>();
   private readonly backoff = new Map<string, Backoff>();
   private readonly log: Logger;
+  private readonly volumes?: PodVolumes;
+  private mounted?: Map<string, MountedVolume>;
+  private lastMountError?: string;
+  private readonly probes: PodProbes;
+  private readonly pendingKills = new Map<string, PendingKill>();
+  private podIP = '';
 
   constructor(pod: V1Pod, private readonly deps: PodWorkerDeps) {
     this.pod = pod;
     this.log = deps.log.child({ pod: `${pod.metadata!.namespace}/${pod.metadata!.name}`, uid: pod.metadata!.uid });
+    if (deps.volumeRoot) this.volumes = new PodVolumes(deps.volumeRoot, pod.metadata!.uid!, deps.volumeData ?? noVolumeData, this.log);
+    this.probes = new PodProbes({
+      cri: deps.cri,
+      log: this.log,
+      podIP: () => this.podIP,
+      onResultChange: () => this.kick(),
+      onFailure: (reason, container, containerId, message) => {
+        this.pendingKills.set(containerId, { name: container.name, reason, message });
+        this.kick();
+      },
+      recordEvent: deps.recordEvent ? (type, reason, message) => deps.recordEvent!(this.pod, type, reason, message) : undefined,
+    });
   }
 
   get uid(): string {
@@ -91,6 +130,7 @@ export class PodWorker {
   stop(): void {
     this.stopped = true;
     clearTimeout(this.timer);
+    this.probes.stopAll();
   }
 
   kick(): void {
@@ -128,10 +168,15 @@ export class PodWorker {
       await this.terminate(pod);
       return;
     }
+    await this.killUnhealthy(pod);
     let observed = await this.observe();
     const phase = pod.status?.phase;
     if (phase && TERMINAL.has(phase) && !observed.sandbox?.ready) {
       // A finished pod is never run again.
+      await this.report(pod, observed);
+      return;
+    }
+    if (!(await this.ensureVolumes(pod))) {
       await this.report(pod, observed);
       return;
     }
@@ -170,7 +215,9 @@ export class PodWorker {
       }
     }
     await this.removeOldAttempts(byName);
-    const status = await this.report(pod, await this.observe());
+    const after = await this.observe();
+    this.syncProbes(pod, after);
+    const status = await this.report(pod, after);
     if (TERMINAL.has(status.phase ?? '')) {
       this.log.info({ phase: status.phase }, 'pod finished; stopping its sandbox');
       await this.deps.cri.runtime('StopPodSandbox', { pod_sandbox_id: sandbox.id }).catch(() => undefined);
@@ -183,6 +230,7 @@ export class PodWorker {
       hostIP: this.deps.hostIP,
       now: new Date(),
       waiting: this.waiting,
+      probes: (spec, containerId) => this.probes.statusOf(spec, containerId),
     });
     const fingerprint = statusFingerprint(status);
     if (fingerprint !== this.lastWritten) {
@@ -362,7 +410,13 @@ export class PodWorker {
       } catch (err) {
         throw new ContainerWaiting('CreateContainerConfigError', errorMessage(err));
       }
-      const config = containerConfigFor(pod, c, kind, attempt, env);
+      let mounts: object[];
+      try {
+        mounts = await containerMountsFor(c, this.mounted ?? new Map(), env);
+      } catch (err) {
+        throw new ContainerWaiting('CreateContainerConfigError', errorMessage(err));
+      }
+      const config = containerConfigFor(pod, c, kind, attempt, env, mounts);
       let containerId: string;
       try {
         ({ container_id: containerId } = await cri.runtime('CreateContainer', { pod_sandbox_id: sandbox.id, config, sandbox_config: sandboxConfig }));
@@ -379,6 +433,17 @@ export class PodWorker {
       this.waiting.delete(c.name);
       this.log.info({ container: c.name, attempt, id: containerId }, 'container started');
       this.deps.recordEvent?.(pod, 'Normal', 'Started', `Started container ${c.name}`);
+      const postStart = c.lifecycle?.postStart;
+      if (postStart) {
+        const podIP = pod.spec?.hostNetwork ? this.deps.hostIP : sandbox.ip;
+        const res = await runLifecycleHook(postStart, { cri, container: c, containerId, podIP }, POST_START_TIMEOUT_SECONDS);
+        if (!res.ok) {
+          const message = `PostStartHook failed: ${res.output.trim()}`;
+          this.log.warn({ container: c.name, err: res.output }, 'postStart hook failed; killing the container');
+          this.deps.recordEvent?.(pod, 'Warning', 'FailedPostStartHook', message);
+          await this.killContainer(pod, c, containerId, podIP, this.gracePeriod(pod), 'FailedPostStartHook');
+        }
+      }
     } catch (err) {
       if (!(err instanceof ContainerWaiting)) throw err;
       this.log.warn({ container: c.name, reason: err.reason, err: err.message }, 'container not started');
@@ -396,20 +461,103 @@ export class PodWorker {
     }
   }
 
+  private gracePeriod(pod: V1Pod): number {
+    return pod.metadata?.deletionGracePeriodSeconds ?? pod.spec?.terminationGracePeriodSeconds ?? 30;
+  }
+
+  /** Sets up the pod's volumes once, then keeps API data volumes fresh; false while a volume cannot be set up. */
+  private async ensureVolumes(pod: V1Pod): Promise<boolean> {
+    if (!this.volumes) return true;
+    if (this.mounted) {
+      await this.volumes.refresh(pod, this.deps.volumeRefreshMs ?? 3000);
+      return true;
+    }
+    try {
+      this.mounted = await this.volumes.setUp(pod);
+      this.lastMountError = undefined;
+      return true;
+    } catch (err) {
+      if (!(err instanceof VolumeSetUpError)) throw err;
+      if (err.message !== this.lastMountError) {
+        this.log.warn({ err: err.message }, 'volume set-up failed');
+        this.deps.recordEvent?.(pod, 'Warning', 'FailedMount', err.message);
+        this.lastMountError = err.message;
+      }
+      return false;
+    }
+  }
+
+  /** Probes follow the newest running container of each app container. */
+  private syncProbes(pod: V1Pod, observed: ObservedPod): void {
+    const sandbox = observed.sandbox;
+    this.podIP = pod.spec?.hostNetwork ? this.deps.hostIP : (sandbox?.ip ?? '');
+    const byName = containersByName(observed);
+    const running: RunningContainer[] = [];
+    for (const spec of pod.spec!.containers) {
+      const [cur] = byName.get(spec.name) ?? [];
+      if (cur?.state === 'CONTAINER_RUNNING' && !this.pendingKills.has(cur.id)) running.push({ spec, id: cur.id, startedAtMs: cur.startedAt / 1e6 });
+    }
+    this.probes.sync(running);
+  }
+
+  /** Containers whose liveness or startup probe failed are killed here, in the worker's turn; the sync restarts them. */
+  private async killUnhealthy(pod: V1Pod): Promise<void> {
+    for (const [containerId, kill] of [...this.pendingKills]) {
+      this.pendingKills.delete(containerId);
+      const spec = pod.spec!.containers.find((c) => c.name === kill.name);
+      if (!spec) continue;
+      this.log.info({ container: kill.name, probe: kill.reason }, 'killing unhealthy container');
+      this.deps.recordEvent?.(pod, 'Normal', 'Killing', kill.message);
+      const probe = kill.reason === 'liveness' ? spec.livenessProbe : spec.startupProbe;
+      const grace = probe?.terminationGracePeriodSeconds ?? pod.spec?.terminationGracePeriodSeconds ?? 30;
+      await this.killContainer(pod, spec, containerId, this.podIP, grace, kill.reason);
+    }
+  }
+
+  /** preStop (if any) then StopContainer, together within the grace period. */
+  private async killContainer(pod: V1Pod, spec: V1Container | undefined, containerId: string, podIP: string, grace: number, why: string): Promise<void> {
+    const cri = this.deps.cri;
+    this.probes.forget(containerId);
+    const started = Date.now();
+    const preStop = spec?.lifecycle?.preStop;
+    if (preStop && spec) {
+      const res = await runLifecycleHook(preStop, { cri, container: spec, containerId, podIP }, grace);
+      if (!res.ok) {
+        this.log.warn({ container: spec.name, err: res.output }, 'preStop hook failed');
+        this.deps.recordEvent?.(pod, 'Warning', 'FailedPreStopHook', `PreStopHook failed: ${res.output.trim()}`);
+      }
+    }
+    const remaining = Math.max(MIN_GRACE_SECONDS, Math.ceil(grace - (Date.now() - started) / 1000));
+    this.log.debug({ container: spec?.name, why, grace: remaining }, 'stopping container');
+    await cri
+      .runtime('StopContainer', { container_id: containerId, timeout: remaining }, { deadlineMs: (remaining + 30) * 1000 })
+      .catch((err: unknown) => this.log.warn({ err: errorMessage(err) }, 'StopContainer failed'));
+  }
+
   private async terminate(pod: V1Pod): Promise<void> {
     const cri = this.deps.cri;
-    const grace = pod.metadata?.deletionGracePeriodSeconds ?? pod.spec?.terminationGracePeriodSeconds ?? 30;
+    this.probes.stopAll();
+    const grace = this.gracePeriod(pod);
     const observed = await this.observe();
     const running = observed.containers.filter((c) => c.state === 'CONTAINER_RUNNING' || c.state === 'CONTAINER_CREATED');
     if (running.length > 0) {
       this.deps.recordEvent?.(pod, 'Normal', 'Killing', `Stopping containers with grace period ${grace}s`);
       this.log.info({ grace, containers: running.length }, 'stopping pod');
     }
-    await Promise.all(running.map((c) => cri.runtime('StopContainer', { container_id: c.id, timeout: grace }, { deadlineMs: (grace + 30) * 1000 })));
+    const podIP = pod.spec?.hostNetwork ? this.deps.hostIP : (observed.sandbox?.ip ?? '');
+    const specs = [...(pod.spec?.initContainers ?? []), ...(pod.spec?.containers ?? [])];
+    await Promise.all(
+      running.map((c) =>
+        c.state === 'CONTAINER_RUNNING'
+          ? this.killContainer(pod, specs.find((s) => s.name === c.name), c.id, podIP, grace, 'deletion')
+          : cri.runtime('StopContainer', { container_id: c.id, timeout: grace }, { deadlineMs: (grace + 30) * 1000 }),
+      ),
+    );
     for (const s of observed.sandboxes) {
       await cri.runtime('StopPodSandbox', { pod_sandbox_id: s.id });
       await cri.runtime('RemovePodSandbox', { pod_sandbox_id: s.id });
     }
+    await this.volumes?.tearDown().catch((err) => this.log.warn({ err: errorMessage(err) }, 'volume tear-down failed'));
     if (!this.removed && this.deps.finishDeletion) await this.deps.finishDeletion(pod);
     this.finished = true;
     clearTimeout(this.timer);

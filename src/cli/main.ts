@@ -2,11 +2,13 @@
 import { NODELET_VERSION } from '../version.js';
 import { connectCri, isServiceError, resolveEndpoint, type CriClient } from './client.js';
 import { CliError, commandHelp, parseCommandArgs, UsageError, type Command, type CommandIo } from './command.js';
+import { attachCommand } from './commands/attach.js';
 import { inspectCommand, psCommand, rmCommand, stopCommand } from './commands/containers.js';
 import { execCommand } from './commands/exec.js';
 import { imagesCommand, inspectiCommand, pullCommand, rmiCommand } from './commands/images.js';
 import { logsCommand } from './commands/logs.js';
 import { inspectpCommand, podsCommand, rmpCommand, stoppCommand } from './commands/pods.js';
+import { portForwardCommand } from './commands/port-forward.js';
 import { runCommand } from './commands/run.js';
 import { infoCommand, versionCommand } from './commands/version.js';
 
@@ -27,6 +29,8 @@ export const COMMANDS: Command[] = [
   rmpCommand,
   logsCommand,
   execCommand,
+  attachCommand,
+  portForwardCommand,
   inspectCommand,
   inspectpCommand,
 ];

@@ -6,7 +6,6 @@ import { randomBytes } from 'node:crypto';
 import { KeyedLock, SingleFlight } from '../common/keyed-lock.js';
 import { errorMessage, hasCode, internal, invalidArgument } from '../common/errors.js';
 import { ensureDir, fsyncDir, pathExists, readJsonIfExists, writeJsonAtomic } from '../common/fsutil.js';
-import { run } from '../common/exec.js';
 import { logger } from '../common/log.js';
 import { unpackLayer, type LayerCompression } from './unpack.js';
 
@@ -76,8 +75,8 @@ export class LayerStore {
       if (result.diffId !== diffId) {
         throw internal(`layer ${diffId} diff id mismatch: blob ${blobPath} unpacks to ${result.diffId}`);
       }
-      // File data must be on disk before the record says the layer is complete.
-      await run('sync', ['-f', work], { timeoutMs: 300_000 });
+      // No syncfs here (containerd's overlay snapshotter doesn't either): a killed daemon loses no
+      // page cache, and a whole-filesystem sync per layer cost more than the unpack itself.
       const record: LayerRecord = {
         diffId,
         size: blobSize,

@@ -262,7 +262,7 @@ export class Containers {
   /** Kills, deletes and unmounts; removes state. The log file stays (the kubelet owns its life). */
   async destroy(rec: ContainerRecord): Promise<void> {
     const backend = this.ctx.backend(rec.runtimeHandler);
-    await backend.stop(rec.id, 0, 'SIGKILL').catch(() => undefined);
+    if (rec.state !== 'CONTAINER_EXITED') await backend.stop(rec.id, 0, 'SIGKILL').catch(() => undefined);
     await backend.delete(rec.id);
     await unmountIfMounted(rec.rootfs);
     await this.ctx.containers.delete(rec.id);
@@ -283,7 +283,8 @@ export class Containers {
       if (r.phase !== 'ready') continue;
       if (filter?.id && !r.id.startsWith(filter.id)) continue;
       if (filter?.pod_sandbox_id && !r.sandboxId.startsWith(filter.pod_sandbox_id)) continue;
-      const rec = await this.refresh(r);
+      // States are kept fresh by the exit monitor; listing does no I/O per container.
+      const rec = r;
       if (filter?.state && rec.state !== filter.state.state) continue;
       if (filter?.label_selector && !matchLabels(rec.config.labels, filter.label_selector)) continue;
       out.push(rec);

@@ -262,7 +262,7 @@ export class PodSandboxes {
     for (const r of this.ctx.sandboxes.list()) {
       if (r.phase !== 'ready') continue;
       if (filter?.id && !r.id.startsWith(filter.id)) continue;
-      const rec = await this.refresh(r);
+      const rec = r; // kept fresh by the exit monitor
       if (filter?.state && rec.state !== filter.state.state) continue;
       if (filter?.label_selector && !matchLabels(rec.config.labels, filter.label_selector)) continue;
       out.push(rec);

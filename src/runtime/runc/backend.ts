@@ -446,6 +446,8 @@ export class RuncBackend {
    * Resolves once the exit is recorded; stopping a stopped container does nothing.
    */
   async stop(id: string, timeoutSec: number, stopSignal: string | number = 'SIGTERM'): Promise<void> {
+    // conmon's exit file means it is over: no runtime call needed.
+    if (await this.readExit(id)) return;
     const state = await this.state(id);
     if (!state) throw notFound(`container ${id} not found in runtime`);
     if (state.status === 'stopped') {
