@@ -101,7 +101,8 @@ export async function startTestDaemon(opts: TestDaemonOptions = {}): Promise<Tes
   ];
   const spawnDaemon = async () => {
     const out = await fsp.open(logFile, 'a');
-    const proc = spawn(process.execPath, args, { stdio: ['ignore', out.fd, out.fd] });
+    // Run the executable itself, so the node flags of its #! line apply as in production.
+    const proc = spawn(args[0]!, args.slice(1), { stdio: ['ignore', out.fd, out.fd] });
     await out.close();
     await waitForSocket(socket, proc, logFile);
     return proc;

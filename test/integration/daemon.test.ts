@@ -30,7 +30,7 @@ test('a live socket is refused; a stale one is replaced; SIGTERM removes the soc
   const a = await startTestDaemon();
   try {
     // A second daemon on the same socket must refuse to start.
-    const second = spawn(process.execPath, [a.proc.spawnargs[1]!, '--socket', a.socket, '--root', a.root + '-2', '--run-root', a.runRoot + '-2'], { stdio: 'pipe' });
+    const second = spawn(a.proc.spawnargs[0]!, ['--socket', a.socket, '--root', a.root + '-2', '--run-root', a.runRoot + '-2'], { stdio: 'pipe' });
     let out = '';
     second.stdout!.on('data', (c) => (out += c));
     const code = await new Promise((r) => second.on('exit', r));
