@@ -22,6 +22,7 @@ const RESOURCES: Record<string, ResourceType> = {
   pods: { kind: 'Pod', apiVersion: 'v1', namespaced: true, hasStatus: true },
   configmaps: { kind: 'ConfigMap', apiVersion: 'v1', namespaced: true, hasStatus: false },
   secrets: { kind: 'Secret', apiVersion: 'v1', namespaced: true, hasStatus: false },
+  serviceaccounts: { kind: 'ServiceAccount', apiVersion: 'v1', namespaced: true, hasStatus: false },
   events: { kind: 'Event', apiVersion: 'v1', namespaced: true, hasStatus: false },
   leases: { kind: 'Lease', apiVersion: 'coordination.k8s.io/v1', namespaced: true, hasStatus: false },
 };
@@ -49,17 +50,32 @@ export interface RequestRecord {
   contentType?: string;
 }
 
+export interface IssuedToken {
+  namespace: string;
+  name: string;
+  claims: any;
+}
+
 export interface TestApiServer {
   url: string;
   token: string;
   kubeconfigPath: string;
   requests: RequestRecord[];
+  /** Service account tokens handed out through TokenRequest. */
+  tokens: IssuedToken[];
+  /** Replaces an object's fields (as `kubectl apply` of a whole object would), bumping its resourceVersion. */
+  update(resource: string, obj: any): any;
   get(resource: string, namespace: string | undefined, name: string): any;
   list(resource: string): any[];
   /** Creates an object as a client would (defaults applied), returning the stored copy. */
   create(resource: string, obj: any): any;
   /** Deletes like `kubectl delete` (graceful for scheduled pods). */
   remove(resource: string, namespace: string | undefined, name: string, gracePeriodSeconds?: number): void;
+  /** Bearer tokens TokenReview knows, token → user. */
+  users: Map<string, { username: string; groups: string[] }>;
+  /** SubjectAccessReview's answer (default: allow); every review asked is kept in accessReviews. */
+  authorize: (spec: any) => boolean;
+  accessReviews: any[];
   /** Ends every open watch (the agent must resume). */
   dropWatches(): void;
   /** Forgets the event history, so resuming a watch from an old resourceVersion gets 410 Gone. */
@@ -165,6 +181,7 @@ export async function startTestApiServer(opts: { bookmarkIntervalMs?: number } =
   let historyStart = 1; // events with rv > historyStart are retained
   const watchers = new Set<Watcher>();
   const requests: RequestRecord[] = [];
+  const tokens: IssuedToken[] = [];
   const bookmarkIntervalMs = opts.bookmarkIntervalMs ?? 2000;
 
   const keyOf = (resource: string, namespace: string | undefined, name: string) => `${resource}/${namespace ?? ''}/${name}`;
@@ -328,6 +345,39 @@ export async function startTestApiServer(opts: { bookmarkIntervalMs?: number } =
     (w as any).end = end;
   }
 
+  /** TokenRequest: an unsigned JWT-shaped token for an existing service account, bound to the object named in the request. */
+  function issueToken(namespace: string, name: string, body: any) {
+    const account = store.get(keyOf('serviceaccounts', namespace, name));
+    if (!account) throw new HttpError(404, 'NotFound', `serviceaccounts "${name}" not found`);
+    const spec = body?.spec ?? {};
+    const expirationSeconds = spec.expirationSeconds ?? 3600;
+    if (expirationSeconds < 600) throw new HttpError(422, 'Invalid', 'spec.expirationSeconds: Invalid value: may not specify a duration less than 10 minutes');
+    const now = Math.floor(Date.now() / 1000);
+    const bound = spec.boundObjectRef;
+    const claims = {
+      aud: spec.audiences?.length ? spec.audiences : ['https://kubernetes.default.svc.cluster.local'],
+      exp: now + expirationSeconds,
+      iat: now,
+      iss: 'https://kubernetes.default.svc.cluster.local',
+      sub: `system:serviceaccount:${namespace}:${name}`,
+      'kubernetes.io': {
+        namespace,
+        serviceaccount: { name, uid: account.metadata.uid },
+        ...(bound?.kind === 'Pod' ? { pod: { name: bound.name, uid: bound.uid } } : {}),
+      },
+    };
+    const b64 = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
+    const token = `${b64({ alg: 'none', kid: 'test' })}.${b64(claims)}.${randomBytes(16).toString('base64url')}`;
+    tokens.push({ namespace, name, claims });
+    return {
+      kind: 'TokenRequest',
+      apiVersion: 'authentication.k8s.io/v1',
+      metadata: { name, namespace, creationTimestamp: null },
+      spec: { ...spec, expirationSeconds },
+      status: { token, expirationTimestamp: new Date((now + expirationSeconds) * 1000).toISOString().replace(/\.\d+Z$/, 'Z') },
+    };
+  }
+
   async function readBody(req: IncomingMessage): Promise<any> {
     const chunks: Buffer[] = [];
     for await (const c of req) chunks.push(c as Buffer);
@@ -344,8 +394,22 @@ export async function startTestApiServer(opts: { bookmarkIntervalMs?: number } =
     const url = new URL(req.url ?? '/', 'https://localhost');
     requests.push({ method: req.method ?? '', path: url.pathname, watch: ['true', '1'].includes(url.searchParams.get('watch') ?? ''), contentType: req.headers['content-type'] });
     if (req.headers.authorization !== `Bearer ${token}`) throw new HttpError(401, 'Unauthorized', 'Unauthorized');
+    if (req.method === 'POST' && url.pathname === '/apis/authentication.k8s.io/v1/tokenreviews') {
+      const review = await readBody(req);
+      const user = self.users.get(review?.spec?.token ?? '');
+      const answer = { ...review, status: user ? { authenticated: true, user: { username: user.username, groups: [...user.groups, 'system:authenticated'] } } : { authenticated: false } };
+      res.writeHead(201, { 'Content-Type': 'application/json' });
+      return void res.end(JSON.stringify(answer));
+    }
+    if (req.method === 'POST' && url.pathname === '/apis/authorization.k8s.io/v1/subjectaccessreviews') {
+      const review = await readBody(req);
+      self.accessReviews.push(review.spec);
+      const allowed = self.authorize(review.spec);
+      res.writeHead(201, { 'Content-Type': 'application/json' });
+      return void res.end(JSON.stringify({ ...review, status: { allowed, ...(allowed ? {} : { reason: 'denied by the test policy' }) } }));
+    }
     const m =
-      /^\/api\/v1\/(?:namespaces\/([^/]+)\/)?([a-z]+)(?:\/([^/]+))?(?:\/(status))?$/.exec(url.pathname) ??
+      /^\/api\/v1\/(?:namespaces\/([^/]+)\/)?([a-z]+)(?:\/([^/]+))?(?:\/(status|token))?$/.exec(url.pathname) ??
       /^\/apis\/coordination\.k8s\.io\/v1\/(?:namespaces\/([^/]+)\/)?(leases)(?:\/([^/]+))?()$/.exec(url.pathname);
     if (!m || !RESOURCES[m[2]]) throw new HttpError(404, 'NotFound', `the server could not find the requested resource ${url.pathname}`);
     const [, namespace, resource, name, subresource] = m;
@@ -371,6 +435,7 @@ export async function startTestApiServer(opts: { bookmarkIntervalMs?: number } =
         return reply(200, obj);
       }
       case 'POST':
+        if (resource === 'serviceaccounts' && name && subresource === 'token') return reply(201, issueToken(namespace!, name, await readBody(req)));
         if (name) throw new HttpError(405, 'MethodNotAllowed', 'POST to a named object');
         return reply(201, createObject(resource, namespace, await readBody(req)));
       case 'PUT':
@@ -416,11 +481,16 @@ export async function startTestApiServer(opts: { bookmarkIntervalMs?: number } =
   const endAll = () => {
     for (const w of [...watchers]) (w as any).end();
   };
-  return {
+  const self: TestApiServer = {
     url,
     token,
     kubeconfigPath,
     requests,
+    users: new Map(),
+    authorize: () => true,
+    accessReviews: [],
+    tokens,
+    update: (resource, obj) => clone(updateObject(resource, obj.metadata.namespace, obj.metadata.name, obj, undefined, false)),
     get: (resource, namespace, name) => {
       const o = store.get(keyOf(resource, namespace, name));
       return o ? clone(o) : undefined;
@@ -442,4 +512,5 @@ export async function startTestApiServer(opts: { bookmarkIntervalMs?: number } =
       await fsp.rm(dir, { recursive: true, force: true });
     },
   };
+  return self;
 }

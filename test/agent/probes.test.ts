@@ -1,0 +1,251 @@
+// nodelet-agent probes and lifecycle hooks end to end with real containers, plus the probe actions against real servers.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { promises as fsp } from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import * as grpc from '@grpc/grpc-js';
+import { configureLogger } from '../../src/common/log.js';
+import { Agent } from '../../src/agent/agent.js';
+import { defaultAgentConfig, type AgentConfig } from '../../src/agent/config.js';
+import { grpcAction, httpGetAction, tcpSocketAction } from '../../src/agent/probes/actions.js';
+import { unmountAllUnder } from '../../src/agent/volumes/tmpfs.js';
+import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { useRegistries, type Registries } from '../helpers/registries.js';
+import { waitFor } from '../helpers/pods.js';
+import { startTestApiServer, type TestApiServer } from './apiserver.js';
+
+configureLogger(process.env.NODELET_TEST_AGENT_LOG ?? 'silent');
+
+let reg: Registries;
+let d: TestDaemon;
+let api: TestApiServer;
+let agent: Agent;
+let config: AgentConfig;
+let base: string;
+let BUSYBOX: string;
+const NS = 'probe-test';
+const nodeName = `node-${randomBytes(3).toString('hex')}`;
+const LOOP = 'trap "exit 0" TERM; while true; do sleep 0.2; done';
+
+before(async () => {
+  reg = await useRegistries();
+  BUSYBOX = `${reg.plain}/nodelet-test/busybox:latest`;
+  d = await startTestDaemon();
+  await d.client.image('PullImage', { image: { image: BUSYBOX } });
+  api = await startTestApiServer({ bookmarkIntervalMs: 500 });
+  base = await fsp.mkdtemp(path.join(os.tmpdir(), 'nodelet-agent-probe-'));
+  config = {
+    ...defaultAgentConfig(),
+    kubeconfig: api.kubeconfigPath,
+    nodeName,
+    criEndpoint: `unix://${d.socket}`,
+    root: path.join(base, 'root'),
+    podLogsDir: path.join(base, 'pods'),
+    podResyncMs: 300,
+    leaseRenewSeconds: 1,
+    nodeStatusReportSeconds: 5,
+  };
+  agent = new Agent(config);
+  await agent.start();
+});
+
+after(async () => {
+  await agent?.stop();
+  await d?.cleanup();
+  await api?.close();
+  await reg?.stop();
+  if (base) {
+    await unmountAllUnder(base);
+    await fsp.rm(base, { recursive: true, force: true });
+  }
+});
+
+function podManifest(name: string, spec: Record<string, any>): any {
+  return { metadata: { name, namespace: NS, labels: { app: name } }, spec: { nodeName, terminationGracePeriodSeconds: 10, ...spec } };
+}
+
+function container(name: string, script: string, extra: Record<string, any> = {}): any {
+  return { name, image: BUSYBOX, imagePullPolicy: 'IfNotPresent', command: ['sh', '-c', script], ...extra };
+}
+
+async function waitPod(name: string, what: string, pred: (pod: any) => boolean, timeoutMs = 20_000): Promise<any> {
+  return waitFor(`${name}: ${what}`, async () => {
+    const pod = api.get('pods', NS, name);
+    return pod && pred(pod) ? pod : undefined;
+  }, timeoutMs).catch((err) => {
+    throw new Error(`${err.message}\nlast pod: ${JSON.stringify(api.get('pods', NS, name)?.status, null, 1)}`);
+  });
+}
+
+const cs = (pod: any, name = 'main') => pod.status.containerStatuses?.find((s: any) => s.name === name);
+const cond = (pod: any, type: string) => pod.status.conditions?.find((c: any) => c.type === type)?.status;
+const idOf = (pod: any, name = 'main') => cs(pod, name).containerID.replace('nodelet://', '');
+
+async function exec(containerId: string, cmd: string[]): Promise<{ code: number; out: string }> {
+  const res = await d.client.runtime('ExecSync', { container_id: containerId, cmd, timeout: 10 });
+  return { code: res.exit_code, out: `${res.stdout.toString()}${res.stderr.toString()}` };
+}
+
+const eventsOf = (name: string, reason: string) => api.list('events').filter((e) => e.involvedObject.name === name && e.reason === reason);
+
+async function deleteAndWait(name: string, grace = 10): Promise<void> {
+  api.remove('pods', NS, name, grace);
+  await waitFor(`${name} gone`, async () => !api.get('pods', NS, name), 30_000);
+}
+
+test('probe actions: httpGet status codes and headers, tcpSocket, grpc health against real servers', async () => {
+  const server = http.createServer((req, res) => {
+    if (req.url === '/redirect') res.writeHead(302, { Location: '/elsewhere' }).end();
+    else if (req.url === '/header') res.writeHead(req.headers['x-probe'] === 'yes' ? 200 : 403).end();
+    else res.writeHead(req.url === '/ok' ? 200 : 503).end('body');
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const port = (server.address() as net.AddressInfo).port;
+  const named = { name: 'c', ports: [{ name: 'web', containerPort: port }] };
+  try {
+    assert.equal((await httpGetAction({ path: '/ok', port }, '127.0.0.1', undefined, 1)).ok, true);
+    assert.equal((await httpGetAction({ path: '/ok', port: 'web' }, '127.0.0.1', named, 1)).ok, true, 'named port');
+    assert.equal((await httpGetAction({ path: '/redirect', port }, '127.0.0.1', undefined, 1)).ok, true, '3xx is success');
+    const bad = await httpGetAction({ path: '/fail', port }, '127.0.0.1', undefined, 1);
+    assert.equal(bad.ok, false);
+    assert.match(bad.output, /statuscode: 503/);
+    assert.equal((await httpGetAction({ path: '/header', port }, '127.0.0.1', undefined, 1)).ok, false);
+    assert.equal((await httpGetAction({ path: '/header', port, httpHeaders: [{ name: 'X-Probe', value: 'yes' }] }, '127.0.0.1', undefined, 1)).ok, true);
+    assert.equal((await tcpSocketAction({ port }, '127.0.0.1', undefined, 1)).ok, true);
+  } finally {
+    server.closeAllConnections();
+    await new Promise((r) => server.close(r));
+  }
+  // The port is closed now.
+  assert.equal((await tcpSocketAction({ port }, '127.0.0.1', undefined, 1)).ok, false);
+  assert.equal((await httpGetAction({ port }, '127.0.0.1', undefined, 1)).ok, false);
+
+  const health = new grpc.Server();
+  health.register(
+    '/grpc.health.v1.Health/Check',
+    (call: any, callback: any) => callback(null, call.request.service === 'down' ? 2 : 1),
+    (status: number) => Buffer.from([0x08, status]),
+    // grpc-js treats a falsy request as none at all: wrap the service name.
+    (buf: Buffer) => ({ service: buf.length > 2 ? buf.subarray(2).toString() : '' }),
+    'unary',
+  );
+  const grpcPort = await new Promise<number>((resolve, reject) =>
+    health.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+  );
+  try {
+    assert.deepEqual(await grpcAction({ port: grpcPort }, '127.0.0.1', 2), { ok: true, output: '' });
+    const down = await grpcAction({ port: grpcPort, service: 'down' }, '127.0.0.1', 2);
+    assert.equal(down.ok, false);
+    assert.match(down.output, /NOT_SERVING/);
+  } finally {
+    health.forceShutdown();
+  }
+  assert.equal((await grpcAction({ port: grpcPort }, '127.0.0.1', 1)).ok, false, 'nothing listening');
+});
+
+test('a startup probe gates readiness; an exec readiness probe flips Ready both ways', async () => {
+  api.create('pods', podManifest('ready', {
+    containers: [container('main', LOOP, {
+      startupProbe: { exec: { command: ['test', '-f', '/tmp/started'] }, periodSeconds: 1, failureThreshold: 60 },
+      readinessProbe: { exec: { command: ['test', '-f', '/tmp/ready'] }, periodSeconds: 1, failureThreshold: 1 },
+    })],
+  }));
+  let pod = await waitPod('ready', 'Running', (p) => p.status.phase === 'Running');
+  assert.equal(cs(pod).started, false);
+  assert.equal(cs(pod).ready, false);
+  assert.equal(cond(pod, 'Ready'), 'False');
+  assert.equal(cond(pod, 'ContainersReady'), 'False');
+  const id = idOf(pod);
+  await exec(id, ['touch', '/tmp/ready']);
+  await new Promise((r) => setTimeout(r, 1500));
+  assert.equal(cs(api.get('pods', NS, 'ready')).ready, false, 'not ready before the startup probe passed');
+  await exec(id, ['touch', '/tmp/started']);
+  const t0 = Date.now();
+  pod = await waitPod('ready', 'Ready', (p) => cond(p, 'Ready') === 'True', 10_000);
+  console.log(`# readiness flipped ${Date.now() - t0} ms after the startup file appeared`);
+  assert.equal(cs(pod).started, true);
+  assert.equal(cs(pod).ready, true);
+  assert.equal(cond(pod, 'ContainersReady'), 'True');
+  await exec(id, ['rm', '/tmp/ready']);
+  pod = await waitPod('ready', 'not Ready again', (p) => cond(p, 'Ready') === 'False', 10_000);
+  assert.equal(cs(pod).restartCount, 0, 'readiness failures never restart');
+  assert.ok(eventsOf('ready', 'Unhealthy').some((e) => /^Readiness probe failed/.test(e.message)));
+  await deleteAndWait('ready');
+});
+
+test('a liveness probe failure kills and restarts the container', async () => {
+  api.create('pods', podManifest('live', {
+    containers: [container('main', `touch /tmp/alive; ${LOOP}`, {
+      livenessProbe: { exec: { command: ['test', '-f', '/tmp/alive'] }, periodSeconds: 1, failureThreshold: 2 },
+    })],
+  }));
+  let pod = await waitPod('live', 'Running', (p) => p.status.phase === 'Running' && cs(p).ready);
+  const firstId = idOf(pod);
+  await new Promise((r) => setTimeout(r, 2500));
+  assert.equal(cs(api.get('pods', NS, 'live')).restartCount, 0, 'a passing liveness probe leaves it alone');
+  await exec(firstId, ['rm', '/tmp/alive']);
+  pod = await waitPod('live', 'restarted', (p) => cs(p)?.restartCount >= 1 && cs(p).state.running, 20_000);
+  assert.notEqual(idOf(pod), firstId);
+  assert.equal(cs(pod).lastState.terminated.exitCode, 0, 'stopped with SIGTERM, which the trap turns into exit 0');
+  assert.ok(eventsOf('live', 'Unhealthy').some((e) => /^Liveness probe failed/.test(e.message)));
+  assert.ok(eventsOf('live', 'Killing').some((e) => /failed liveness probe, will be restarted/.test(e.message)));
+  // The new container is healthy (its command made the file again) and stays.
+  await new Promise((r) => setTimeout(r, 3000));
+  assert.equal(cs(api.get('pods', NS, 'live')).restartCount, 1);
+  await deleteAndWait('live');
+});
+
+test('an httpGet readiness probe against busybox httpd on a named port, with a tcpSocket liveness probe', async () => {
+  api.create('pods', podManifest('web', {
+    containers: [container('main', 'mkdir -p /www && echo up > /www/index.html && exec httpd -f -p 8080 -h /www', {
+      ports: [{ name: 'http', containerPort: 8080 }],
+      readinessProbe: { httpGet: { path: '/ready.html', port: 'http', httpHeaders: [{ name: 'X-Test', value: '1' }] }, periodSeconds: 1, failureThreshold: 1 },
+      livenessProbe: { tcpSocket: { port: 8080 }, periodSeconds: 1, failureThreshold: 3 },
+    })],
+  }));
+  let pod = await waitPod('web', 'Running', (p) => p.status.phase === 'Running');
+  await new Promise((r) => setTimeout(r, 1500));
+  pod = api.get('pods', NS, 'web');
+  assert.equal(cs(pod).ready, false, '/ready.html is a 404');
+  assert.ok(eventsOf('web', 'Unhealthy').some((e) => /statuscode: 404/.test(e.message)));
+  await exec(idOf(pod), ['sh', '-c', 'echo yes > /www/ready.html']);
+  pod = await waitPod('web', 'Ready', (p) => cond(p, 'Ready') === 'True', 10_000);
+  assert.equal(cs(pod).restartCount, 0, 'the tcpSocket liveness probe passes');
+  // httpd logs nothing by default; the probe reached the pod IP from the host, as the kubelet's does.
+  await deleteAndWait('web', 2);
+});
+
+test('postStart runs after start, preStop runs on deletion within the grace period', async () => {
+  const hostDir = path.join(base, `hooks-${randomBytes(3).toString('hex')}`);
+  api.create('pods', podManifest('hooks', {
+    volumes: [{ name: 'host', hostPath: { path: hostDir, type: 'DirectoryOrCreate' } }, { name: 'scratch', emptyDir: {} }],
+    containers: [container('main', LOOP, {
+      volumeMounts: [{ name: 'host', mountPath: '/host' }, { name: 'scratch', mountPath: '/scratch' }],
+      lifecycle: {
+        postStart: { exec: { command: ['sh', '-c', 'echo post-start-ran > /scratch/poststart'] } },
+        preStop: { exec: { command: ['sh', '-c', 'sleep 1; echo pre-stop-ran > /host/prestop'] } },
+      },
+    })],
+  }));
+  const pod = await waitPod('hooks', 'Running', (p) => p.status.phase === 'Running');
+  const res = await exec(idOf(pod), ['cat', '/scratch/poststart']);
+  assert.equal(res.out, 'post-start-ran\n', 'the postStart hook ran before the container was reported running');
+  await assert.rejects(fsp.stat(path.join(hostDir, 'prestop')));
+  await deleteAndWait('hooks', 10);
+  assert.equal(await fsp.readFile(path.join(hostDir, 'prestop'), 'utf8'), 'pre-stop-ran\n');
+});
+
+test('a failing postStart hook kills the container (FailedPostStartHook) and it is restarted', async () => {
+  api.create('pods', podManifest('badhook', {
+    containers: [container('main', LOOP, { lifecycle: { postStart: { exec: { command: ['sh', '-c', 'echo nope >&2; exit 7'] } } } })],
+  }));
+  const event = await waitFor('FailedPostStartHook', async () => eventsOf('badhook', 'FailedPostStartHook')[0]);
+  assert.equal(event.type, 'Warning');
+  assert.match(event.message, /nope/);
+  await waitPod('badhook', 'restarted', (p) => cs(p)?.restartCount >= 1);
+  await deleteAndWait('badhook', 2);
+});
