@@ -9,7 +9,7 @@ import { nowNs } from './records.js';
 import { alreadyExists, invalidArgument, notFound, errorMessage, isKind } from '../common/errors.js';
 import { ensureDir } from '../common/fsutil.js';
 import { logger } from '../common/log.js';
-import { mountTmpfs, unmountIfMounted } from './mounts.js';
+import { mountOverlay, mountTmpfs, unmountIfMounted } from './mounts.js';
 import { createNetns, removeNetns, netnsNameForSandbox, netnsPathForName } from '../network/netns.js';
 import { buildResolvConf } from '../network/dns.js';
 import { buildHostsFile } from '../network/hosts.js';
@@ -134,6 +134,26 @@ export class PodSandboxes {
     return result.ips;
   }
 
+  /**
+   * The infra container's root: the built-in pause rootfs (no registry needed), or, when
+   * --sandbox-image is set, an overlay of that image (pulled on first use) and its entrypoint.
+   */
+  private async infraRootfs(runDir: string): Promise<{ rootfs: string; command: string }> {
+    const ref = this.ctx.config.runtime.sandboxImage;
+    if (!ref) return { rootfs: await this.pause(), command: PAUSE_PATH };
+    const image = await this.ctx.images.resolveImage(ref).catch(async (err) => {
+      if (!isKind(err, 'NotFound')) throw err;
+      await this.ctx.images.pull(ref);
+      return this.ctx.images.resolveImage(ref);
+    });
+    const cfg = (image.record.config?.config ?? {}) as { Entrypoint?: string[]; Cmd?: string[] };
+    const command = [...(cfg.Entrypoint ?? []), ...(cfg.Cmd ?? [])][0];
+    if (!command) throw invalidArgument(`sandbox image ${ref} has no entrypoint or command`);
+    const rootfs = path.join(runDir, 'rootfs');
+    await mountOverlay(image.layerDirs, path.join(runDir, 'upper'), path.join(runDir, 'work'), rootfs);
+    return { rootfs, command };
+  }
+
   /** Pod files, /dev/shm and the infra (pause) container, created but not started. */
   private async createInfra(rec: SandboxRecord, runDir: string): Promise<void> {
     const { config } = rec;
@@ -142,14 +162,14 @@ export class PodSandboxes {
     await fsp.writeFile(path.join(dir, 'hostname'), this.hostnameOf(rec) + '\n');
     await fsp.writeFile(path.join(dir, 'resolv.conf'), buildResolvConf(config.dns_config ?? undefined, readHostFile('/etc/resolv.conf')));
     if (config.log_directory) await ensureDir(config.log_directory);
-    const rootfs = await this.pause();
+    const infra = await this.infraRootfs(runDir);
     const bundle = path.join(runDir, 'bundle');
     await ensureDir(bundle);
     const spec = buildSandboxSpec({
       sandboxId: rec.id,
       config,
-      rootfsPath: rootfs,
-      pausePath: PAUSE_PATH,
+      rootfsPath: infra.rootfs,
+      pausePath: infra.command,
       netnsPath: rec.netnsPath,
       shmPath: rec.shmPath,
       restrictOomScoreAdj: this.ctx.restrictOomScoreAdj,
@@ -215,7 +235,9 @@ export class PodSandboxes {
     await backend.delete(rec.id);
     await this.releaseNetwork(rec);
     if (rec.shmPath !== '/dev/shm') await unmountIfMounted(rec.shmPath);
-    await fsp.rm(path.join(this.ctx.runDir, 'sandboxes', rec.id), { recursive: true, force: true });
+    const runDir = path.join(this.ctx.runDir, 'sandboxes', rec.id);
+    await unmountIfMounted(path.join(runDir, 'rootfs')); // a --sandbox-image overlay
+    await fsp.rm(runDir, { recursive: true, force: true });
     if (rec.phase === 'ready') this.ctx.emit('CONTAINER_DELETED_EVENT', rec.id, rec.id);
     await this.ctx.sandboxes.delete(rec.id);
   }
