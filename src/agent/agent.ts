@@ -93,7 +93,7 @@ export class Agent {
     this.scheduleHousekeeping();
   }
 
-  /** The kubelet API; a port already taken is logged, not fatal (the pods run regardless). */
+  /** The kubelet API (HTTPS, --kubelet-api-address). */
   private async startKubeletApi(): Promise<void> {
     if (!this.config.kubeletApiAddress) return;
     const api = new KubeletApiServer({
@@ -108,12 +108,14 @@ export class Agent {
       host: { pods: () => [...this.workers.values()].map((w) => w.current), cri: this.cri, podLogsDir: this.config.podLogsDir },
       log: this.log,
     });
+    // Like the kubelet, a port that can't be bound is fatal: an agent without its API would
+    // silently break `kubectl logs/exec/port-forward` for every pod on the node.
     try {
       await api.start();
-      this.kubeletApi = api;
     } catch (err) {
-      this.log.error({ err: errorMessage(err), address: this.config.kubeletApiAddress }, 'kubelet API not started');
+      throw new Error(`kubelet API on ${this.config.kubeletApiAddress} could not start: ${errorMessage(err)}`);
     }
+    this.kubeletApi = api;
   }
 
   /** Stops the agent; containers keep running (a restarted agent adopts them). */

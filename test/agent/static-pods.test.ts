@@ -37,6 +37,7 @@ before(async () => {
     criEndpoint: d.socket,
     root: path.join(base, 'root'),
     podLogsDir: path.join(base, 'pods'),
+    kubeletApiAddress: '127.0.0.1:0', // its own free port: parallel runs must not collide on 10250
     podManifestPath: manifests,
     podResyncMs: 300,
     manifestPollMs: 300,

@@ -1,0 +1,151 @@
+// nodelet-agent driving containerd's CRI instead of nodelet-cri: the core scenarios (a pod runs and reports
+// Running with its IP, init containers in order, deletion) and logs through the kubelet API.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import https from 'node:https';
+import { promises as fsp } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { configureLogger } from '../../src/common/log.js';
+import { Agent } from '../../src/agent/agent.js';
+import { defaultAgentConfig, type AgentConfig } from '../../src/agent/config.js';
+import { POD_UID_LABEL } from '../../src/agent/pod-spec.js';
+import { startTestContainerd, type TestContainerd } from '../helpers/containerd.js';
+import { useRegistries, type Registries } from '../helpers/registries.js';
+import { waitFor } from '../helpers/pods.js';
+import { startTestApiServer, type TestApiServer } from './apiserver.js';
+
+configureLogger(process.env.NODELET_TEST_AGENT_LOG ?? 'silent');
+
+let reg: Registries;
+let containerd: TestContainerd;
+let api: TestApiServer;
+let agent: Agent;
+let config: AgentConfig;
+let base: string;
+let BUSYBOX: string;
+const NS = 'on-containerd';
+const nodeName = `ctrd-${randomBytes(3).toString('hex')}`;
+const LOOP = ['sh', '-c', 'trap "exit 0" TERM; while true; do sleep 0.2; done'];
+const USER_TOKEN = randomBytes(12).toString('hex');
+
+before(async () => {
+  reg = await useRegistries();
+  BUSYBOX = `${reg.plain}/nodelet-test/busybox:latest`;
+  containerd = await startTestContainerd(reg.plain);
+  api = await startTestApiServer({ bookmarkIntervalMs: 500 });
+  api.users.set(USER_TOKEN, { username: 'viewer', groups: [] });
+  base = await fsp.mkdtemp(path.join(os.tmpdir(), 'nodelet-agent-containerd-'));
+  config = {
+    ...defaultAgentConfig(),
+    kubeconfig: api.kubeconfigPath,
+    nodeName,
+    criEndpoint: `unix://${containerd.socket}`,
+    root: path.join(base, 'root'),
+    podLogsDir: path.join(base, 'pods'),
+    podResyncMs: 300,
+    leaseRenewSeconds: 1,
+    nodeStatusReportSeconds: 5,
+    kubeletApiAddress: '127.0.0.1:0',
+  };
+  agent = new Agent(config);
+  await agent.start();
+});
+
+after(async () => {
+  await agent?.stop();
+  await containerd?.cleanup();
+  await api?.close();
+  await reg?.stop();
+  if (base) await fsp.rm(base, { recursive: true, force: true });
+});
+
+function podManifest(name: string, spec: Record<string, any>): any {
+  return { metadata: { name, namespace: NS, labels: { app: name } }, spec: { nodeName, terminationGracePeriodSeconds: 5, ...spec } };
+}
+
+function container(name: string, command: string[]): any {
+  return { name, image: BUSYBOX, imagePullPolicy: 'IfNotPresent', command };
+}
+
+async function waitPod(name: string, what: string, pred: (pod: any) => boolean, timeoutMs = 60_000): Promise<any> {
+  return waitFor(`${name}: ${what}`, async () => {
+    const pod = api.get('pods', NS, name);
+    return pod && pred(pod) ? pod : undefined;
+  }, timeoutMs).catch((err) => {
+    throw new Error(`${err.message}\nlast status: ${JSON.stringify(api.get('pods', NS, name)?.status)}`);
+  });
+}
+
+async function sandboxesOf(uid: string): Promise<any[]> {
+  return (await containerd.client.runtime('ListPodSandbox', { filter: { label_selector: { [POD_UID_LABEL]: uid } } })).items;
+}
+
+async function containersOf(uid: string): Promise<any[]> {
+  return (await containerd.client.runtime('ListContainers', { filter: { label_selector: { [POD_UID_LABEL]: uid } } })).containers;
+}
+
+test('the node reports containerd as its runtime', async () => {
+  const node = await waitFor('node registered', async () => api.get('nodes', undefined, nodeName), 10_000);
+  assert.match(node.status.nodeInfo.containerRuntimeVersion, /^containerd:\/\/1\./);
+});
+
+test('a pod runs on containerd and reports Running with its IP', async () => {
+  api.create('pods', podManifest('web', { containers: [container('main', ['sh', '-c', 'echo started-on-containerd; trap "exit 0" TERM; while true; do sleep 0.2; done'])] }));
+  const pod = await waitPod('web', 'Running', (p) => p.status.phase === 'Running' && p.status.podIP);
+  const [a, b, c] = containerd.subnet.split('.');
+  assert.ok(pod.status.podIP.startsWith(`${a}.${b}.${c}.`), `pod IP ${pod.status.podIP} in ${containerd.subnet}`);
+  const cs = pod.status.containerStatuses[0];
+  assert.equal(cs.ready, true);
+  assert.match(cs.containerID, /^containerd:\/\/[0-9a-f]{64}$/);
+  assert.ok(cs.imageID);
+  const id = cs.containerID.replace('containerd://', '');
+  const res = await containerd.client.runtime('ExecSync', { container_id: id, cmd: ['hostname'], timeout: 10 });
+  assert.equal(res.stdout.toString().trim(), 'web');
+  // containerd's log path goes through the kubelet API too.
+  const logs = await waitFor('logs through the kubelet API', async () => {
+    const body = await new Promise<string>((resolve, reject) => {
+      https
+        .get(
+          `https://127.0.0.1:${agent.kubeletApi!.port}/containerLogs/${NS}/web/main`,
+          { rejectUnauthorized: false, headers: { Authorization: `Bearer ${USER_TOKEN}` } },
+          (r) => {
+            let text = '';
+            r.on('data', (chunk: Buffer) => (text += chunk.toString()));
+            r.on('end', () => resolve(text));
+          },
+        )
+        .on('error', reject);
+    });
+    return body.includes('started-on-containerd') ? body : undefined;
+  }, 10_000);
+  assert.equal(logs, 'started-on-containerd\n');
+});
+
+test('init containers run in order on containerd before the app container', async () => {
+  api.create('pods', podManifest('init', {
+    initContainers: [container('first', ['sh', '-c', 'sleep 0.5']), container('second', ['true'])],
+    containers: [container('app', LOOP)],
+  }));
+  const pod = await waitPod('init', 'Running', (p) => p.status.phase === 'Running');
+  assert.deepEqual(
+    pod.status.initContainerStatuses.map((s: any) => [s.name, s.state.terminated?.reason, s.state.terminated?.exitCode]),
+    [['first', 'Completed', 0], ['second', 'Completed', 0]],
+  );
+  const byName: Record<string, any> = {};
+  for (const c of await containersOf(pod.metadata.uid)) {
+    byName[c.metadata.name] = (await containerd.client.runtime('ContainerStatus', { container_id: c.id })).status;
+  }
+  assert.ok(Number(byName.first.finished_at) <= Number(byName.second.started_at), 'second started after first finished');
+  assert.ok(Number(byName.second.finished_at) <= Number(byName.app.started_at), 'app started after second finished');
+});
+
+test('deleting a pod on containerd stops it and removes it from the API', async () => {
+  const pod = await waitPod('web', 'Running', (p) => p.status.phase === 'Running');
+  const uid = pod.metadata.uid;
+  api.remove('pods', NS, 'web', 10);
+  await waitFor('pod gone from the API', async () => !api.get('pods', NS, 'web'), 30_000);
+  assert.deepEqual(await sandboxesOf(uid), []);
+  assert.deepEqual(await containersOf(uid), []);
+});
