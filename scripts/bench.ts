@@ -1,0 +1,259 @@
+// `npm run bench`: the same CRI workload against nodelet-cri and containerd's CRI plugin in one
+// run, on this machine, with the same local registry and the same CNI config shape. Prints p50
+// and p95 per operation, the ratio, and memory of the daemons and their per-container monitors,
+// and writes the tables to docs/benchmark.md.
+//
+//   npm run bench -- [--iterations 20] [--parallel-rounds 3] [--runtimes nodelet,containerd]
+//                    [--nodelet-log-level info] [--nodelet-sandbox-image] [--out docs/benchmark.md | --no-write] [--keep-logs DIR]
+import { promises as fsp } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { startTestDaemon, type TestDaemon } from '../test/helpers/daemon.js';
+import { useRegistries, type Registries } from '../test/helpers/registries.js';
+import { loadFixtures } from '../test/helpers/fixtures.js';
+import { startContainerd, type BenchContainerd } from './bench/containerd.js';
+import { pushPauseImage } from './bench/pause-image.js';
+import { findProcesses } from './bench/procs.js';
+import { latencyTable, machineInfo, memoryTable, renderMarkdown, renderText, type MachineInfo } from './bench/report.js';
+import { runWorkload, type BenchTarget, type WorkloadOptions } from './bench/workload.js';
+
+const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+const FLAGS = {
+  iterations: { type: 'string', default: '20' },
+  'execs-per-container': { type: 'string', default: '3' },
+  'list-pods': { type: 'string', default: '10' },
+  'list-containers-per-pod': { type: 'string', default: '10' },
+  'memory-containers': { type: 'string', default: '50' },
+  'parallel-pods': { type: 'string', default: '20' },
+  'parallel-rounds': { type: 'string', default: '3' },
+  runtimes: { type: 'string', default: 'nodelet,containerd' },
+  'nodelet-log-level': { type: 'string', default: 'info' },
+  /** Run nodelet's sandboxes from the same pause image as containerd instead of its built-in pause rootfs. */
+  'nodelet-sandbox-image': { type: 'boolean', default: false },
+  out: { type: 'string', default: path.join(REPO, 'docs', 'benchmark.md') },
+  'no-write': { type: 'boolean', default: false },
+  'keep-logs': { type: 'string' },
+  help: { type: 'boolean', default: false },
+} as const;
+
+function positiveInt(name: string, value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer, got ${value}`);
+  return n;
+}
+
+function say(line: string): void {
+  process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${line}\n`);
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ args: process.argv.slice(2), options: FLAGS, allowPositionals: false });
+  if (values.help) {
+    process.stdout.write(
+      'npm run bench -- [--iterations N] [--execs-per-container N] [--list-pods N] [--list-containers-per-pod N]\n' +
+        '  [--memory-containers N] [--parallel-pods N] [--parallel-rounds N] [--runtimes nodelet,containerd]\n' +
+        '  [--nodelet-log-level LEVEL] [--nodelet-sandbox-image] [--out FILE | --no-write] [--keep-logs DIR]\n',
+    );
+    return;
+  }
+  const runtimes = new Set(values.runtimes.split(',').map((s) => s.trim()));
+  for (const r of runtimes) if (r !== 'nodelet' && r !== 'containerd') throw new Error(`unknown runtime ${r}`);
+  const listPods = positiveInt('list-pods', values['list-pods']);
+  const perPod = positiveInt('list-containers-per-pod', values['list-containers-per-pod']);
+  const memoryContainers = positiveInt('memory-containers', values['memory-containers']);
+  if (memoryContainers % perPod !== 0 || memoryContainers > listPods * perPod) {
+    throw new Error(`--memory-containers must be a multiple of --list-containers-per-pod and at most list-pods × per-pod`);
+  }
+
+  const cleanups: (() => Promise<void>)[] = [];
+  let interrupted = false;
+  const cleanupAll = async () => {
+    for (const fn of cleanups.splice(0).reverse()) {
+      try {
+        await fn();
+      } catch (err) {
+        say(`cleanup: ${String(err)}`);
+      }
+    }
+  };
+  const onSignal = () => {
+    if (interrupted) return;
+    interrupted = true;
+    say('interrupted: cleaning up');
+    void cleanupAll().then(() => process.exit(130));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  const keepLogs = async (file: string, name: string) => {
+    if (!values['keep-logs']) return;
+    await fsp.mkdir(values['keep-logs'], { recursive: true });
+    await fsp.copyFile(file, path.join(values['keep-logs'], name)).catch(() => undefined);
+  };
+
+  try {
+    const began = Date.now();
+    const loadAtStart = os.loadavg()[0]!;
+    say('starting the registry');
+    const registries: Registries = await useRegistries();
+    cleanups.push(() => registries.stop());
+    const fixtures = await loadFixtures();
+    const images = {
+      busybox: `${registries.plain}/${fixtures.busybox.repository}:latest`,
+      big: `${registries.plain}/${fixtures.big.repository}:latest`,
+    };
+    const opts: WorkloadOptions = {
+      iterations: positiveInt('iterations', values.iterations),
+      execsPerContainer: positiveInt('execs-per-container', values['execs-per-container']),
+      listPods,
+      listContainersPerPod: perPod,
+      memoryContainers,
+      parallelPods: positiveInt('parallel-pods', values['parallel-pods']),
+      parallelRounds: positiveInt('parallel-rounds', values['parallel-rounds']),
+      images,
+      log: say,
+    };
+
+    let sandboxImage = '';
+    let nodeletDaemon: TestDaemon | undefined;
+    let containerd: BenchContainerd | undefined;
+    if (runtimes.has('containerd') || values['nodelet-sandbox-image']) {
+      say('building the pause image');
+      sandboxImage = await pushPauseImage(registries.plain);
+    }
+    if (runtimes.has('nodelet')) {
+      say('starting nodelet-cri');
+      const args = ['--log-level', values['nodelet-log-level']];
+      if (values['nodelet-sandbox-image']) args.push('--sandbox-image', sandboxImage);
+      nodeletDaemon = await startTestDaemon({ network: true, args });
+      const d = nodeletDaemon;
+      cleanups.push(async () => {
+        await keepLogs(d.logFile, 'nodelet-cri.log');
+        await d.cleanup();
+      });
+    }
+    if (runtimes.has('containerd')) {
+      say('starting containerd');
+      containerd = await startContainerd({ registry: registries.plain, sandboxImage });
+      const c = containerd;
+      cleanups.push(async () => {
+        await keepLogs(c.logFile, 'containerd.log');
+        await c.cleanup();
+      });
+    }
+
+    const targets: BenchTarget[] = [];
+    if (nodeletDaemon) {
+      const d = nodeletDaemon;
+      targets.push({
+        name: 'nodelet',
+        client: d.client,
+        daemonPid: d.proc.pid!,
+        monitors: () => findProcesses((args) => path.basename(args[0] ?? '') === 'conmon' && args.some((a) => a.includes(d.runRoot) || a.includes(d.root))),
+        prePull: values['nodelet-sandbox-image'] ? [sandboxImage] : [],
+      });
+    }
+    if (containerd) {
+      const c = containerd;
+      targets.push({
+        name: 'containerd',
+        client: c.client,
+        daemonPid: c.pid,
+        monitors: () => findProcesses((args) => path.basename(args[0] ?? '') === 'containerd-shim-runc-v2' && args.includes(c.socket)),
+        prePull: [sandboxImage],
+      });
+    }
+    const results = await runWorkload(targets, opts);
+    const nodeletResult = results.get('nodelet');
+    const containerdResult = results.get('containerd');
+
+    const machine = await machineInfo();
+    const latency = latencyTable(nodeletResult, containerdResult);
+    const memory = memoryTable(nodeletResult, containerdResult, memoryContainers, listPods * perPod);
+    const summary = `Whole run ${((Date.now() - began) / 1000).toFixed(0)} s; 1-minute load average ${loadAtStart.toFixed(1)} at the start, ${os.loadavg()[0]!.toFixed(1)} at the end`;
+    process.stdout.write(`\n${renderText(latency)}\n\n${renderText(memory)}\n\n${summary}\n`);
+    if (!values['no-write']) {
+      await fsp.mkdir(path.dirname(values.out), { recursive: true });
+      await fsp.writeFile(values.out, markdownReport(machine, opts, latency, memory, summary, values['nodelet-log-level'], values['nodelet-sandbox-image']));
+      say(`wrote ${path.relative(process.cwd(), values.out) || values.out}`);
+    }
+  } finally {
+    say('cleaning up');
+    await cleanupAll();
+  }
+}
+
+function markdownReport(
+  m: MachineInfo,
+  o: WorkloadOptions,
+  latency: ReturnType<typeof latencyTable>,
+  memory: ReturnType<typeof memoryTable>,
+  summary: string,
+  nodeletLogLevel: string,
+  nodeletSandboxImage: boolean,
+): string {
+  const date = new Date().toISOString().slice(0, 10);
+  return `# Benchmark: nodelet-cri and containerd's CRI, side by side
+
+Measured ${date} with \`npm run bench\` (scripts/bench.ts). Both runtimes run at the same time and get the
+same CRI calls from the same gRPC client, interleaved step by step (nodelet then containerd, containerd then
+nodelet on the next step), so load from anything else on the machine falls on both alike. Times are what the
+client sees for each call.
+
+## Machine
+
+- CPUs: ${m.cpus}; memory ${m.memory}
+- ${m.os}, kernel ${m.kernel}, cgroup ${m.cgroup}
+- node ${m.node}; runc: ${m.runc}; conmon: ${m.conmon}
+- containerd: ${m.containerd} (CRI plugin, runtime \`io.containerd.runc.v2\`, overlayfs, cgroupfs)
+
+## Workload
+
+- Images come from a local registry (Debian's docker-registry on 127.0.0.1, plain HTTP): \`busybox\`
+  (one small layer) and \`big\` (busybox plus a ~40 MB layer of incompressible data). Before timing, each
+  runtime pulls both and runs one warm-up pod.
+- Both runtimes use a CNI conflist of the same shape (bridge + host-local + portmap from /usr/lib/cni), each
+  with its own bridge and /24.
+- Sandboxes: containerd's \`sandbox_image\` is an image made from nodelet's static pause binary, pushed to
+  the local registry and pulled before timing; nodelet runs ${
+    nodeletSandboxImage ? 'that same image (\`--sandbox-image\`)' : 'its built-in pause rootfs (no image, no overlay mount)'
+  }.
+- Life cycle, ${o.iterations} times: RunPodSandbox, CreateContainer (busybox \`sh\` trapping TERM), StartContainer,
+  ${o.execsPerContainer}× ExecSync \`true\`, StopContainer (timeout ${10} s; the container exits on TERM at once),
+  RemoveContainer, StopPodSandbox, RemovePodSandbox.
+- Pulls, ${o.iterations} times each: cold = RemoveImage then PullImage (blobs and layers deleted by both
+  runtimes' RemoveImage; busybox and big share their base layer, so both are removed first), warm = PullImage of an image already present.
+- Lists: ${o.listPods} pods × ${o.listContainersPerPod} containers running \`sleep\`; ListContainers and ListPodSandbox
+  ${o.iterations} times each with all of them present. Memory is read with ${o.memoryContainers} of them running.
+- Parallel: ${o.parallelPods} RunPodSandbox calls at once, wall time until all returned, ${o.parallelRounds} rounds.
+- nodelet-cri logs at \`${nodeletLogLevel}\`, containerd at \`info\`. ${summary}.
+
+## Latency
+
+p50 and p95 (nearest rank) in milliseconds; ratio = nodelet p50 / containerd p50 (below 1 means nodelet is faster).
+
+${renderMarkdown(latency)}
+
+## Memory
+
+RSS from /proc/PID/status (VmRSS) and PSS from /proc/PID/smaps_rollup, MiB. The daemon is nodelet-cri's node
+process and the containerd process. The monitor is conmon (one per container, sandboxes included) for
+nodelet and containerd-shim-runc-v2 (one per pod, all its containers included) for containerd, so one
+monitor against one monitor does not compare the same unit of work; the totals do, and PSS is the fair total
+(RSS counts the pages of the shared binary and libraries once in every process).
+
+${renderMarkdown(memory)}
+
+## Commentary
+
+_TODO: where nodelet is slower, by how much, and why; how far the daemon is from 100 MB RSS with 50 containers._
+`;
+}
+
+main().catch((err) => {
+  say(`failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+  process.exitCode = 1;
+});
