@@ -263,8 +263,8 @@ export class Containers {
   async destroy(rec: ContainerRecord): Promise<void> {
     const backend = this.ctx.backend(rec.runtimeHandler);
     if (rec.state !== 'CONTAINER_EXITED') await backend.stop(rec.id, 0, 'SIGKILL').catch(() => undefined);
-    await backend.delete(rec.id);
-    await unmountIfMounted(rec.rootfs);
+    // The process is gone: the runtime's state and the rootfs mount can go at the same time.
+    await Promise.all([backend.delete(rec.id), unmountIfMounted(rec.rootfs)]);
     await this.ctx.containers.delete(rec.id);
     if (rec.phase === 'ready') this.ctx.emit('CONTAINER_DELETED_EVENT', rec.id, rec.sandboxId);
   }
