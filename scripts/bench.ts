@@ -1,9 +1,10 @@
 // `npm run bench`: the same CRI workload against nodelet-cri and containerd's CRI plugin in one
 // run, on this machine, with the same local registry and the same CNI config shape. Prints p50
 // and p95 per operation, the ratio, and memory of the daemons and their per-container monitors,
-// and writes the tables to docs/benchmark.md.
+// then times nodelet-agent starting pods on each runtime, and writes the tables to docs/benchmark.md.
 //
 //   npm run bench -- [--iterations 20] [--parallel-rounds 3] [--runtimes nodelet,containerd]
+//                    [--agent-pods 10] [--only workload|agent]
 //                    [--nodelet-log-level info] [--nodelet-sandbox-image] [--out docs/benchmark.md | --no-write] [--keep-logs DIR]
 import { promises as fsp } from 'node:fs';
 import os from 'node:os';
@@ -16,8 +17,9 @@ import { loadFixtures } from '../test/helpers/fixtures.js';
 import { startContainerd, type BenchContainerd } from './bench/containerd.js';
 import { pushPauseImage } from './bench/pause-image.js';
 import { findProcesses } from './bench/procs.js';
-import { latencyTable, machineInfo, memoryTable, renderMarkdown, renderText, type MachineInfo } from './bench/report.js';
-import { runWorkload, type BenchTarget, type WorkloadOptions } from './bench/workload.js';
+import { agentTable, latencyTable, machineInfo, memoryTable, renderMarkdown, renderText, type MachineInfo } from './bench/report.js';
+import { runWorkload, type BenchTarget, type WorkloadOptions, type WorkloadResult } from './bench/workload.js';
+import { runAgentBench, type AgentBenchResult, type AgentBenchTarget } from './bench/agent.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -29,6 +31,10 @@ const FLAGS = {
   'memory-containers': { type: 'string', default: '50' },
   'parallel-pods': { type: 'string', default: '20' },
   'parallel-rounds': { type: 'string', default: '3' },
+  /** Pods the agent starts one after another on each runtime. */
+  'agent-pods': { type: 'string', default: '10' },
+  /** Run one part alone: the CRI workload or the agent's pod starts (nothing is written then). */
+  only: { type: 'string' },
   runtimes: { type: 'string', default: 'nodelet,containerd' },
   'nodelet-log-level': { type: 'string', default: 'info' },
   /** Run nodelet's sandboxes from the same pause image as containerd instead of its built-in pause rootfs. */
@@ -55,12 +61,16 @@ async function main(): Promise<void> {
     process.stdout.write(
       'npm run bench -- [--iterations N] [--execs-per-container N] [--list-pods N] [--list-containers-per-pod N]\n' +
         '  [--memory-containers N] [--parallel-pods N] [--parallel-rounds N] [--runtimes nodelet,containerd]\n' +
+        '  [--agent-pods N] [--only workload|agent]\n' +
         '  [--nodelet-log-level LEVEL] [--nodelet-sandbox-image] [--out FILE | --no-write] [--keep-logs DIR]\n',
     );
     return;
   }
   const runtimes = new Set(values.runtimes.split(',').map((s) => s.trim()));
   for (const r of runtimes) if (r !== 'nodelet' && r !== 'containerd') throw new Error(`unknown runtime ${r}`);
+  const only = values.only;
+  if (only !== undefined && only !== 'workload' && only !== 'agent') throw new Error(`--only must be workload or agent, got ${only}`);
+  const agentPods = positiveInt('agent-pods', values['agent-pods']);
   const listPods = positiveInt('list-pods', values['list-pods']);
   const perPod = positiveInt('list-containers-per-pod', values['list-containers-per-pod']);
   const memoryContainers = positiveInt('memory-containers', values['memory-containers']);
@@ -146,6 +156,7 @@ async function main(): Promise<void> {
     }
 
     const targets: BenchTarget[] = [];
+    const agentTargets: AgentBenchTarget[] = [];
     if (nodeletDaemon) {
       const d = nodeletDaemon;
       targets.push({
@@ -155,9 +166,11 @@ async function main(): Promise<void> {
         monitors: () => findProcesses((args) => path.basename(args[0] ?? '') === 'conmon' && args.some((a) => a.includes(d.runRoot) || a.includes(d.root))),
         prePull: values['nodelet-sandbox-image'] ? [sandboxImage] : [],
       });
+      agentTargets.push({ name: 'nodelet', socket: d.socket, client: d.client, prePull: targets.at(-1)!.prePull });
     }
     if (containerd) {
       const c = containerd;
+      agentTargets.push({ name: 'containerd', socket: c.socket, client: c.client, prePull: [sandboxImage] });
       targets.push({
         name: 'containerd',
         client: c.client,
@@ -166,18 +179,30 @@ async function main(): Promise<void> {
         prePull: [sandboxImage],
       });
     }
-    const results = await runWorkload(targets, opts);
+    let results = new Map<string, WorkloadResult>();
+    if (only !== 'agent') results = await runWorkload(targets, opts);
+    let agentResults = new Map<string, AgentBenchResult>();
+    if (only !== 'workload') {
+      agentResults = await runAgentBench(agentTargets, { pods: agentPods, busybox: images.busybox, log: say, defer: (fn) => cleanups.push(fn) });
+    }
+
+    const summary = `Whole run ${((Date.now() - began) / 1000).toFixed(0)} s; 1-minute load average ${loadAtStart.toFixed(1)} at the start, ${os.loadavg()[0]!.toFixed(1)} at the end`;
     const nodeletResult = results.get('nodelet');
     const containerdResult = results.get('containerd');
-
-    const machine = await machineInfo();
     const latency = latencyTable(nodeletResult, containerdResult);
     const memory = memoryTable(nodeletResult, containerdResult, memoryContainers, listPods * perPod);
-    const summary = `Whole run ${((Date.now() - began) / 1000).toFixed(0)} s; 1-minute load average ${loadAtStart.toFixed(1)} at the start, ${os.loadavg()[0]!.toFixed(1)} at the end`;
-    process.stdout.write(`\n${renderText(latency)}\n\n${renderText(memory)}\n\n${summary}\n`);
-    if (!values['no-write']) {
+    const agent = agentTable(agentResults.get('nodelet'), agentResults.get('containerd'));
+    const tables = [...(only === 'agent' ? [] : [latency, memory]), ...(only === 'workload' ? [] : [agent])];
+    process.stdout.write(`\n${tables.map(renderText).join('\n\n')}\n\n${summary}\n`);
+    if (only) {
+      say(`--only ${only}: nothing written`);
+    } else if (!values['no-write']) {
+      const machine = await machineInfo();
       await fsp.mkdir(path.dirname(values.out), { recursive: true });
-      await fsp.writeFile(values.out, markdownReport(machine, opts, latency, memory, summary, values['nodelet-log-level'], values['nodelet-sandbox-image']));
+      await fsp.writeFile(
+        values.out,
+        markdownReport(machine, opts, latency, memory, agent, agentPods, summary, values['nodelet-log-level'], values['nodelet-sandbox-image']),
+      );
       say(`wrote ${path.relative(process.cwd(), values.out) || values.out}`);
     }
   } finally {
@@ -191,6 +216,8 @@ function markdownReport(
   o: WorkloadOptions,
   latency: ReturnType<typeof latencyTable>,
   memory: ReturnType<typeof memoryTable>,
+  agent: ReturnType<typeof agentTable>,
+  agentPods: number,
   summary: string,
   nodeletLogLevel: string,
   nodeletSandboxImage: boolean,
@@ -246,6 +273,19 @@ monitor against one monitor does not compare the same unit of work; the totals d
 (RSS counts the pages of the shared binary and libraries once in every process).
 
 ${renderMarkdown(memory)}
+
+## Agent: pod created → running
+
+For each runtime, our test kube-apiserver (in the benchmark's process) and one nodelet-agent (same process,
+default settings, logging off) on that runtime's CRI socket. After one warm-up pod, ${agentPods} pods (busybox
+\`sleep 3600\`, image present, \`imagePullPolicy: IfNotPresent\`) are created in the API one after another, the
+runtimes in turn, each left running until the end (the k-th starts beside the warm-up pod and the k − 1 before it), then all deleted
+through the API. Measured from the create in the API store to: phase Running written back to the API (store
+polled every 5 ms); the pod's container listed CONTAINER_RUNNING by ListContainers (polled every 20 ms over
+the runtime's socket); the container's \`started_at\` as the runtime reports it (its clock against ours, no
+polling). p50 and p95 in milliseconds as above; ratio = on nodelet-cri / on containerd.
+
+${renderMarkdown(agent)}
 
 ## Commentary
 

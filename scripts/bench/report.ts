@@ -28,8 +28,11 @@ function ratio(a: number | undefined, b: number | undefined): string {
   return `${(a / b).toFixed(2)}×`;
 }
 
+/** Milliseconds per operation name (a workload's or the agent benchmark's). */
+export type Samples = { samples: Map<string, number[]> };
+
 /** Operation | nodelet p50 | nodelet p95 | containerd p50 | containerd p95 | ratio (p50). */
-export function latencyTable(nodelet: WorkloadResult | undefined, containerd: WorkloadResult | undefined): Table {
+export function latencyTable(nodelet: Samples | undefined, containerd: Samples | undefined): Table {
   const ops = [...new Set([...(nodelet?.samples.keys() ?? []), ...(containerd?.samples.keys() ?? [])])];
   const rows = ops.map((op) => {
     const a = nodelet?.samples.get(op);
@@ -50,6 +53,12 @@ export function latencyTable(nodelet: WorkloadResult | undefined, containerd: Wo
     rows,
     alignRight: [false, true, true, true, true, true],
   };
+}
+
+/** The agent's pod start times, one row per measure, in the latency table's columns. */
+export function agentTable(nodelet: Samples | undefined, containerd: Samples | undefined): Table {
+  const table = latencyTable(nodelet, containerd);
+  return { ...table, header: ['agent, one pod at a time', ...table.header.slice(1)] };
 }
 
 export function memoryTable(nodelet: WorkloadResult | undefined, containerd: WorkloadResult | undefined, memoryContainers: number, listContainers: number): Table {

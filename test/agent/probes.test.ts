@@ -45,6 +45,7 @@ before(async () => {
     criEndpoint: `unix://${d.socket}`,
     root: path.join(base, 'root'),
     podLogsDir: path.join(base, 'pods'),
+    kubeletApiAddress: '127.0.0.1:0',
     podResyncMs: 300,
     leaseRenewSeconds: 1,
     nodeStatusReportSeconds: 5,
