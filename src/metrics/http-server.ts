@@ -2,7 +2,8 @@
 import http from 'node:http';
 import net from 'node:net';
 import type { RuntimeMetrics } from './metrics.js';
-import { invalidArgument, errorMessage } from '../common/errors.js';
+import { errorMessage } from '../common/errors.js';
+import { parseHostPort } from '../common/address.js';
 
 export interface HealthCheck {
   /** The CRI socket a client would use. */
@@ -11,15 +12,8 @@ export interface HealthCheck {
   runtimeReady(): Promise<{ ok: boolean; message: string }>;
 }
 
-export function parseHostPort(address: string): { host: string; port: number } {
-  const i = address.lastIndexOf(':');
-  const port = Number(address.slice(i + 1));
-  if (i <= 0 || !Number.isInteger(port) || port < 0 || port > 65535) throw invalidArgument(`address ${address}: want HOST:PORT`);
-  return { host: address.slice(0, i).replace(/^\[|\]$/g, ''), port };
-}
-
 export async function startMetricsServer(address: string, metrics: RuntimeMetrics, health: HealthCheck): Promise<{ address: string; close(): Promise<void> }> {
-  const { host, port } = parseHostPort(address);
+  const { host, port } = parseHostPort(address, 'metrics address');
   const server = http.createServer((req, res) => {
     const url = req.url?.split('?')[0];
     if (req.method !== 'GET') {

@@ -1,5 +1,6 @@
 // The streaming server: Exec/Attach/PortForward hand out a URL holding a single-use token; the client
 // redeems it with an HTTP upgrade to SPDY/3.1 or to a WebSocket, on the same URL, as with the kubelet.
+import { parseHostPort } from '../common/address.js';
 import http from 'node:http';
 import https from 'node:https';
 import { promises as fsp } from 'node:fs';
@@ -55,12 +56,6 @@ export interface StreamingServerOptions {
 }
 
 /** Splits HOST:PORT (IPv6 in brackets). */
-export function parseAddress(address: string): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(address.trim());
-  if (!m) throw invalidArgument(`streaming address ${JSON.stringify(address)} is not HOST:PORT`);
-  return { host: m[1] ?? m[2] ?? '', port: Number(m[3]) };
-}
-
 const PATH_PATTERN = /^\/(exec|attach|portforward)\/([A-Za-z0-9_-]+)$/;
 
 export class StreamingServer {
@@ -73,7 +68,7 @@ export class StreamingServer {
   constructor(private readonly opts: StreamingServerOptions) {}
 
   async start(): Promise<void> {
-    const { host, port } = parseAddress(this.opts.address);
+    const { host, port } = parseHostPort(this.opts.address, 'streaming address');
     const tls = Boolean(this.opts.tlsCert && this.opts.tlsKey);
     const server = tls
       ? https.createServer({ cert: await fsp.readFile(this.opts.tlsCert!), key: await fsp.readFile(this.opts.tlsKey!) })

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { TokenCache } from '../../src/streaming/tokens.js';
 import { ResizeDecoder, exitStatus, exitText, headerList, negotiate, parseExitStatus, portPrefix } from '../../src/streaming/protocol.js';
-import { parseAddress } from '../../src/streaming/server.js';
+import { parseHostPort } from '../../src/common/address.js';
 
 test('tokens are random, single-use and expire', async () => {
   const cache = new TokenCache<string>(50);
@@ -48,9 +48,9 @@ test('negotiation follows the client order; headers and addresses parse', () => 
   assert.equal(negotiate([], ['v4.channel.k8s.io']), '');
   assert.equal(negotiate(['v9'], ['v4.channel.k8s.io']), undefined);
   assert.deepEqual(headerList(['a, b', 'c']), ['a', 'b', 'c']);
-  assert.deepEqual(parseAddress('127.0.0.1:0'), { host: '127.0.0.1', port: 0 });
-  assert.deepEqual(parseAddress('[::1]:10010'), { host: '::1', port: 10010 });
-  assert.deepEqual(parseAddress(':10010'), { host: '', port: 10010 });
-  assert.throws(() => parseAddress('nohost'), /HOST:PORT/);
+  assert.deepEqual(parseHostPort('127.0.0.1:0'), { host: '127.0.0.1', port: 0 });
+  assert.deepEqual(parseHostPort('[::1]:10010'), { host: '::1', port: 10010 });
+  assert.deepEqual(parseHostPort(':10010'), { host: '', port: 10010 });
+  assert.throws(() => parseHostPort('nohost'), /HOST:PORT/);
   assert.deepEqual([...portPrefix(8080)], [0x90, 0x1f]);
 });

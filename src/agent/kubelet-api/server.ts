@@ -1,5 +1,6 @@
 // The kubelet API on HTTPS: /healthz, /pods, /containerLogs, and /exec, /attach, /portForward proxied to
 // the runtime's streaming server — what the apiserver calls for `kubectl logs`, `exec` and `port-forward`.
+import { parseHostPort } from '../../common/address.js';
 import { promises as fsp } from 'node:fs';
 import https from 'node:https';
 import path from 'node:path';
@@ -52,12 +53,6 @@ class ApiError extends Error {
 
 const REASONS: Record<number, string> = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 405: 'Method Not Allowed', 500: 'Internal Server Error' };
 
-export function parseHostPort(address: string): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(address.trim());
-  if (!m) throw new Error(`kubelet API address ${JSON.stringify(address)} is not HOST:PORT`);
-  return { host: m[1] ?? m[2] ?? '', port: Number(m[3]) };
-}
-
 function flag(q: URLSearchParams, name: string): boolean {
   return /^(1|t|true)$/i.test(q.get(name) ?? '');
 }
@@ -93,7 +88,7 @@ export class KubeletApiServer {
   }
 
   async start(): Promise<void> {
-    const { host, port } = parseHostPort(this.opts.address);
+    const { host, port } = parseHostPort(this.opts.address, 'kubelet API address');
     const serving = await servingCertificate({
       certFile: this.opts.tlsCertFile,
       keyFile: this.opts.tlsPrivateKeyFile,
