@@ -3,12 +3,13 @@
 // the local registry, and our pause image as its sandbox image.
 import { randomBytes } from 'node:crypto';
 import { promises as fsp, existsSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { run, spawnChild } from '../../src/common/exec.js';
 import { connectCri, type CriClient } from '../../test/helpers/cri-client.js';
+import { testConflist } from '../../test/helpers/cni.js';
+import { socketAnswers } from '../../src/common/unix-socket.js';
 import { findProcesses } from './procs.js';
 
 export const CONTAINERD_BINARY = '/usr/bin/containerd';
@@ -30,35 +31,6 @@ export interface ContainerdOptions {
   sandboxImage: string;
 }
 
-function answers(socket: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const conn = net.connect(socket);
-    conn.once('connect', () => {
-      conn.destroy();
-      resolve(true);
-    });
-    conn.once('error', () => resolve(false));
-  });
-}
-
-/** The same conflist shape the nodelet test daemon writes: bridge + host-local + portmap. */
-export function benchConflist(name: string, bridge: string, subnet: string, ipamDir: string): string {
-  return JSON.stringify({
-    cniVersion: '1.0.0',
-    name,
-    plugins: [
-      {
-        type: 'bridge',
-        bridge,
-        isGateway: true,
-        ipMasq: true,
-        hairpinMode: true,
-        ipam: { type: 'host-local', ranges: [[{ subnet }]], routes: [{ dst: '0.0.0.0/0' }], dataDir: ipamDir },
-      },
-      { type: 'portmap', capabilities: { portMappings: true }, snat: true },
-    ],
-  });
-}
 
 function containerdConfig(o: { root: string; state: string; socket: string; cniConfDir: string; certsDir: string; sandboxImage: string }): string {
   const cri = 'plugins."io.containerd.grpc.v1.cri"';
@@ -123,7 +95,7 @@ export async function startContainerd(opts: ContainerdOptions): Promise<BenchCon
   const subnet = `10.${16 + (parseInt(tag.slice(0, 4), 16) % 200)}.${parseInt(tag.slice(4, 6), 16)}.0/24`;
   await fsp.mkdir(runDir, { recursive: true });
   await fsp.mkdir(cniConfDir, { recursive: true });
-  await fsp.writeFile(path.join(cniConfDir, '10-bench.conflist'), benchConflist(`nodelet-bench-${tag}`, bridge, subnet, path.join(base, 'ipam')));
+  await fsp.writeFile(path.join(cniConfDir, '10-bench.conflist'), testConflist(`nodelet-bench-${tag}`, bridge, subnet, path.join(base, 'ipam')));
   await fsp.mkdir(path.join(certsDir, opts.registry), { recursive: true });
   await fsp.writeFile(
     path.join(certsDir, opts.registry, 'hosts.toml'),
@@ -170,7 +142,7 @@ export async function startContainerd(opts: ContainerdOptions): Promise<BenchCon
   };
 
   for (let i = 0; i < 300 && !exited; i++) {
-    if (existsSync(socket) && (await answers(socket))) break;
+    if (existsSync(socket) && (await socketAnswers(socket))) break;
     await sleep(100);
   }
   if (exited || !existsSync(socket)) {

@@ -1,12 +1,12 @@
 // The gRPC layer: one server on a unix socket carrying RuntimeService and ImageService.
 // Handlers are plain async functions of the domain; this file adds logging, cancellation and error mapping.
 import { promises as fsp } from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { criProto, toStatus } from './grpc.js';
 import { logger, type Logger } from '../common/log.js';
 import { NodeletError, hasCode } from '../common/errors.js';
+import { socketAnswers } from '../common/unix-socket.js';
 
 export interface CallContext {
   /** Aborted when the client cancels or its deadline passes. */
@@ -203,14 +203,7 @@ async function prepareSocket(socket: string): Promise<void> {
     if (hasCode(err, 'ENOENT')) return;
     throw err;
   }
-  const live = await new Promise<boolean>((resolve) => {
-    const conn = net.connect(socket);
-    conn.once('connect', () => {
-      conn.destroy();
-      resolve(true);
-    });
-    conn.once('error', () => resolve(false));
-  });
+  const live = await socketAnswers(socket);
   if (live) throw new NodeletError('FailedPrecondition', `socket ${socket} is in use by a running process; refusing to replace it`);
   await fsp.rm(socket, { force: true });
 }

@@ -4,6 +4,7 @@ import net from 'node:net';
 import type { RuntimeMetrics } from './metrics.js';
 import { errorMessage } from '../common/errors.js';
 import { parseHostPort } from '../common/address.js';
+import { socketAnswers } from '../common/unix-socket.js';
 
 export interface HealthCheck {
   /** The CRI socket a client would use. */
@@ -42,18 +43,7 @@ export async function startMetricsServer(address: string, metrics: RuntimeMetric
 
 /** Undefined when healthy; otherwise what is wrong. */
 async function checkHealth(health: HealthCheck): Promise<string | undefined> {
-  const serving = await new Promise<boolean>((resolve) => {
-    const conn = net.connect(health.socket);
-    conn.setTimeout(2000, () => {
-      conn.destroy();
-      resolve(false);
-    });
-    conn.once('connect', () => {
-      conn.destroy();
-      resolve(true);
-    });
-    conn.once('error', () => resolve(false));
-  });
+  const serving = await socketAnswers(health.socket);
   if (!serving) return `CRI socket ${health.socket} is not serving`;
   const ready = await health.runtimeReady();
   return ready.ok ? undefined : `runtime not ready: ${ready.message}`;

@@ -2,11 +2,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { promises as fsp, existsSync } from 'node:fs';
 import os from 'node:os';
-import net from 'node:net';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { connectCri, type CriClient } from './cri-client.js';
+import { testConflist } from './cni.js';
+import { socketAnswers } from '../../src/common/unix-socket.js';
 
 // dist/test/helpers → the repository's bin/nodelet-cri (which loads dist/src/cri/main.js).
 const MAIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'bin', 'nodelet-cri');
@@ -39,23 +40,12 @@ export interface TestDaemon {
 async function waitForSocket(socket: string, proc: ChildProcess, logFile: string): Promise<void> {
   for (let i = 0; i < 400; i++) {
     // The file alone is not enough: a stale socket from a killed daemon exists too.
-    if (existsSync(socket) && (await answers(socket))) return;
+    if (existsSync(socket) && (await socketAnswers(socket))) return;
     if (proc.exitCode !== null) break;
     await new Promise((r) => setTimeout(r, 50));
   }
   const log = await fsp.readFile(logFile, 'utf8').catch(() => '');
   throw new Error(`nodelet-cri did not start (exit ${proc.exitCode}):\n${log.slice(-4000)}`);
-}
-
-function answers(socket: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const conn = net.connect(socket);
-    conn.once('connect', () => {
-      conn.destroy();
-      resolve(true);
-    });
-    conn.once('error', () => resolve(false));
-  });
 }
 
 export async function startTestDaemon(opts: TestDaemonOptions = {}): Promise<TestDaemon> {
@@ -71,24 +61,7 @@ export async function startTestDaemon(opts: TestDaemonOptions = {}): Promise<Tes
   const third = parseInt(tag.slice(4, 6), 16);
   const subnet = `10.${octet}.${third}.0/24`;
   await fsp.mkdir(cniConfDir, { recursive: true });
-  await fsp.writeFile(
-    path.join(cniConfDir, '10-test.conflist'),
-    JSON.stringify({
-      cniVersion: '1.0.0',
-      name: `nodelet-test-${tag}`,
-      plugins: [
-        {
-          type: 'bridge',
-          bridge,
-          isGateway: true,
-          ipMasq: true,
-          hairpinMode: true,
-          ipam: { type: 'host-local', ranges: [[{ subnet }]], routes: [{ dst: '0.0.0.0/0' }], dataDir: path.join(base, 'ipam') },
-        },
-        { type: 'portmap', capabilities: { portMappings: true }, snat: true },
-      ],
-    }),
-  );
+  await fsp.writeFile(path.join(cniConfDir, '10-test.conflist'), testConflist(`nodelet-test-${tag}`, bridge, subnet, path.join(base, 'ipam')));
   const logFile = path.join(base, 'daemon.log');
   const args = [
     MAIN,
