@@ -289,7 +289,8 @@ ${renderMarkdown(agent)}
 
 ## Commentary
 
-_TODO: where nodelet is slower, by how much, and why; how far the daemon is from 100 MB RSS with 50 containers._
+Where nodelet is slower, by how much and why, and how far the daemon is from 100 MB RSS with 50
+containers: [benchmark-commentary.md](benchmark-commentary.md) (written by hand after a measured run).
 `;
 }
 

@@ -6,58 +6,34 @@ import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { configureLogger } from '../../src/common/log.js';
-import { Agent } from '../../src/agent/agent.js';
-import { defaultAgentConfig, type AgentConfig } from '../../src/agent/config.js';
 import { POD_UID_LABEL } from '../../src/agent/pod-spec.js';
-import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
-import { useRegistries, type Registries } from '../helpers/registries.js';
 import { waitFor } from '../helpers/pods.js';
-import { startTestApiServer, type TestApiServer } from './apiserver.js';
+import { type Agent } from '../../src/agent/agent.js';
+import type { AgentConfig } from '../../src/agent/config.js';
+import type { TestDaemon } from '../helpers/daemon.js';
+import type { TestApiServer } from './apiserver.js';
+import { LOOP_SCRIPT, startAgentHarness, waitPod as waitPodIn, type AgentHarness } from './harness.js';
 
 configureLogger(process.env.NODELET_TEST_AGENT_LOG ?? 'silent');
 
-let reg: Registries;
 let d: TestDaemon;
 let api: TestApiServer;
 let agent: Agent;
 let config: AgentConfig;
-let base: string;
 let BUSYBOX: string;
 const NS = 'agent-test';
 const nodeName = `node-${randomBytes(3).toString('hex')}`;
 // PID 1 has no default SIGTERM action: the loop traps it so a stop is quick.
-const LOOP = ['sh', '-c', 'trap "exit 0" TERM; while true; do sleep 0.2; done'];
+const LOOP = ['sh', '-c', LOOP_SCRIPT];
+
+let h: AgentHarness;
 
 before(async () => {
-  reg = await useRegistries();
-  BUSYBOX = `${reg.plain}/nodelet-test/busybox:latest`;
-  d = await startTestDaemon();
-  await d.client.image('PullImage', { image: { image: BUSYBOX } });
-  api = await startTestApiServer({ bookmarkIntervalMs: 500 });
-  base = await fsp.mkdtemp(path.join(os.tmpdir(), 'nodelet-agent-'));
-  config = {
-    ...defaultAgentConfig(),
-    kubeconfig: api.kubeconfigPath,
-    nodeName,
-    criEndpoint: `unix://${d.socket}`,
-    root: path.join(base, 'root'),
-    podLogsDir: path.join(base, 'pods'),
-    kubeletApiAddress: '127.0.0.1:0', // its own free port: parallel runs must not collide on 10250
-    podResyncMs: 300,
-    leaseRenewSeconds: 1,
-    nodeStatusReportSeconds: 5,
-  };
-  agent = new Agent(config);
-  await agent.start();
+  h = await startAgentHarness({ name: 'nodelet-agent-', nodeName });
+  ({ daemon: d, api, agent, config, busybox: BUSYBOX } = h as Required<AgentHarness>);
 });
 
-after(async () => {
-  await agent?.stop();
-  await d?.cleanup();
-  await api?.close();
-  await reg?.stop();
-  if (base) await fsp.rm(base, { recursive: true, force: true });
-});
+after(() => h?.close());
 
 function podManifest(name: string, spec: Record<string, any>): any {
   return {
@@ -74,13 +50,8 @@ function getPod(name: string): any {
   return api.get('pods', NS, name);
 }
 
-async function waitPod(name: string, what: string, pred: (pod: any) => boolean, timeoutMs = 20_000): Promise<any> {
-  return waitFor(`${name}: ${what}`, async () => {
-    const pod = getPod(name);
-    return pod && pred(pod) ? pod : undefined;
-  }, timeoutMs).catch((err) => {
-    throw new Error(`${err.message}\nlast pod: ${JSON.stringify(getPod(name)?.status, null, 1)}`);
-  });
+function waitPod(name: string, what: string, pred: (pod: any) => boolean, timeoutMs?: number): Promise<any> {
+  return waitPodIn(api, NS, name, what, pred, timeoutMs);
 }
 
 async function sandboxesOf(uid: string): Promise<any[]> {
@@ -283,9 +254,7 @@ test('a restarted agent adopts the running pod instead of recreating it', async 
   const uid = pod.metadata.uid;
   const [sandboxBefore] = await sandboxesOf(uid);
   const containersBefore = (await containersOf(uid)).map((c) => c.id).sort();
-  await agent.stop();
-  agent = new Agent(config);
-  await agent.start();
+  agent = await h.restartAgent();
   await new Promise((r) => setTimeout(r, 2500));
   const sandboxes = await sandboxesOf(uid);
   assert.deepEqual(sandboxes.map((s) => s.id), [sandboxBefore.id], 'same sandbox');

@@ -3,63 +3,41 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import https from 'node:https';
-import { promises as fsp } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { configureLogger } from '../../src/common/log.js';
-import { Agent } from '../../src/agent/agent.js';
-import { defaultAgentConfig, type AgentConfig } from '../../src/agent/config.js';
 import { POD_UID_LABEL } from '../../src/agent/pod-spec.js';
-import { startTestContainerd, type TestContainerd } from '../helpers/containerd.js';
-import { useRegistries, type Registries } from '../helpers/registries.js';
 import { waitFor } from '../helpers/pods.js';
-import { startTestApiServer, type TestApiServer } from './apiserver.js';
+import type { Agent } from '../../src/agent/agent.js';
+import type { TestContainerd } from '../helpers/containerd.js';
+import type { TestApiServer } from './apiserver.js';
+import { LOOP_SCRIPT, startAgentHarness, waitPod as waitPodIn, type AgentHarness } from './harness.js';
 
 configureLogger(process.env.NODELET_TEST_AGENT_LOG ?? 'silent');
 
-let reg: Registries;
 let containerd: TestContainerd;
 let api: TestApiServer;
 let agent: Agent;
-let config: AgentConfig;
-let base: string;
 let BUSYBOX: string;
 const NS = 'on-containerd';
 const nodeName = `ctrd-${randomBytes(3).toString('hex')}`;
-const LOOP = ['sh', '-c', 'trap "exit 0" TERM; while true; do sleep 0.2; done'];
+const LOOP = ['sh', '-c', LOOP_SCRIPT];
 const USER_TOKEN = randomBytes(12).toString('hex');
 
+let h: AgentHarness;
+
 before(async () => {
-  reg = await useRegistries();
-  BUSYBOX = `${reg.plain}/nodelet-test/busybox:latest`;
-  containerd = await startTestContainerd(reg.plain);
-  api = await startTestApiServer({ bookmarkIntervalMs: 500 });
-  api.users.set(USER_TOKEN, { username: 'viewer', groups: [] });
-  base = await fsp.mkdtemp(path.join(os.tmpdir(), 'nodelet-agent-containerd-'));
-  config = {
-    ...defaultAgentConfig(),
-    kubeconfig: api.kubeconfigPath,
+  h = await startAgentHarness({
+    name: 'nodelet-agent-containerd-',
     nodeName,
-    criEndpoint: `unix://${containerd.socket}`,
-    root: path.join(base, 'root'),
-    podLogsDir: path.join(base, 'pods'),
-    podResyncMs: 300,
-    leaseRenewSeconds: 1,
-    nodeStatusReportSeconds: 5,
-    kubeletApiAddress: '127.0.0.1:0',
-  };
-  agent = new Agent(config);
-  await agent.start();
+    runtime: 'containerd',
+    configure: ({ api }) => {
+      api!.users.set(USER_TOKEN, { username: 'viewer', groups: [] });
+    },
+  });
+  ({ containerd, api, agent, busybox: BUSYBOX } = h as Required<AgentHarness>);
 });
 
-after(async () => {
-  await agent?.stop();
-  await containerd?.cleanup();
-  await api?.close();
-  await reg?.stop();
-  if (base) await fsp.rm(base, { recursive: true, force: true });
-});
+after(() => h?.close());
 
 function podManifest(name: string, spec: Record<string, any>): any {
   return { metadata: { name, namespace: NS, labels: { app: name } }, spec: { nodeName, terminationGracePeriodSeconds: 5, ...spec } };
@@ -69,13 +47,8 @@ function container(name: string, command: string[]): any {
   return { name, image: BUSYBOX, imagePullPolicy: 'IfNotPresent', command };
 }
 
-async function waitPod(name: string, what: string, pred: (pod: any) => boolean, timeoutMs = 60_000): Promise<any> {
-  return waitFor(`${name}: ${what}`, async () => {
-    const pod = api.get('pods', NS, name);
-    return pod && pred(pod) ? pod : undefined;
-  }, timeoutMs).catch((err) => {
-    throw new Error(`${err.message}\nlast status: ${JSON.stringify(api.get('pods', NS, name)?.status)}`);
-  });
+function waitPod(name: string, what: string, pred: (pod: any) => boolean, timeoutMs = 60_000): Promise<any> {
+  return waitPodIn(api, NS, name, what, pred, timeoutMs);
 }
 
 async function sandboxesOf(uid: string): Promise<any[]> {

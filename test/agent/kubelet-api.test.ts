@@ -5,36 +5,32 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import https from 'node:https';
 import { promises as fsp } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { WebSocket } from 'ws';
 import { configureLogger } from '../../src/common/log.js';
 import { run } from '../../src/common/exec.js';
-import { Agent } from '../../src/agent/agent.js';
-import { defaultAgentConfig, type AgentConfig } from '../../src/agent/config.js';
 import { CriLogParser, parseCriLogLine, streamCriLog } from '../../src/agent/kubelet-api/cri-log.js';
 import { kubeletAccessAttributes } from '../../src/agent/kubelet-api/auth.js';
 import { SpdySession } from '../../src/streaming/spdy.js';
-import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
-import { useRegistries, type Registries } from '../helpers/registries.js';
 import { waitFor } from '../helpers/pods.js';
-import { startTestApiServer, type TestApiServer } from './apiserver.js';
+import type { Agent } from '../../src/agent/agent.js';
+import type { TestDaemon } from '../helpers/daemon.js';
+import type { TestApiServer } from './apiserver.js';
+import { LOOP_SCRIPT, startAgentHarness, type AgentHarness } from './harness.js';
 
 configureLogger(process.env.NODELET_TEST_AGENT_LOG ?? 'silent');
 
-let reg: Registries;
 let d: TestDaemon;
 let api: TestApiServer;
 let agent: Agent;
-let config: AgentConfig;
 let base: string;
 let BUSYBOX: string;
 let port: number;
 let clientCert: { cert: Buffer; key: Buffer };
 const NS = 'kubelet-api';
 const nodeName = `kapi-${randomBytes(3).toString('hex')}`;
-const LOOP = ['sh', '-c', 'trap "exit 0" TERM; while true; do sleep 0.2; done'];
+const LOOP = ['sh', '-c', LOOP_SCRIPT];
 const ALICE_TOKEN = randomBytes(12).toString('hex');
 const MALLORY_TOKEN = randomBytes(12).toString('hex');
 
@@ -51,33 +47,22 @@ async function makeClientPki(dir: string): Promise<{ caFile: string; cert: Buffe
   return { caFile, cert: await fsp.readFile(cert), key: await fsp.readFile(key) };
 }
 
+let h: AgentHarness;
+
 before(async () => {
-  reg = await useRegistries();
-  BUSYBOX = `${reg.plain}/nodelet-test/busybox:latest`;
-  d = await startTestDaemon();
-  await d.client.image('PullImage', { image: { image: BUSYBOX } });
-  api = await startTestApiServer({ bookmarkIntervalMs: 500 });
-  api.users.set(ALICE_TOKEN, { username: 'alice', groups: ['devs'] });
-  api.users.set(MALLORY_TOKEN, { username: 'mallory', groups: [] });
-  api.authorize = (spec) => spec.user !== 'mallory';
-  base = await fsp.mkdtemp(path.join(os.tmpdir(), 'nodelet-kubelet-api-'));
-  const pki = await makeClientPki(base);
-  clientCert = { cert: pki.cert, key: pki.key };
-  config = {
-    ...defaultAgentConfig(),
-    kubeconfig: api.kubeconfigPath,
+  h = await startAgentHarness({
+    name: 'nodelet-kubelet-api-',
     nodeName,
-    criEndpoint: `unix://${d.socket}`,
-    root: path.join(base, 'root'),
-    podLogsDir: path.join(base, 'pods'),
-    podResyncMs: 300,
-    leaseRenewSeconds: 1,
-    nodeStatusReportSeconds: 5,
-    kubeletApiAddress: '127.0.0.1:0',
-    clientCaFile: pki.caFile,
-  };
-  agent = new Agent(config);
-  await agent.start();
+    configure: async ({ api, base }) => {
+      api!.users.set(ALICE_TOKEN, { username: 'alice', groups: ['devs'] });
+      api!.users.set(MALLORY_TOKEN, { username: 'mallory', groups: [] });
+      api!.authorize = (spec) => spec.user !== 'mallory';
+      const pki = await makeClientPki(base);
+      clientCert = { cert: pki.cert, key: pki.key };
+      return { clientCaFile: pki.caFile };
+    },
+  });
+  ({ daemon: d, api, agent, base, busybox: BUSYBOX } = h as Required<AgentHarness>);
   assert.ok(agent.kubeletApi, 'kubelet API started');
   port = agent.kubeletApi.port;
   api.create('pods', {
@@ -104,13 +89,7 @@ before(async () => {
   }
 });
 
-after(async () => {
-  await agent?.stop();
-  await d?.cleanup();
-  await api?.close();
-  await reg?.stop();
-  if (base) await fsp.rm(base, { recursive: true, force: true });
-});
+after(() => h?.close());
 
 type Credentials = { cert?: boolean; token?: string };
 

@@ -4,65 +4,32 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { configureLogger } from '../../src/common/log.js';
-import { Agent } from '../../src/agent/agent.js';
-import { defaultAgentConfig, type AgentConfig } from '../../src/agent/config.js';
-import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
-import { useRegistries, type Registries } from '../helpers/registries.js';
 import { waitFor } from '../helpers/pods.js';
-import { startTestApiServer, type TestApiServer } from './apiserver.js';
+import type { TestDaemon } from '../helpers/daemon.js';
+import type { TestApiServer } from './apiserver.js';
+import { startAgentHarness, type AgentHarness } from './harness.js';
 
 configureLogger(process.env.NODELET_TEST_AGENT_LOG ?? 'silent');
 
-let reg: Registries;
 let d: TestDaemon;
 let api: TestApiServer;
-let agent: Agent;
-let config: AgentConfig;
-let base: string;
 let manifests: string;
 let BUSYBOX: string;
 const nodeName = `mirror-${randomBytes(3).toString('hex')}`;
 const NS = 'kube-system';
 const MIRROR = `web-${nodeName}`;
 
+let h: AgentHarness;
+
 before(async () => {
-  reg = await useRegistries();
-  BUSYBOX = `${reg.plain}/nodelet-test/busybox:latest`;
-  d = await startTestDaemon();
-  await d.client.image('PullImage', { image: { image: BUSYBOX } });
-  api = await startTestApiServer({ bookmarkIntervalMs: 500 });
-  base = await fsp.mkdtemp(path.join(os.tmpdir(), 'nodelet-agent-mirror-'));
-  manifests = path.join(base, 'manifests');
-  await fsp.mkdir(manifests);
-  config = {
-    ...defaultAgentConfig(),
-    kubeconfig: api.kubeconfigPath,
-    nodeName,
-    criEndpoint: `unix://${d.socket}`,
-    root: path.join(base, 'root'),
-    podLogsDir: path.join(base, 'pods'),
-    podManifestPath: manifests,
-    podResyncMs: 300,
-    manifestPollMs: 300,
-    leaseRenewSeconds: 1,
-    nodeStatusReportSeconds: 5,
-    kubeletApiAddress: '127.0.0.1:0',
-  };
-  agent = new Agent(config);
-  await agent.start();
+  h = await startAgentHarness({ name: 'nodelet-agent-mirror-', nodeName, staticPods: true });
+  ({ daemon: d, api, manifests, busybox: BUSYBOX } = h as Required<AgentHarness>);
 });
 
-after(async () => {
-  await agent?.stop();
-  await d?.cleanup();
-  await api?.close();
-  await reg?.stop();
-  if (base) await fsp.rm(base, { recursive: true, force: true });
-});
+after(() => h?.close());
 
 function manifestYaml(greeting: string): string {
   return `apiVersion: v1

@@ -2,56 +2,38 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { configureLogger } from '../../src/common/log.js';
-import { Agent } from '../../src/agent/agent.js';
-import { defaultAgentConfig, type AgentConfig } from '../../src/agent/config.js';
 import { staticPodFromManifest } from '../../src/agent/static-pod-source.js';
-import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
-import { useRegistries, type Registries } from '../helpers/registries.js';
 import { waitFor } from '../helpers/pods.js';
+import type { AgentConfig } from '../../src/agent/config.js';
+import type { TestDaemon } from '../helpers/daemon.js';
+import { startAgentHarness, type AgentHarness } from './harness.js';
 
 configureLogger(process.env.NODELET_TEST_AGENT_LOG ?? 'silent');
 
-let reg: Registries;
 let d: TestDaemon;
-let agent: Agent;
 let config: AgentConfig;
-let base: string;
 let manifests: string;
 let BUSYBOX: string;
 const nodeName = `static-${randomBytes(3).toString('hex')}`;
 
+let h: AgentHarness;
+
 before(async () => {
-  reg = await useRegistries();
-  BUSYBOX = `${reg.plain}/nodelet-test/busybox:latest`;
-  d = await startTestDaemon();
-  base = await fsp.mkdtemp(path.join(os.tmpdir(), 'nodelet-agent-static-'));
-  manifests = path.join(base, 'manifests');
-  await fsp.mkdir(manifests);
-  config = {
-    ...defaultAgentConfig(),
+  h = await startAgentHarness({
+    name: 'nodelet-agent-static-',
     nodeName,
-    criEndpoint: d.socket,
-    root: path.join(base, 'root'),
-    podLogsDir: path.join(base, 'pods'),
-    kubeletApiAddress: '127.0.0.1:0', // its own free port: parallel runs must not collide on 10250
-    podManifestPath: manifests,
-    podResyncMs: 300,
-    manifestPollMs: 300,
-  };
-  agent = new Agent(config);
-  await agent.start();
+    api: false,
+    pullBusybox: false,
+    staticPods: true,
+    configure: ({ criSocket }) => ({ criEndpoint: criSocket }), // a bare socket path, no unix:// scheme
+  });
+  ({ daemon: d, config, manifests, busybox: BUSYBOX } = h as Required<AgentHarness>);
 });
 
-after(async () => {
-  await agent?.stop();
-  await d?.cleanup();
-  await reg?.stop();
-  if (base) await fsp.rm(base, { recursive: true, force: true });
-});
+after(() => h?.close());
 
 function manifestYaml(greeting: string): string {
   return `apiVersion: v1

@@ -3,67 +3,38 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { configureLogger } from '../../src/common/log.js';
-import { Agent } from '../../src/agent/agent.js';
-import { defaultAgentConfig, type AgentConfig } from '../../src/agent/config.js';
 import { writePayload, type Payload } from '../../src/agent/volumes/atomic-writer.js';
 import { prepareHostPath } from '../../src/agent/volumes/host-path.js';
 import { containerMountsFor } from '../../src/agent/volumes/container-mounts.js';
 import { mountPoints, unmountAllUnder } from '../../src/agent/volumes/tmpfs.js';
-import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
-import { useRegistries, type Registries } from '../helpers/registries.js';
 import { waitFor } from '../helpers/pods.js';
-import { startTestApiServer, type TestApiServer } from './apiserver.js';
+import type { AgentConfig } from '../../src/agent/config.js';
+import type { TestDaemon } from '../helpers/daemon.js';
+import type { TestApiServer } from './apiserver.js';
+import { LOOP_SCRIPT, execCapture, startAgentHarness, waitPod as waitPodIn, type AgentHarness } from './harness.js';
 
 configureLogger(process.env.NODELET_TEST_AGENT_LOG ?? 'silent');
 
-let reg: Registries;
 let d: TestDaemon;
 let api: TestApiServer;
-let agent: Agent;
 let config: AgentConfig;
 let base: string;
 let BUSYBOX: string;
 const NS = 'vol-test';
 const nodeName = `node-${randomBytes(3).toString('hex')}`;
-const LOOP = ['sh', '-c', 'trap "exit 0" TERM; while true; do sleep 0.2; done'];
+const LOOP = ['sh', '-c', LOOP_SCRIPT];
+
+let h: AgentHarness;
 
 before(async () => {
-  reg = await useRegistries();
-  BUSYBOX = `${reg.plain}/nodelet-test/busybox:latest`;
-  d = await startTestDaemon();
-  await d.client.image('PullImage', { image: { image: BUSYBOX } });
-  api = await startTestApiServer({ bookmarkIntervalMs: 500 });
-  base = await fsp.mkdtemp(path.join(os.tmpdir(), 'nodelet-agent-vol-'));
-  config = {
-    ...defaultAgentConfig(),
-    kubeconfig: api.kubeconfigPath,
-    nodeName,
-    criEndpoint: `unix://${d.socket}`,
-    root: path.join(base, 'root'),
-    podLogsDir: path.join(base, 'pods'),
-    kubeletApiAddress: '127.0.0.1:0',
-    podResyncMs: 300,
-    leaseRenewSeconds: 1,
-    nodeStatusReportSeconds: 5,
-  };
-  agent = new Agent(config);
-  await agent.start();
+  h = await startAgentHarness({ name: 'nodelet-agent-vol-', nodeName });
+  ({ daemon: d, api, config, base, busybox: BUSYBOX } = h as Required<AgentHarness>);
 });
 
-after(async () => {
-  await agent?.stop();
-  await d?.cleanup();
-  await api?.close();
-  await reg?.stop();
-  if (base) {
-    await unmountAllUnder(base);
-    await fsp.rm(base, { recursive: true, force: true });
-  }
-});
+after(() => h?.close());
 
 function podManifest(name: string, spec: Record<string, any>): any {
   return { metadata: { name, namespace: NS, labels: { app: name, tier: 'test' } }, spec: { nodeName, terminationGracePeriodSeconds: 5, ...spec } };
@@ -73,22 +44,16 @@ function container(name: string, command: string[], extra: Record<string, any> =
   return { name, image: BUSYBOX, imagePullPolicy: 'IfNotPresent', command, ...extra };
 }
 
-async function waitPod(name: string, what: string, pred: (pod: any) => boolean, timeoutMs = 20_000): Promise<any> {
-  return waitFor(`${name}: ${what}`, async () => {
-    const pod = api.get('pods', NS, name);
-    return pod && pred(pod) ? pod : undefined;
-  }, timeoutMs).catch((err) => {
-    throw new Error(`${err.message}\nlast pod: ${JSON.stringify(api.get('pods', NS, name)?.status, null, 1)}`);
-  });
+function waitPod(name: string, what: string, pred: (pod: any) => boolean, timeoutMs?: number): Promise<any> {
+  return waitPodIn(api, NS, name, what, pred, timeoutMs);
 }
 
 function idOf(pod: any, name: string): string {
   return pod.status.containerStatuses.find((s: any) => s.name === name).containerID.replace('nodelet://', '');
 }
 
-async function exec(containerId: string, cmd: string[]): Promise<{ code: number; out: string }> {
-  const res = await d.client.runtime('ExecSync', { container_id: containerId, cmd, timeout: 10 });
-  return { code: res.exit_code, out: `${res.stdout.toString()}${res.stderr.toString()}` };
+function exec(containerId: string, cmd: string[]): Promise<{ code: number; out: string }> {
+  return execCapture(d.client, containerId, cmd);
 }
 
 async function cat(containerId: string, file: string): Promise<string> {
