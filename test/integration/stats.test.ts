@@ -105,7 +105,8 @@ test('a container burning CPU shows usage_nano_cores well above an idle one', as
 
 test('a container holding 64 MiB shows it in its working set', async () => {
   const pod = await newPod('mem');
-  const holder = await runContainer(d.client, pod.id, pod.config, containerConfig('holder', BUSYBOX, ['sh', '-c', `x=$(head -c ${64 * MiB} /dev/zero | tr '\\0' a); sleep 3600`]));
+  // dd fills a 64 MiB buffer, then blocks writing it to a pipe nobody reads: it stays resident.
+  const holder = await runContainer(d.client, pod.id, pod.config, containerConfig('holder', BUSYBOX, ['sh', '-c', 'dd if=/dev/zero bs=64M count=1 | sleep 3600']));
   let last: any;
   const s = await waitFor('64 MiB in the working set', async () => {
     last = await containerStats(holder);
