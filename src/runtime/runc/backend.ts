@@ -582,8 +582,8 @@ export class RuncBackend {
 
   // ---- exec ----
 
-  /** Runs a command in the container and collects its output; kills it when timeoutSec (>0) passes. */
-  async execSync(id: string, cmd: string[], timeoutSec: number, opts: ExecSyncOptions = {}): Promise<ExecSyncResult> {
+  /** The container's own process spec (env, cwd, user, capabilities) with another command, for `runc exec --process`. */
+  private async writeExecProcess(id: string, cmd: string[], terminal: boolean, extraEnv: string[]): Promise<{ processFile: string; pidFile: string }> {
     checkId(id);
     if (cmd.length === 0) throw invalidArgument('cmd must not be empty');
     const bundleDir = await this.bundleOf(id);
@@ -592,17 +592,22 @@ export class RuncBackend {
     const processSpec: Record<string, unknown> = {
       ...spec.process,
       args: cmd,
-      terminal: false,
-      env: mergeEnv((spec.process.env as string[] | undefined) ?? [], opts.env ?? []),
+      terminal,
+      env: mergeEnv((spec.process.env as string[] | undefined) ?? [], extraEnv),
     };
     delete processSpec.consoleSize;
-
     const persistDir = this.persistDir(id);
     await ensureDir(persistDir, 0o700);
     const tag = randomBytes(6).toString('hex');
     const processFile = path.join(persistDir, `exec-${tag}.json`);
     const pidFile = path.join(persistDir, `exec-${tag}.pid`);
     await fsp.writeFile(processFile, JSON.stringify(processSpec));
+    return { processFile, pidFile };
+  }
+
+  /** Runs a command in the container and collects its output; kills it when timeoutSec (>0) passes. */
+  async execSync(id: string, cmd: string[], timeoutSec: number, opts: ExecSyncOptions = {}): Promise<ExecSyncResult> {
+    const { processFile, pidFile } = await this.writeExecProcess(id, cmd, false, opts.env ?? []);
 
     const stdout = new CappedBuffer(EXEC_OUTPUT_LIMIT);
     const stderr = new CappedBuffer(EXEC_OUTPUT_LIMIT);
@@ -752,19 +757,7 @@ export class RuncBackend {
   // streaming: an interactive exec whose stdio the caller wires (pipes, or a pty for `terminal`):
   // the caller runs `file args`; cleanup() removes the process and pid files afterwards.
   async prepareStreamingExec(id: string, cmd: string[], terminal: boolean): Promise<{ file: string; args: string[]; pidFile: string; cleanup: () => Promise<void> }> {
-    checkId(id);
-    if (cmd.length === 0) throw invalidArgument('cmd must not be empty');
-    const bundleDir = await this.bundleOf(id);
-    const spec = await readJsonIfExists<{ process?: Record<string, unknown> }>(path.join(bundleDir, 'config.json'));
-    if (!spec?.process) throw failedPrecondition(`bundle ${bundleDir} of container ${id} has no process spec`);
-    const processSpec: Record<string, unknown> = { ...spec.process, args: cmd, terminal };
-    delete processSpec.consoleSize;
-    const persistDir = this.persistDir(id);
-    await ensureDir(persistDir, 0o700);
-    const tag = randomBytes(6).toString('hex');
-    const processFile = path.join(persistDir, `exec-${tag}.json`);
-    const pidFile = path.join(persistDir, `exec-${tag}.pid`);
-    await fsp.writeFile(processFile, JSON.stringify(processSpec));
+    const { processFile, pidFile } = await this.writeExecProcess(id, cmd, terminal, []);
     const args = ['--root', this.runtimeRoot, 'exec', '--process', processFile, '--pid-file', pidFile];
     if (terminal) args.push('--tty');
     args.push(id);
