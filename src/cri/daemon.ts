@@ -16,8 +16,6 @@ import { RegistryClient } from '../image/registry.js';
 import { CniNetwork } from '../network/cni.js';
 import { RuntimeService } from '../runtime/runtime-service.js';
 import { ensureDir } from '../common/fsutil.js';
-import { RuntimeMetrics } from '../metrics/metrics.js';
-import { startMetricsServer } from '../metrics/http-server.js';
 import { logger } from '../common/log.js';
 
 export interface Daemon {
@@ -38,16 +36,19 @@ export async function startDaemon(config: NodeletConfig): Promise<Daemon> {
     retries: config.registry.retries,
   });
   let runtime: RuntimeService | undefined;
-  const metrics = new RuntimeMetrics({
-    sandboxes: () => countBy(runtime?.ctx.sandboxes.list().filter((r) => r.phase === 'ready') ?? [], (r) => r.state),
-    containers: () => countBy(runtime?.ctx.containers.list().filter((r) => r.phase === 'ready') ?? [], (r) => r.state),
-    monitors: async () => (runtime ? runtime.liveMonitors() : 0),
-  });
+  // prom-client is only loaded when metrics are asked for.
+  const metrics = config.metrics.address
+    ? new (await import('../metrics/metrics.js')).RuntimeMetrics({
+        sandboxes: () => countBy(runtime?.ctx.sandboxes.list().filter((r) => r.phase === 'ready') ?? [], (r) => r.state),
+        containers: () => countBy(runtime?.ctx.containers.list().filter((r) => r.phase === 'ready') ?? [], (r) => r.state),
+        monitors: async () => (runtime ? runtime.liveMonitors() : 0),
+      })
+    : undefined;
   const images = new ImageService({
     root: path.join(config.root, 'images'),
     registry,
     inUse: (imageId: string) => runtime?.ctx.containers.list().some((c) => c.imageId === imageId) ?? false,
-    onPulled: (outcome) => metrics.onPulled(outcome),
+    onPulled: (outcome) => metrics?.onPulled(outcome),
   });
   await images.recover();
   const network = new CniNetwork({
@@ -84,8 +85,9 @@ export async function startDaemon(config: NodeletConfig): Promise<Daemon> {
   stopHooks.push(() => streaming.stop());
   const server = new CriServer({ socket: config.socket, runtime: mergeHandlers(...runtimeParts), image: imageHandlers(images), observer: metrics });
   await server.start();
-  if (config.metrics.address) {
+  if (metrics) {
     const rt = runtime;
+    const { startMetricsServer } = await import('../metrics/http-server.js');
     const endpoint = await startMetricsServer(config.metrics.address, metrics, {
       socket: config.socket,
       runtimeReady: async () => {

@@ -2,7 +2,6 @@
 import { promises as fsp } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import type { Readable, Writable } from 'node:stream';
-import * as pty from 'node-pty';
 import type { RuncBackend } from '../runtime/runc/backend.js';
 import { spawnChild } from '../common/exec.js';
 import { errorMessage } from '../common/errors.js';
@@ -129,6 +128,7 @@ async function execWithTerminal(
   log.debug({ cmd: prepared.file, args: prepared.args }, 'spawn with pty');
   // The runtime is given a pty as its stdio; with a terminal process it makes the container's own pty
   // and relays it, following our pty's size on SIGWINCH.
+  const pty = await import('node-pty'); // native, loaded on the first TTY exec only
   const term = pty.spawn(prepared.file, prepared.args, {
     name: 'xterm',
     cols: 80,

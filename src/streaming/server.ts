@@ -6,7 +6,8 @@ import https from 'node:https';
 import { promises as fsp } from 'node:fs';
 import type { Duplex } from 'node:stream';
 import type { AddressInfo, Socket } from 'node:net';
-import { WebSocketServer, createWebSocketStream, type WebSocket } from 'ws';
+// ws is loaded on the first WebSocket session: an idle daemon doesn't carry it.
+import type { WebSocket } from 'ws';
 import type { RuntimeService } from '../runtime/runtime-service.js';
 import type { RuncBackend } from '../runtime/runc/backend.js';
 import { errorMessage, failedPrecondition, invalidArgument } from '../common/errors.js';
@@ -181,7 +182,7 @@ export class StreamingServer {
     await this.serveRemoteCommand(request, streams, target as { backend: RuncBackend }, log);
   }
 
-  private serveWebSocket(
+  private async serveWebSocket(
     req: http.IncomingMessage,
     socket: Duplex,
     head: Buffer,
@@ -194,8 +195,9 @@ export class StreamingServer {
     const offered = headerList(req.headers['sec-websocket-protocol']);
     const protocol = negotiate(offered, served);
     if (protocol === undefined) {
-      return Promise.resolve(refuse(socket, 400, `requested protocol(s) are not supported: [${offered.join(' ')}]; supports [${served.join(' ')}]`));
+      return refuse(socket, 400, `requested protocol(s) are not supported: [${offered.join(' ')}]; supports [${served.join(' ')}]`);
     }
+    const { WebSocketServer } = await import('ws');
     return new Promise<void>((resolve) => {
       // ws answers with the protocol chosen here; with none offered it sends no header at all.
       const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, handleProtocols: () => protocol || false });
@@ -222,6 +224,7 @@ export class StreamingServer {
     if (request.kind === 'portforward') {
       const pfTarget = target as PortForwardTarget;
       if (protocol === WS_SPDY_TUNNEL_PROTOCOL) {
+        const { createWebSocketStream } = await import('ws');
         await serveSpdyPortForward(new SpdySession(createWebSocketStream(ws), 'server'), pfTarget, log);
         return;
       }
