@@ -10,6 +10,7 @@ import { NodeletError, alreadyExists, failedPrecondition, invalidArgument, notFo
 import { ensureDir } from '../common/fsutil.js';
 import { logger } from '../common/log.js';
 import { mountOverlay, unmountIfMounted } from './mounts.js';
+import { reportUnsupportedSecurity } from './host-security.js';
 import { matchLabels } from './sandboxes.js';
 import { buildContainerSpec, resourcesFor, type HostDevice } from '../oci/container-spec.js';
 import type { ContainerConfig__Output } from '../cri/generated/runtime/v1/ContainerConfig.js';
@@ -64,6 +65,7 @@ export class Containers {
       resources: config.linux?.resources ?? null,
     };
     const log = logger({ container: id.slice(0, 12), name: config.metadata.name });
+    reportUnsupportedSecurity(log, 'container', config.linux?.security_context, this.ctx.appArmor);
     return this.ctx.locks.run(id, async () => {
       await this.ctx.containers.put(rec);
       try {

@@ -10,6 +10,7 @@ import { alreadyExists, invalidArgument, notFound, errorMessage, isKind } from '
 import { ensureDir } from '../common/fsutil.js';
 import { logger } from '../common/log.js';
 import { mountOverlay, mountTmpfs, unmountIfMounted } from './mounts.js';
+import { reportUnsupportedSecurity } from './host-security.js';
 import { createNetns, removeNetns, netnsNameForSandbox, netnsPathForName } from '../network/netns.js';
 import { buildResolvConf } from '../network/dns.js';
 import { buildHostsFile } from '../network/hosts.js';
@@ -75,6 +76,7 @@ export class PodSandboxes {
       shmPath: hostIpc ? '/dev/shm' : path.join(runDir, 'shm'),
       shmMounted: !hostIpc,
     };
+    reportUnsupportedSecurity(log, 'sandbox', config.linux?.security_context, this.ctx.appArmor);
     return this.ctx.locks.run(id, async () => {
       // The record exists from the first step so that a crash mid-way is found and undone by recovery.
       await this.ctx.sandboxes.put(rec);

@@ -367,3 +367,17 @@ test('runtime_handler selects the configured OCI runtime handler', async () => {
   assert.deepEqual(status.runtime_handlers.map((h: any) => h.name).sort(), ['', 'alt', 'crun', 'runc']);
   await d.client.runtime('RemovePodSandbox', { pod_sandbox_id: id });
 });
+
+test('SELinux and AppArmor requests on a host without them run the pod and say so in the log', async () => {
+  const pod = await newPod('nolsm', {
+    linux: { security_context: { namespace_options: { network: 'POD', pid: 'CONTAINER', ipc: 'POD' }, selinux_options: { user: 'system_u', role: 'system_r', type: 'container_t', level: 's0:c1,c2' } } },
+  });
+  const c = await runContainer(d.client, pod.id, pod.config, containerConfig('c', BUSYBOX, ['sleep', '3600'], {
+    linux: { security_context: { apparmor: { profile_type: 'RuntimeDefault' } } },
+  }));
+  assert.equal((await d.client.runtime('ContainerStatus', { container_id: c })).status.state, 'CONTAINER_RUNNING');
+  const log = await fsp.readFile(d.logFile, 'utf8');
+  assert.match(log, /sandbox: SELinux options requested but this host has no SELinux; not applied/);
+  assert.match(log, /container: AppArmor profile requested but this host has no AppArmor; not applied/);
+  await d.client.runtime('RemovePodSandbox', { pod_sandbox_id: pod.id });
+});
