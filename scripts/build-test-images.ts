@@ -5,6 +5,7 @@
 import { createHash, createCipheriv, randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
+import type { Descriptor } from '../src/image/media-types.js';
 import { gzipSync } from 'node:zlib';
 import { fileURLToPath } from 'node:url';
 import tar from 'tar-stream';
@@ -46,14 +47,6 @@ export interface BuiltLayout {
 export interface BuildResult {
   root: string;
   layouts: BuiltLayout[];
-}
-
-interface Descriptor {
-  mediaType: string;
-  digest: string;
-  size: number;
-  platform?: { architecture: string; os: string; variant?: string };
-  annotations?: Record<string, string>;
 }
 
 interface LayerEntry {

@@ -650,13 +650,8 @@ export class RegistryClient {
       if (!challenge) return res;
       await res.body.dump();
       this.challengeByHost.set(ep.host, challenge);
-      const next = await this.authorizationFor(ep, ctx, challenge.params.scope);
-      if (!next || next === authorization) {
-        // Nothing new to offer (e.g. basic challenge without credentials): ask again to surface the 401.
-        authorization = next;
-        continue;
-      }
-      authorization = next;
+      // Even with nothing new to offer (basic challenge, no credentials) we ask once more, to surface the 401.
+      authorization = await this.authorizationFor(ep, ctx, challenge.params.scope);
     }
   }
 

@@ -3,7 +3,7 @@ import http from 'node:http';
 import net from 'node:net';
 import type { RuntimeMetrics } from './metrics.js';
 import { errorMessage } from '../common/errors.js';
-import { parseHostPort } from '../common/address.js';
+import { listenOn, parseHostPort } from '../common/address.js';
 import { socketAnswers } from '../common/unix-socket.js';
 
 export interface HealthCheck {
@@ -30,10 +30,7 @@ export async function startMetricsServer(address: string, metrics: RuntimeMetric
       res.writeHead(404).end();
     }
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => resolve());
-  });
+  await listenOn(server, host, port);
   const bound = server.address() as net.AddressInfo;
   return {
     address: `${host}:${bound.port}`,

@@ -1,6 +1,6 @@
 // The streaming server: Exec/Attach/PortForward hand out a URL holding a single-use token; the client
 // redeems it with an HTTP upgrade to SPDY/3.1 or to a WebSocket, on the same URL, as with the kubelet.
-import { parseHostPort } from '../common/address.js';
+import { listenOn, parseHostPort } from '../common/address.js';
 import http from 'node:http';
 import https from 'node:https';
 import { promises as fsp } from 'node:fs';
@@ -85,13 +85,7 @@ export class StreamingServer {
         socket.destroy();
       });
     });
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(port, host || undefined, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
+    await listenOn(server, host, port);
     this.server = server;
     const bound = server.address() as AddressInfo;
     const shownHost = !host || host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '::1' : host;

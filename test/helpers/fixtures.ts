@@ -3,6 +3,7 @@
 import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
+import type { Descriptor } from '../../src/image/media-types.js';
 import {
   buildTestImages,
   dockerSchema2Manifest,
@@ -78,14 +79,6 @@ const NAME_BY_REPOSITORY: Record<string, FixtureName> = {
   'nodelet-test/whiteout': 'whiteout',
   'nodelet-test/big': 'big',
 };
-
-interface Descriptor {
-  mediaType: string;
-  digest: string;
-  size: number;
-  platform?: { architecture: string; os: string; variant?: string };
-  annotations?: Record<string, string>;
-}
 
 interface ManifestJson {
   mediaType?: string;

@@ -1,6 +1,6 @@
 // The kubelet API on HTTPS: /healthz, /pods, /containerLogs, and /exec, /attach, /portForward proxied to
 // the runtime's streaming server — what the apiserver calls for `kubectl logs`, `exec` and `port-forward`.
-import { parseHostPort } from '../../common/address.js';
+import { listenOn, parseHostPort } from '../../common/address.js';
 import { promises as fsp } from 'node:fs';
 import https from 'node:https';
 import path from 'node:path';
@@ -119,13 +119,7 @@ export class KubeletApiServer {
       });
     });
     server.on('tlsClientError', () => undefined);
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(port, host || undefined, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
+    await listenOn(server, host, port);
     this.server = server;
     this.boundPort = (server.address() as AddressInfo).port;
     this.log.info({ address: `${host}:${this.boundPort}`, clientCa: Boolean(clientCa), webhook: Boolean(this.opts.kube) }, 'kubelet API listening');
