@@ -186,6 +186,8 @@ test('the CRI log parser joins partial lines and reads tails, timestamps, limits
   let out = '';
   let running = true;
   const following = streamCriLog(file, { follow: true, tailLines: 0, pollMs: 20 }, async (t) => void (out += t), new AbortController().signal, async () => running);
+  // tailLines 0 skips what exists when the follower opens the file: let it open before appending.
+  await new Promise((r) => setTimeout(r, 500));
   await fsp.appendFile(file, '2024-01-01T00:00:05Z stdout F four\n');
   await waitFor('appended line', async () => out === 'four\n', 5000);
   running = false;
