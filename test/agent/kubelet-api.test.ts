@@ -185,11 +185,19 @@ test('the CRI log parser joins partial lines and reads tails, timestamps, limits
   // Following: lines appended later arrive; the stream ends once the container is done.
   let out = '';
   let running = true;
-  const following = streamCriLog(file, { follow: true, tailLines: 0, pollMs: 20 }, async (t) => void (out += t), new AbortController().signal, async () => running);
-  // tailLines 0 skips what exists when the follower opens the file: let it open before appending.
-  await new Promise((r) => setTimeout(r, 500));
-  await fsp.appendFile(file, '2024-01-01T00:00:05Z stdout F four\n');
-  await waitFor('appended line', async () => out === 'four\n', 5000);
+  // The abort ends the follower even when an assertion fails, so the test file can always exit.
+  const stopFollowing = new AbortController();
+  const following = streamCriLog(file, { follow: true, tailLines: 0, pollMs: 20 }, async (t) => void (out += t), stopFollowing.signal, async () => running);
+  try {
+    // tailLines 0 skips what exists when the follower opens the file: let it open before appending.
+    await new Promise((r) => setTimeout(r, 500));
+    await fsp.appendFile(file, '2024-01-01T00:00:05Z stdout F four\n');
+    await waitFor('appended line', async () => out === 'four\n', 5000);
+  } catch (err) {
+    stopFollowing.abort();
+    await following.catch(() => undefined);
+    throw err;
+  }
   running = false;
   await fsp.appendFile(file, '2024-01-01T00:00:06Z stdout F five\n');
   await following;
