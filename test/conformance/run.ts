@@ -1,0 +1,58 @@
+// `npm run conformance [-- PHASE...]`: the real components judge nodelet.
+// Phases (default: all, in this order):
+//   critest  critest's validation suite and benchmark against nodelet-cri (stand-in images from a local registry)
+//   kubelet  node checks: the real kubelet on nodelet-cri, joined to a control plane of our own on 127.0.0.1
+//   agent    the same node checks with nodelet-agent on nodelet-cri
+// Exits non-zero on any failure; the last line is `conformance: N passed, M failed`.
+import { findTools } from './tools.js';
+import { ConformanceReport } from './report.js';
+import { runCritestPhase } from './critest.js';
+import { runNodeChecksPhase } from './node-checks.js';
+
+const PHASES = ['critest', 'kubelet', 'agent'] as const;
+type Phase = (typeof PHASES)[number];
+
+async function main(): Promise<number> {
+  const asked = process.argv.slice(2);
+  const unknown = asked.filter((a) => !(PHASES as readonly string[]).includes(a));
+  if (unknown.length > 0) {
+    process.stderr.write(`conformance: unknown phase ${unknown.join(', ')} (phases: ${PHASES.join(', ')})\n`);
+    return 2;
+  }
+  const phases: Phase[] = asked.length > 0 ? (asked as Phase[]) : [...PHASES];
+  let tools;
+  try {
+    tools = findTools();
+  } catch (err) {
+    process.stderr.write(`${(err as Error).message}\n`);
+    return 2;
+  }
+  const report = new ConformanceReport();
+  for (const phase of phases) {
+    const started = Date.now();
+    process.stdout.write(`== conformance phase ${phase}\n`);
+    try {
+      if (phase === 'critest') await runCritestPhase(tools, report);
+      else await runNodeChecksPhase(tools, report, phase === 'kubelet' ? 'kubelet' : 'nodelet-agent');
+    } catch (err) {
+      report.add({ name: `${phase}: phase ran to the end`, passed: false, detail: (err as Error)?.stack ?? String(err) });
+    }
+    process.stdout.write(`== phase ${phase} took ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
+  }
+  if (report.skipped.length > 0) {
+    process.stdout.write(`not run (${report.skipped.length}):\n${report.skipped.map((s) => `  ${s.name} — ${s.detail}`).join('\n')}\n`);
+  }
+  if (report.failed.length > 0) {
+    process.stdout.write(`failed (${report.failed.length}):\n${report.failed.map((f) => `  ${f.name}`).join('\n')}\n`);
+  }
+  process.stdout.write(`${report.summary()}\n`);
+  return report.failed.length > 0 ? 1 : 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err) => {
+    process.stderr.write(`conformance: ${err?.stack ?? err}\n`);
+    process.exit(1);
+  },
+);
