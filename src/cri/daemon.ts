@@ -15,6 +15,7 @@ import { ImageService } from '../image/image-service.js';
 import { RegistryClient } from '../image/registry.js';
 import { CniNetwork } from '../network/cni.js';
 import { RuntimeService } from '../runtime/runtime-service.js';
+import { detectHugetlbController } from '../runtime/host-cgroups.js';
 import { ensureDir } from '../common/fsutil.js';
 import { logger } from '../common/log.js';
 
@@ -57,12 +58,14 @@ export async function startDaemon(config: NodeletConfig): Promise<Daemon> {
     cacheDir: path.join(config.root, 'cni-cache'),
   });
   await network.ensureDefaultConfig();
+  const cgroupV2 = existsSync('/sys/fs/cgroup/cgroup.controllers');
   runtime = new RuntimeService({
     config,
     network,
     images,
     restrictOomScoreAdj: await oomScoreAdjRestricted(),
-    cgroupV2: existsSync('/sys/fs/cgroup/cgroup.controllers'),
+    cgroupV2,
+    hugetlbController: detectHugetlbController(cgroupV2),
     appArmor: appArmorEnabled(),
   });
   await runtime.start();

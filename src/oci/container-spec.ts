@@ -95,6 +95,8 @@ export interface ContainerSpecInput {
   cgroupV2?: boolean;
   /** Clamp negative oom_score_adj to 0 (the daemon lacks CAP_SYS_RESOURCE). */
   restrictOomScoreAdj?: boolean;
+  /** false: the host has no hugetlb controller, so hugepage_limits are dropped (runc would fail on them). */
+  hugetlbController?: boolean;
   /** host_path → device facts, for config.devices. */
   hostDevices?: Record<string, HostDevice>;
   /** Content of the Localhost seccomp profile file, read by the caller. */
@@ -264,7 +266,7 @@ function devicesFor(
 /** linux.resources (without devices) and process.oomScoreAdj from the CRI resources. */
 export function resourcesFor(
   r: LinuxContainerResources__Output | null | undefined,
-  opts: { cgroupV2?: boolean; restrictOomScoreAdj?: boolean },
+  opts: { cgroupV2?: boolean; restrictOomScoreAdj?: boolean; hugetlbController?: boolean },
 ): { resources: OciResources; oomScoreAdj?: number } {
   const resources: OciResources = {};
   if (!r) return { resources };
@@ -279,7 +281,8 @@ export function resourcesFor(
   if (r.memory_limit_in_bytes > 0) memory.limit = r.memory_limit_in_bytes;
   if (r.memory_swap_limit_in_bytes !== 0) memory.swap = r.memory_swap_limit_in_bytes;
   if (Object.keys(memory).length > 0) resources.memory = memory;
-  if (r.hugepage_limits.length > 0) {
+  // The kubelet sends a limit for every page size the kernel lists, whether or not the controller is there.
+  if (r.hugepage_limits.length > 0 && opts.hugetlbController !== false) {
     resources.hugepageLimits = r.hugepage_limits.map((h) => ({ pageSize: h.page_size, limit: h.limit }));
   }
   // runc refuses a unified map on a cgroup v1 host.

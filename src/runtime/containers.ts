@@ -66,6 +66,9 @@ export class Containers {
     };
     const log = logger({ container: id.slice(0, 12), name: config.metadata.name });
     reportUnsupportedSecurity(log, 'container', config.linux?.security_context, this.ctx.appArmor);
+    if (!this.ctx.hugetlbController && config.linux?.resources?.hugepage_limits.length) {
+      log.debug({ hugepageLimits: config.linux.resources.hugepage_limits }, 'no hugetlb cgroup controller on this host; hugepage limits not applied');
+    }
     return this.ctx.locks.run(id, async () => {
       await this.ctx.containers.put(rec);
       try {
@@ -153,6 +156,7 @@ export class Containers {
       cgroupParent: sandbox.config.linux?.cgroup_parent ?? '',
       restrictOomScoreAdj: this.ctx.restrictOomScoreAdj,
       cgroupV2: this.ctx.cgroupV2,
+      hugetlbController: this.ctx.hugetlbController,
       appArmor: this.ctx.appArmor ? { defaultProfile: 'nodelet-default' } : undefined,
       hostDevices,
       seccompLocalhostProfile,
@@ -312,7 +316,11 @@ export class Containers {
     await this.ctx.locks.run(rec.id, async () => {
       const cur = this.ctx.containers.get(rec.id)!;
       if (cur.state === 'CONTAINER_RUNNING' || cur.state === 'CONTAINER_CREATED') {
-        const { resources: oci } = resourcesFor(resources, { cgroupV2: this.ctx.cgroupV2, restrictOomScoreAdj: this.ctx.restrictOomScoreAdj });
+        const { resources: oci } = resourcesFor(resources, {
+          cgroupV2: this.ctx.cgroupV2,
+          restrictOomScoreAdj: this.ctx.restrictOomScoreAdj,
+          hugetlbController: this.ctx.hugetlbController,
+        });
         await this.ctx.backend(cur.runtimeHandler).updateResources(cur.id, oci);
       }
       cur.resources = resources;

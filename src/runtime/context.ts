@@ -22,6 +22,8 @@ export interface RuntimeContextOptions {
   /** Whether a negative oom_score_adj can be set here (needs CAP_SYS_RESOURCE); clamp to 0 when not. */
   restrictOomScoreAdj: boolean;
   cgroupV2: boolean;
+  /** Whether the host has a hugetlb cgroup controller; without it hugepage limits are dropped. */
+  hugetlbController: boolean;
   appArmor: boolean;
 }
 
@@ -37,6 +39,7 @@ export class RuntimeContext {
   readonly images: ImageService;
   readonly restrictOomScoreAdj: boolean;
   readonly cgroupV2: boolean;
+  readonly hugetlbController: boolean;
   readonly appArmor: boolean;
   readonly runDir: string;
   /** What privileged / ADD ALL can grant: the daemon's own effective capabilities. */
@@ -50,6 +53,7 @@ export class RuntimeContext {
     this.images = opts.images;
     this.restrictOomScoreAdj = opts.restrictOomScoreAdj;
     this.cgroupV2 = opts.cgroupV2;
+    this.hugetlbController = opts.hugetlbController;
     this.appArmor = opts.appArmor;
     this.runDir = opts.config.runRoot;
     this.availableCapabilities = capabilitiesFromMask(procStatusField('CapEff') ?? '0');

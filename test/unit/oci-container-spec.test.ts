@@ -472,6 +472,21 @@ test('resources: cpu, memory, hugepages', () => {
   assert.equal(spec.process.oomScoreAdj, 900);
 });
 
+// The kubelet's request: limit 0 for every page size the kernel lists.
+const kubeletHugepages = [{ page_size: '2MB', limit: 0 }, { page_size: '1GB', limit: 0 }];
+const hugetlbCases = [
+  { name: 'controller present → limits kept', hugetlbController: true, want: [{ pageSize: '2MB', limit: 0 }, { pageSize: '1GB', limit: 0 }] },
+  { name: 'not known (default) → limits kept', hugetlbController: undefined, want: [{ pageSize: '2MB', limit: 0 }, { pageSize: '1GB', limit: 0 }] },
+  { name: 'controller missing → limits dropped', hugetlbController: false, want: undefined },
+];
+for (const c of hugetlbCases) {
+  test(`resources: hugepage limits, ${c.name}`, () => {
+    const spec = build({ res: { hugepage_limits: kubeletHugepages, cpu_shares: 2 } }, { hugetlbController: c.hugetlbController });
+    assert.deepEqual(spec.linux.resources!.hugepageLimits, c.want);
+    assert.deepEqual(spec.linux.resources!.cpu, { shares: 2 }, 'the rest of the resources stays');
+  });
+}
+
 test('resources: none given → no cpu/memory and no oomScoreAdj', () => {
   const spec = build();
   assert.equal(spec.linux.resources!.cpu, undefined);

@@ -1,0 +1,130 @@
+// Requests in the exact shape the real kubelet (v1.36) and critest send, replayed against a real
+// nodelet-cri (runc, conmon, CNI): each test here is a finding from running those clients.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { promises as fsp, readdirSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { randomUUID } from 'node:crypto';
+import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { useRegistries, type Registries } from '../helpers/registries.js';
+import { containerConfig, runContainer, sandboxConfig, waitFor } from '../helpers/pods.js';
+
+let d: TestDaemon;
+let reg: Registries;
+let logDir: string;
+let BUSYBOX: string;
+const cgroupDirsToRemove: string[] = [];
+
+before(async () => {
+  reg = await useRegistries();
+  d = await startTestDaemon();
+  logDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'nodelet-kubelet-req-'));
+  BUSYBOX = `${reg.plain}/nodelet-test/busybox:latest`;
+  await d.client.image('PullImage', { image: { image: BUSYBOX } });
+});
+
+after(async () => {
+  await d?.cleanup();
+  await reg?.stop();
+  if (logDir) await fsp.rm(logDir, { recursive: true, force: true });
+  // Deepest first; a directory still in use (another runtime's pods) refuses rmdir and stays.
+  for (const dir of cgroupDirsToRemove.sort((a, b) => b.length - a.length)) await fsp.rmdir(dir).catch(() => undefined);
+});
+
+async function exec(id: string, cmd: string[]) {
+  const res = await d.client.runtime('ExecSync', { container_id: id, cmd, timeout: 10 });
+  return { stdout: res.stdout.toString(), stderr: res.stderr.toString(), code: res.exit_code as number };
+}
+
+/** The kubelet's page size names for what the kernel lists: hugepages-2048kB → 2MB, hugepages-1048576kB → 1GB. */
+function kernelHugepageSizes(): string[] {
+  const units = ['B', 'KB', 'MB', 'GB', 'TB', 'PB'];
+  let names: string[];
+  try {
+    names = readdirSync('/sys/kernel/mm/hugepages');
+  } catch {
+    return [];
+  }
+  return names.flatMap((name) => {
+    const m = /^hugepages-(\d+)kB$/.exec(name);
+    if (!m) return [];
+    let size = Number(m[1]) * 1024;
+    let unit = 0;
+    while (size % 1024 === 0 && unit < units.length - 1) {
+      size /= 1024;
+      unit++;
+    }
+    return [`${size}${units[unit]}`];
+  });
+}
+
+/** Every v1 hierarchy (or the v2 root) gets the pod's parent directories; remember them for removal. */
+function rememberCgroupParent(parent: string) {
+  const roots = ['/sys/fs/cgroup', ...readdirSync('/sys/fs/cgroup').map((n) => path.join('/sys/fs/cgroup', n))];
+  const parts = parent.split('/').filter(Boolean);
+  for (const root of roots) {
+    for (let i = 1; i <= parts.length; i++) cgroupDirsToRemove.push(path.join(root, ...parts.slice(0, i)));
+  }
+}
+
+/** linux.resources as the kubelet fills them for a BestEffort container (cpu_shares 2, no limits, hugepages 0). */
+function kubeletResources(oomScoreAdj: number) {
+  return {
+    cpu_period: 100000,
+    cpu_quota: 0,
+    cpu_shares: 2,
+    memory_limit_in_bytes: 0,
+    oom_score_adj: oomScoreAdj,
+    cpuset_cpus: '',
+    cpuset_mems: '',
+    hugepage_limits: kernelHugepageSizes().map((page_size) => ({ page_size, limit: 0 })),
+    unified: {},
+    memory_swap_limit_in_bytes: 0,
+  };
+}
+
+test('a BestEffort pod as the kubelet creates it runs, hugepage limits for every kernel page size included', async () => {
+  const uid = randomUUID();
+  const cgroupParent = `/kubepods/besteffort/pod${uid}`;
+  rememberCgroupParent(cgroupParent);
+  const config = sandboxConfig('kubelet-shaped', path.join(logDir, 'kubelet-shaped'), {
+    metadata: { name: 'kubelet-shaped', namespace: 'default', uid, attempt: 0 },
+    linux: {
+      cgroup_parent: cgroupParent,
+      security_context: {
+        namespace_options: { network: 'POD', pid: 'CONTAINER', ipc: 'POD' },
+        seccomp: { profile_type: 'RuntimeDefault' },
+      },
+      // The kubelet sends the pod's resources on the sandbox too (PodLevelResources / overhead).
+      resources: kubeletResources(-998),
+    },
+  });
+  const { pod_sandbox_id: podId } = await d.client.runtime('RunPodSandbox', { config });
+  const container = containerConfig('app', BUSYBOX, ['sleep', '3600'], {
+    envs: [{ key: 'KUBERNETES_SERVICE_HOST', value: '10.96.0.1' }],
+    annotations: { 'io.kubernetes.container.hash': 'abc123', 'io.kubernetes.container.restartCount': '0' },
+    linux: {
+      resources: kubeletResources(1000),
+      security_context: {
+        namespace_options: { network: 'POD', pid: 'CONTAINER', ipc: 'POD' },
+        run_as_user: { value: 0 },
+        seccomp: { profile_type: 'RuntimeDefault' },
+        masked_paths: ['/proc/asound', '/proc/acpi', '/proc/kcore', '/proc/keys'],
+        readonly_paths: ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys'],
+      },
+    },
+  });
+  const id = await runContainer(d.client, podId, config, container);
+  const status = await waitFor('the container to run', async () => {
+    const { status } = await d.client.runtime('ContainerStatus', { container_id: id });
+    return status.state === 'CONTAINER_RUNNING' ? status : undefined;
+  });
+  assert.equal(status.state, 'CONTAINER_RUNNING');
+  const ps = await exec(id, ['cat', '/proc/self/cgroup']);
+  assert.equal(ps.code, 0, ps.stderr);
+  assert.match(ps.stdout, new RegExp(`/kubepods/besteffort/pod${uid}/`), 'the container lives under the kubelet-given cgroup parent');
+  assert.equal((await exec(id, ['cat', '/proc/1/oom_score_adj'])).stdout.trim(), '1000');
+  await d.client.runtime('StopPodSandbox', { pod_sandbox_id: podId });
+  await d.client.runtime('RemovePodSandbox', { pod_sandbox_id: podId });
+});
