@@ -68,6 +68,10 @@ export interface UserRequest {
  * memberships in the image's /etc/group, supplemental groups; deduplicated and sorted).
  */
 export function resolveUser(req: UserRequest): OciUser {
+  // A group alone would pair with the image's user, which the caller never chose (containerd and CRI-O refuse it too).
+  if (req.runAsGroup !== undefined && req.runAsUser === undefined && !req.runAsUsername) {
+    throw invalidArgument('security_context.run_as_group is set without run_as_user or run_as_username');
+  }
   const passwd = parsePasswd(req.passwd);
   const groups = parseGroup(req.group);
 

@@ -6,6 +6,7 @@ import { promises as fsp, readdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { randomUUID } from 'node:crypto';
+import * as grpc from '@grpc/grpc-js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { useRegistries, type Registries } from '../helpers/registries.js';
 import { containerConfig, runContainer, sandboxConfig, waitFor } from '../helpers/pods.js';
@@ -125,6 +126,32 @@ test('a BestEffort pod as the kubelet creates it runs, hugepage limits for every
   assert.equal(ps.code, 0, ps.stderr);
   assert.match(ps.stdout, new RegExp(`/kubepods/besteffort/pod${uid}/`), 'the container lives under the kubelet-given cgroup parent');
   assert.equal((await exec(id, ['cat', '/proc/1/oom_score_adj'])).stdout.trim(), '1000');
+  await d.client.runtime('StopPodSandbox', { pod_sandbox_id: podId });
+  await d.client.runtime('RemovePodSandbox', { pod_sandbox_id: podId });
+});
+
+test('critest: RunAsGroup without RunAsUser is INVALID_ARGUMENT and leaves nothing; with RunAsUser it applies', async () => {
+  const config = sandboxConfig('run-as-group', path.join(logDir, 'run-as-group'));
+  const { pod_sandbox_id: podId } = await d.client.runtime('RunPodSandbox', { config });
+  const command = ['sh', '-c', 'echo $(id -u):$(id -g); sleep 3600'];
+  await assert.rejects(
+    d.client.runtime('CreateContainer', {
+      pod_sandbox_id: podId,
+      config: containerConfig('group-only', BUSYBOX, command, { linux: { security_context: { run_as_group: { value: 1002 } } } }),
+      sandbox_config: config,
+    }),
+    (err: grpc.ServiceError) => {
+      assert.equal(err.code, grpc.status.INVALID_ARGUMENT, err.details);
+      assert.match(err.details, /run_as_group/);
+      return true;
+    },
+  );
+  const left = await d.client.runtime('ListContainers', { filter: { pod_sandbox_id: podId } });
+  assert.equal(left.containers.length, 0, 'the refused creation left no container behind');
+  const id = await runContainer(d.client, podId, config, containerConfig('user-and-group', BUSYBOX, command, {
+    linux: { security_context: { run_as_user: { value: 1001 }, run_as_group: { value: 1002 } } },
+  }));
+  assert.equal((await exec(id, ['sh', '-c', 'echo $(id -u):$(id -g)'])).stdout, '1001:1002\n');
   await d.client.runtime('StopPodSandbox', { pod_sandbox_id: podId });
   await d.client.runtime('RemovePodSandbox', { pod_sandbox_id: podId });
 });

@@ -236,6 +236,12 @@ test('user: unknown names are invalid arguments naming them', () => {
   throwsInvalid(() => build({}, { image: { Cmd: ['x'], User: 'app:wheel' } }), /group "wheel"/);
 });
 
+test('user: run_as_group without run_as_user or run_as_username is refused, naming the field (critest)', () => {
+  throwsInvalid(() => build({ sc: { run_as_group: { value: 1002 } } }), /run_as_group.*without run_as_user/);
+  throwsInvalid(() => build({ sc: { run_as_group: { value: 0 } } }, { image: { Cmd: ['x'], User: 'app' } }), /run_as_group/);
+  assert.deepEqual(build({ sc: { run_as_username: 'www', run_as_group: { value: 1002 } } }).process.user, { uid: 33, gid: 1002, additionalGids: [29, 1002] });
+});
+
 test('user: empty passwd and group files still resolve numeric users', () => {
   const spec = build({}, { image: { Cmd: ['x'], User: '65534:65534' }, passwd: '', group: '' });
   assert.deepEqual(spec.process.user, { uid: 65534, gid: 65534, additionalGids: [65534] });
