@@ -11,6 +11,7 @@ import { ensureDir } from '../common/fsutil.js';
 import { logger } from '../common/log.js';
 import { mountOverlay, unmountIfMounted } from './mounts.js';
 import { reportUnsupportedSecurity } from './host-security.js';
+import { readLocalhostSeccompProfile } from './seccomp-profile.js';
 import { matchLabels } from './sandboxes.js';
 import { buildContainerSpec, resourcesFor, type HostDevice } from '../oci/container-spec.js';
 import type { ContainerConfig__Output } from '../cri/generated/runtime/v1/ContainerConfig.js';
@@ -116,13 +117,7 @@ export class Containers {
       };
     }
     const readEtc = (name: string) => fsp.readFile(path.join(rec.rootfs, 'etc', name), 'utf8').catch(() => '');
-    const seccomp = rec.config.linux?.security_context?.seccomp;
-    let seccompLocalhostProfile: string | undefined;
-    if (seccomp?.profile_type === 'Localhost') {
-      seccompLocalhostProfile = await fsp.readFile(seccomp.localhost_ref, 'utf8').catch(() => {
-        throw invalidArgument(`seccomp localhost profile ${seccomp.localhost_ref} cannot be read`);
-      });
-    }
+    const seccompLocalhostProfile = await readLocalhostSeccompProfile(rec.config.linux?.security_context, 'linux.security_context');
     const infraPid = sandbox.infraPid;
     const targetId = rec.config.linux?.security_context?.namespace_options?.target_id;
     let targetPid: number | undefined;

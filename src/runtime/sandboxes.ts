@@ -11,6 +11,7 @@ import { ensureDir } from '../common/fsutil.js';
 import { logger } from '../common/log.js';
 import { mountOverlay, mountTmpfs, unmountIfMounted } from './mounts.js';
 import { reportUnsupportedSecurity } from './host-security.js';
+import { readLocalhostSeccompProfile } from './seccomp-profile.js';
 import { createNetns, removeNetns, netnsNameForSandbox, netnsPathForName } from '../network/netns.js';
 import { buildResolvConf } from '../network/dns.js';
 import { buildHostsFile } from '../network/hosts.js';
@@ -176,6 +177,7 @@ export class PodSandboxes {
       shmPath: rec.shmPath,
       restrictOomScoreAdj: this.ctx.restrictOomScoreAdj,
       cgroupV2: this.ctx.cgroupV2,
+      seccompLocalhostProfile: await readLocalhostSeccompProfile(config.linux?.security_context, 'linux.security_context'),
       availableCapabilities: this.ctx.availableCapabilities,
       rlimits: this.ctx.rlimits,
     });

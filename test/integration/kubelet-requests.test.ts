@@ -155,3 +155,80 @@ test('critest: RunAsGroup without RunAsUser is INVALID_ARGUMENT and leaves nothi
   await d.client.runtime('StopPodSandbox', { pod_sandbox_id: podId });
   await d.client.runtime('RemovePodSandbox', { pod_sandbox_id: podId });
 });
+
+// critest's profile: everything allowed but chmod (EPERM, the default errno).
+const BLOCK_CHMOD = { defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['chmod', 'fchmodat'], action: 'SCMP_ACT_ERRNO' }] };
+// A profile with an explicit errno, to see errnoRet honoured.
+const BLOCK_MKDIR = { defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['mkdir', 'mkdirat'], action: 'SCMP_ACT_ERRNO', errnoRet: 13 }] };
+
+async function writeProfile(name: string, profile: object): Promise<string> {
+  const file = path.join(logDir, 'seccomp', name);
+  await fsp.mkdir(path.dirname(file), { recursive: true });
+  await fsp.writeFile(file, JSON.stringify(profile));
+  return file;
+}
+
+test('critest: Localhost seccomp profile by host path, on sandbox and container, blocks the syscall', async () => {
+  const chmodProfile = await writeProfile('block-chmod.json', BLOCK_CHMOD);
+  const seccomp = { profile_type: 'Localhost', localhost_ref: chmodProfile };
+  // As critest's seccompTestContainer: the same profile on the sandbox and on the container.
+  const config = sandboxConfig('seccomp-localhost', path.join(logDir, 'seccomp-localhost'), {
+    linux: { security_context: { seccomp } },
+  });
+  const { pod_sandbox_id: podId } = await d.client.runtime('RunPodSandbox', { config });
+  const confined = await runContainer(d.client, podId, config, containerConfig('confined', BUSYBOX, ['sleep', '3600'], {
+    linux: { security_context: { seccomp } },
+  }));
+  const denied = await exec(confined, ['chmod', '400', '/']);
+  assert.notEqual(denied.code, 0);
+  assert.match(denied.stderr, /Operation not permitted/);
+  assert.match((await exec(confined, ['grep', 'Seccomp:', '/proc/self/status'])).stdout, /Seccomp:\s+2/);
+  const free = await runContainer(d.client, podId, config, containerConfig('free', BUSYBOX, ['sleep', '3600'], {
+    linux: { security_context: { seccomp: { profile_type: 'Unconfined' } } },
+  }));
+  assert.equal((await exec(free, ['chmod', '400', '/tmp'])).code, 0, 'the same pod without the profile may chmod');
+  await d.client.runtime('StopPodSandbox', { pod_sandbox_id: podId });
+  await d.client.runtime('RemovePodSandbox', { pod_sandbox_id: podId });
+});
+
+test('deprecated seccomp_profile_path "localhost/<path>" works on sandbox and container; an unreadable profile is INVALID_ARGUMENT', async () => {
+  const mkdirProfile = await writeProfile('block-mkdir.json', BLOCK_MKDIR);
+  const legacy = `localhost/${mkdirProfile}`;
+  const config = sandboxConfig('seccomp-legacy', path.join(logDir, 'seccomp-legacy'), {
+    linux: { security_context: { seccomp_profile_path: legacy } },
+  });
+  const { pod_sandbox_id: podId } = await d.client.runtime('RunPodSandbox', { config });
+  const id = await runContainer(d.client, podId, config, containerConfig('legacy', BUSYBOX, ['sleep', '3600'], {
+    linux: { security_context: { seccomp_profile_path: legacy } },
+  }));
+  const denied = await exec(id, ['mkdir', '/tmp/newdir']);
+  assert.notEqual(denied.code, 0);
+  assert.match(denied.stderr, /Permission denied/, 'errnoRet 13 (EACCES) from the profile');
+  assert.equal((await exec(id, ['touch', '/tmp/newfile'])).code, 0, 'other syscalls are allowed');
+
+  const missing = path.join(logDir, 'seccomp', 'no-such-profile.json');
+  for (const sc of [{ seccomp: { profile_type: 'Localhost', localhost_ref: missing } }, { seccomp_profile_path: `localhost/${missing}` }]) {
+    await assert.rejects(
+      d.client.runtime('CreateContainer', {
+        pod_sandbox_id: podId,
+        config: containerConfig('missing-profile', BUSYBOX, ['true'], { linux: { security_context: sc } }),
+        sandbox_config: config,
+      }),
+      (err: grpc.ServiceError) => {
+        assert.equal(err.code, grpc.status.INVALID_ARGUMENT, err.details);
+        assert.match(err.details, /(localhost_ref|seccomp_profile_path).*no-such-profile\.json/);
+        return true;
+      },
+    );
+  }
+  await assert.rejects(
+    d.client.runtime('RunPodSandbox', {
+      config: sandboxConfig('seccomp-missing', path.join(logDir, 'seccomp-missing'), {
+        linux: { security_context: { seccomp: { profile_type: 'Localhost', localhost_ref: missing } } },
+      }),
+    }),
+    (err: grpc.ServiceError) => err.code === grpc.status.INVALID_ARGUMENT && /localhost_ref/.test(err.details),
+  );
+  await d.client.runtime('StopPodSandbox', { pod_sandbox_id: podId });
+  await d.client.runtime('RemovePodSandbox', { pod_sandbox_id: podId });
+});
