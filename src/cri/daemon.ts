@@ -16,6 +16,7 @@ import { RegistryClient } from '../image/registry.js';
 import { CniNetwork } from '../network/cni.js';
 import { RuntimeService } from '../runtime/runtime-service.js';
 import { detectHugetlbController } from '../runtime/host-cgroups.js';
+import { imageIdsUsedBy } from '../runtime/records.js';
 import { ensureDir } from '../common/fsutil.js';
 import { logger } from '../common/log.js';
 
@@ -48,7 +49,7 @@ export async function startDaemon(config: NodeletConfig): Promise<Daemon> {
   const images = new ImageService({
     root: path.join(config.root, 'images'),
     registry,
-    inUse: (imageId: string) => runtime?.ctx.containers.list().some((c) => c.imageId === imageId) ?? false,
+    inUse: (imageId: string) => runtime?.ctx.containers.list().some((c) => imageIdsUsedBy(c).includes(imageId)) ?? false,
     onPulled: (outcome) => metrics?.onPulled(outcome),
   });
   await images.recover();

@@ -4,6 +4,7 @@ import type { RuntimeService } from '../runtime/runtime-service.js';
 import type { SandboxRecord, ContainerRecord } from '../runtime/records.js';
 import { NODELET_VERSION, CRI_API_VERSION } from '../version.js';
 import { invalidArgument } from '../common/errors.js';
+import { reportedMounts } from '../runtime/image-volumes.js';
 
 export function sandboxStatusMessage(rec: SandboxRecord) {
   const [ip, ...more] = rec.ips;
@@ -36,7 +37,7 @@ export function containerStatusMessage(rec: ContainerRecord) {
     message: rec.message ?? '',
     labels: rec.config.labels,
     annotations: rec.config.annotations,
-    mounts: rec.config.mounts,
+    mounts: reportedMounts(rec.config.mounts, rec.imageVolumes),
     log_path: rec.logPath,
     resources: rec.resources ? { linux: rec.resources } : null,
     stop_signal: rec.config.stop_signal,

@@ -200,7 +200,7 @@ const PROPAGATION = {
 function criMount(m: Mount__Output, index: number): OciMount {
   const field = `mounts[${index}]`;
   if (!m.host_path) throw invalidArgument(`${field}: host_path is empty`);
-  if (m.image && m.image.image) throw invalidArgument(`${field}: image volumes are not supported`);
+  if (m.image && m.image.image) throw invalidArgument(`${field}: an image mount reaches the spec builder unresolved (no host path)`);
   if (m.recursive_read_only) throw invalidArgument(`${field}: recursive_read_only is not supported by this runtime`);
   const propagation = PROPAGATION[m.propagation] ?? 'rprivate';
   return {

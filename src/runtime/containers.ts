@@ -12,6 +12,7 @@ import { logger } from '../common/log.js';
 import { mountOverlay, unmountIfMounted } from './mounts.js';
 import { reportUnsupportedSecurity } from './host-security.js';
 import { readLocalhostSeccompProfile } from './seccomp-profile.js';
+import { imageVolumeRequests, isImageVolume, mountImageLayers, mountsWithImageSources, resolveInRoot, type ImageVolume } from './image-volumes.js';
 import { matchLabels } from './sandboxes.js';
 import { buildContainerSpec, resourcesFor, type HostDevice } from '../oci/container-spec.js';
 import type { ContainerConfig__Output } from '../cri/generated/runtime/v1/ContainerConfig.js';
@@ -42,9 +43,16 @@ export class Containers {
     if (taken) throw alreadyExists(`container name ${reservedName} is already used by container ${taken.id}`);
     const image = await this.ctx.images.resolveImage(config.image.image);
     if (!image) throw notFound(`image ${config.image.image} not found`);
+    const volumeRequests = imageVolumeRequests(config.mounts);
 
     const id = randomBytes(32).toString('hex');
     const dir = this.ctx.containers.pathOf(id);
+    // Resolved before the record is written: from then on the record keeps these images in use.
+    const imageVolumes: ImageVolume[] = volumeRequests.map((req) => {
+      const found = this.ctx.images.lookup(req.image);
+      if (!found) throw notFound(`mounts[${req.index}].image: image ${req.image} not found (an image volume's image must be pulled first)`);
+      return { ...req, imageId: found.id, mountPoint: path.join(dir, 'image-volumes', String(req.index)) };
+    });
     const logPath = config.log_path && sandbox.config.log_directory ? path.join(sandbox.config.log_directory, config.log_path) : path.join(dir, 'container.log');
     const imageConfig = (image.record.config?.config ?? {}) as { StopSignal?: string };
     const rec: ContainerRecord = {
@@ -64,6 +72,7 @@ export class Containers {
       stopSignal: runtimeSignalName(config.stop_signal && config.stop_signal !== 'RUNTIME_DEFAULT' ? config.stop_signal : imageConfig.StopSignal || 'SIGTERM'),
       createdAt: nowNs(),
       resources: config.linux?.resources ?? null,
+      imageVolumes,
     };
     const log = logger({ container: id.slice(0, 12), name: config.metadata.name });
     reportUnsupportedSecurity(log, 'container', config.linux?.security_context, this.ctx.appArmor);
@@ -90,12 +99,18 @@ export class Containers {
   private async setUp(rec: ContainerRecord, sandbox: SandboxRecord, layerDirs: string[], imageFile: any): Promise<void> {
     const dir = this.ctx.containers.pathOf(rec.id);
     for (const m of rec.config.mounts) {
+      if (isImageVolume(m)) continue;
       if (!m.host_path) throw invalidArgument(`mounts: host_path is required (container_path ${m.container_path})`);
       try {
         await fsp.stat(m.host_path);
       } catch {
         throw invalidArgument(`mounts: host_path ${m.host_path} does not exist`);
       }
+    }
+    for (const v of rec.imageVolumes ?? []) {
+      const volumeImage = await this.ctx.images.resolveImage(v.imageId);
+      await mountImageLayers(volumeImage.layerDirs, v.mountPoint, path.join(dir, 'image-volumes', 'empty'));
+      v.source = v.subPath ? await resolveInRoot(v.mountPoint, v.subPath, `mounts[${v.index}].image_sub_path`, `image ${v.image}`) : v.mountPoint;
     }
     await mountOverlay(layerDirs, path.join(dir, 'upper'), path.join(dir, 'work'), rec.rootfs);
     rec.rootfsMounted = true;
@@ -129,7 +144,7 @@ export class Containers {
     const spec = buildContainerSpec({
       containerId: rec.id,
       sandboxId: sandbox.id,
-      config: rec.config,
+      config: rec.imageVolumes?.length ? { ...rec.config, mounts: mountsWithImageSources(rec.config.mounts, rec.imageVolumes) } : rec.config,
       sandboxConfig: sandbox.config,
       image: imageFile?.config ?? {},
       imageName: rec.imageName,
@@ -264,8 +279,8 @@ export class Containers {
   async destroy(rec: ContainerRecord): Promise<void> {
     const backend = this.ctx.backend(rec.runtimeHandler);
     if (rec.state !== 'CONTAINER_EXITED') await backend.stop(rec.id, 0, 'SIGKILL').catch(() => undefined);
-    // The process is gone: the runtime's state and the rootfs mount can go at the same time.
-    await Promise.all([backend.delete(rec.id), unmountIfMounted(rec.rootfs)]);
+    // The process is gone: the runtime's state, the rootfs and the image volumes can go at the same time.
+    await Promise.all([backend.delete(rec.id), unmountIfMounted(rec.rootfs), ...(rec.imageVolumes ?? []).map((v) => unmountIfMounted(v.mountPoint))]);
     await this.ctx.containers.delete(rec.id);
     if (rec.phase === 'ready') this.ctx.emit('CONTAINER_DELETED_EVENT', rec.id, rec.sandboxId);
   }

@@ -1,4 +1,4 @@
-// Mounts the runtime owns: container overlay root filesystems and pod /dev/shm tmpfs.
+// Mounts the runtime owns: container overlay root filesystems, image volumes and pod /dev/shm tmpfs.
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { run } from '../common/exec.js';
@@ -15,6 +15,15 @@ export async function mountOverlay(lowerDirs: string[], upperDir: string, workDi
   // A single-layer image: overlay needs two lowers without an upper, one with — we always have an upper.
   const options = `lowerdir=${lowers.join(':')},upperdir=${upperDir},workdir=${workDir}`;
   await run('mount', ['-t', 'overlay', 'overlay', '-o', options, target], { cwd: base, timeoutMs: 30_000 });
+}
+
+/** An overlay of lower dirs only (top first; at least two): read-only by construction, nothing to write to. */
+export async function mountReadOnlyOverlay(lowerDirs: string[], target: string): Promise<void> {
+  if (lowerDirs.length < 2) throw new Error('a read-only overlay needs at least two lower dirs');
+  await ensureDir(target);
+  const base = commonParent(lowerDirs);
+  const lowers = lowerDirs.map((d) => path.relative(base, d));
+  await run('mount', ['-t', 'overlay', 'overlay', '-o', `ro,lowerdir=${lowers.join(':')}`, target], { cwd: base, timeoutMs: 30_000 });
 }
 
 export async function mountTmpfs(target: string, sizeBytes: number, mode = '1777'): Promise<void> {

@@ -2,6 +2,7 @@
 import type { PodSandboxConfig__Output } from '../cri/generated/runtime/v1/PodSandboxConfig.js';
 import type { ContainerConfig__Output } from '../cri/generated/runtime/v1/ContainerConfig.js';
 import type { LinuxContainerResources__Output } from '../cri/generated/runtime/v1/LinuxContainerResources.js';
+import type { ImageVolume } from './image-volumes.js';
 
 /** 'creating' marks a record whose set-up did not finish: recovery undoes it. */
 export type Phase = 'creating' | 'ready';
@@ -54,6 +55,13 @@ export interface ContainerRecord {
   message?: string;
   pid?: number;
   resources?: LinuxContainerResources__Output | null;
+  /** Images mounted as volumes (absent in records written before image volumes existed). */
+  imageVolumes?: ImageVolume[];
+}
+
+/** Image ids a container needs kept: its own image and those of its image volumes. */
+export function imageIdsUsedBy(rec: ContainerRecord): string[] {
+  return [rec.imageId, ...(rec.imageVolumes ?? []).map((v) => v.imageId)];
 }
 
 export function nowNs(): string {
