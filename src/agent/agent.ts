@@ -48,8 +48,10 @@ export class Agent {
     const version = await this.waitForRuntime();
     this.runtimeName = version.runtime_name;
     this.log.info({ runtime: `${version.runtime_name}://${version.runtime_version}`, hostIP: this.hostIP }, 'runtime connected');
-    if (this.config.kubeconfig) {
-      this.kube = kubeClientsFromFile(this.config.kubeconfig);
+    if (this.config.kubeconfig) this.kube = kubeClientsFromFile(this.config.kubeconfig);
+    // Before registration, so the Node reports the port the kubelet API really listens on.
+    await this.startKubeletApi();
+    if (this.kube) {
       this.nodeReporter = new NodeStatusReporter(
         this.kube.core,
         this.kube.coordination,
@@ -61,13 +63,13 @@ export class Agent {
           root: this.config.root,
           runtimeName: version.runtime_name,
           runtimeVersion: version.runtime_version,
-          kubeletPort: Number(this.config.kubeletApiAddress.split(':').pop()) || 10250,
+          kubeletPort: this.kubeletApi?.port || Number(this.config.kubeletApiAddress.split(':').pop()) || 10250,
         },
         { leaseRenewSeconds: this.config.leaseRenewSeconds, statusReportSeconds: this.config.nodeStatusReportSeconds, log: this.log },
       );
-      await this.nodeReporter.register();
-      this.nodeReporter.start();
     }
+    // Static pods need no apiserver: they start while the Node is still being registered.
+    const registered = this.nodeReporter?.start();
     if (this.config.podManifestPath) {
       if (this.kube) {
         this.mirrors = new MirrorPods(this.kube.core, this.config.nodeName, this.log);
@@ -82,14 +84,14 @@ export class Agent {
       );
       await this.staticSource.start();
     }
-    if (this.kube) {
+    await registered;
+    if (this.kube && !this.stopped) {
       this.apiSource = new ApiPodSource(this.kube.config, this.kube.core, this.config.nodeName, {
         upsert: (pod) => this.upsert(pod, false),
         remove: (uid) => this.remove(uid),
       }, this.log);
       await this.apiSource.start();
     }
-    await this.startKubeletApi();
     this.scheduleHousekeeping();
   }
 

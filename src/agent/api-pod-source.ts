@@ -18,6 +18,7 @@ export class ApiPodSource {
   private readonly known = new Set<string>();
   private stopped = false;
   private abort?: AbortController;
+  private readonly stopSignal = new AbortController();
   private loopDone?: Promise<void>;
   private readonly fieldSelector: string;
 
@@ -31,14 +32,27 @@ export class ApiPodSource {
     this.fieldSelector = `spec.nodeName=${nodeName}`;
   }
 
-  /** Lists once (so the pods start right away), then keeps watching in the background. */
+  /**
+   * Lists once (so the pods start right away; an apiserver that can't be reached is retried with back-off until it
+   * answers or the source stops), then keeps watching in the background.
+   */
   async start(): Promise<void> {
-    await this.relist();
-    this.loopDone = this.watchLoop();
+    for (let failures = 0; !this.stopped; ) {
+      try {
+        await this.relist();
+        break;
+      } catch (err) {
+        failures++;
+        this.log.warn({ err: errorMessage(err), code: apiErrorCode(err), failures }, 'pod list failed; retrying');
+        await sleep(Math.min(100 * 2 ** failures, 5000), undefined, { signal: this.stopSignal.signal }).catch(() => undefined);
+      }
+    }
+    if (!this.stopped) this.loopDone = this.watchLoop();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.stopSignal.abort();
     this.abort?.abort();
     await this.loopDone;
   }
@@ -75,7 +89,7 @@ export class ApiPodSource {
       if (end === 'failed') {
         failures++;
         // The first retry is immediate; only repeated failures wait, and never long.
-        if (failures > 1) await sleep(Math.min(100 * 2 ** failures, 5000));
+        if (failures > 1) await sleep(Math.min(100 * 2 ** failures, 5000), undefined, { signal: this.stopSignal.signal }).catch(() => undefined);
         if (failures < 3) continue;
       }
       try {
@@ -84,7 +98,7 @@ export class ApiPodSource {
       } catch (err) {
         failures++;
         this.log.warn({ err: errorMessage(err) }, 'pod list failed');
-        await sleep(Math.min(100 * 2 ** failures, 5000));
+        await sleep(Math.min(100 * 2 ** failures, 5000), undefined, { signal: this.stopSignal.signal }).catch(() => undefined);
       }
     }
   }

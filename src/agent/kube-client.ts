@@ -1,5 +1,15 @@
-// The Kubernetes API clients, from a kubeconfig (client certificate or bearer token).
-import { CoordinationV1Api, CoreV1Api, KubeConfig } from '@kubernetes/client-node';
+// The Kubernetes API clients, from a kubeconfig (client certificate or bearer token). Every request body goes
+// through normalizeWireTimes on its way out, so no caller has to think about the apiserver's time formats.
+import {
+  CoordinationV1Api,
+  CoreV1Api,
+  KubeConfig,
+  ServerConfiguration,
+  createConfiguration,
+  type RequestContext,
+  type ResponseContext,
+} from '@kubernetes/client-node';
+import { normalizeWireTimesInJson } from './api-time.js';
 
 export interface KubeClients {
   config: KubeConfig;
@@ -7,10 +17,34 @@ export interface KubeClients {
   coordination: CoordinationV1Api;
 }
 
+const wireTimes = {
+  async pre(context: RequestContext): Promise<RequestContext> {
+    const body = context.getBody();
+    if (typeof body === 'string' && body) context.setBody(normalizeWireTimesInJson(body));
+    return context;
+  },
+  async post(context: ResponseContext): Promise<ResponseContext> {
+    return context;
+  },
+};
+
+/** Like KubeConfig.makeApiClient, with the agent's request middleware. */
+export function makeApiClient<T>(config: KubeConfig, api: new (configuration: ReturnType<typeof createConfiguration>) => T): T {
+  const cluster = config.getCurrentCluster();
+  if (!cluster) throw new Error('kubeconfig has no current cluster');
+  return new api(
+    createConfiguration({
+      baseServer: new ServerConfiguration(cluster.server, {}),
+      authMethods: { default: config },
+      promiseMiddleware: [wireTimes],
+    }),
+  );
+}
+
 export function kubeClientsFromFile(kubeconfigPath: string): KubeClients {
   const config = new KubeConfig();
   config.loadFromFile(kubeconfigPath);
-  return { config, core: config.makeApiClient(CoreV1Api), coordination: config.makeApiClient(CoordinationV1Api) };
+  return { config, core: makeApiClient(config, CoreV1Api), coordination: makeApiClient(config, CoordinationV1Api) };
 }
 
 /** The HTTP status of a failed API call (ApiException.code, or a watch error's statusCode). */

@@ -1,7 +1,7 @@
 // The Node object: registration, status (capacity, addresses, nodeInfo, conditions) and the Lease heartbeat.
 import { readFileSync, statfsSync } from 'node:fs';
 import os from 'node:os';
-import type { CoordinationV1Api, CoreV1Api, V1Node, V1NodeCondition } from '@kubernetes/client-node';
+import type { CoordinationV1Api, CoreV1Api, V1Lease, V1Node, V1NodeCondition } from '@kubernetes/client-node';
 import { PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import { errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
@@ -137,13 +137,26 @@ export async function conditionFacts(cri: CriClient, root: string): Promise<Cond
   ];
 }
 
+/** Retry delay after `failures` failures in a row: doubling from `initialMs`, capped at `maxMs`. */
+export function retryDelayMs(failures: number, initialMs: number, maxMs: number): number {
+  return Math.min(maxMs, initialMs * 2 ** Math.max(0, failures - 1));
+}
+
+/**
+ * Registers the Node and keeps its status and Lease fresh. Like the kubelet, no API failure here is fatal:
+ * registration is retried until it succeeds, a failed status or Lease write is logged and retried with back-off.
+ */
 export class NodeStatusReporter {
   private previousConditions: V1NodeCondition[] = [];
   private lastFingerprint = '';
   private lastPatchAt = 0;
   private nodeUid = '';
-  private timers: NodeJS.Timeout[] = [];
+  /** The Lease as last written; updates start from it (no read per renewal); dropped after a failure. */
+  private lease?: V1Lease;
+  private timers = new Set<NodeJS.Timeout>();
+  private wakers = new Set<() => void>();
   private stopped = false;
+  private registered?: Promise<void>;
 
   constructor(
     private readonly core: CoreV1Api,
@@ -153,6 +166,72 @@ export class NodeStatusReporter {
     private readonly opts: { leaseRenewSeconds: number; statusReportSeconds: number; log: Logger },
   ) {}
 
+  /**
+   * Registers the Node (retrying with back-off: 100 ms doubling to 7 s), writes its status and Lease once, then
+   * keeps both fresh in the background. Resolves once registered (or stopped); never rejects.
+   */
+  start(): Promise<void> {
+    this.registered ??= (async () => {
+      for (let failures = 0; !this.stopped; ) {
+        try {
+          await this.register();
+          break;
+        } catch (err) {
+          failures++;
+          this.opts.log.warn({ err: errorMessage(err), failures }, 'node registration failed; retrying');
+          await this.wait(retryDelayMs(failures, 100, 7000));
+        }
+      }
+      if (this.stopped) return;
+      await this.updateStatus(true).catch((err) => this.opts.log.warn({ err: errorMessage(err) }, 'node status update failed'));
+      await this.renewLease().catch((err) => this.opts.log.warn({ err: errorMessage(err) }, 'node lease renewal failed'));
+      this.loop('node lease renewal', this.opts.leaseRenewSeconds * 1000, () => this.renewLease());
+      this.loop('node status update', Math.min(10, this.opts.statusReportSeconds) * 1000, () => this.updateStatus(false));
+    })();
+    return this.registered;
+  }
+
+  stop(): void {
+    this.stopped = true;
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+    for (const wake of this.wakers) wake();
+  }
+
+  private wait(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.timers.delete(timer);
+        this.wakers.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.timers.add(timer);
+      this.wakers.add(done);
+    });
+  }
+
+  /** Runs `fn` every `periodMs`; after a failure sooner, with back-off from 200 ms up to 7 s (never beyond the period). */
+  private loop(what: string, periodMs: number, fn: () => Promise<void>): void {
+    void (async () => {
+      let failures = 0;
+      while (!this.stopped) {
+        await this.wait(failures === 0 ? periodMs : Math.min(periodMs, retryDelayMs(failures, 200, 7000)));
+        if (this.stopped) return;
+        try {
+          await fn();
+          if (failures > 0) this.opts.log.info({ failures }, `${what} succeeded again`);
+          failures = 0;
+        } catch (err) {
+          failures++;
+          this.opts.log.warn({ err: errorMessage(err), code: apiErrorCode(err), failures }, `${what} failed; retrying`);
+        }
+      }
+    })();
+  }
+
+  /** Creates the Node, or adopts the one of this name. */
   async register(): Promise<void> {
     const name = this.facts.nodeName;
     const node: V1Node = {
@@ -171,29 +250,9 @@ export class NodeStatusReporter {
       this.nodeUid = existing.metadata?.uid ?? '';
       this.opts.log.info({ node: name }, 'node already registered');
     }
-    await this.updateStatus(true);
-    await this.renewLease();
   }
 
-  start(): void {
-    const loop = (ms: number, fn: () => Promise<void>) => {
-      const tick = async () => {
-        if (this.stopped) return;
-        await fn().catch((err) => this.opts.log.warn({ err: errorMessage(err) }, 'node heartbeat failed'));
-        if (!this.stopped) this.timers.push(setTimeout(tick, ms));
-      };
-      this.timers.push(setTimeout(tick, ms));
-    };
-    loop(this.opts.leaseRenewSeconds * 1000, () => this.renewLease());
-    loop(Math.min(10, this.opts.statusReportSeconds) * 1000, () => this.updateStatus(false));
-  }
-
-  stop(): void {
-    this.stopped = true;
-    for (const t of this.timers) clearTimeout(t);
-  }
-
-  /** Patches the node status when it changed, or when the report period passed. */
+  /** Patches the node status when it changed, or when the report period passed; re-registers a deleted Node. */
   async updateStatus(force: boolean): Promise<void> {
     const facts = await conditionFacts(this.cri, this.facts.root);
     const now = apiTime(Date.now());
@@ -207,10 +266,19 @@ export class NodeStatusReporter {
     const fingerprint = JSON.stringify({ machine: { ...machine, nodeInfo: machine.nodeInfo }, c: conditions.map((c) => [c.type, c.status, c.reason]) });
     const due = Date.now() - this.lastPatchAt >= this.opts.statusReportSeconds * 1000;
     if (!force && !due && fingerprint === this.lastFingerprint) return;
-    await this.core.patchNodeStatus(
-      { name: this.facts.nodeName, body: { status: { ...machine, conditions } } },
-      setHeaderOptions('Content-Type', PatchStrategy.StrategicMergePatch),
-    );
+    try {
+      await this.core.patchNodeStatus(
+        { name: this.facts.nodeName, body: { status: { ...machine, conditions } } },
+        setHeaderOptions('Content-Type', PatchStrategy.StrategicMergePatch),
+      );
+    } catch (err) {
+      if (apiErrorCode(err) === 404) {
+        this.opts.log.warn({ node: this.facts.nodeName }, 'the Node is gone; registering it again');
+        await this.register();
+        this.lease = undefined;
+      }
+      throw err;
+    }
     this.previousConditions = conditions;
     this.lastFingerprint = fingerprint;
     this.lastPatchAt = Date.now();
@@ -219,27 +287,29 @@ export class NodeStatusReporter {
   async renewLease(): Promise<void> {
     const name = this.facts.nodeName;
     const spec = { holderIdentity: name, leaseDurationSeconds: LEASE_DURATION_SECONDS, renewTime: new Date() };
-    let lease;
-    try {
-      lease = await this.coordination.readNamespacedLease({ name, namespace: LEASE_NAMESPACE });
-    } catch (err) {
-      if (apiErrorCode(err) !== 404) throw err;
-      await this.coordination.createNamespacedLease({
-        namespace: LEASE_NAMESPACE,
-        body: {
-          apiVersion: 'coordination.k8s.io/v1',
-          kind: 'Lease',
-          metadata: {
-            name,
-            namespace: LEASE_NAMESPACE,
-            ownerReferences: this.nodeUid ? [{ apiVersion: 'v1', kind: 'Node', name, uid: this.nodeUid }] : undefined,
+    let lease = this.lease;
+    this.lease = undefined;
+    if (!lease) {
+      try {
+        lease = await this.coordination.readNamespacedLease({ name, namespace: LEASE_NAMESPACE });
+      } catch (err) {
+        if (apiErrorCode(err) !== 404) throw err;
+        this.lease = await this.coordination.createNamespacedLease({
+          namespace: LEASE_NAMESPACE,
+          body: {
+            apiVersion: 'coordination.k8s.io/v1',
+            kind: 'Lease',
+            metadata: {
+              name,
+              namespace: LEASE_NAMESPACE,
+              ownerReferences: this.nodeUid ? [{ apiVersion: 'v1', kind: 'Node', name, uid: this.nodeUid }] : undefined,
+            },
+            spec,
           },
-          spec,
-        },
-      });
-      return;
+        });
+        return;
+      }
     }
-    lease.spec = { ...lease.spec, ...spec };
-    await this.coordination.replaceNamespacedLease({ name, namespace: LEASE_NAMESPACE, body: lease });
+    this.lease = await this.coordination.replaceNamespacedLease({ name, namespace: LEASE_NAMESPACE, body: { ...lease, spec: { ...lease.spec, ...spec } } });
   }
 }

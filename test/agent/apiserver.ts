@@ -1,6 +1,7 @@
 // A small kube-apiserver of our own for the agent tests: HTTPS with a bearer token, one in-memory store with a global
 // resourceVersion, list/watch with fieldSelector, resourceVersion, bookmarks and 410 Gone, the status subresource,
-// merge and strategic-merge patches, 409 conflicts, graceful pod deletion, leases, events, configmaps and secrets.
+// merge and strategic-merge patches, 409 conflicts, graceful pod deletion, leases, events, configmaps and secrets;
+// MicroTime fields (Lease, Event) refused unless they carry exactly six fractional digits, as the real one does.
 import https from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { randomBytes, randomUUID } from 'node:crypto';
@@ -158,6 +159,24 @@ function parseFieldSelector(selector: string | null): (obj: any) => boolean {
   return (obj) => terms.every((t) => t(obj));
 }
 
+const MICRO_TIME = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}(Z|[+-]\d\d:\d\d)$/;
+const MICRO_TIME_PATHS: Record<string, string[][]> = {
+  leases: [['spec', 'renewTime'], ['spec', 'acquireTime']],
+  events: [['eventTime'], ['series', 'lastObservedTime']],
+};
+
+/** As the real apiserver decodes them: a metav1.MicroTime must have exactly six fractional digits. */
+function checkMicroTimes(resource: string, obj: any): void {
+  for (const p of MICRO_TIME_PATHS[resource] ?? []) {
+    const value = p.reduce((cur, k) => cur?.[k], obj);
+    if (value === undefined || value === null) continue;
+    if (typeof value !== 'string' || !MICRO_TIME.test(value)) {
+      const kind = RESOURCES[resource].kind;
+      throw new HttpError(400, 'BadRequest', `${kind} in version "v1" cannot be handled as a ${kind}: parsing time ${JSON.stringify(value)} as "2006-01-02T15:04:05.000000Z07:00": cannot parse`);
+    }
+  }
+}
+
 function defaultPodImagePolicy(c: any) {
   if (c.imagePullPolicy) return;
   const last = String(c.image ?? '').split('/').pop() ?? '';
@@ -216,6 +235,7 @@ export async function startTestApiServer(opts: { bookmarkIntervalMs?: number } =
   function createObject(resource: string, namespace: string | undefined, body: any) {
     const type = RESOURCES[resource];
     const obj = clone(body ?? {});
+    checkMicroTimes(resource, obj);
     obj.apiVersion = type.apiVersion;
     obj.kind = type.kind;
     obj.metadata = obj.metadata ?? {};
@@ -278,6 +298,7 @@ export async function startTestApiServer(opts: { bookmarkIntervalMs?: number } =
     if (body?.metadata?.uid && body.metadata.uid !== existing.metadata.uid) {
       throw new HttpError(409, 'Conflict', `Precondition failed: UID mismatch`);
     }
+    checkMicroTimes(resource, body);
     let obj: any;
     if (subresource === 'status') {
       obj = { ...clone(existing), status: clone(body.status ?? {}) };

@@ -3,6 +3,7 @@
 import type { IncomingMessage } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import { AuthenticationV1Api, AuthorizationV1Api, type KubeConfig } from '@kubernetes/client-node';
+import { makeApiClient } from '../kube-client.js';
 
 export interface UserInfo {
   name: string;
@@ -87,8 +88,8 @@ export class KubeletAuth {
 
   constructor(private readonly opts: KubeletAuthOptions) {
     if (opts.kube) {
-      this.authn = opts.kube.makeApiClient(AuthenticationV1Api);
-      this.authz = opts.kube.makeApiClient(AuthorizationV1Api);
+      this.authn = makeApiClient(opts.kube, AuthenticationV1Api);
+      this.authz = makeApiClient(opts.kube, AuthorizationV1Api);
     }
     this.ttlMs = opts.cacheTtlMs ?? 10_000;
   }
