@@ -14,7 +14,7 @@ import { pathExists } from '../src/common/fsutil.js';
 import { hasCode } from '../src/common/errors.js';
 
 /** Bump when the content of any fixture changes. */
-export const FIXTURE_VERSION = 'v1';
+export const FIXTURE_VERSION = 'v2';
 export const BUSYBOX_PATH = '/bin/busybox';
 export const DEFAULT_CACHE_DIR = '/var/cache/nodelet-test/images';
 
@@ -69,7 +69,11 @@ function sha256(data: Buffer | string): string {
   return 'sha256:' + createHash('sha256').update(data).digest('hex');
 }
 
-async function buildLayer(entries: LayerEntry[]): Promise<BuiltLayer> {
+/**
+ * endAfterLastData: the tar stops right after the last member's data, with neither its padding
+ * nor the end-of-archive blocks (what `umoci insert` writes; Go's archive/tar reads it).
+ */
+async function buildLayer(entries: LayerEntry[], opts: { endAfterLastData?: boolean } = {}): Promise<BuiltLayer> {
   const sorted = [...entries].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   const pack = tar.pack();
   const chunks: Buffer[] = [];
@@ -97,7 +101,13 @@ async function buildLayer(entries: LayerEntry[]): Promise<BuiltLayer> {
   }
   pack.finalize();
   await collected;
-  const tarBytes = Buffer.concat(chunks);
+  let tarBytes = Buffer.concat(chunks);
+  if (opts.endAfterLastData) {
+    const lastSize = sorted.at(-1)?.data?.length ?? 0;
+    const trailer = 2 * 512 + ((512 - (lastSize % 512)) % 512);
+    if (lastSize % 512 === 0 || !tarBytes.subarray(-trailer).every((b) => b === 0)) throw new Error('endAfterLastData: last entry must be a file whose size is not a multiple of 512');
+    tarBytes = tarBytes.subarray(0, tarBytes.length - trailer);
+  }
   const gz = gzipSync(tarBytes, { level: 6 });
   return { gz, digest: sha256(gz), diffId: sha256(tarBytes) };
 }
@@ -297,6 +307,7 @@ const LAYOUT_SPECS: Omit<BuiltLayout, 'dir'>[] = [
   { repository: 'nodelet-test/multiarch', tags: ['latest'], isIndex: true },
   { repository: 'nodelet-test/whiteout', tags: ['latest'], isIndex: false },
   { repository: 'nodelet-test/big', tags: ['latest'], isIndex: false },
+  { repository: 'nodelet-test/unpadded', tags: ['latest'], isIndex: false },
 ];
 
 function layoutsUnder(root: string): BuiltLayout[] {
@@ -372,6 +383,10 @@ async function buildAll(root: string): Promise<void> {
       file('opq/z', 'z\n'),
     ]);
     w.tag(await w.writeImage([base, added, removed], { Labels: labels('whiteout') }), ['latest']);
+  });
+  await writer('unpadded', async (w) => {
+    const inserted = await buildLayer([dir('inserted'), file('inserted/a', 'first\n'), file('inserted/z', 'inserted by umoci\n', 0o600)], { endAfterLastData: true });
+    w.tag(await w.writeImage([base, inserted], { Labels: labels('unpadded') }), ['latest']);
   });
   await writer('big', async (w) => {
     const files: LayerEntry[] = [dir('big')];

@@ -154,6 +154,8 @@ export class TarLayerScanner extends Transform {
   private headerFill = 0;
   /** Bytes of member data / padding still to pass over. */
   private skip = 0;
+  /** How many of the `skip` bytes are the padding to the next block (the rest is member data). */
+  private skipPadding = 0;
   /** Payload of a PAX or GNU long-name header being collected. */
   private meta: { type: number; buf: Buffer; fill: number; padding: number } | null = null;
   private paxGlobal = new Map<string, string>();
@@ -195,6 +197,7 @@ export class TarLayerScanner extends Transform {
           if (m.fill === m.buf.length) {
             this.meta = null;
             this.skip = m.padding;
+            this.skipPadding = m.padding;
             this.applyMeta(m.type, m.buf);
           }
           continue;
@@ -224,11 +227,13 @@ export class TarLayerScanner extends Transform {
   override _flush(cb: TransformCallback): void {
     this.digest = `sha256:${this.hash.digest('hex')}`;
     if (!this.ended) {
-      if (this.headerFill !== 0 || this.skip > 0 || this.meta) {
-        return cb(invalidArgument('layer tar is truncated (stream ended inside a member)'));
+      if (this.headerFill !== 0) return cb(invalidArgument('layer tar is truncated (stream ended inside a header)'));
+      if (this.meta || this.skip > this.skipPadding) {
+        return cb(invalidArgument(`layer tar is truncated (stream ended inside a member's data, ${this.skip - this.skipPadding} bytes short)`));
       }
-      // Archive without end-of-archive blocks (accepted by Go's archive/tar): end it for GNU tar.
-      this.push(Buffer.alloc(2 * BLOCK));
+      // Go's archive/tar (containerd) accepts a stream ending right after the last member's data, without its
+      // padding or the end-of-archive blocks (umoci writes such layers); GNU tar needs both, so they are supplied.
+      this.push(Buffer.alloc(this.skip + 2 * BLOCK));
     }
     cb();
   }
@@ -328,7 +333,8 @@ export class TarLayerScanner extends Transform {
     }
     // Only regular files carry data; a size elsewhere would make our block walk and GNU tar's disagree.
     if (kind !== 'file' && size !== 0) throw badEntry(name, `a ${kind} entry with data (size ${size})`);
-    this.skip = size + ((BLOCK - (size % BLOCK)) % BLOCK);
+    this.skipPadding = (BLOCK - (size % BLOCK)) % BLOCK;
+    this.skip = size + this.skipPadding;
 
     this.onEntry(name, kind, linkname, size, { uid, gid, mtime });
   }

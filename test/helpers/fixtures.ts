@@ -19,7 +19,8 @@ export type FixtureName =
   | 'entrypoint'
   | 'multiarch'
   | 'whiteout'
-  | 'big';
+  | 'big'
+  | 'unpadded';
 
 /** The image config's `config` object (OCI / Docker field names). */
 export interface FixtureImageConfig {
@@ -78,6 +79,7 @@ const NAME_BY_REPOSITORY: Record<string, FixtureName> = {
   'nodelet-test/multiarch': 'multiarch',
   'nodelet-test/whiteout': 'whiteout',
   'nodelet-test/big': 'big',
+  'nodelet-test/unpadded': 'unpadded',
 };
 
 interface ManifestJson {

@@ -232,3 +232,17 @@ test('deprecated seccomp_profile_path "localhost/<path>" works on sandbox and co
   await d.client.runtime('StopPodSandbox', { pod_sandbox_id: podId });
   await d.client.runtime('RemovePodSandbox', { pod_sandbox_id: podId });
 });
+
+test('an image whose layer tar ends right after its last data (umoci insert) pulls, unpacks and runs', async () => {
+  const image = `${reg.plain}/nodelet-test/unpadded:latest`;
+  await d.client.image('PullImage', { image: { image } });
+  const config = sandboxConfig('unpadded', path.join(logDir, 'unpadded'));
+  const { pod_sandbox_id: podId } = await d.client.runtime('RunPodSandbox', { config });
+  const id = await runContainer(d.client, podId, config, containerConfig('unpadded', image, ['sleep', '3600']));
+  const last = await exec(id, ['cat', '/inserted/z']);
+  assert.equal(last.stdout, 'inserted by umoci\n', last.stderr);
+  assert.equal((await exec(id, ['stat', '-c', '%a', '/inserted/z'])).stdout.trim(), '600');
+  assert.equal((await exec(id, ['cat', '/inserted/a'])).stdout, 'first\n');
+  await d.client.runtime('StopPodSandbox', { pod_sandbox_id: podId });
+  await d.client.runtime('RemovePodSandbox', { pod_sandbox_id: podId });
+});

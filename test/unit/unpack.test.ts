@@ -292,6 +292,58 @@ test('unpackLayer rejects a truncated tar and honours an abort signal, leaving n
   await assert.rejects(fsp.lstat(dest), { code: 'ENOENT' });
 });
 
+// Where a layer tar may end. Go's archive/tar (containerd) reads a stream that stops right after the last
+// member's data (`umoci insert` writes those); one that stops inside data or inside a header is truncated.
+const LAST_SIZE = 700; // not a multiple of 512: the last member has 324 bytes of padding
+const lastPadding = (512 - (LAST_SIZE % 512)) % 512;
+const endings: Array<{ label: string; cut: (dataEnd: number) => number; refused?: RegExp }> = [
+  { label: 'right after the last data (no padding, no end blocks: umoci insert)', cut: (end) => end },
+  { label: 'inside the last padding', cut: (end) => end + 100 },
+  { label: 'after the padding, without end blocks', cut: (end) => end + lastPadding },
+  { label: 'after one end block of two', cut: (end) => end + lastPadding + 512 },
+  { label: 'one byte short of the last data', cut: (end) => end - 1, refused: /inside a member's data, 1 bytes short/ },
+  { label: 'inside the last header', cut: (end) => end - LAST_SIZE - 412, refused: /inside a header/ },
+];
+for (const c of endings) {
+  test(`unpackLayer: a tar that ends ${c.label} is ${c.refused ? 'refused' : 'unpacked in full'}`, async () => {
+    const dir = await scratch();
+    const full = await buildTar([
+      { header: { name: 'd/', type: 'directory', mode: 0o755 } },
+      { header: { name: 'd/a', mode: 0o644, mtime: MTIME }, content: 'hello\n' },
+      { header: { name: 'd/last', mode: 0o600, mtime: MTIME }, content: Buffer.alloc(LAST_SIZE, 'x') },
+    ]);
+    const dataEnd = full.length - 1024 - lastPadding;
+    assert.ok(full.subarray(dataEnd).every((b) => b === 0), 'only padding and end blocks follow the data');
+    const tar = full.subarray(0, c.cut(dataEnd));
+    const dest = path.join(dir, 'fs');
+    const blob = await writeBlob(dir, tar, 'gzip');
+    if (c.refused) {
+      const refused = c.refused;
+      await assert.rejects(unpackLayer(blob, 'gzip', dest), (err: unknown) => err instanceof NodeletError && err.kind === 'InvalidArgument' && refused.test(err.message));
+      await assert.rejects(fsp.lstat(dest), { code: 'ENOENT' }, 'nothing left behind');
+      return;
+    }
+    const res = await unpackLayer(blob, 'gzip', dest);
+    assert.equal(res.diffId, sha256(tar), 'the diff id is of the bytes as they are');
+    assert.equal(await fsp.readFile(path.join(dest, 'd', 'a'), 'utf8'), 'hello\n');
+    assert.equal(await fsp.readFile(path.join(dest, 'd', 'last'), 'utf8'), 'x'.repeat(LAST_SIZE));
+    const st = await fsp.stat(path.join(dest, 'd', 'last'));
+    assert.equal(st.mode & 0o777, 0o600);
+    assert.equal(st.mtimeMs, MTIME.getTime());
+    assert.equal(res.unpackedBytes, 6 + LAST_SIZE);
+  });
+}
+
+test('unpackLayer: a tar ending inside an extended (PAX) header is refused', async () => {
+  const dir = await scratch();
+  const full = await buildTar([{ header: { name: 'p', mode: 0o644, pax: { 'SCHILY.xattr.user.k': 'v'.repeat(40) } }, content: 'p' }]);
+  assert.equal(String.fromCharCode(full[156]!), 'x', 'the tar starts with a PAX header');
+  const dest = path.join(dir, 'fs');
+  const blob = await writeBlob(dir, full.subarray(0, 512 + 10), 'none');
+  await assert.rejects(unpackLayer(blob, 'none', dest), (err: unknown) => err instanceof NodeletError && err.kind === 'InvalidArgument' && /truncated/.test(err.message));
+  await assert.rejects(fsp.lstat(dest), { code: 'ENOENT' });
+});
+
 async function layerBlob(dir: string, name: string, members: Member[]): Promise<{ blob: string; diffId: string }> {
   const sub = path.join(dir, name);
   await fsp.mkdir(sub);
