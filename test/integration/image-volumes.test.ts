@@ -170,3 +170,26 @@ test('after a daemon restart the volume still serves, is still in use, and remov
   assert.deepEqual(await hostMountsUnder(path.join(d.root, 'containers', id)), [], 'nothing mounted after removal');
   assert.equal(await exists(path.join(d.root, 'containers', id)), false);
 });
+
+test('a creation cut short by a crash is undone at start-up, image volume mount included', async () => {
+  const pod = await newPod('interrupted');
+  const { container_id: id } = await d.client.runtime('CreateContainer', {
+    pod_sandbox_id: pod.id,
+    config: containerConfig('half', BUSYBOX, ['sleep', '3600'], { mounts: [imageMount(VOL, whiteoutId)] }),
+    sandbox_config: pod.config,
+  });
+  const containerDir = path.join(d.root, 'containers', id);
+  assert.equal((await hostMountsUnder(path.join(containerDir, 'image-volumes'))).length, 1);
+  await d.kill();
+  // What a crash between mounting and the final record write leaves: the record still says "creating".
+  const recordFile = path.join(containerDir, 'container.json');
+  const record = JSON.parse(await fsp.readFile(recordFile, 'utf8'));
+  await fsp.writeFile(recordFile, JSON.stringify({ ...record, phase: 'creating' }));
+  await d.restart();
+  assert.deepEqual(await hostMountsUnder(containerDir), [], 'rootfs and image volume unmounted by recovery');
+  assert.equal(await exists(containerDir), false);
+  await expectCode(d.client.runtime('ContainerStatus', { container_id: id }), grpc.status.NOT_FOUND, new RegExp(id));
+  // No longer in use: the image can be removed.
+  await removePod(pod.id);
+  await d.client.image('RemoveImage', { image: { image: whiteoutId } });
+});
