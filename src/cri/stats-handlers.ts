@@ -1,5 +1,5 @@
 // Stats RPCs: container and pod stats, their Stream forms, and the cAdvisor-style metrics. Every answer
-// comes from the stats cache (StatsCollector); nothing here reads cgroups or forks.
+// comes from the stats cache (StatsCollector), which reads what it has not sampled yet; nothing here forks.
 import path from 'node:path';
 import type { ServiceHandlers } from './server.js';
 import type { RuntimeService } from '../runtime/runtime-service.js';
@@ -42,9 +42,8 @@ export function statsHandlers(runtime: RuntimeService, collector: StatsCollector
   const ctx = runtime.ctx;
   const layersMountpoint = path.join(ctx.config.root, 'containers');
 
-  const containerStats = (rec: ContainerRecord): ContainerStats => {
-    const snap = collector.container(rec.id);
-    const layer = collector.writableLayer(rec.id);
+  const containerStats = async (rec: ContainerRecord): Promise<ContainerStats> => {
+    const [snap, layer] = await Promise.all([collector.containerNow(rec), collector.writableLayerNow(rec.id)]);
     return {
       attributes: { id: rec.id, metadata: rec.config.metadata, labels: rec.config.labels, annotations: rec.config.annotations },
       cpu: snap ? cpuMessage(snap.timestampNs, snap.cpu) : null,
@@ -55,9 +54,9 @@ export function statsHandlers(runtime: RuntimeService, collector: StatsCollector
     };
   };
 
-  const sandboxStats = (rec: SandboxRecord): PodSandboxStats => {
-    const snap = collector.sandbox(rec.id);
-    const containers = ctx.containersOf(rec.id).filter((c) => c.phase === 'ready').map(containerStats);
+  const sandboxStats = async (rec: SandboxRecord): Promise<PodSandboxStats> => {
+    const snap = await collector.sandboxNow(rec);
+    const containers = await Promise.all(ctx.containersOf(rec.id).filter((c) => c.phase === 'ready').map(containerStats));
     const ifaces = snap?.network?.interfaces ?? [];
     const ifaceMessage = (i: (typeof ifaces)[number]): NetworkInterfaceUsage => ({
       name: i.name,
@@ -82,9 +81,9 @@ export function statsHandlers(runtime: RuntimeService, collector: StatsCollector
   };
 
   const listContainers = (filter: ContainerStatsSelector | null | undefined) =>
-    ctx.containers.list().filter((c) => containerSelected(c, filter)).map(containerStats);
+    Promise.all(ctx.containers.list().filter((c) => containerSelected(c, filter)).map(containerStats));
   const listSandboxes = (filter: SandboxStatsSelector | null | undefined) =>
-    ctx.sandboxes.list().filter((s) => sandboxSelected(s, filter)).map(sandboxStats);
+    Promise.all(ctx.sandboxes.list().filter((s) => sandboxSelected(s, filter)).map(sandboxStats));
 
   const pages = <T>(items: T[]): T[][] => {
     const out: T[][] = [];
@@ -93,16 +92,16 @@ export function statsHandlers(runtime: RuntimeService, collector: StatsCollector
   };
 
   const podMetrics = () =>
-    ctx.sandboxes
-      .list()
-      .filter((s) => s.phase === 'ready' && s.state === 'SANDBOX_READY')
-      .map((s) =>
-        podSandboxMetrics(
-          s,
-          collector.sandbox(s.id),
-          ctx.containersOf(s.id).filter((c) => c.phase === 'ready').map((rec) => ({ rec, snapshot: collector.container(rec.id) })),
-        ),
-      );
+    Promise.all(
+      ctx.sandboxes
+        .list()
+        .filter((s) => s.phase === 'ready' && s.state === 'SANDBOX_READY')
+        .map(async (s) => {
+          const recs = ctx.containersOf(s.id).filter((c) => c.phase === 'ready');
+          const containers = await Promise.all(recs.map(async (rec) => ({ rec, snapshot: await collector.containerNow(rec) })));
+          return podSandboxMetrics(s, await collector.sandboxNow(s), containers);
+        }),
+    );
 
   return {
     unary: {
@@ -110,28 +109,28 @@ export function statsHandlers(runtime: RuntimeService, collector: StatsCollector
         if (!req.container_id) throw invalidArgument('container_id is required');
         const rec = ctx.containers.get(req.container_id);
         if (!rec || rec.phase !== 'ready') throw notFound(`container ${req.container_id} not found`);
-        return { stats: containerStats(rec) };
+        return { stats: await containerStats(rec) };
       },
-      ListContainerStats: async (req: { filter?: ContainerStatsSelector | null }) => ({ stats: listContainers(req.filter) }),
+      ListContainerStats: async (req: { filter?: ContainerStatsSelector | null }) => ({ stats: await listContainers(req.filter) }),
       PodSandboxStats: async (req: { pod_sandbox_id: string }) => {
         if (!req.pod_sandbox_id) throw invalidArgument('pod_sandbox_id is required');
         const rec = ctx.sandboxes.get(req.pod_sandbox_id);
         if (!rec || rec.phase !== 'ready') throw notFound(`pod sandbox ${req.pod_sandbox_id} not found`);
-        return { stats: sandboxStats(rec) };
+        return { stats: await sandboxStats(rec) };
       },
-      ListPodSandboxStats: async (req: { filter?: SandboxStatsSelector | null }) => ({ stats: listSandboxes(req.filter) }),
+      ListPodSandboxStats: async (req: { filter?: SandboxStatsSelector | null }) => ({ stats: await listSandboxes(req.filter) }),
       ListMetricDescriptors: async () => ({ descriptors: metricDescriptors() }),
-      ListPodSandboxMetrics: async () => ({ pod_metrics: podMetrics() }),
+      ListPodSandboxMetrics: async () => ({ pod_metrics: await podMetrics() }),
     },
     stream: {
       StreamContainerStats: async (req: { filter?: ContainerStatsSelector | null }, write) => {
-        for (const page of pages(listContainers(req.filter))) write({ container_stats: page });
+        for (const page of pages(await listContainers(req.filter))) write({ container_stats: page });
       },
       StreamPodSandboxStats: async (req: { filter?: SandboxStatsSelector | null }, write) => {
-        for (const page of pages(listSandboxes(req.filter))) write({ pod_sandbox_stats: page });
+        for (const page of pages(await listSandboxes(req.filter))) write({ pod_sandbox_stats: page });
       },
       StreamPodSandboxMetrics: async (_req, write) => {
-        for (const page of pages(podMetrics())) write({ pod_sandbox_metrics: page });
+        for (const page of pages(await podMetrics())) write({ pod_sandbox_metrics: page });
       },
     },
   };

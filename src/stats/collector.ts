@@ -1,5 +1,6 @@
 // The stats cache: a background timer samples every running container and sandbox from cgroup files and
-// /proc/<infra pid>/net/dev (reads only, no child process); the RPCs answer from the last samples.
+// /proc/<infra pid>/net/dev (reads only, no child process); the RPCs answer from the last samples, and
+// read a container or sandbox the timer has not reached yet on demand (one shared read per id).
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import type { ContainerRecord, SandboxRecord } from '../runtime/records.js';
@@ -103,6 +104,8 @@ export class StatsCollector {
   private readonly sandboxSnapshots = new Map<string, SandboxSnapshot>();
   private readonly writableLayers = new Map<string, WritableLayerStats>();
   private readonly lastCpu = new Map<string, CpuPoint>();
+  /** Reads in flight by key (c/<id>, s/<id>, w/<id>): concurrent callers share one. */
+  private readonly inFlight = new Map<string, Promise<unknown>>();
   private readonly clock: Clock;
   private readonly procRoot: string;
   private sampleTimer?: NodeJS.Timeout;
@@ -159,6 +162,70 @@ export class StatsCollector {
     return this.writableLayers.get(id);
   }
 
+  /** The container's last sample; when the timer has not sampled it yet (just started), one read of its cgroup now. */
+  async containerNow(rec: ContainerRecord): Promise<ContainerSnapshot | undefined> {
+    const cached = this.containerSnapshots.get(rec.id);
+    if (cached || rec.state !== 'CONTAINER_RUNNING') return cached;
+    return this.shared(`c/${rec.id}`, () => this.sampleContainer(rec, this.sandboxRecord(rec.sandboxId)?.config.linux?.cgroup_parent));
+  }
+
+  /** The sandbox's last sample, or one taken now (after its running containers, which a pod without its own cgroup sums). */
+  async sandboxNow(rec: SandboxRecord): Promise<SandboxSnapshot | undefined> {
+    const cached = this.sandboxSnapshots.get(rec.id);
+    if (cached || rec.state !== 'SANDBOX_READY') return cached;
+    return this.shared(`s/${rec.id}`, async () => {
+      const containers = this.opts.source.containers().filter((c) => c.sandboxId === rec.id);
+      await Promise.all(containers.map((c) => this.containerNow(c)));
+      const snapshot = await this.sampleSandbox(rec, containers);
+      this.sandboxSnapshots.set(rec.id, snapshot);
+      return snapshot;
+    });
+  }
+
+  /** The container's writable layer usage, walked now when no pass has reached it yet. */
+  async writableLayerNow(id: string): Promise<WritableLayerStats | undefined> {
+    return this.writableLayers.get(id) ?? this.walkLayer(id);
+  }
+
+  /** Runs read once for every concurrent caller asking under the same key. */
+  private shared<T>(key: string, read: () => Promise<T>): Promise<T> {
+    const pending = this.inFlight.get(key) as Promise<T> | undefined;
+    if (pending) return pending;
+    const p = read().finally(() => this.inFlight.delete(key));
+    this.inFlight.set(key, p);
+    return p;
+  }
+
+  private sandboxRecord(id: string): SandboxRecord | undefined {
+    return this.opts.source.sandboxes().find((s) => s.id === id);
+  }
+
+  /** Reads one running container's cgroup and stores the snapshot; undefined when its cgroup is gone. */
+  private async sampleContainer(c: ContainerRecord, parent: string | undefined): Promise<ContainerSnapshot | undefined> {
+    const sample = await this.readCgroup(cgroupDirOf(parent, c.id));
+    if (!sample) return undefined;
+    const snapshot: ContainerSnapshot = {
+      id: c.id,
+      sandboxId: c.sandboxId,
+      timestampNs: this.clock.wallNs(),
+      cpu: this.cpuOf(`c/${c.id}`, sample),
+      memory: sample.memory,
+      pids: sample.pids,
+    };
+    this.containerSnapshots.set(c.id, snapshot);
+    return snapshot;
+  }
+
+  private walkLayer(id: string): Promise<WritableLayerStats | undefined> {
+    return this.shared(`w/${id}`, async () => {
+      const usage = await diskUsage(this.opts.source.upperDirOf(id)).catch(() => undefined);
+      if (!usage) return undefined;
+      const layer = { timestampNs: this.clock.wallNs(), ...usage };
+      this.writableLayers.set(id, layer);
+      return layer;
+    });
+  }
+
   /** One sampling pass over every running container and ready sandbox; concurrent callers share it. */
   sample(): Promise<void> {
     this.sampling ??= this.samplePass()
@@ -187,19 +254,8 @@ export class StatsCollector {
       containers
         .filter((c) => c.state === 'CONTAINER_RUNNING')
         .map(async (c) => {
-          const parent = sandboxes.get(c.sandboxId)?.config.linux?.cgroup_parent;
-          const sample = await this.readCgroup(cgroupDirOf(parent, c.id));
-          if (!sample) return;
-          live.add(c.id);
-          const timestampNs = this.clock.wallNs();
-          this.containerSnapshots.set(c.id, {
-            id: c.id,
-            sandboxId: c.sandboxId,
-            timestampNs,
-            cpu: this.cpuOf(`c/${c.id}`, sample),
-            memory: sample.memory,
-            pids: sample.pids,
-          });
+          const sampled = await this.sampleContainer(c, sandboxes.get(c.sandboxId)?.config.linux?.cgroup_parent);
+          if (sampled) live.add(c.id);
         }),
     );
     for (const id of this.containerSnapshots.keys()) {
@@ -278,8 +334,7 @@ export class StatsCollector {
     const present = new Set(containers.map((c) => c.id));
     for (const c of containers) {
       if (this.stopped) return;
-      const usage = await diskUsage(this.opts.source.upperDirOf(c.id)).catch(() => undefined);
-      if (usage) this.writableLayers.set(c.id, { timestampNs: this.clock.wallNs(), ...usage });
+      await this.walkLayer(c.id);
     }
     for (const id of this.writableLayers.keys()) if (!present.has(id)) this.writableLayers.delete(id);
   }

@@ -197,3 +197,44 @@ test('filters: ids by prefix, pod id, labels exactly; records still being create
   assert.ok(!sandboxSelected(s, { id: '', label_selector: { app: 'other' } }));
   assert.ok(!sandboxSelected(sandbox('sbx2', { phase: 'creating' }), null));
 });
+
+test('on demand: a container or pod not sampled yet is read once, however many callers ask at the same time', async () => {
+  const dir = await tempCopy('cgroup-v2');
+  try {
+    const inner = new CgroupV2Reader(path.join(dir, 'cgroup'));
+    const reads: string[] = [];
+    const reader = { version: 2 as const, read: (p: string) => (reads.push(p), inner.read(p)) };
+    const pod = sandbox('s1', {}, 'kubepods-besteffort-pod6b1d7f0e.slice');
+    const ctr = container('9a8b7c6d5e4f', 's1');
+    const records = { sandboxes: [pod], containers: [ctr, container('created', 's1', { state: 'CONTAINER_CREATED' })] };
+    const clock = new FakeClock();
+    const collector = new StatsCollector({
+      source: { containers: () => records.containers, sandboxes: () => records.sandboxes, upperDirOf: (id) => path.join(dir, 'upper', id) },
+      reader, periodMs: 3_600_000, writableLayerPeriodMs: 3_600_000, clock,
+    });
+    assert.equal(collector.container(ctr.id), undefined, 'the timer has not run');
+    const answers = await Promise.all([collector.containerNow(ctr), collector.containerNow(ctr), collector.containerNow(ctr)]);
+    assert.deepEqual(reads, [`/${SCOPE}`], 'one read for three callers');
+    for (const a of answers) {
+      assert.equal(a?.cpu?.usageNs, 2_500_000_000);
+      assert.equal(a?.memory?.workingSetBytes, 52428800 - 6291456);
+      assert.equal(a?.timestampNs, clock.wall);
+    }
+    await collector.containerNow(ctr);
+    assert.equal(reads.length, 1, 'answered from the cache afterwards');
+    assert.equal(await collector.containerNow(records.containers[1]!), undefined, 'a created container has no cgroup figures');
+    assert.equal(reads.length, 1);
+
+    const [p1, p2] = await Promise.all([collector.sandboxNow(pod), collector.sandboxNow(pod)]);
+    assert.equal(p1, p2);
+    assert.equal(p1?.cpu?.usageNs, 7_500_000_000);
+    assert.deepEqual(reads, [`/${SCOPE}`, `/${SLICE}`]);
+
+    await fsp.mkdir(path.join(dir, 'upper', ctr.id), { recursive: true });
+    const [l1, l2] = await Promise.all([collector.writableLayerNow(ctr.id), collector.writableLayerNow(ctr.id)]);
+    assert.equal(l1, l2);
+    assert.equal(l1?.inodes, 1);
+  } finally {
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
+});
