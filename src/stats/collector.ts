@@ -103,7 +103,8 @@ export class StatsCollector {
   private readonly containerSnapshots = new Map<string, ContainerSnapshot>();
   private readonly sandboxSnapshots = new Map<string, SandboxSnapshot>();
   private readonly writableLayers = new Map<string, WritableLayerStats>();
-  private readonly lastCpu = new Map<string, CpuPoint>();
+  /** Per c/<id> or s/<id>: the point the next rate is measured from, and the last rate. */
+  private readonly lastCpu = new Map<string, { point: CpuPoint; nanoCores?: number }>();
   /** Reads in flight by key (c/<id>, s/<id>, w/<id>): concurrent callers share one. */
   private readonly inFlight = new Map<string, Promise<unknown>>();
   private readonly clock: Clock;
@@ -324,9 +325,15 @@ export class StatsCollector {
   private cpuOf(key: string, sample: CgroupSample): CpuStats | undefined {
     if (sample.cpuUsageNs === undefined) return undefined;
     const point: CpuPoint = { monoNs: this.clock.monoNs(), usageNs: sample.cpuUsageNs };
-    const prev = this.lastCpu.get(key);
-    this.lastCpu.set(key, point);
-    return { usageNs: point.usageNs, nanoCores: prev ? nanoCoresBetween(prev, point) : undefined };
+    const last = this.lastCpu.get(key);
+    // An on-demand read just before a timed one would make a window of a few ms: a noisy rate. Keep
+    // measuring from the older point until half a period has passed, and report the last rate meanwhile.
+    if (last && point.monoNs - last.point.monoNs < BigInt(this.opts.periodMs) * 500_000n) {
+      return { usageNs: point.usageNs, nanoCores: last.nanoCores };
+    }
+    const nanoCores = last ? nanoCoresBetween(last.point, point) : undefined;
+    this.lastCpu.set(key, { point, nanoCores });
+    return { usageNs: point.usageNs, nanoCores };
   }
 
   private async walkPass(): Promise<void> {

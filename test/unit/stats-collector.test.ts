@@ -238,3 +238,29 @@ test('on demand: a container or pod not sampled yet is read once, however many c
     await fsp.rm(dir, { recursive: true, force: true });
   }
 });
+
+test('nano-cores after an on-demand read: a window under half a period keeps the older point', async () => {
+  const dir = await tempCopy('cgroup-v2');
+  try {
+    const root = path.join(dir, 'cgroup');
+    const ctr = container('9a8b7c6d5e4f', 's1');
+    const records = { sandboxes: [sandbox('s1', {}, 'kubepods-besteffort-pod6b1d7f0e.slice')], containers: [ctr] };
+    const clock = new FakeClock();
+    const collector = new StatsCollector({
+      source: { containers: () => records.containers, sandboxes: () => records.sandboxes, upperDirOf: (id) => path.join(dir, 'upper', id) },
+      reader: new CgroupV2Reader(root), periodMs: 1000, writableLayerPeriodMs: 1000, clock,
+    });
+    await collector.containerNow(ctr); // usage 2.5 s
+    clock.advance(0.01);
+    await fsp.writeFile(path.join(root, SCOPE, 'cpu.stat'), 'usage_usec 2510000\n');
+    await collector.sample();
+    assert.equal(collector.container(ctr.id)?.cpu?.nanoCores, undefined, 'no rate over 10 ms');
+    assert.equal(collector.container(ctr.id)?.cpu?.usageNs, 2_510_000_000, 'usage is still current');
+    clock.advance(0.99);
+    await fsp.writeFile(path.join(root, SCOPE, 'cpu.stat'), 'usage_usec 3000000\n');
+    await collector.sample();
+    assert.equal(collector.container(ctr.id)?.cpu?.nanoCores, 500_000_000, 'measured from the on-demand point, 1 s back');
+  } finally {
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
+});
