@@ -137,7 +137,7 @@ export function runtimeHandlers(rt: RuntimeService): ServiceHandlers {
         const rec = await containers.get(req.container_id);
         return {
           status: containerStatusMessage(rec),
-          info: req.verbose ? { info: JSON.stringify({ pid: rec.pid, sandboxId: rec.sandboxId, runtimeHandler: rec.runtimeHandler, rootfs: rec.rootfs, config: rec.config }) } : {},
+          info: req.verbose ? { info: JSON.stringify({ pid: rec.pid, sandboxId: rec.sandboxId, runtimeHandler: rec.runtimeHandler, rootfs: rec.rootfs, imageVolumes: rec.imageVolumes ?? [], config: rec.config }) } : {},
         };
       },
       UpdateContainerResources: async (req: any) => {

@@ -95,6 +95,11 @@ test('an image volume shows the merged image layers read-only; the image stays w
   assert.equal(reported.readonly, true);
   const containerDir = path.join(d.root, 'containers', id);
   assert.equal((await hostMountsUnder(path.join(containerDir, 'image-volumes'))).length, 1, 'one host mount for the volume');
+  // Verbose status says where the volume is mounted on the host.
+  const verbose = await d.client.runtime('ContainerStatus', { container_id: id, verbose: true });
+  const [info] = JSON.parse(verbose.info.info).imageVolumes;
+  assert.deepEqual(await hostMountsUnder(info.mountPoint), [info.mountPoint]);
+  assert.equal(info.imageId, whiteoutId);
 
   // In use as a volume: removal is refused and the layers stay under the running container.
   await expectCode(d.client.image('RemoveImage', { image: { image: WHITEOUT } }), grpc.status.FAILED_PRECONDITION, /in use/);
