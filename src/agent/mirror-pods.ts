@@ -1,6 +1,8 @@
 // Mirror pods: each static pod shown in the API as a pod annotated kubernetes.io/config.mirror = its config
 // hash and owned by the Node; recreated when deleted or out of date, removed with the manifest, and carrying
 // the static pod's status. The static pod runs from its file whatever happens to its mirror.
+// Mirror pods are known from the pod watch (they are bound to this node), never read by name: the node
+// authorizer refuses a node's GET of a pod that is not (yet) bound to it, which a missing mirror is.
 import type { CoreV1Api, V1Pod, V1PodStatus } from '@kubernetes/client-node';
 import { errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
@@ -44,6 +46,7 @@ export class MirrorPods {
   private readonly desired = new Map<string, V1Pod>();
   private readonly staticKeys = new Map<string, string>(); // static uid → key
   private readonly mirrorKeys = new Map<string, string>(); // mirror uid → key
+  private readonly observed = new Map<string, V1Pod>(); // key → the mirror pod as last seen in the API
   private readonly statuses = new Map<string, V1PodStatus>(); // static uid → latest status
   private readonly dirty = new Set<string>();
   private running = false;
@@ -93,6 +96,7 @@ export class MirrorPods {
   mirrorObserved(pod: V1Pod): void {
     const key = podKey(pod);
     this.mirrorKeys.set(pod.metadata!.uid!, key);
+    this.observed.set(key, pod);
     const want = this.desired.get(key);
     const current = want && pod.metadata?.annotations?.[CONFIG_MIRROR_ANNOTATION] === configHash(want) && !pod.metadata?.deletionTimestamp;
     if (!current) this.mark(key);
@@ -103,6 +107,7 @@ export class MirrorPods {
     const key = this.mirrorKeys.get(uid);
     if (!key) return;
     this.mirrorKeys.delete(uid);
+    if (this.observed.get(key)?.metadata?.uid === uid) this.observed.delete(key);
     this.mark(key);
   }
 
@@ -140,16 +145,7 @@ export class MirrorPods {
   private async reconcile(key: string): Promise<void> {
     const [namespace, name] = key.split('/') as [string, string];
     const want = this.desired.get(key);
-    let mirror: V1Pod | undefined;
-    try {
-      mirror = plain(await this.core.readNamespacedPod({ name, namespace }));
-    } catch (err) {
-      if (apiErrorCode(err) !== 404) throw err;
-    }
-    if (mirror && !isMirrorPod(mirror)) {
-      if (want) this.log.warn({ pod: key }, 'a pod that is not a mirror pod has the static pod\'s name; not touching it');
-      return;
-    }
+    let mirror = this.observed.get(key);
     if (mirror && (!want || mirror.metadata!.annotations![CONFIG_MIRROR_ANNOTATION] !== configHash(want) || mirror.metadata!.deletionTimestamp)) {
       this.log.info({ pod: key, uid: mirror.metadata!.uid }, 'deleting mirror pod');
       await this.deleteMirror(mirror);
@@ -160,17 +156,20 @@ export class MirrorPods {
       try {
         mirror = plain(await this.core.createNamespacedPod({ namespace, body: mirrorPodFor(want, await this.node()) }));
       } catch (err) {
-        // Its old copy may still be on its way out; the next pass tries again.
-        if (apiErrorCode(err) === 409) return this.retryLater(key);
+        // Its old copy may still be on its way out, or not yet seen in the watch; the next pass tries again.
+        if (apiErrorCode(err) === 409) return this.retryLater(key, 1000);
         throw err;
       }
       this.mirrorKeys.set(mirror.metadata!.uid!, key);
+      if (!this.observed.has(key)) this.observed.set(key, mirror);
       this.log.info({ pod: key, uid: mirror.metadata!.uid }, 'created mirror pod');
     }
     const status = this.statuses.get(want.metadata!.uid!);
     if (status && statusFingerprint(status) !== statusFingerprint(mirror.status ?? {})) {
       try {
-        await this.core.replaceNamespacedPodStatus({ name, namespace, body: { ...mirror, status } });
+        const written = plain(await this.core.replaceNamespacedPodStatus({ name, namespace, body: { ...mirror, status } }));
+        // Until the watch brings it, the written copy is the newest we know (its resourceVersion, its status).
+        if (this.observed.get(key)?.metadata?.uid === written.metadata?.uid) this.observed.set(key, written);
       } catch (err) {
         const code = apiErrorCode(err);
         if (code === 409 || code === 404) return this.retryLater(key);
@@ -179,8 +178,8 @@ export class MirrorPods {
     }
   }
 
-  private retryLater(key: string): void {
-    setTimeout(() => this.mark(key), 200).unref();
+  private retryLater(key: string, ms = 200): void {
+    setTimeout(() => this.mark(key), ms).unref();
   }
 
   private async deleteMirror(mirror: V1Pod): Promise<void> {
@@ -196,5 +195,6 @@ export class MirrorPods {
       if (code !== 404 && code !== 409) throw err;
     }
     this.mirrorKeys.delete(mirror.metadata!.uid!);
+    if (this.observed.get(podKey(mirror))?.metadata?.uid === mirror.metadata!.uid) this.observed.delete(podKey(mirror));
   }
 }

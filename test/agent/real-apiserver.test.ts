@@ -1,0 +1,256 @@
+// nodelet-agent against the real kube-apiserver (Node,RBAC authorization, NodeRestriction admission) with a node
+// client certificate: registration, the Lease heartbeat, a scheduled pod run to Running (with its service-account
+// token volume), `kubectl logs`, deletion, and an apiserver outage the agent rides out with its pods kept.
+// The agent reaches the apiserver through a TCP relay of ours, so the test can cut the connection.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { promises as fsp } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import YAML from 'yaml';
+import { configureLogger } from '../../src/common/log.js';
+import { waitFor } from '../helpers/pods.js';
+import { startControlPlane, type ControlPlane } from '../conformance/control-plane.js';
+import { startAgentHarness, type AgentHarness } from './harness.js';
+
+configureLogger(process.env.NODELET_TEST_AGENT_LOG ?? 'silent');
+
+const nodeName = `real-${randomBytes(3).toString('hex')}`;
+const NS = 'default';
+const MICRO_TIME = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/;
+
+/** A TCP relay to the apiserver that can refuse every connection (an apiserver that is briefly away). */
+interface Relay {
+  url: string;
+  refused: number;
+  setDown(down: boolean): void;
+  close(): Promise<void>;
+}
+
+async function startRelay(target: URL): Promise<Relay> {
+  const sockets = new Set<net.Socket>();
+  let down = false;
+  const server = net.createServer((client) => {
+    if (down) {
+      relay.refused++;
+      client.destroy();
+      return;
+    }
+    const upstream = net.connect(Number(target.port), target.hostname);
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on('close', () => sockets.delete(s));
+      s.on('error', () => undefined);
+    }
+    client.pipe(upstream).pipe(client);
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+  const relay: Relay = {
+    url: `https://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+    refused: 0,
+    setDown(value) {
+      down = value;
+      if (down) for (const s of sockets) s.destroy();
+    },
+    async close() {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+  return relay;
+}
+
+let cp: ControlPlane | undefined;
+let relay: Relay | undefined;
+let h: AgentHarness;
+
+before(async () => {
+  cp = await startControlPlane();
+  relay = await startRelay(new URL(cp.server));
+  const kubeconfig = YAML.parse(await fsp.readFile(await cp.nodeCredentials(nodeName), 'utf8'));
+  kubeconfig.clusters[0].cluster.server = relay.url;
+  h = await startAgentHarness({
+    name: 'nodelet-agent-real-',
+    nodeName,
+    api: false,
+    staticPods: true,
+    configure: async ({ base }) => {
+      const file = path.join(base, 'kubelet.kubeconfig');
+      await fsp.writeFile(file, YAML.stringify(kubeconfig), { mode: 0o600 });
+      // The apiserver reaches the kubelet API on the node's InternalIP with its kubelet client cert (cluster CA).
+      return { kubeconfig: file, nodeIp: '127.0.0.1', clientCaFile: cp!.caPath, leaseRenewSeconds: 1, nodeStatusReportSeconds: 5 };
+    },
+  });
+}, { timeout: 240_000 });
+
+after(async () => {
+  await h?.close();
+  await relay?.close();
+  await cp?.stop();
+});
+
+async function getJson(args: string[]): Promise<any> {
+  return JSON.parse(await cp!.kubectl([...args, '-o', 'json']));
+}
+
+async function getOptional(args: string[]): Promise<any | undefined> {
+  try {
+    return await getJson(args);
+  } catch (err) {
+    if (/NotFound|not found/.test(String(err))) return undefined;
+    throw err;
+  }
+}
+
+async function leaseRenewTime(): Promise<string> {
+  return (await getJson(['-n', 'kube-node-lease', 'get', 'lease', nodeName])).spec.renewTime;
+}
+
+async function runningContainers(podUid: string): Promise<string[]> {
+  const { containers } = await h.daemon!.client.runtime('ListContainers', {
+    filter: { label_selector: { 'io.kubernetes.pod.uid': podUid }, state: { state: 'CONTAINER_RUNNING' } },
+  });
+  return containers.map((c: any) => c.id);
+}
+
+function podManifest(name: string, script: string): string {
+  return JSON.stringify({
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name, namespace: NS },
+    spec: {
+      terminationGracePeriodSeconds: 5,
+      containers: [{ name: 'main', image: h.busybox, imagePullPolicy: 'IfNotPresent', command: ['sh', '-c', script] }],
+    },
+  });
+}
+
+async function waitRunning(name: string, timeoutMs = 90_000): Promise<any> {
+  let last: any;
+  return waitFor(`pod ${name} Running and Ready`, async () => {
+    last = await getOptional(['-n', NS, 'get', 'pod', name]);
+    const ready = last?.status?.conditions?.find((c: any) => c.type === 'Ready')?.status === 'True';
+    return last?.status?.phase === 'Running' && ready ? last : undefined;
+  }, timeoutMs).catch((err) => {
+    throw new Error(`${err.message}\nlast status: ${JSON.stringify(last?.status)}`);
+  });
+}
+
+test('the node registers with its client certificate and reports Ready, its addresses and kubelet port', async () => {
+  const node = await waitFor('node Ready', async () => {
+    const n = await getOptional(['get', 'node', nodeName]);
+    return n?.status?.conditions?.find((c: any) => c.type === 'Ready')?.status === 'True' ? n : undefined;
+  }, 30_000);
+  assert.equal(node.metadata.labels['kubernetes.io/hostname'], nodeName);
+  assert.equal(node.metadata.labels['kubernetes.io/os'], 'linux');
+  assert.deepEqual(node.status.addresses.find((a: any) => a.type === 'InternalIP'), { type: 'InternalIP', address: '127.0.0.1' });
+  assert.equal(node.status.daemonEndpoints.kubeletEndpoint.Port, h.agent.kubeletApi!.port);
+  assert.match(node.status.nodeInfo.containerRuntimeVersion, /^nodelet:\/\//);
+  // The agent's credentials are the node's own (what the node authorizer and NodeRestriction judge by).
+  const whoami = JSON.parse(await cp!.kubectl(['auth', 'whoami', '-o', 'json'], { kubeconfig: h.config.kubeconfig }));
+  assert.equal(whoami.status?.userInfo?.username, `system:node:${nodeName}`);
+});
+
+test('the Lease is owned by the Node and renewed; renewTime carries six fractional digits', async () => {
+  const lease = await waitFor('lease', () => getOptional(['-n', 'kube-node-lease', 'get', 'lease', nodeName]), 30_000);
+  assert.equal(lease.spec.holderIdentity, nodeName);
+  assert.equal(lease.metadata.ownerReferences?.[0]?.kind, 'Node');
+  assert.equal(lease.metadata.ownerReferences?.[0]?.name, nodeName);
+  const first = lease.spec.renewTime;
+  assert.match(first, MICRO_TIME);
+  const later = await waitFor('renewTime advances', async () => {
+    const t = await leaseRenewTime();
+    return t > first ? t : undefined;
+  }, 15_000);
+  assert.match(later, MICRO_TIME);
+});
+
+test('a scheduled pod runs with its service-account token volume, reaches Running, and `kubectl logs` reads it', async () => {
+  await cp!.kubectl(['apply', '-f', '-'], { input: podManifest('hello', 'echo hello from $(hostname); cat /var/run/secrets/kubernetes.io/serviceaccount/namespace; echo; trap "exit 0" TERM; while true; do sleep 0.2; done') });
+  const pod = await waitRunning('hello');
+  assert.equal(pod.spec.nodeName, nodeName);
+  assert.ok(pod.status.podIP, 'pod IP reported');
+  assert.equal(pod.status.hostIP, '127.0.0.1');
+  assert.match(pod.status.startTime, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
+  const main = pod.status.containerStatuses.find((c: any) => c.name === 'main');
+  assert.ok(main.state.running, JSON.stringify(main.state));
+  assert.match(main.containerID, /^nodelet:\/\//);
+  // The admission-added projected volume needs a TokenRequest and kube-root-ca.crt, both through the node authorizer.
+  const logs = await waitFor('container output', async () => {
+    const out = await cp!.kubectl(['-n', NS, 'logs', 'hello']);
+    return out.includes(NS) ? out : undefined;
+  }, 20_000);
+  assert.match(logs, /hello from hello/);
+  const events = await getJson(['-n', NS, 'get', 'events', '--field-selector', `involvedObject.uid=${pod.metadata.uid}`]);
+  const reasons = events.items.map((e: any) => e.reason);
+  for (const reason of ['Created', 'Started']) assert.ok(reasons.includes(reason), `event ${reason} in ${reasons.join(',')}`);
+  const ours = events.items.filter((e: any) => e.reportingComponent === 'kubelet');
+  assert.ok(ours.length >= 2 && ours.every((e: any) => e.source?.host === nodeName && e.reportingInstance === nodeName), JSON.stringify(ours[0]));
+});
+
+test('a static pod runs and its mirror pod, owned by the Node, shows Running', async () => {
+  await fsp.writeFile(
+    path.join(h.manifests!, 'static-web.yaml'),
+    YAML.stringify({
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: 'static-web', namespace: 'kube-system', labels: { app: 'static-web' } },
+      spec: { containers: [{ name: 'web', image: h.busybox, imagePullPolicy: 'IfNotPresent', command: ['sh', '-c', 'trap "exit 0" TERM; while true; do sleep 0.2; done'] }] },
+    }),
+  );
+  const mirrorName = `static-web-${nodeName}`;
+  let last: any;
+  const mirror = await waitFor('mirror pod Running', async () => {
+    last = await getOptional(['-n', 'kube-system', 'get', 'pod', mirrorName]);
+    return last?.status?.phase === 'Running' ? last : undefined;
+  }, 60_000).catch((err) => {
+    throw new Error(`${err.message}\nlast: ${JSON.stringify(last)}`);
+  });
+  assert.ok(mirror.metadata.annotations['kubernetes.io/config.mirror']);
+  assert.deepEqual(
+    mirror.metadata.ownerReferences.map((o: any) => [o.kind, o.name, o.controller]),
+    [['Node', nodeName, true]],
+  );
+  assert.equal(mirror.spec.nodeName, nodeName);
+  // Removing the manifest stops the pod and deletes its mirror.
+  await fsp.rm(path.join(h.manifests!, 'static-web.yaml'));
+  await waitFor('mirror pod deleted', async () => (await getOptional(['-n', 'kube-system', 'get', 'pod', mirrorName])) === undefined, 60_000);
+});
+
+test('an apiserver outage is survived: the pod keeps running, the Lease is renewed again, new pods still run', async () => {
+  const pod = await waitRunning('hello');
+  const before = await runningContainers(pod.metadata.uid);
+  assert.equal(before.length, 1);
+  relay!.setDown(true);
+  try {
+    // Lease renewals (every second), status updates and the watch all fail while it is down.
+    await waitFor('the agent retried during the outage', async () => relay!.refused >= 6, 30_000);
+  } finally {
+    relay!.setDown(false);
+  }
+  const afterOutage = new Date().toISOString();
+  await waitFor('renewTime after the outage', async () => ((await leaseRenewTime()) > afterOutage ? true : undefined), 30_000);
+  assert.deepEqual(await runningContainers(pod.metadata.uid), before, 'the container was left alone');
+  await cp!.kubectl(['apply', '-f', '-'], { input: podManifest('after-outage', 'trap "exit 0" TERM; while true; do sleep 0.2; done') });
+  await waitRunning('after-outage');
+});
+
+test('deleting pods completes: they leave the API and the runtime', async () => {
+  const uids: string[] = [];
+  for (const name of ['hello', 'after-outage']) {
+    const pod = await getOptional(['-n', NS, 'get', 'pod', name]);
+    if (pod) uids.push(pod.metadata.uid);
+  }
+  assert.equal(uids.length, 2);
+  await cp!.kubectl(['-n', NS, 'delete', 'pod', 'hello', 'after-outage', '--wait=true', '--timeout=60s'], { timeoutMs: 90_000 });
+  assert.equal(await getOptional(['-n', NS, 'get', 'pod', 'hello']), undefined);
+  for (const uid of uids) {
+    await waitFor(`sandboxes of ${uid} removed`, async () => {
+      const { items } = await h.daemon!.client.runtime('ListPodSandbox', { filter: { label_selector: { 'io.kubernetes.pod.uid': uid } } });
+      return items.length === 0;
+    }, 20_000);
+  }
+});
