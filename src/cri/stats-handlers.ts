@@ -98,8 +98,11 @@ export function statsHandlers(runtime: RuntimeService, collector: StatsCollector
         .filter((s) => s.phase === 'ready' && s.state === 'SANDBOX_READY')
         .map(async (s) => {
           const recs = ctx.containersOf(s.id).filter((c) => c.phase === 'ready');
-          const containers = await Promise.all(recs.map(async (rec) => ({ rec, snapshot: await collector.containerNow(rec) })));
-          return podSandboxMetrics(s, await collector.sandboxNow(s), containers);
+          const [pod, containers] = await Promise.all([
+            collector.sandboxMetrics(s),
+            Promise.all(recs.map(async (rec) => ({ rec, input: await collector.containerMetrics(rec) }))),
+          ]);
+          return podSandboxMetrics(s, pod, containers);
         }),
     );
 

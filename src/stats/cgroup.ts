@@ -101,3 +101,171 @@ export function expandSlice(slice: string): string {
   }
   return dir;
 }
+
+/** CPU figures for the cAdvisor metrics; ns throughout. */
+export interface CpuDetail {
+  usageNs?: number;
+  userNs?: number;
+  systemNs?: number;
+  /** CFS bandwidth: periods elapsed, periods throttled, time throttled. */
+  periods?: number;
+  throttledPeriods?: number;
+  throttledNs?: number;
+}
+
+export interface PageFaults {
+  minor: number;
+  major: number;
+}
+
+export interface MemoryDetail {
+  usageBytes: number;
+  workingSetBytes: number;
+  rssBytes: number;
+  cacheBytes: number;
+  mappedFileBytes: number;
+  swapBytes: number;
+  kernelBytes?: number;
+  maxUsageBytes?: number;
+  /** Times usage hit the limit. */
+  failcnt?: number;
+  oomKills?: number;
+  /** Faults of this cgroup's own tasks, and of the whole subtree. */
+  faults: { container: PageFaults; hierarchy: PageFaults };
+}
+
+/** The limits the cgroup was given; 0 where it has none (as cAdvisor reports an unlimited spec). */
+export interface CgroupSpec {
+  cpuPeriodUs?: number;
+  /** Undefined when there is no CFS quota. */
+  cpuQuotaUs?: number;
+  cpuShares?: number;
+  memoryLimitBytes?: number;
+  memoryReservationBytes?: number;
+  memorySwapLimitBytes?: number;
+}
+
+/** Bytes and operations one block device served for the cgroup. */
+export interface BlockDeviceIo {
+  major: number;
+  minor: number;
+  readBytes: number;
+  writeBytes: number;
+  reads: number;
+  writes: number;
+}
+
+export interface HugetlbUsage {
+  /** As the kernel names it in the file name: 2MB, 1GB. */
+  pagesize: string;
+  usageBytes: number;
+  maxUsageBytes?: number;
+}
+
+/** PSI totals in µs: "some" (at least one task waiting) and "full" (all tasks stalled). */
+export interface PressureTotals {
+  someUs: number;
+  fullUs?: number;
+}
+
+/** Everything the metrics RPCs report about one cgroup. */
+export interface CgroupDetail {
+  cpu?: CpuDetail;
+  memory?: MemoryDetail;
+  spec: CgroupSpec;
+  /** Tasks (threads) in the cgroup and the pids limit (0 when unlimited). */
+  threads?: number;
+  threadsMax?: number;
+  /** Process ids in cgroup.procs. */
+  procs: number[];
+  blockIo: BlockDeviceIo[];
+  hugetlb: HugetlbUsage[];
+  pressure: { cpu?: PressureTotals; memory?: PressureTotals; io?: PressureTotals };
+}
+
+export interface CgroupDetailReader extends CgroupReader {
+  /** Reads every figure the metrics need; undefined when the cgroup does not exist. */
+  readDetail(cgroupPath: string): Promise<CgroupDetail | undefined>;
+}
+
+/** Parses a PSI file (cpu.pressure, memory.pressure, io.pressure). */
+export function parsePressure(text: string | undefined): PressureTotals | undefined {
+  if (text === undefined) return undefined;
+  let someUs: number | undefined;
+  let fullUs: number | undefined;
+  for (const line of text.split('\n')) {
+    const total = /\btotal=(\d+)/.exec(line)?.[1];
+    if (total === undefined) continue;
+    if (line.startsWith('some ')) someUs = Number(total);
+    else if (line.startsWith('full ')) fullUs = Number(total);
+  }
+  return someUs === undefined ? undefined : { someUs, fullUs };
+}
+
+/** Parses cgroup.procs: one pid a line. */
+export function parseProcs(text: string | undefined): number[] {
+  if (!text) return [];
+  return text.split('\n').filter((l) => /^\d+$/.test(l.trim())).map((l) => Number(l.trim()));
+}
+
+/** Merges v1 blkio "M:m Read N" files (bytes, operations) into one entry per device. */
+export function parseBlkioV1(bytesText: string | undefined, opsText: string | undefined): BlockDeviceIo[] {
+  const devices = new Map<string, BlockDeviceIo>();
+  const add = (text: string | undefined, field: { Read: keyof BlockDeviceIo; Write: keyof BlockDeviceIo }) => {
+    for (const line of (text ?? '').split('\n')) {
+      const m = /^(\d+):(\d+) (Read|Write) (\d+)$/.exec(line.trim());
+      if (!m) continue;
+      const key = `${m[1]}:${m[2]}`;
+      let dev = devices.get(key);
+      if (!dev) devices.set(key, (dev = { major: Number(m[1]), minor: Number(m[2]), readBytes: 0, writeBytes: 0, reads: 0, writes: 0 }));
+      (dev[field[m[3] as 'Read' | 'Write']] as number) = Number(m[4]);
+    }
+  };
+  add(bytesText, { Read: 'readBytes', Write: 'writeBytes' });
+  add(opsText, { Read: 'reads', Write: 'writes' });
+  return [...devices.values()];
+}
+
+/** Parses v2 io.stat: "M:m rbytes=.. wbytes=.. rios=.. wios=.. ...". */
+export function parseIoStat(text: string | undefined): BlockDeviceIo[] {
+  const out: BlockDeviceIo[] = [];
+  for (const line of (text ?? '').split('\n')) {
+    const [dev, ...pairs] = line.trim().split(/\s+/);
+    const m = /^(\d+):(\d+)$/.exec(dev ?? '');
+    if (!m) continue;
+    const kv = new Map(pairs.map((p) => p.split('=') as [string, string]));
+    const n = (k: string) => Number(kv.get(k) ?? 0) || 0;
+    out.push({ major: Number(m[1]), minor: Number(m[2]), readBytes: n('rbytes'), writeBytes: n('wbytes'), reads: n('rios'), writes: n('wios') });
+  }
+  return out;
+}
+
+/** v2 cpu.weight back to v1 cpu.shares (the inverse of the conversion runc applies). */
+export function sharesFromWeight(weight: number): number {
+  return 2 + Math.floor(((weight - 1) * 262142) / 9999);
+}
+
+/** A limit for the spec metrics: the number, or 0 when unlimited or absent. */
+export function specLimit(text: string | undefined): number {
+  return limitFrom(text) ?? 0;
+}
+
+/** Page sizes of the hugetlb files in a cgroup directory listing (hugetlb.2MB.current → 2MB). */
+export function hugetlbPagesizes(names: string[]): string[] {
+  const sizes = new Set<string>();
+  for (const n of names) {
+    const m = /^hugetlb\.([0-9]+[KMG]B)\./.exec(n);
+    if (m) sizes.add(m[1]!);
+  }
+  return [...sizes].sort();
+}
+
+/** Lists a directory; [] when it does not exist. */
+export async function listDir(dir: string): Promise<string[]> {
+  try {
+    return await fsp.readdir(dir);
+  } catch (err) {
+    if (hasCode(err, 'ENOENT') || hasCode(err, 'ENOTDIR')) return [];
+    throw err;
+  }
+}

@@ -1,6 +1,7 @@
 // The stats cache: a background timer samples every running container and sandbox from cgroup files and
 // /proc/<infra pid>/net/dev (reads only, no child process); the RPCs answer from the last samples, and
-// read a container or sandbox the timer has not reached yet on demand (one shared read per id).
+// read a container or sandbox the timer has not reached yet on demand (one shared read per id). The metrics
+// RPCs' fuller per-cgroup figures are read on demand too and reused for one period.
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import type { ContainerRecord, SandboxRecord } from '../runtime/records.js';
@@ -8,8 +9,10 @@ import { cgroupsPathFor } from '../oci/container-spec.js';
 import { parseProcNetDev, type InterfaceStats } from '../network/netns.js';
 import { logger } from '../common/log.js';
 import { errorMessage } from '../common/errors.js';
-import { cgroupDirFor, expandSlice, type CgroupReader, type CgroupSample, type MemorySample } from './cgroup.js';
-import { diskUsage } from './disk-usage.js';
+import { cgroupDirFor, expandSlice, type CgroupDetail, type CgroupDetailReader, type CgroupSample, type MemorySample } from './cgroup.js';
+import { blockDeviceName, diskUsage, filesystemOf } from './disk-usage.js';
+import { readProcessFigures } from './proc.js';
+import type { MetricsInput } from './metrics.js';
 
 /** What the collector needs from the runtime: its records and where a container's writable layer lives. */
 export interface StatsSource {
@@ -63,12 +66,13 @@ export interface SandboxSnapshot {
 
 export interface StatsCollectorOptions {
   source: StatsSource;
-  reader: CgroupReader;
+  reader: CgroupDetailReader;
   /** How often cgroups and network counters are sampled. */
   periodMs: number;
   /** How often writable layers are walked (slower: it touches every file of the upper dirs). */
   writableLayerPeriodMs: number;
   procRoot?: string;
+  sysRoot?: string;
   clock?: Clock;
 }
 
@@ -105,8 +109,11 @@ export class StatsCollector {
   private readonly writableLayers = new Map<string, WritableLayerStats>();
   /** Per c/<id> or s/<id>: the point the next rate is measured from, and the last rate. */
   private readonly lastCpu = new Map<string, { point: CpuPoint; nanoCores?: number }>();
-  /** Reads in flight by key (c/<id>, s/<id>, w/<id>): concurrent callers share one. */
+  /** Reads in flight by key (c/, s/, w/, m/c/, m/s/ + id): concurrent callers share one. */
   private readonly inFlight = new Map<string, Promise<unknown>>();
+  /** Metrics inputs by c/<id> or s/<id>, reused for one period (scrapes come in bursts). */
+  private readonly metricInputs = new Map<string, { monoNs: bigint; input: MetricsInput | undefined }>();
+  private readonly deviceNames = new Map<string, string>();
   private readonly clock: Clock;
   private readonly procRoot: string;
   private sampleTimer?: NodeJS.Timeout;
@@ -186,6 +193,84 @@ export class StatsCollector {
   /** The container's writable layer usage, walked now when no pass has reached it yet. */
   async writableLayerNow(id: string): Promise<WritableLayerStats | undefined> {
     return this.writableLayers.get(id) ?? this.walkLayer(id);
+  }
+
+  /** What the metrics of a running container are built from: its cgroup, its processes, its writable layer. */
+  containerMetrics(rec: ContainerRecord): Promise<MetricsInput | undefined> {
+    if (rec.state !== 'CONTAINER_RUNNING') return Promise.resolve(undefined);
+    return this.cachedMetrics(`c/${rec.id}`, async () => {
+      const parent = this.sandboxRecord(rec.sandboxId)?.config.linux?.cgroup_parent;
+      const detail = await this.readDetail(cgroupDirOf(parent, rec.id));
+      if (!detail) return undefined;
+      const upper = this.opts.source.upperDirOf(rec.id);
+      const [processes, layer, fs, blockDevices] = await Promise.all([
+        readProcessFigures(detail.procs, { rootPid: rec.pid, procRoot: this.procRoot }),
+        this.writableLayerNow(rec.id),
+        filesystemOf(upper).catch(() => undefined),
+        this.blockDevicesOf(detail),
+      ]);
+      return {
+        timestampNs: this.clock.wallNs(),
+        cgroup: detail,
+        processes,
+        rootfs: fs ? { fs, usageBytes: layer?.bytes } : undefined,
+        blockDevices,
+        startTimeSeconds: rec.startedAt ? Number(BigInt(rec.startedAt) / 1_000_000_000n) : undefined,
+      };
+    });
+  }
+
+  /** What a ready pod's own metrics are built from: its pod cgroup (else the infra container's) and its network. */
+  sandboxMetrics(rec: SandboxRecord): Promise<MetricsInput | undefined> {
+    if (rec.state !== 'SANDBOX_READY') return Promise.resolve(undefined);
+    return this.cachedMetrics(`s/${rec.id}`, async () => {
+      const parent = rec.config.linux?.cgroup_parent;
+      const podDir = podCgroupDir(parent);
+      const detail = (podDir ? await this.readDetail(podDir) : undefined) ?? (await this.readDetail(cgroupDirOf(parent, rec.id)));
+      const [snapshot, processes, blockDevices] = await Promise.all([
+        this.sandboxNow(rec),
+        detail ? readProcessFigures(detail.procs, { rootPid: rec.infraPid, procRoot: this.procRoot }) : undefined,
+        detail ? this.blockDevicesOf(detail) : undefined,
+      ]);
+      return {
+        timestampNs: this.clock.wallNs(),
+        cgroup: detail,
+        processes,
+        network: snapshot?.network?.interfaces,
+        blockDevices,
+        startTimeSeconds: Number(BigInt(rec.createdAt) / 1_000_000_000n),
+      };
+    });
+  }
+
+  private cachedMetrics(key: string, read: () => Promise<MetricsInput | undefined>): Promise<MetricsInput | undefined> {
+    const hit = this.metricInputs.get(key);
+    if (hit && this.clock.monoNs() - hit.monoNs < BigInt(this.opts.periodMs) * 1_000_000n) return Promise.resolve(hit.input);
+    return this.shared(`m/${key}`, async () => {
+      const input = await read();
+      this.metricInputs.set(key, { monoNs: this.clock.monoNs(), input });
+      return input;
+    });
+  }
+
+  private async readDetail(dir: string): Promise<CgroupDetail | undefined> {
+    try {
+      return await this.opts.reader.readDetail(dir);
+    } catch (err) {
+      this.log.debug({ cgroup: dir, err: errorMessage(err) }, 'cgroup read failed');
+      return undefined;
+    }
+  }
+
+  private async blockDevicesOf(detail: CgroupDetail): Promise<Map<string, string>> {
+    const out = new Map<string, string>();
+    for (const d of detail.blockIo) {
+      const key = `${d.major}:${d.minor}`;
+      let name = this.deviceNames.get(key);
+      if (name === undefined) this.deviceNames.set(key, (name = await blockDeviceName(d.major, d.minor, this.opts.sysRoot)));
+      out.set(key, name);
+    }
+    return out;
   }
 
   /** Runs read once for every concurrent caller asking under the same key. */
@@ -280,6 +365,8 @@ export class StatsCollector {
         this.lastCpu.delete(`s/${id}`);
       }
     }
+    const stale = this.clock.monoNs() - 2n * BigInt(this.opts.periodMs) * 1_000_000n;
+    for (const [key, entry] of this.metricInputs) if (entry.monoNs < stale) this.metricInputs.delete(key);
   }
 
   private async sampleSandbox(s: SandboxRecord, containers: ContainerRecord[]): Promise<SandboxSnapshot> {

@@ -56,3 +56,57 @@ export async function diskUsage(dir: string): Promise<DiskUsage | undefined> {
   }
   return usage;
 }
+
+/** The filesystem a directory lives on, as the container_fs_* metrics report it. */
+export interface FilesystemFigures {
+  /** The mount source (e.g. /dev/vda1, overlay), or major:minor when no mount names it. */
+  device: string;
+  capacityBytes: number;
+  inodesTotal: number;
+  inodesFree: number;
+}
+
+/** Linux dev_t → major:minor (glibc's encoding). */
+export function majorMinor(dev: number): string {
+  const d = BigInt(dev);
+  const major = ((d >> 8n) & 0xfffn) | ((d >> 32n) & ~0xfffn);
+  const minor = (d & 0xffn) | ((d >> 12n) & ~0xffn);
+  return `${major}:${minor}`;
+}
+
+/** The mount source of the first mount of device major:minor in a mountinfo text. */
+export function mountSourceOf(mountinfo: string, majMin: string): string | undefined {
+  for (const line of mountinfo.split('\n')) {
+    const fields = line.split(' ');
+    if (fields[2] !== majMin) continue;
+    const sep = fields.indexOf('-');
+    if (sep > 0 && fields[sep + 2]) return fields[sep + 2];
+  }
+  return undefined;
+}
+
+export async function filesystemOf(dir: string, mountinfoPath = '/proc/self/mountinfo'): Promise<FilesystemFigures | undefined> {
+  let st;
+  let fs;
+  try {
+    [st, fs] = await Promise.all([fsp.stat(dir), fsp.statfs(dir)]);
+  } catch (err) {
+    if (hasCode(err, 'ENOENT')) return undefined;
+    throw err;
+  }
+  const majMin = majorMinor(st.dev);
+  const mountinfo = await fsp.readFile(mountinfoPath, 'utf8').catch(() => '');
+  return {
+    device: mountSourceOf(mountinfo, majMin) ?? majMin,
+    capacityBytes: fs.blocks * fs.bsize,
+    inodesTotal: fs.files,
+    inodesFree: fs.ffree,
+  };
+}
+
+/** /dev/<name> of a block device from sysfs; major:minor when sysfs does not know it. */
+export async function blockDeviceName(major: number, minor: number, sysRoot = '/sys'): Promise<string> {
+  const uevent = await fsp.readFile(path.join(sysRoot, 'dev', 'block', `${major}:${minor}`, 'uevent'), 'utf8').catch(() => '');
+  const name = /^DEVNAME=(.+)$/m.exec(uevent)?.[1];
+  return name ? `/dev/${name}` : `${major}:${minor}`;
+}

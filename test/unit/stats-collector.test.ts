@@ -112,7 +112,11 @@ test('collector (v2): two samples give usage_nano_cores; pod from its slice; net
     assert.deepEqual(podSnap?.network?.interfaces.map((i) => [i.name, i.rxBytes, i.txBytes, i.rxErrors, i.txErrors]), [['eth0', 5000, 2500, 1, 2]]);
 
     // Metrics for the pod: pod-level usage and network under container="", each container under its name.
-    const metrics = podSandboxMetrics(pod, podSnap, records.containers.map((rec) => ({ rec, snapshot: collector.container(rec.id) })));
+    const metrics = podSandboxMetrics(
+      pod,
+      await collector.sandboxMetrics(pod),
+      await Promise.all(records.containers.map(async (rec) => ({ rec, input: await collector.containerMetrics(rec) }))),
+    );
     const rx = metrics.metrics.find((m) => m.name === 'container_network_receive_bytes_total');
     assert.deepEqual(rx?.label_values, ['', 's1', '', 's1', 'ns1', 'pod-s1', 'eth0']);
     assert.equal(rx?.value.value, 5000);
@@ -122,7 +126,9 @@ test('collector (v2): two samples give usage_nano_cores; pod from its slice; net
     assert.equal(ws?.value.value, 52428800 - 6291456);
     assert.equal(ws?.metric_type, 'GAUGE');
     assert.deepEqual(ws?.label_values, ['ctr-9a8b7c6d5e4f', '9a8b7c6d5e4f', 'busybox:latest', '9a8b7c6d5e4f', 'ns1', 'pod-s1']);
-    assert.equal(ctrMetrics.find((m) => m.name === 'container_cpu_usage_seconds_total')?.value.value, 3);
+    const cpu = ctrMetrics.find((m) => m.name === 'container_cpu_usage_seconds_total');
+    assert.equal(cpu?.value.value, 3);
+    assert.deepEqual(cpu?.label_values.slice(6), ['total']);
     assert.deepEqual(metrics.container_metrics.find((c) => c.container_id === 'exited')?.metrics, []);
     const names = new Set(metricDescriptors().map((d) => d.name));
     for (const m of [...metrics.metrics, ...ctrMetrics]) assert.ok(names.has(m.name), `${m.name} has a descriptor`);
@@ -203,7 +209,7 @@ test('on demand: a container or pod not sampled yet is read once, however many c
   try {
     const inner = new CgroupV2Reader(path.join(dir, 'cgroup'));
     const reads: string[] = [];
-    const reader = { version: 2 as const, read: (p: string) => (reads.push(p), inner.read(p)) };
+    const reader = { version: 2 as const, read: (p: string) => (reads.push(p), inner.read(p)), readDetail: (p: string) => inner.readDetail(p) };
     const pod = sandbox('s1', {}, 'kubepods-besteffort-pod6b1d7f0e.slice');
     const ctr = container('9a8b7c6d5e4f', 's1');
     const records = { sandboxes: [pod], containers: [ctr, container('created', 's1', { state: 'CONTAINER_CREATED' })] };
