@@ -65,6 +65,8 @@ export interface ControlPlane {
   bootstrapToken(): Promise<string>;
   /** Runs kubectl (as admin unless `kubeconfig` says otherwise); resolves stdout, rejects with stderr. */
   kubectl(args: string[], opts?: KubectlOptions): Promise<string>;
+  /** One admin request to the apiserver (JSON in and out); never throws on a status code. */
+  request(method: string, apiPath: string, body?: unknown): Promise<{ status: number; body: any }>;
   /** The last lines of a component's log. */
   logTail(component: Component, lines?: number): Promise<string>;
   /** Stops every process (SIGTERM, then SIGKILL) and removes the temp dir. Idempotent. */
@@ -176,9 +178,11 @@ interface HttpsTarget {
   insecure?: boolean;
 }
 
-function httpsGet(url: string, t: HttpsTarget): Promise<{ status: number; body: string }> {
+function httpsGet(url: string, t: HttpsTarget, method = 'GET', payload?: string): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = https.get(url, {
+    const req = https.request(url, {
+      method,
+      headers: payload === undefined ? { accept: 'application/json' } : { accept: 'application/json', 'content-type': 'application/json' },
       ca: t.ca ? readFileSync(t.ca) : undefined,
       cert: t.cert ? readFileSync(t.cert) : undefined,
       key: t.key ? readFileSync(t.key) : undefined,
@@ -192,6 +196,7 @@ function httpsGet(url: string, t: HttpsTarget): Promise<{ status: number; body: 
     });
     req.on('timeout', () => req.destroy(new Error('timeout')));
     req.on('error', reject);
+    req.end(payload);
   });
 }
 
@@ -357,6 +362,8 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
         `--cluster-signing-key-file=${pki.caKey}`,
         `--service-cluster-ip-range=${serviceRange}`,
         '--controllers=*,bootstrapsigner,tokencleaner',
+        // Its default is under /usr/libexec; nothing of ours goes outside the temp dir.
+        `--flex-volume-plugin-dir=${path.join(dir, 'flexvolume')}`,
         '--v=1',
       ]);
       await Promise.all([
@@ -451,6 +458,16 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
         return `${id}.${secret}`;
       },
       kubectl,
+      async request(method, apiPath, body) {
+        const res = await httpsGet(`${server}${apiPath}`, asAdmin, method, body === undefined ? undefined : JSON.stringify(body));
+        let parsed: any = res.body;
+        try {
+          parsed = JSON.parse(res.body);
+        } catch {
+          // not JSON (e.g. /readyz): the text
+        }
+        return { status: res.status, body: parsed };
+      },
       logTail,
       stop,
     };

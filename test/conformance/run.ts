@@ -7,7 +7,8 @@
 import { findTools } from './tools.js';
 import { ConformanceReport } from './report.js';
 import { runCritestPhase } from './critest.js';
-import { runNodeChecksPhase } from './node-checks.js';
+import { runNodeChecksPhase, SharedCluster } from './node-checks.js';
+import { Cleanup, runAllCleanups } from './cleanup.js';
 
 const PHASES = ['critest', 'kubelet', 'agent'] as const;
 type Phase = (typeof PHASES)[number];
@@ -28,17 +29,30 @@ async function main(): Promise<number> {
     return 2;
   }
   const report = new ConformanceReport();
+  // The node phases share one control plane and registry, stopped after the last phase.
+  const clusterCleanup = new Cleanup();
+  const cluster = new SharedCluster(tools, clusterCleanup);
+  let interrupted = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (interrupted) return;
+    interrupted = true;
+    process.stderr.write(`conformance: ${signal}: cleaning up\n`);
+    runAllCleanups().finally(() => process.exit(130));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   for (const phase of phases) {
     const started = Date.now();
     process.stdout.write(`== conformance phase ${phase}\n`);
     try {
       if (phase === 'critest') await runCritestPhase(tools, report);
-      else await runNodeChecksPhase(tools, report, phase === 'kubelet' ? 'kubelet' : 'nodelet-agent');
+      else await runNodeChecksPhase(tools, report, phase === 'kubelet' ? 'kubelet' : 'nodelet-agent', cluster);
     } catch (err) {
       report.add({ name: `${phase}: phase ran to the end`, passed: false, detail: (err as Error)?.stack ?? String(err) });
     }
     process.stdout.write(`== phase ${phase} took ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
   }
+  await clusterCleanup.run();
   if (report.skipped.length > 0) {
     process.stdout.write(`not run (${report.skipped.length}):\n${report.skipped.map((s) => `  ${s.name} — ${s.detail}`).join('\n')}\n`);
   }

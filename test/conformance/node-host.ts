@@ -1,0 +1,391 @@
+// What a node under test needs from the host, each piece undone by a Cleanup step: an interface of
+// our own with a private /32 (the node IP the apiserver dials for logs/exec/port-forward, reachable from this
+// machine only), a nodelet-cri with its own bridge and a registry mirror, and the node itself — the
+// real kubelet or nodelet-agent — with every directory, port and cgroup of its own.
+import { randomBytes } from 'node:crypto';
+import { existsSync, promises as fsp } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import YAML from 'yaml';
+import { run, spawnChild } from '../../src/common/exec.js';
+import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
+import type { ControlPlane } from './control-plane.js';
+import type { Cleanup } from './cleanup.js';
+import { REPO_ROOT, type Tools } from './tools.js';
+
+type Child = ReturnType<typeof spawnChild>;
+
+export interface HostAddress {
+  iface: string;
+  ip: string;
+}
+
+export interface NodeRuntime {
+  daemon: TestDaemon;
+  endpoint: string;
+  /** crictl against this runtime; resolves stdout. */
+  crictl(args: string[]): Promise<string>;
+}
+
+export interface NodeUnderTest {
+  kind: 'kubelet' | 'nodelet-agent';
+  name: string;
+  ip: string;
+  staticPodDir: string;
+  logPath: string;
+  /** The last lines of the node's log. */
+  logTail(lines?: number): Promise<string>;
+  /** undefined while running, else how it ended. */
+  exited(): string | undefined;
+}
+
+export async function freePort(host = '127.0.0.1'): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, host, () => resolve());
+  });
+  const port = (server.address() as net.AddressInfo).port;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+async function stopChild(child: Child, timeoutMs = 15_000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = child.then(() => undefined, () => undefined);
+  child.kill('SIGTERM');
+  const timer = new AbortController();
+  const timedOut = await Promise.race([
+    exited.then(() => false),
+    sleep(timeoutMs, true, { signal: timer.signal }).catch(() => false),
+  ]);
+  timer.abort();
+  if (timedOut) {
+    child.kill('SIGKILL');
+    await exited;
+  }
+}
+
+async function tail(file: string, lines: number): Promise<string> {
+  const text = await fsp.readFile(file, 'utf8').catch(() => '');
+  return text.trimEnd().split('\n').slice(-lines).join('\n');
+}
+
+/**
+ * An interface of our own holding a random 198.18.x.y/32 (benchmark range, routed nowhere): a dummy
+ * link where the kernel has the module, else a veth pair (both ends here, so traffic stays local).
+ */
+export async function addNodeAddress(cleanup: Cleanup): Promise<HostAddress> {
+  const tag = randomBytes(3).toString('hex');
+  const iface = `nlcf${tag}`;
+  const used = (await run('ip', ['-o', '-4', 'addr', 'show'])).stdout;
+  let ip = '';
+  for (let i = 0; i < 20 && !ip; i++) {
+    const candidate = `198.18.${1 + Math.floor(Math.random() * 254)}.${1 + Math.floor(Math.random() * 254)}`;
+    if (!used.includes(` ${candidate}/`)) ip = candidate;
+  }
+  const dummy = await run('ip', ['link', 'add', iface, 'type', 'dummy'], { reject: false });
+  if (dummy.exitCode !== 0) await run('ip', ['link', 'add', iface, 'type', 'veth', 'peer', 'name', `${iface}p`]);
+  cleanup.add(`ip link del ${iface}`, () => run('ip', ['link', 'del', iface]));
+  await run('ip', ['addr', 'add', `${ip}/32`, 'dev', iface]);
+  await run('ip', ['link', 'set', iface, 'up']);
+  if (dummy.exitCode !== 0) await run('ip', ['link', 'set', `${iface}p`, 'up']);
+  return { iface, ip };
+}
+
+/** nodelet-cri with its own root, socket, bridge and subnet; docker.io served by the local registry. */
+export async function startNodeRuntime(tools: Tools, registryHost: string, cleanup: Cleanup): Promise<NodeRuntime> {
+  const daemon = await startTestDaemon({ network: true, args: ['--registry-mirror', `docker.io=http://${registryHost}`] });
+  cleanup.add('nodelet-cri: remove pods, stop, remove its dirs and bridge', async () => {
+    // A Ctrl-C reaches the daemon too: bring it back on the same state so it can remove what it ran.
+    if (daemon.proc.exitCode !== null || daemon.proc.signalCode !== null) await daemon.restart();
+    await daemon.cleanup();
+  });
+  const endpoint = `unix://${daemon.socket}`;
+  return {
+    daemon,
+    endpoint,
+    async crictl(args) {
+      const res = await run(tools.crictl, ['--runtime-endpoint', endpoint, '--image-endpoint', endpoint, '--timeout', '20s', ...args], {
+        timeoutMs: 60_000, reject: false,
+      });
+      if (res.exitCode !== 0) throw new Error(`crictl ${args.join(' ')}: exit ${res.exitCode}: ${res.stderr.trim().slice(0, 500)}`);
+      return res.stdout;
+    },
+  };
+}
+
+// The kubelet sets these at start (protectKernelDefaults: false); put the host's values back after.
+const KUBELET_SYSCTLS = [
+  'vm/overcommit_memory', 'vm/panic_on_oom', 'kernel/panic', 'kernel/panic_on_oops', 'kernel/keys/root_maxkeys', 'kernel/keys/root_maxbytes',
+];
+
+async function snapshotSysctls(cleanup: Cleanup): Promise<void> {
+  const saved: [string, string][] = [];
+  for (const key of KUBELET_SYSCTLS) {
+    const file = path.join('/proc/sys', key);
+    const value = await fsp.readFile(file, 'utf8').catch(() => undefined);
+    if (value !== undefined) saved.push([file, value.trim()]);
+  }
+  cleanup.add('restore the sysctls the kubelet set', async () => {
+    for (const [file, value] of saved) {
+      if ((await fsp.readFile(file, 'utf8')).trim() !== value) await fsp.writeFile(file, value);
+    }
+  });
+}
+
+/** Splits an iptables-save rule line into argv (double quotes group words). */
+function ruleArgs(line: string): string[] {
+  const args: string[] = [];
+  const re = /"((?:[^"\\]|\\.)*)"|(\S+)/g;
+  for (let m = re.exec(line); m; m = re.exec(line)) args.push(m[1] !== undefined ? m[1].replace(/\\(.)/g, '$1') : m[2]!);
+  return args;
+}
+
+interface IptablesDump {
+  chains: Set<string>; // "table/chain"
+  rules: { table: string; args: string[] }[]; // ['-A', chain, ...]
+}
+
+async function iptablesDump(save: string): Promise<IptablesDump | undefined> {
+  const res = await run(save, [], { reject: false });
+  if (res.exitCode !== 0) return undefined;
+  const dump: IptablesDump = { chains: new Set(), rules: [] };
+  let table = '';
+  for (const line of res.stdout.split('\n')) {
+    if (line.startsWith('*')) table = line.slice(1);
+    else if (line.startsWith(':')) dump.chains.add(`${table}/${line.slice(1).split(' ')[0]}`);
+    else if (line.startsWith('-A ')) dump.rules.push({ table, args: ruleArgs(line) });
+  }
+  return dump;
+}
+
+/**
+ * The kubelet adds KUBE-* chains (canaries, a KUBE-FIREWALL jumped to from INPUT/OUTPUT) that outlive
+ * it; remove the ones that were not there before it started, with the rules jumping to them.
+ */
+async function snapshotKubeletIptables(cleanup: Cleanup): Promise<void> {
+  const tools = [['iptables-save', 'iptables'], ['ip6tables-save', 'ip6tables']] as const;
+  const before = new Map<string, IptablesDump | undefined>();
+  for (const [save] of tools) before.set(save, await iptablesDump(save));
+  cleanup.add('remove the iptables chains the kubelet added', async () => {
+    for (const [save, bin] of tools) {
+      const was = before.get(save);
+      const now = await iptablesDump(save);
+      if (!was || !now) continue;
+      const added = [...now.chains].filter((c) => c.split('/')[1]!.startsWith('KUBE-') && !was.chains.has(c));
+      if (added.length === 0) continue;
+      const addedNames = (table: string) => new Set(added.filter((c) => c.startsWith(`${table}/`)).map((c) => c.split('/')[1]!));
+      for (const rule of now.rules) {
+        const names = addedNames(rule.table);
+        const target = rule.args[rule.args.indexOf('-j') + 1] ?? '';
+        if (names.has(target) && !names.has(rule.args[1]!)) {
+          await run(bin, ['-w', '5', '-t', rule.table, '-D', ...rule.args.slice(1)], { reject: false });
+        }
+      }
+      for (const c of added) await run(bin, ['-w', '5', '-t', c.split('/')[0]!, '-F', c.split('/')[1]!], { reject: false });
+      for (const c of added) await run(bin, ['-w', '5', '-t', c.split('/')[0]!, '-X', c.split('/')[1]!], { reject: false });
+    }
+  });
+}
+
+/** Creates a cgroup in every hierarchy (the kubelet wants its cgroupRoot to exist), cpuset filled from the top. */
+async function createCgroup(root: string): Promise<void> {
+  const hierarchies = await fsp.readdir('/sys/fs/cgroup', { withFileTypes: true });
+  for (const h of hierarchies) {
+    if (!h.isDirectory()) continue;
+    const dir = path.join('/sys/fs/cgroup', h.name, root);
+    await fsp.mkdir(dir, { recursive: true });
+    if (h.name === 'cpuset') {
+      for (const f of ['cpuset.cpus', 'cpuset.mems']) {
+        await fsp.writeFile(path.join(dir, f), await fsp.readFile(path.join('/sys/fs/cgroup', h.name, f), 'utf8'));
+      }
+    }
+  }
+}
+
+/** Removes a cgroup subtree (deepest first) in every v1 hierarchy and the unified one. */
+async function removeCgroupTree(root: string): Promise<void> {
+  const hierarchies = await fsp.readdir('/sys/fs/cgroup', { withFileTypes: true });
+  for (const h of hierarchies) {
+    if (!h.isDirectory()) continue;
+    const top = path.join('/sys/fs/cgroup', h.name, root);
+    if (!existsSync(top)) continue;
+    const dirs: string[] = [];
+    const walk = async (dir: string) => {
+      dirs.push(dir);
+      for (const e of await fsp.readdir(dir, { withFileTypes: true }).catch(() => [])) {
+        if (e.isDirectory()) await walk(path.join(dir, e.name));
+      }
+    };
+    await walk(top);
+    for (const dir of dirs.reverse()) {
+      // A cgroup a process just left can be busy for a moment.
+      for (let i = 0; i < 20; i++) {
+        try {
+          await fsp.rmdir(dir);
+          break;
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code === 'ENOENT') break;
+          if (i === 19) throw err;
+          await sleep(100);
+        }
+      }
+    }
+  }
+}
+
+/** The kubelet links /var/log/containers/* to the pod logs (a fixed path): remove ours. */
+async function removeContainerLogLinks(podLogsDir: string): Promise<void> {
+  const dir = '/var/log/containers';
+  for (const name of await fsp.readdir(dir).catch(() => [] as string[])) {
+    const link = path.join(dir, name);
+    const target = await fsp.readlink(link).catch(() => '');
+    if (target.startsWith(`${podLogsDir}/`)) await fsp.rm(link, { force: true });
+  }
+}
+
+async function nodeDirs(kind: string, cleanup: Cleanup) {
+  const base = await fsp.mkdtemp(path.join(os.tmpdir(), `nodelet-cf-${kind}-`));
+  cleanup.add(`remove ${base}`, async () => {
+    // Pod volumes (tmpfs for secrets/tokens) the node left mounted would keep the dir busy.
+    const mounts = (await fsp.readFile('/proc/self/mounts', 'utf8')).split('\n').map((l) => l.split(' ')[1] ?? '')
+      .map((m) => m.replace(/\\040/g, ' ')).filter((m) => m.startsWith(`${base}/`)).sort().reverse();
+    for (const m of mounts) await run('umount', ['-l', m], { reject: false });
+    await fsp.rm(base, { recursive: true, force: true });
+  });
+  const dirs = {
+    base,
+    root: path.join(base, 'root'),
+    staticPods: path.join(base, 'manifests'),
+    podLogs: path.join(base, 'pod-logs'),
+    log: path.join(base, `${kind}.log`),
+  };
+  for (const d of [dirs.root, dirs.staticPods, dirs.podLogs]) await fsp.mkdir(d, { recursive: true });
+  return dirs;
+}
+
+function spawnLogged(file: string, args: string[], logPath: string): Child {
+  const out = { file: logPath, append: true } as const;
+  return spawnChild(file, args, { stdin: 'ignore', stdout: out, stderr: out, buffer: false });
+}
+
+function describeExit(child: Child): string | undefined {
+  if (child.exitCode !== null) return `exited ${child.exitCode}`;
+  if (child.signalCode !== null) return `killed by ${child.signalCode}`;
+  return undefined;
+}
+
+/**
+ * What the kubelet changes on the host beyond its own dirs — a cgroup root, sysctls, iptables chains —
+ * prepared (and its undo registered) before the runtime starts, so the undo runs after the runtime's.
+ */
+export async function prepareKubeletHost(cleanup: Cleanup): Promise<{ cgroupRoot: string }> {
+  // Fixed paths the kubelet creates whatever its flags say (device-plugin socket, container log links).
+  for (const fixed of ['/var/lib/kubelet', '/var/log/containers']) {
+    if (!existsSync(fixed)) cleanup.add(`remove ${fixed} (the kubelet made it)`, () => fsp.rm(fixed, { recursive: true, force: true }));
+  }
+  await snapshotSysctls(cleanup);
+  await snapshotKubeletIptables(cleanup);
+  const cgroupRoot = `/nodelet-cf-${randomBytes(3).toString('hex')}`;
+  cleanup.add(`remove cgroups ${cgroupRoot}`, () => removeCgroupTree(cgroupRoot));
+  await createCgroup(cgroupRoot);
+  return { cgroupRoot };
+}
+
+/** The real kubelet on `runtime`, joined to `cp` as `nodeName`, serving its API on `address.ip`. */
+export async function startKubelet(
+  tools: Tools, cp: ControlPlane, runtime: NodeRuntime, address: HostAddress, nodeName: string, cgroupRoot: string, cleanup: Cleanup,
+): Promise<NodeUnderTest> {
+  const dirs = await nodeDirs('kubelet', cleanup);
+  cleanup.add('remove /var/log/containers links', () => removeContainerLogLinks(dirs.podLogs));
+  const kubeconfig = await cp.nodeCredentials(nodeName);
+  const port = await freePort(address.ip);
+  const healthzPort = await freePort();
+  const config = {
+    apiVersion: 'kubelet.config.k8s.io/v1beta1',
+    kind: 'KubeletConfiguration',
+    failCgroupV1: false,
+    cgroupDriver: 'cgroupfs',
+    cgroupRoot,
+    oomScoreAdj: 0,
+    failSwapOn: false,
+    containerRuntimeEndpoint: runtime.endpoint,
+    imageServiceEndpoint: runtime.endpoint,
+    staticPodPath: dirs.staticPods,
+    fileCheckFrequency: '1s',
+    podLogsDir: dirs.podLogs,
+    volumePluginDir: path.join(dirs.base, 'volume-plugins'),
+    address: address.ip,
+    port,
+    readOnlyPort: 0,
+    healthzBindAddress: '127.0.0.1',
+    healthzPort,
+    authentication: {
+      anonymous: { enabled: false },
+      webhook: { enabled: true },
+      x509: { clientCAFile: cp.caPath },
+    },
+    authorization: { mode: 'Webhook' },
+    serializeImagePulls: false,
+    // A shared test disk must not make the node evict or refuse pods.
+    evictionHard: { 'memory.available': '1Mi', 'nodefs.available': '1%', 'imagefs.available': '1%', 'nodefs.inodesFree': '1%' },
+    imageGCHighThresholdPercent: 100,
+    imageGCLowThresholdPercent: 99,
+    resolvConf: '/etc/resolv.conf',
+  };
+  const configPath = path.join(dirs.base, 'kubelet-config.yaml');
+  await fsp.writeFile(configPath, YAML.stringify(config));
+  const child = spawnLogged(tools.kubelet, [
+    `--config=${configPath}`,
+    `--kubeconfig=${kubeconfig}`,
+    `--root-dir=${dirs.root}`,
+    `--cert-dir=${path.join(dirs.base, 'pki')}`,
+    `--hostname-override=${nodeName}`,
+    `--node-ip=${address.ip}`,
+    '--v=2',
+  ], dirs.log);
+  cleanup.add('stop the kubelet', () => stopChild(child));
+  return {
+    kind: 'kubelet',
+    name: nodeName,
+    ip: address.ip,
+    staticPodDir: dirs.staticPods,
+    logPath: dirs.log,
+    logTail: (lines = 20) => tail(dirs.log, lines),
+    exited: () => describeExit(child),
+  };
+}
+
+/** nodelet-agent on `runtime`, joined to `cp` as `nodeName`, its kubelet API on `address.ip`. */
+export async function startAgent(
+  cp: ControlPlane, runtime: NodeRuntime, address: HostAddress, nodeName: string, cleanup: Cleanup,
+): Promise<NodeUnderTest> {
+  const dirs = await nodeDirs('agent', cleanup);
+  const kubeconfig = await cp.nodeCredentials(nodeName);
+  const port = await freePort(address.ip);
+  const child = spawnLogged(path.join(REPO_ROOT, 'bin', 'nodelet-agent'), [
+    '--kubeconfig', kubeconfig,
+    '--node-name', nodeName,
+    '--cri-endpoint', runtime.endpoint,
+    '--root', dirs.root,
+    '--pod-logs-dir', dirs.podLogs,
+    '--pod-manifest-path', dirs.staticPods,
+    '--node-ip', address.ip,
+    '--kubelet-api-address', `${address.ip}:${port}`,
+    '--client-ca-file', cp.caPath,
+    '--log-level', 'debug',
+  ], dirs.log);
+  cleanup.add('stop nodelet-agent', () => stopChild(child));
+  return {
+    kind: 'nodelet-agent',
+    name: nodeName,
+    ip: address.ip,
+    staticPodDir: dirs.staticPods,
+    logPath: dirs.log,
+    logTail: (lines = 20) => tail(dirs.log, lines),
+    exited: () => describeExit(child),
+  };
+}
