@@ -1,6 +1,7 @@
 // nodelet-agent against the real kube-apiserver (Node,RBAC authorization, NodeRestriction admission) with a node
 // client certificate: registration, the Lease heartbeat, a scheduled pod run to Running (with its service-account
-// token volume), `kubectl logs`, deletion, and an apiserver outage the agent rides out with its pods kept.
+// token volume), `kubectl logs` and `exec`, kubelet events, a static pod's mirror, deletion, and an apiserver
+// outage the agent rides out with its pods kept.
 // The agent reaches the apiserver through a TCP relay of ours, so the test can cut the connection.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -168,7 +169,7 @@ test('the Lease is owned by the Node and renewed; renewTime carries six fraction
   assert.match(later, MICRO_TIME);
 });
 
-test('a scheduled pod runs with its service-account token volume, reaches Running, and `kubectl logs` reads it', async () => {
+test('a scheduled pod runs with its service-account token volume, reaches Running; kubectl logs and exec reach it', async () => {
   await cp!.kubectl(['apply', '-f', '-'], { input: podManifest('hello', 'echo hello from $(hostname); cat /var/run/secrets/kubernetes.io/serviceaccount/namespace; echo; trap "exit 0" TERM; while true; do sleep 0.2; done') });
   const pod = await waitRunning('hello');
   assert.equal(pod.spec.nodeName, nodeName);
@@ -184,6 +185,8 @@ test('a scheduled pod runs with its service-account token volume, reaches Runnin
     return out.includes(NS) ? out : undefined;
   }, 20_000);
   assert.match(logs, /hello from hello/);
+  // kubectl exec: the apiserver asks the kubelet API with its own parameter names (output=1, error=1).
+  assert.equal((await cp!.kubectl(['-n', NS, 'exec', 'hello', '--', 'cat', '/etc/hostname'])).trim(), 'hello');
   const events = await getJson(['-n', NS, 'get', 'events', '--field-selector', `involvedObject.uid=${pod.metadata.uid}`]);
   const reasons = events.items.map((e: any) => e.reason);
   for (const reason of ['Created', 'Started']) assert.ok(reasons.includes(reason), `event ${reason} in ${reasons.join(',')}`);

@@ -193,7 +193,13 @@ export class KubeletApiServer {
       const container = await this.findContainer(pod, parts[parts.length - 1]!, false);
       if (container.state !== 'CONTAINER_RUNNING') throw new ApiError(400, `container ${parts[parts.length - 1]} is not running`);
       const tty = flag(q, 'tty');
-      const stdio = { stdin: flag(q, 'stdin'), stdout: flag(q, 'stdout'), stderr: flag(q, 'stderr') && !tty, tty };
+      // The apiserver names them input/output/error (the kubelet's parameters); direct clients often stdin/stdout/stderr.
+      const stdio = {
+        stdin: flag(q, 'input') || flag(q, 'stdin'),
+        stdout: flag(q, 'output') || flag(q, 'stdout'),
+        stderr: (flag(q, 'error') || flag(q, 'stderr')) && !tty,
+        tty,
+      };
       if (!stdio.stdin && !stdio.stdout && !stdio.stderr) throw new ApiError(400, 'you must specify at least 1 of stdin, stdout, stderr');
       if (kind === 'exec') {
         const cmd = q.getAll('command');
