@@ -4,6 +4,7 @@
 // scaled-down pods and deleted namespaces (checked in the runtime through crictl).
 import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import YAML from 'yaml';
@@ -182,6 +183,7 @@ async function portForward(cp: ControlPlane, tools: Tools, ns: string, pod: stri
 export async function runNodeChecksPhase(tools: Tools, report: ConformanceReport, agent: NodeAgentKind, shared?: SharedCluster): Promise<void> {
   const cleanup = new Cleanup();
   const phaseStarted = Date.now();
+  const failedBefore = report.failed.length;
   const say = (l: string) => process.stdout.write(`   ${l} (+${seconds(phaseStarted)})\n`);
   try {
     const cluster = shared ?? new SharedCluster(tools, cleanup);
@@ -210,6 +212,19 @@ export async function runNodeChecksPhase(tools: Tools, report: ConformanceReport
       for (const n of [ns, doomedNs]) await cp.request('DELETE', `/api/v1/namespaces/${n}`);
     });
     say(`${agent} started as node ${nodeName}; log ${node.logPath}`);
+    // Runs first at cleanup: the logs outlive the temp dirs when a check failed (or when asked).
+    cleanup.add('keep the logs', async () => {
+      const keepDir = process.env.NODELET_CONFORMANCE_LOGS;
+      if (!keepDir && report.failed.length === failedBefore) return;
+      const dest = path.join(keepDir ?? os.tmpdir(), `nodelet-conformance-${nodeName}`);
+      await fsp.mkdir(dest, { recursive: true });
+      await fsp.copyFile(node.logPath, path.join(dest, path.basename(node.logPath)));
+      await fsp.copyFile(runtime.daemon.logFile, path.join(dest, 'nodelet-cri.log'));
+      for (const c of ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler'] as const) {
+        await fsp.writeFile(path.join(dest, `${c}.log`), await cp.logTail(c, 2000));
+      }
+      say(`logs kept in ${dest}`);
+    });
     const ctx: Ctx = { cp, node, runtime, ns, tag };
     await create(cp, '/api/v1/namespaces', { apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns } });
     await create(cp, '/api/v1/namespaces', { apiVersion: 'v1', kind: 'Namespace', metadata: { name: doomedNs } });
