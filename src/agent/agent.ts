@@ -240,7 +240,14 @@ export class Agent {
         const code = apiErrorCode(err);
         if (code === 404) return undefined;
         if (code !== 409 || attempt >= 4) throw err;
-        base = await core.readNamespacedPodStatus({ name, namespace });
+        try {
+          base = await core.readNamespacedPodStatus({ name, namespace });
+        } catch (readErr) {
+          // A pod gone from the API (or not bound here any more) reads as 404 — or 403 from the node authorizer.
+          const readCode = apiErrorCode(readErr);
+          if (readCode === 404 || readCode === 403) return undefined;
+          throw readErr;
+        }
         if (base.metadata?.uid !== pod.metadata?.uid) return undefined;
       }
     }

@@ -1,7 +1,8 @@
 // A small kube-apiserver of our own for the agent tests: HTTPS with a bearer token, one in-memory store with a global
 // resourceVersion, list/watch with fieldSelector, resourceVersion, bookmarks and 410 Gone, the status subresource,
 // merge and strategic-merge patches, 409 conflicts, graceful pod deletion, leases, events, configmaps and secrets;
-// MicroTime fields (Lease, Event) refused unless they carry exactly six fractional digits, as the real one does.
+// like the real one, MicroTime fields (Lease, Event) refused unless they carry exactly six fractional digits, and a
+// GET of a pod not bound to a node refused (403) as the node authorizer does.
 import https from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { randomBytes, randomUUID } from 'node:crypto';
@@ -452,6 +453,10 @@ export async function startTestApiServer(opts: { bookmarkIntervalMs?: number } =
           return reply(200, { kind: `${type.kind}List`, apiVersion: type.apiVersion, metadata: { resourceVersion: String(rv) }, items });
         }
         const obj = store.get(keyOf(resource, namespace, name));
+        // The node authorizer lets a node get only pods bound to a node (one node here): a missing pod is 403, not 404.
+        if (resource === 'pods' && !obj?.spec?.nodeName) {
+          throw new HttpError(403, 'Forbidden', `pods "${name}" is forbidden: no relationship found between this node and this object`);
+        }
         if (!obj) throw new HttpError(404, 'NotFound', `${resource} "${name}" not found`);
         return reply(200, obj);
       }
