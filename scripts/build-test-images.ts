@@ -49,9 +49,9 @@ export interface BuildResult {
   layouts: BuiltLayout[];
 }
 
-interface LayerEntry {
+export interface LayerEntry {
   name: string;
-  type: 'file' | 'directory' | 'symlink';
+  type: 'file' | 'directory' | 'symlink' | 'link';
   mode: number;
   uid?: number;
   gid?: number;
@@ -59,21 +59,22 @@ interface LayerEntry {
   linkname?: string;
 }
 
-interface BuiltLayer {
+export interface BuiltLayer {
   gz: Buffer;
   digest: string;
   diffId: string;
 }
 
-function sha256(data: Buffer | string): string {
+export function sha256(data: Buffer | string): string {
   return 'sha256:' + createHash('sha256').update(data).digest('hex');
 }
 
 /**
+ * A gzipped tar of the entries, sorted by name.
  * endAfterLastData: the tar stops right after the last member's data, with neither its padding
  * nor the end-of-archive blocks (what `umoci insert` writes; Go's archive/tar reads it).
  */
-async function buildLayer(entries: LayerEntry[], opts: { endAfterLastData?: boolean } = {}): Promise<BuiltLayer> {
+export async function buildLayer(entries: LayerEntry[], opts: { endAfterLastData?: boolean } = {}): Promise<BuiltLayer> {
   const sorted = [...entries].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   const pack = tar.pack();
   const chunks: Buffer[] = [];
@@ -112,8 +113,8 @@ async function buildLayer(entries: LayerEntry[], opts: { endAfterLastData?: bool
   return { gz, digest: sha256(gz), diffId: sha256(tarBytes) };
 }
 
-const dir = (name: string, mode = 0o755, uid = 0, gid = 0): LayerEntry => ({ name, type: 'directory', mode, uid, gid });
-const file = (name: string, data: Buffer | string, mode = 0o644, uid = 0, gid = 0): LayerEntry => ({
+export const dir = (name: string, mode = 0o755, uid = 0, gid = 0): LayerEntry => ({ name, type: 'directory', mode, uid, gid });
+export const file = (name: string, data: Buffer | string, mode = 0o644, uid = 0, gid = 0): LayerEntry => ({
   name,
   type: 'file',
   mode,
@@ -121,7 +122,18 @@ const file = (name: string, data: Buffer | string, mode = 0o644, uid = 0, gid = 
   gid,
   data: Buffer.isBuffer(data) ? data : Buffer.from(data),
 });
-const symlink = (name: string, linkname: string): LayerEntry => ({ name, type: 'symlink', mode: 0o777, linkname });
+export const symlink = (name: string, linkname: string): LayerEntry => ({ name, type: 'symlink', mode: 0o777, linkname });
+/** A hard link to an earlier entry (linkname is that entry's layer path). */
+export const hardlink = (name: string, linkname: string): LayerEntry => ({ name, type: 'link', mode: 0o755, linkname });
+
+/** The applet paths of the host's busybox (e.g. "bin/sh", "usr/bin/wget"), without bin/busybox itself. */
+export async function busyboxApplets(busybox = BUSYBOX_PATH): Promise<string[]> {
+  const { stdout } = await run(busybox, ['--list-full']);
+  return stdout
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l && l !== 'bin/busybox');
+}
 
 const PASSWD = [
   'root:x:0:0:root:/root:/bin/sh',
@@ -134,11 +146,7 @@ const PASSWD = [
 const GROUP = ['root:x:0:', 'www:x:33:', 'app:x:1000:', 'extra:x:2000:app', 'nogroup:x:65534:', ''].join('\n');
 
 async function baseLayerEntries(busybox: Buffer): Promise<LayerEntry[]> {
-  const { stdout } = await run(BUSYBOX_PATH, ['--list-full']);
-  const applets = stdout
-    .split('\n')
-    .map((l) => l.trim())
-    .filter((l) => l && l !== 'bin/busybox');
+  const applets = await busyboxApplets();
   const entries: LayerEntry[] = [
     dir('bin'),
     dir('sbin'),
@@ -196,7 +204,7 @@ export function dockerSchema2Manifest(oci: ManifestJson): string {
   });
 }
 
-interface ImageConfigFields {
+export interface ImageConfigFields {
   User?: string;
   Env?: string[];
   Entrypoint?: string[];
@@ -206,13 +214,13 @@ interface ImageConfigFields {
   StopSignal?: string;
 }
 
-interface Platform {
+export interface Platform {
   architecture: string;
   os: string;
   variant?: string;
 }
 
-class LayoutWriter {
+export class LayoutWriter {
   readonly manifests: Descriptor[] = [];
   constructor(readonly dir: string) {}
 

@@ -1,7 +1,332 @@
-// Placeholder: the critest phase is being written.
+// The critest phase: critest's validation suite, then its benchmarks, against a nodelet-cri of its own
+// (temp root, run root, socket, CNI bridge and subnet), with every image critest names served by our
+// stand-ins from a local docker-registry behind the runtime's registry mirrors.
+// Every spec becomes one report line `critest: <spec>`; skipped specs are reported as not run.
+// NODELET_CRITEST_LOGS=DIR keeps critest's output, its JUnit files and the daemon log there.
+// NODELET_CRITEST_FOCUS=REGEX runs only the matching specs (diagnosis).
+import { promises as fsp } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { pathExists } from '../../src/common/fsutil.js';
+import { run } from '../../src/common/exec.js';
+import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { startRegistryProcess, stopChild, type RegistryProcess } from '../helpers/registries.js';
+import {
+  buildCritestImages,
+  pushCritestImages,
+  UNBUILDABLE_DIGEST_IMAGE,
+  UPSTREAM_REGISTRIES,
+  type StandInImages,
+} from '../../scripts/conformance/critest-images.js';
 import type { Tools } from './tools.js';
 import type { ConformanceReport } from './report.js';
 
-export async function runCritestPhase(_tools: Tools, report: ConformanceReport): Promise<void> {
-  report.add({ name: 'critest: phase', passed: false, detail: 'not written yet' });
+const SUITE_TIMEOUT_MS = 20 * 60_000;
+const BENCHMARK_TIMEOUT_MS = 8 * 60_000;
+
+/** Specs not run, with why: a regexp for -ginkgo.skip and the reason reported. */
+const NOT_RUN: { pattern: string; why: string }[] = [
+  {
+    pattern: 'public image with digest should be pulled and removed',
+    why: `pulls ${UNBUILDABLE_DIGEST_IMAGE}, an upstream digest no offline build can reproduce`,
+  },
+];
+
+/** Small sample counts so the benchmarks take a minute or two on a 2-core machine. */
+const BENCHMARK_PARAMS = [
+  'containersNumber: 10',
+  'containersNumberParallel: 2',
+  'containerBenchmarkTimeoutSeconds: 120',
+  'podsNumber: 10',
+  'podsNumberParallel: 2',
+  'podBenchmarkTimeoutSeconds: 120',
+  'imagesNumber: 10',
+  'imagesNumberParallel: 2',
+  'imageBenchmarkTimeoutSeconds: 120',
+  'podContainerStartBenchmarkTimeoutSeconds: 120',
+  '',
+].join('\n');
+
+export interface JunitCase {
+  name: string;
+  status: 'passed' | 'failed' | 'skipped' | string;
+  seconds: number;
+  /** The failure or skip message (entities decoded). */
+  message: string;
+}
+
+function decodeXml(text: string): string {
+  return text.replace(/&(#x[0-9a-fA-F]+|#[0-9]+|lt|gt|amp|quot|apos);/g, (_, e: string) => {
+    if (e === 'lt') return '<';
+    if (e === 'gt') return '>';
+    if (e === 'amp') return '&';
+    if (e === 'quot') return '"';
+    if (e === 'apos') return "'";
+    return String.fromCodePoint(e.startsWith('#x') ? parseInt(e.slice(2), 16) : parseInt(e.slice(1), 10));
+  });
+}
+
+function attributes(text: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const m of text.matchAll(/([\w:-]+)="([^"]*)"/g)) out[m[1]!] = decodeXml(m[2]!);
+  return out;
+}
+
+/** The test cases of a Ginkgo JUnit report (one per spec, plus suite nodes such as [BeforeSuite]). */
+export function parseJunit(xml: string): JunitCase[] {
+  const cases: JunitCase[] = [];
+  for (const m of xml.matchAll(/<testcase\b([^>]*?)(?:\/>|>([\s\S]*?)<\/testcase>)/g)) {
+    const attrs = attributes(m[1]!);
+    const body = m[2] ?? '';
+    const failure = /<(failure|error)\b([^>]*?)(?:\/>|>([\s\S]*?)<\/\1>)/.exec(body);
+    const skipped = /<skipped\b([^>]*?)(?:\/>|>)/.exec(body);
+    let status = attrs.status ?? (failure ? 'failed' : skipped ? 'skipped' : 'passed');
+    let message = '';
+    if (failure) {
+      const fa = attributes(failure[2]!);
+      message = fa.message || decodeXml(failure[3] ?? '');
+      if (!attrs.status) status = 'failed';
+    } else if (skipped) {
+      message = attributes(skipped[1]!).message ?? '';
+    }
+    cases.push({ name: (attrs.name ?? '').replace(/^\[It\]\s+/, ''), status, seconds: Number(attrs.time ?? 0), message });
+  }
+  return cases;
+}
+
+function firstLine(text: string): string {
+  return (
+    text
+      .split('\n')
+      .map((l) => l.trim())
+      .find((l) => l.length > 0) ?? ''
+  ).slice(0, 300);
+}
+
+export interface OperationLatency {
+  benchmark: string;
+  operation: string;
+  p50Ms: number;
+  samples: number;
+}
+
+/** p50 per operation of critest's lifecycle benchmark files (operationsNames + datapoints). */
+export function benchmarkLatencies(benchmark: string, data: unknown): OperationLatency[] {
+  const set = data as { operationsNames?: string[]; datapoints?: { operationsDurationsNs?: number[] }[] };
+  if (!Array.isArray(set?.operationsNames) || !Array.isArray(set.datapoints)) return [];
+  return set.operationsNames.map((operation, i) => {
+    const values = set.datapoints!.map((d) => d.operationsDurationsNs?.[i]).filter((v): v is number => typeof v === 'number').sort((a, b) => a - b);
+    const mid = values.length === 0 ? NaN : values.length % 2 ? values[(values.length - 1) / 2]! : (values[values.length / 2 - 1]! + values[values.length / 2]!) / 2;
+    return { benchmark, operation, p50Ms: mid / 1e6, samples: values.length };
+  });
+}
+
+/** Every tag of every stand-in is in the registry (a cached storage may lack newer ones). */
+async function registryHasAll(host: string, images: StandInImages): Promise<boolean> {
+  for (const l of images.layouts) {
+    for (const tag of l.tags) {
+      const res = await fetch(`http://${host}/v2/${l.repository}/manifests/${tag}`, {
+        method: 'HEAD',
+        headers: { accept: 'application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json' },
+      });
+      await res.arrayBuffer();
+      if (res.status !== 200) return false;
+    }
+  }
+  return true;
+}
+
+interface CritestRun {
+  exitCode: number | null;
+  timedOut: boolean;
+  outputFile: string;
+}
+
+function runCritest(critest: string, args: string[], outputFile: string, timeoutMs: number, children: Set<ChildProcess>): Promise<CritestRun> {
+  return new Promise((resolve, reject) => {
+    void fsp.open(outputFile, 'w').then((out) => {
+      const child = spawn(critest, args, { stdio: ['ignore', out.fd, out.fd], cwd: path.dirname(outputFile) });
+      void out.close();
+      children.add(child);
+      let timedOut = false;
+      const timer = setTimeout(() => {
+        timedOut = true;
+        child.kill('SIGINT'); // lets ginkgo run its cleanup nodes and write the report
+        setTimeout(() => child.kill('SIGKILL'), 60_000).unref();
+      }, timeoutMs);
+      child.once('error', reject);
+      child.once('exit', (code) => {
+        clearTimeout(timer);
+        children.delete(child);
+        resolve({ exitCode: code, timedOut, outputFile });
+      });
+    }, reject);
+  });
+}
+
+async function junitCases(dir: string): Promise<JunitCase[]> {
+  const files = (await fsp.readdir(dir).catch(() => [] as string[])).filter((f) => f.endsWith('.xml')).sort();
+  const cases: JunitCase[] = [];
+  for (const f of files) cases.push(...parseJunit(await fsp.readFile(path.join(dir, f), 'utf8')));
+  return cases;
+}
+
+async function tail(file: string, lines = 30): Promise<string> {
+  const text = await fsp.readFile(file, 'utf8').catch(() => '');
+  return text.split('\n').slice(-lines).join('\n');
+}
+
+export async function runCritestPhase(tools: Tools, report: ConformanceReport): Promise<void> {
+  const work = await fsp.mkdtemp(path.join(os.tmpdir(), 'nodelet-critest-'));
+  const keep = process.env.NODELET_CRITEST_LOGS;
+  const children = new Set<ChildProcess>();
+  let registry: RegistryProcess | undefined;
+  let daemon: TestDaemon | undefined;
+  let cleaning: Promise<void> | undefined;
+  const cleanup = () =>
+    (cleaning ??= (async () => {
+      for (const c of children) c.kill('SIGKILL');
+      if (daemon && keep) {
+        await fsp.mkdir(keep, { recursive: true });
+        await fsp.copyFile(daemon.logFile, path.join(keep, 'nodelet-cri.log')).catch(() => undefined);
+      }
+      await daemon?.cleanup().catch((err) => process.stderr.write(`critest phase: daemon cleanup: ${err}\n`));
+      if (registry) await stopChild(registry.child);
+      if (keep) await run('cp', ['-a', '--', ...(await fsp.readdir(work)).filter((f) => f !== 'storage').map((f) => path.join(work, f)), keep], { reject: false });
+      await fsp.rm(work, { recursive: true, force: true });
+    })());
+  const onSignal = (signal: NodeJS.Signals) => {
+    process.stderr.write(`critest phase: ${signal}: cleaning up\n`);
+    void cleanup().finally(() => process.exit(130));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+
+  try {
+    let started = Date.now();
+    const images = await buildCritestImages();
+    const imagesMs = Date.now() - started;
+
+    started = Date.now();
+    const storage = path.join(work, 'storage');
+    const cachedStorage = path.join(images.root, 'registry-storage');
+    if (await pathExists(cachedStorage)) await run('cp', ['-a', cachedStorage, storage], { timeoutMs: 120_000 });
+    else await fsp.mkdir(storage);
+    registry = await startRegistryProcess(work, 'registry', storage, {});
+    if (!(await registryHasAll(registry.host, images))) {
+      await pushCritestImages(registry.host, images);
+      if (!(await registryHasAll(registry.host, images))) throw new Error(`stand-in images missing from ${registry.host} after the push`);
+      const tmp = `${cachedStorage}.${process.pid}.tmp`;
+      await run('cp', ['-a', storage, tmp], { timeoutMs: 120_000 });
+      await fsp.rename(tmp, cachedStorage).catch(() => fsp.rm(tmp, { recursive: true, force: true }));
+    }
+    const registryMs = Date.now() - started;
+    report.add({
+      name: 'critest: stand-in images served',
+      passed: true,
+      detail: `${images.layouts.reduce((n, l) => n + l.tags.length, 0)} tags in ${images.layouts.length} repositories on ${registry.host} (${images.busyboxSource}; build ${imagesMs} ms, registry ${registryMs} ms)`,
+    });
+
+    const mirrors = UPSTREAM_REGISTRIES.flatMap((r) => ['--registry-mirror', `${r}=http://${registry!.host}`]);
+    daemon = await startTestDaemon({ args: [...mirrors, '--insecure-registry', registry.host] });
+
+    // The validation suite.
+    const suiteDir = path.join(work, 'suite');
+    await fsp.mkdir(suiteDir);
+    const endpoint = `unix://${daemon.socket}`;
+    const skip = NOT_RUN.flatMap((s) => ['-ginkgo.skip', s.pattern]);
+    const focus = process.env.NODELET_CRITEST_FOCUS ? ['-ginkgo.focus', process.env.NODELET_CRITEST_FOCUS] : [];
+    const parallel = process.env.NODELET_CRITEST_PARALLEL ? ['-parallel', process.env.NODELET_CRITEST_PARALLEL] : [];
+    started = Date.now();
+    const suite = await runCritest(
+      tools.critest,
+      [
+        '-runtime-endpoint', endpoint, '-image-endpoint', endpoint, '-ginkgo.junit-report', path.join(suiteDir, 'junit.xml'), '-ginkgo.no-color',
+        '-ginkgo.timeout', `${Math.floor(SUITE_TIMEOUT_MS / 1000) - 30}s`, ...parallel, ...skip, ...focus,
+      ],
+      path.join(work, 'critest.log'),
+      SUITE_TIMEOUT_MS,
+      children,
+    );
+    const suiteSeconds = (Date.now() - started) / 1000;
+    // Both runs list every spec; each reports its own: the benchmark specs are the "benchmark about" ones.
+    const isBenchmark = (c: JunitCase) => /\bbenchmark about\b/.test(c.name);
+    const isSuiteNode = (c: JunitCase) => c.name.startsWith('[') && !c.name.startsWith('[k8s.io]');
+    const cases = (await junitCases(suiteDir)).filter((c) => !isBenchmark(c) && !(isSuiteNode(c) && c.status === 'passed'));
+    if (cases.length === 0) {
+      report.add({
+        name: 'critest: validation suite ran',
+        passed: false,
+        detail: `no JUnit report (exit ${suite.exitCode}${suite.timedOut ? ', timed out' : ''}):\n${await tail(suite.outputFile)}`,
+      });
+    }
+    let passed = 0;
+    let failed = 0;
+    let skippedCount = 0;
+    for (const c of cases) {
+      const notRun = NOT_RUN.find((s) => new RegExp(s.pattern).test(c.name));
+      if (c.status === 'passed') {
+        passed++;
+        report.add({ name: `critest: ${c.name}`, passed: true });
+      } else if (c.status === 'skipped' || c.status === 'pending') {
+        skippedCount++;
+        const why = c.message.trim() === 'skipped' ? 'not selected (focus/skip filter)' : firstLine(c.message.replace(/^skipped\s*-?\s*/i, ''));
+        report.skip(`critest: ${c.name}`, notRun?.why ?? (why || 'skipped by critest'));
+      } else {
+        failed++;
+        report.add({ name: `critest: ${c.name}`, passed: false, detail: `${c.status}: ${firstLine(c.message)}` });
+      }
+    }
+    if (suite.timedOut) report.add({ name: 'critest: validation suite finished in time', passed: false, detail: `stopped after ${SUITE_TIMEOUT_MS / 60_000} min` });
+    process.stdout.write(`critest validation: ${passed} passed, ${failed} failed, ${skippedCount} skipped in ${suiteSeconds.toFixed(0)} s (exit ${suite.exitCode})\n`);
+
+    // The benchmarks.
+    if (process.env.NODELET_CRITEST_FOCUS) return;
+    const benchDir = path.join(work, 'benchmark');
+    const benchReport = path.join(benchDir, 'junit');
+    await fsp.mkdir(benchReport, { recursive: true });
+    const params = path.join(benchDir, 'params.yaml');
+    await fsp.writeFile(params, BENCHMARK_PARAMS);
+    started = Date.now();
+    const bench = await runCritest(
+      tools.critest,
+      [
+        '-benchmark', '-runtime-endpoint', endpoint, '-image-endpoint', endpoint, '-ginkgo.no-color',
+        '-benchmarking-params-file', params, '-benchmarking-output-dir', benchDir, '-ginkgo.junit-report', path.join(benchReport, 'junit.xml'),
+      ],
+      path.join(work, 'critest-benchmark.log'),
+      BENCHMARK_TIMEOUT_MS,
+      children,
+    );
+    const benchSeconds = (Date.now() - started) / 1000;
+    const latencies: OperationLatency[] = [];
+    for (const f of (await fsp.readdir(benchDir)).filter((f) => f.endsWith('.json')).sort()) {
+      const data = JSON.parse(await fsp.readFile(path.join(benchDir, f), 'utf8')) as unknown;
+      latencies.push(...benchmarkLatencies(f.replace(/_benchmark_data\.json$|\.json$/, ''), data));
+    }
+    const benchCases = (await junitCases(benchReport)).filter((c) => isBenchmark(c) || (isSuiteNode(c) && c.status !== 'passed'));
+    for (const c of benchCases) {
+      if (c.status === 'passed') report.add({ name: `critest benchmark: ${c.name}`, passed: true });
+      else if (c.status === 'skipped') report.skip(`critest benchmark: ${c.name}`, firstLine(c.message) || 'skipped by critest');
+      else report.add({ name: `critest benchmark: ${c.name}`, passed: false, detail: `${c.status}: ${firstLine(c.message)}` });
+    }
+    report.add({
+      name: 'critest benchmark: ran to the end',
+      passed: bench.exitCode === 0 && !bench.timedOut,
+      detail:
+        `exit ${bench.exitCode}${bench.timedOut ? ' (timed out)' : ''} in ${benchSeconds.toFixed(0)} s; p50 ms: ` +
+        (latencies.map((l) => `${l.benchmark} ${l.operation} ${l.p50Ms.toFixed(1)}`).join(', ') || 'none') +
+        (bench.exitCode === 0 ? '' : `\n${await tail(bench.outputFile, 15)}`),
+    });
+    if (latencies.length > 0) {
+      process.stdout.write('critest benchmark p50 (ms):\n');
+      for (const l of latencies) process.stdout.write(`  ${l.benchmark.padEnd(22)} ${l.operation.padEnd(28)} ${l.p50Ms.toFixed(1).padStart(9)}  (n=${l.samples})\n`);
+    }
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await cleanup();
+    if (keep) process.stdout.write(`critest phase: logs kept in ${keep}\n`);
+  }
 }

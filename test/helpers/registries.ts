@@ -43,7 +43,7 @@ type Child = ReturnType<typeof spawnChild>;
 
 const registryPids = new WeakMap<Registries, number[]>();
 
-interface RegistryProcess {
+export interface RegistryProcess {
   host: string;
   child: Child;
   logPath: string;
@@ -60,7 +60,7 @@ export async function freePort(): Promise<number> {
   return port;
 }
 
-async function stopChild(child: Child): Promise<void> {
+export async function stopChild(child: Child): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = child.then(() => undefined, () => undefined);
   child.kill('SIGTERM');
@@ -99,7 +99,7 @@ async function waitReady(host: string, child: Child, logPath: string): Promise<v
   throw new Error(`registry on ${host} not ready after ${READY_TIMEOUT_MS} ms:\n${await logTail(logPath)}`);
 }
 
-async function startRegistryProcess(
+export async function startRegistryProcess(
   dir: string,
   name: string,
   storage: string,
