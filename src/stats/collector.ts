@@ -177,10 +177,13 @@ export class StatsCollector {
     return this.shared(`c/${rec.id}`, () => this.sampleContainer(rec, this.sandboxRecord(rec.sandboxId)?.config.linux?.cgroup_parent));
   }
 
-  /** The sandbox's last sample, or one taken now (after its running containers, which a pod without its own cgroup sums). */
+  /**
+   * The sandbox's last sample, or one taken now (after its running containers, which a pod without its own
+   * cgroup sums) when there is none or a member has a newer sample: a pod never reports less than a container.
+   */
   async sandboxNow(rec: SandboxRecord): Promise<SandboxSnapshot | undefined> {
     const cached = this.sandboxSnapshots.get(rec.id);
-    if (cached || rec.state !== 'SANDBOX_READY') return cached;
+    if (rec.state !== 'SANDBOX_READY' || (cached && !this.hasNewerMember(rec.id, cached.timestampNs))) return cached;
     return this.shared(`s/${rec.id}`, async () => {
       const containers = this.opts.source.containers().filter((c) => c.sandboxId === rec.id);
       await Promise.all(containers.map((c) => this.containerNow(c)));
@@ -280,6 +283,11 @@ export class StatsCollector {
     const p = read().finally(() => this.inFlight.delete(key));
     this.inFlight.set(key, p);
     return p;
+  }
+
+  private hasNewerMember(sandboxId: string, timestampNs: bigint): boolean {
+    for (const c of this.containerSnapshots.values()) if (c.sandboxId === sandboxId && c.timestampNs > timestampNs) return true;
+    return false;
   }
 
   private sandboxRecord(id: string): SandboxRecord | undefined {

@@ -236,6 +236,19 @@ test('on demand: a container or pod not sampled yet is read once, however many c
     assert.equal(p1?.cpu?.usageNs, 7_500_000_000);
     assert.deepEqual(reads, [`/${SCOPE}`, `/${SLICE}`]);
 
+    // A member sampled after the pod (a container started since, or the timer between the two): the pod is re-read.
+    clock.advance(1);
+    const late = container('late', 's1');
+    records.containers.push(late);
+    const lateDir = path.join(dir, 'cgroup', SLICE, 'nodelet-late.scope');
+    await fsp.mkdir(lateDir);
+    await fsp.writeFile(path.join(lateDir, 'cpu.stat'), 'usage_usec 1000\n');
+    assert.equal((await collector.containerNow(late))?.cpu?.usageNs, 1_000_000);
+    await collector.sandboxNow(pod);
+    assert.deepEqual(reads.slice(2), [`/${SLICE}/nodelet-late.scope`, `/${SLICE}`]);
+    await collector.sandboxNow(pod);
+    assert.equal(reads.length, 4, 'then cached again');
+
     await fsp.mkdir(path.join(dir, 'upper', ctr.id), { recursive: true });
     const [l1, l2] = await Promise.all([collector.writableLayerNow(ctr.id), collector.writableLayerNow(ctr.id)]);
     assert.equal(l1, l2);
