@@ -23,8 +23,8 @@ export async function writeFileAtomic(file: string, data: string | Buffer, mode 
   await fsyncDir(dir);
 }
 
-export async function writeJsonAtomic(file: string, value: unknown): Promise<void> {
-  await writeFileAtomic(file, JSON.stringify(value, null, 1) + '\n');
+export async function writeJsonAtomic(file: string, value: unknown, mode = 0o644): Promise<void> {
+  await writeFileAtomic(file, JSON.stringify(value, null, 1) + '\n', mode);
 }
 
 export async function fsyncDir(dir: string): Promise<void> {
@@ -58,4 +58,19 @@ export async function pathExists(p: string): Promise<boolean> {
 
 export async function ensureDir(dir: string, mode = 0o755): Promise<void> {
   await fsp.mkdir(dir, { recursive: true, mode });
+}
+
+/** Removes `dir` and its parents up to `top` (the first directory mkdir created), while they are empty. */
+export async function removeEmptyDirsUpTo(dir: string, top: string): Promise<void> {
+  let cur = path.resolve(dir);
+  const stop = path.resolve(top);
+  for (;;) {
+    try {
+      await fsp.rmdir(cur);
+    } catch {
+      return; // not empty (someone else's files) or gone
+    }
+    if (cur === stop || !cur.startsWith(stop + path.sep)) return;
+    cur = path.dirname(cur);
+  }
 }

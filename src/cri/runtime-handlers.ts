@@ -3,7 +3,7 @@ import type { ServiceHandlers } from './server.js';
 import type { RuntimeService } from '../runtime/runtime-service.js';
 import type { SandboxRecord, ContainerRecord } from '../runtime/records.js';
 import { NODELET_VERSION, CRI_API_VERSION } from '../version.js';
-import { invalidArgument } from '../common/errors.js';
+import { checkCommand } from '../runtime/validation.js';
 import { reportedMounts } from '../runtime/image-volumes.js';
 
 export function sandboxStatusMessage(rec: SandboxRecord) {
@@ -149,7 +149,7 @@ export function runtimeHandlers(rt: RuntimeService): ServiceHandlers {
         return {};
       },
       ExecSync: async (req: any) => {
-        if (!Array.isArray(req.cmd) || req.cmd.length === 0) throw invalidArgument('cmd is required');
+        checkCommand(req.cmd, 'cmd');
         const res = await containers.execSync(req.container_id, req.cmd, req.timeout);
         return { stdout: res.stdout, stderr: res.stderr, exit_code: res.exitCode };
       },

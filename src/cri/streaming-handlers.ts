@@ -7,6 +7,7 @@ import type { ExecRequest__Output } from './generated/runtime/v1/ExecRequest.js'
 import type { AttachRequest__Output } from './generated/runtime/v1/AttachRequest.js';
 import type { PortForwardRequest__Output } from './generated/runtime/v1/PortForwardRequest.js';
 import { failedPrecondition, invalidArgument } from '../common/errors.js';
+import { checkCommand } from '../runtime/validation.js';
 
 function checkStdio(req: { stdin: boolean; stdout: boolean; stderr: boolean; tty: boolean }): void {
   if (!req.stdin && !req.stdout && !req.stderr) throw invalidArgument('one of stdin, stdout or stderr must be set');
@@ -23,7 +24,7 @@ export function streamingHandlers(rt: RuntimeService, server: StreamingServer): 
     unary: {
       Exec: async (req: ExecRequest__Output) => {
         if (!req.container_id) throw invalidArgument('container_id is required');
-        if (!Array.isArray(req.cmd) || req.cmd.length === 0) throw invalidArgument('cmd is required');
+        checkCommand(req.cmd, 'cmd');
         checkStdio(req);
         const rec = await runningContainer(req.container_id);
         return {

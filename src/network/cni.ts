@@ -171,7 +171,7 @@ function subnetIpam(subnets: string): { ranges: { subnet: string }[][]; routes: 
     .split(',')
     .map((s) => s.trim())
     .filter(Boolean);
-  if (cidrs.length === 0) throw invalidArgument('pod CIDR is empty');
+  if (cidrs.length === 0) throw invalidArgument('runtime_config.network_config.pod_cidr is empty');
   for (const cidr of cidrs) validateCidr(cidr);
   return {
     ranges: cidrs.map((subnet) => [{ subnet }]),
@@ -184,7 +184,7 @@ function validateCidr(cidr: string): void {
   const family = net.isIP(addr ?? '');
   const bits = Number(prefix);
   if (extra !== undefined || family === 0 || !/^\d+$/.test(prefix ?? '') || bits > (family === 4 ? 32 : 128)) {
-    throw invalidArgument(`pod CIDR ${JSON.stringify(cidr)} is not an IP network like 10.88.0.0/16`);
+    throw invalidArgument(`runtime_config.network_config.pod_cidr ${JSON.stringify(cidr)} is not an IP network like 10.88.0.0/16`);
   }
 }
 

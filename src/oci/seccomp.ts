@@ -282,7 +282,9 @@ function parseLocalhostProfile(path: string, content: string | undefined, caps: 
   try {
     parsed = JSON.parse(content);
   } catch (err) {
-    throw invalidArgument(`seccomp profile ${path}: not valid JSON (${(err as Error).message})`);
+    // Never the parser's message: it quotes the file, and the file may be any host file (/etc/shadow).
+    const at = /position (\d+)/.exec((err as Error).message)?.[1];
+    throw invalidArgument(`seccomp profile ${path}: not valid JSON${at ? ` (at byte ${at})` : ''}`);
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
     throw invalidArgument(`seccomp profile ${path}: not a JSON object`);

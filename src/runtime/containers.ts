@@ -6,8 +6,10 @@ import { randomBytes } from 'node:crypto';
 import type { RuntimeContext } from './context.js';
 import type { ContainerRecord, SandboxRecord } from './records.js';
 import { nowNs, dateToNs } from './records.js';
-import { NodeletError, alreadyExists, failedPrecondition, invalidArgument, notFound, errorMessage, isKind } from '../common/errors.js';
-import { ensureDir } from '../common/fsutil.js';
+import { NodeletError, failedPrecondition, internal, invalidArgument, notFound, errorMessage, isKind } from '../common/errors.js';
+import { ensureDir, pathExists, removeEmptyDirsUpTo } from '../common/fsutil.js';
+import { PRIVATE_DIR, PRIVATE_FILE } from './record-store.js';
+import { checkCommand, checkContainerConfig, checkResources } from './validation.js';
 import { logger } from '../common/log.js';
 import { mountOverlay, unmountIfMounted } from './mounts.js';
 import { reportUnsupportedSecurity } from './host-security.js';
@@ -32,20 +34,29 @@ export class Containers {
   async create(sandboxId: string, config: ContainerConfig__Output | null): Promise<string> {
     if (!sandboxId) throw invalidArgument('pod_sandbox_id is required');
     if (!config) throw invalidArgument('config is required');
-    if (!config.metadata?.name) throw invalidArgument('config.metadata.name is required');
-    if (!config.image?.image) throw invalidArgument('config.image.image is required');
+    checkContainerConfig(config, this.ctx.hostLimits);
     const sandbox = this.ctx.sandboxes.get(sandboxId);
     if (!sandbox || sandbox.phase !== 'ready') throw notFound(`pod sandbox ${sandboxId} not found`);
     if (sandbox.state !== 'SANDBOX_READY') throw failedPrecondition(`pod sandbox ${sandbox.id} is not ready`);
     const smd = sandbox.config.metadata!;
-    const reservedName = `${config.metadata.name}_${smd.name}_${smd.namespace}_${smd.uid}_${config.metadata.attempt}`;
-    const taken = this.ctx.containers.list().find((c) => c.reservedName === reservedName);
-    if (taken) throw alreadyExists(`container name ${reservedName} is already used by container ${taken.id}`);
-    const image = await this.ctx.images.resolveImage(config.image.image);
-    if (!image) throw notFound(`image ${config.image.image} not found`);
+    const reservedName = `${config.metadata!.name}_${smd.name}_${smd.namespace}_${smd.uid}_${config.metadata!.attempt}`;
+    const id = randomBytes(32).toString('hex');
+    // Synchronously, before the first await: a concurrent request with the same name loses here.
+    this.ctx.containerNames.reserve(reservedName, id, 'container');
+    try {
+      return await this.createReserved(id, reservedName, sandbox, config);
+    } catch (err) {
+      // A creation that was undone (or never started) gives its name back; a kept record keeps it.
+      if (this.ctx.containers.get(id)?.id !== id) this.ctx.containerNames.release(reservedName, id);
+      throw err;
+    }
+  }
+
+  private async createReserved(id: string, reservedName: string, sandbox: SandboxRecord, config: ContainerConfig__Output): Promise<string> {
+    const image = await this.ctx.images.resolveImage(config.image!.image);
+    if (!image) throw notFound(`image ${config.image!.image} not found`);
     const volumeRequests = imageVolumeRequests(config.mounts);
 
-    const id = randomBytes(32).toString('hex');
     const dir = this.ctx.containers.pathOf(id);
     // Resolved before the record is written: from then on the record keeps these images in use.
     const imageVolumes: ImageVolume[] = volumeRequests.map((req) => {
@@ -53,6 +64,7 @@ export class Containers {
       if (!found) throw notFound(`mounts[${req.index}].image: image ${req.image} not found (an image volume's image must be pulled first)`);
       return { ...req, imageId: found.id, mountPoint: path.join(dir, 'image-volumes', String(req.index)) };
     });
+    // log_path was checked to stay inside log_directory (relative, no "..").
     const logPath = config.log_path && sandbox.config.log_directory ? path.join(sandbox.config.log_directory, config.log_path) : path.join(dir, 'container.log');
     const imageConfig = (image.record.config?.config ?? {}) as { StopSignal?: string };
     const rec: ContainerRecord = {
@@ -63,7 +75,7 @@ export class Containers {
       reservedName,
       config,
       runtimeHandler: sandbox.runtimeHandler,
-      imageName: config.image.image,
+      imageName: config.image!.image,
       imageId: image.record.id,
       imageRef: image.record.repoDigests[0] ?? image.record.id,
       logPath,
@@ -74,14 +86,15 @@ export class Containers {
       resources: config.linux?.resources ?? null,
       imageVolumes,
     };
-    const log = logger({ container: id.slice(0, 12), name: config.metadata.name });
+    const log = logger({ container: id.slice(0, 12), name: config.metadata!.name });
     reportUnsupportedSecurity(log, 'container', config.linux?.security_context, this.ctx.appArmor);
     if (!this.ctx.hugetlbController && config.linux?.resources?.hugepage_limits.length) {
       log.debug({ hugepageLimits: config.linux.resources.hugepage_limits }, 'no hugetlb cgroup controller on this host; hugepage limits not applied');
     }
     return this.ctx.locks.run(id, async () => {
-      await this.ctx.containers.put(rec);
       try {
+        rec.logFileIsNew = !(await pathExists(logPath));
+        await this.ctx.containers.put(rec);
         await this.setUp(rec, sandbox, image.layerDirs, image.record.config);
         rec.phase = 'ready';
         await this.ctx.containers.put(rec);
@@ -90,7 +103,7 @@ export class Containers {
         return id;
       } catch (err) {
         log.warn({ err: errorMessage(err) }, 'container set-up failed; undoing');
-        await this.destroy(rec).catch((e) => log.error({ err: errorMessage(e) }, 'undo failed'));
+        await this.destroy(rec, { force: true }).catch((e) => log.error({ err: errorMessage(e) }, 'undo failed'));
         throw err;
       }
     });
@@ -100,11 +113,11 @@ export class Containers {
     const dir = this.ctx.containers.pathOf(rec.id);
     for (const m of rec.config.mounts) {
       if (isImageVolume(m)) continue;
-      if (!m.host_path) throw invalidArgument(`mounts: host_path is required (container_path ${m.container_path})`);
+      if (!m.host_path) throw invalidArgument(`config.mounts: host_path is required (container_path ${m.container_path})`);
       try {
         await fsp.stat(m.host_path);
       } catch {
-        throw invalidArgument(`mounts: host_path ${m.host_path} does not exist`);
+        throw invalidArgument(`config.mounts: host_path ${m.host_path} does not exist`);
       }
     }
     for (const v of rec.imageVolumes ?? []) {
@@ -114,7 +127,7 @@ export class Containers {
     }
     await mountOverlay(layerDirs, path.join(dir, 'upper'), path.join(dir, 'work'), rec.rootfs);
     rec.rootfsMounted = true;
-    await ensureDir(path.dirname(rec.logPath));
+    rec.createdLogDirectory = await fsp.mkdir(path.dirname(rec.logPath), { recursive: true, mode: 0o755 });
     const sdir = this.ctx.sandboxes.pathOf(sandbox.id);
     const hostDevices: Record<string, HostDevice> = {};
     for (const d of rec.config.devices) {
@@ -174,9 +187,9 @@ export class Containers {
       rlimits: this.ctx.rlimits,
     });
     const bundle = path.join(dir, 'bundle');
-    await ensureDir(bundle);
+    await ensureDir(bundle, PRIVATE_DIR);
     // Derived from the record; a crash before the record is ready undoes the whole creation anyway.
-    await fsp.writeFile(path.join(bundle, 'config.json'), JSON.stringify(spec));
+    await fsp.writeFile(path.join(bundle, 'config.json'), JSON.stringify(spec), { mode: PRIVATE_FILE });
     const { pid } = await this.ctx.backend(rec.runtimeHandler).create({
       id: rec.id,
       bundleDir: bundle,
@@ -275,13 +288,38 @@ export class Containers {
     });
   }
 
-  /** Kills, deletes and unmounts; removes state. The log file stays (the kubelet owns its life). */
-  async destroy(rec: ContainerRecord): Promise<void> {
-    const backend = this.ctx.backend(rec.runtimeHandler);
-    if (rec.state !== 'CONTAINER_EXITED') await backend.stop(rec.id, 0, 'SIGKILL').catch(() => undefined);
+  /**
+   * Kills, deletes and unmounts; removes state. The log file stays (the kubelet owns its life), except
+   * after a failed creation that made it. A failed step is logged and the others still run; the record
+   * goes once all worked, or anyway with `force` (an interrupted creation).
+   */
+  async destroy(rec: ContainerRecord, opts: { force?: boolean } = {}): Promise<void> {
+    const log = logger({ container: rec.id.slice(0, 12) });
+    const failed: string[] = [];
+    const step = async (name: string, fn: () => Promise<unknown>) => {
+      try {
+        await fn();
+      } catch (err) {
+        failed.push(`${name}: ${errorMessage(err)}`);
+        log.error({ step: name, err: errorMessage(err) }, 'undo step failed; going on with the others');
+      }
+    };
+    const backend = this.ctx.backends.get(rec.runtimeHandler);
+    if (rec.state !== 'CONTAINER_EXITED') await step('stop', async () => backend && (await backend.stop(rec.id, 0, 'SIGKILL').catch(() => undefined)));
     // The process is gone: the runtime's state, the rootfs and the image volumes can go at the same time.
-    await Promise.all([backend.delete(rec.id), unmountIfMounted(rec.rootfs), ...(rec.imageVolumes ?? []).map((v) => unmountIfMounted(v.mountPoint))]);
+    await Promise.all([
+      step('delete', async () => backend?.delete(rec.id)),
+      step('rootfs', () => unmountIfMounted(rec.rootfs)),
+      ...(rec.imageVolumes ?? []).map((v) => step(`image volume ${v.index}`, () => unmountIfMounted(v.mountPoint))),
+    ]);
+    if (rec.phase === 'creating') {
+      if (rec.logFileIsNew) await step('log file', () => fsp.rm(rec.logPath, { force: true }));
+      const created = rec.createdLogDirectory;
+      if (created) await step('log directory', () => removeEmptyDirsUpTo(path.dirname(rec.logPath), created));
+    }
+    if (failed.length > 0 && !opts.force) throw internal(`container ${rec.id} not fully removed (${failed.join('; ')}); try again`);
     await this.ctx.containers.delete(rec.id);
+    this.ctx.containerNames.release(rec.reservedName, rec.id);
     if (rec.phase === 'ready') this.ctx.emit('CONTAINER_DELETED_EVENT', rec.id, rec.sandboxId);
   }
 
@@ -309,7 +347,7 @@ export class Containers {
   }
 
   async execSync(id: string, cmd: string[], timeoutSeconds: number): Promise<ExecSyncResult> {
-    if (!cmd.length) throw invalidArgument('cmd is required');
+    checkCommand(cmd, 'cmd');
     const rec = await this.get(id);
     if (rec.state !== 'CONTAINER_RUNNING') throw failedPrecondition(`container ${rec.id} is not running`);
     const res = await this.ctx.backend(rec.runtimeHandler).execSync(rec.id, cmd, timeoutSeconds);
@@ -317,10 +355,11 @@ export class Containers {
       // Same as the kubelet's own probes expect from containerd: a timeout is an error naming it.
       throw new NodeletError('DeadlineExceeded', `command ${JSON.stringify(cmd)} timed out after ${timeoutSeconds}s`);
     }
-    return { stdout: res.stdout, stderr: res.stderr, exitCode: res.exitCode };
+    return { ...fitExecOutput(res.stdout, res.stderr), exitCode: res.exitCode };
   }
 
   async updateResources(id: string, resources: LinuxContainerResources__Output | null): Promise<void> {
+    checkResources(resources, 'linux', this.ctx.hostLimits);
     const rec = await this.get(id);
     if (!resources) return;
     await this.ctx.locks.run(rec.id, async () => {
@@ -351,7 +390,7 @@ export class Containers {
       try {
         if (rec.phase === 'creating') {
           log.warn('undoing a container whose creation was interrupted');
-          await this.destroy(rec);
+          await this.destroy(rec, { force: true });
           continue;
         }
         const backend = this.ctx.backend(rec.runtimeHandler);
@@ -374,6 +413,20 @@ export class Containers {
       }
     }
   }
+}
+
+/** stdout and stderr together in one reply: under the 16 MiB a kubelet (grpc-go) accepts, with room for the rest. */
+export const EXEC_SYNC_REPLY_LIMIT = 16 * 1024 * 1024 - 64 * 1024;
+
+/** Cuts output that would not fit one reply, saying so at the end of what was cut (never an error). */
+export function fitExecOutput(stdout: Buffer, stderr: Buffer, limit = EXEC_SYNC_REPLY_LIMIT): { stdout: Buffer; stderr: Buffer } {
+  if (stdout.length + stderr.length <= limit) return { stdout, stderr };
+  const note = (kept: number, total: number) => Buffer.from(`\n[nodelet: output cut to ${kept} of ${total} bytes: an ExecSync reply must fit one message]\n`);
+  const room = limit - 2 * 200; // the notes
+  const errKeep = Math.min(stderr.length, Math.max(Math.floor(room / 2), room - stdout.length));
+  const outKeep = Math.min(stdout.length, room - errKeep);
+  const cut = (buf: Buffer, keep: number) => (keep < buf.length ? Buffer.concat([buf.subarray(0, keep), note(keep, buf.length)]) : buf);
+  return { stdout: cut(stdout, outKeep), stderr: cut(stderr, errKeep) };
 }
 
 /** CRI spells real-time signals SIGRTMINPLUS3 / SIGRTMAXMINUS2; runc wants RTMIN+3 / RTMAX-2. */

@@ -14,6 +14,9 @@ import { readFileSync } from 'node:fs';
 import { capabilitiesFromMask } from '../oci/capabilities.js';
 import { rlimitsWithin } from '../oci/defaults.js';
 import type { OciRlimit } from '../oci/types.js';
+import { NameRegistrar } from './name-registrar.js';
+import type { HostLimits } from './validation.js';
+import { readHostLimits } from './host-limits.js';
 
 export interface RuntimeContextOptions {
   config: NodeletConfig;
@@ -30,6 +33,11 @@ export interface RuntimeContextOptions {
 export class RuntimeContext {
   readonly sandboxes: RecordStore<SandboxRecord>;
   readonly containers: RecordStore<ContainerRecord>;
+  /** Sandbox and container names, reserved before a creation's first await. */
+  readonly sandboxNames = new NameRegistrar();
+  readonly containerNames = new NameRegistrar();
+  /** CPUs, memory nodes and sysctls requests may name. */
+  readonly hostLimits: HostLimits = readHostLimits();
   /** Serialises operations on one sandbox or container id. */
   readonly locks = new KeyedLock();
   readonly events = new EventBus();

@@ -6,6 +6,15 @@ import { writeJsonAtomic, readJsonIfExists, ensureDir } from '../common/fsutil.j
 import { invalidArgument } from '../common/errors.js';
 import { logger } from '../common/log.js';
 
+/** Records hold pod specs, env values and mounts: root only. */
+export const PRIVATE_DIR = 0o700;
+export const PRIVATE_FILE = 0o600;
+
+/** `.<name>.<hex>.tmp`, what writeFileAtomic leaves when killed before its rename. */
+function isStaleTemp(name: string): boolean {
+  return name.startsWith('.') && name.endsWith('.tmp');
+}
+
 export interface StoredRecord {
   id: string;
 }
@@ -18,14 +27,31 @@ export class RecordStore<T extends StoredRecord> {
     private readonly fileName: string,
   ) {}
 
+  /**
+   * Reads every record. On the way: state is made root-only (directories 0700, record files 0600,
+   * also for state written by older versions), and temp files of writes cut short by a crash go.
+   */
   async load(): Promise<T[]> {
-    await ensureDir(this.dir);
+    await ensureDir(this.dir, PRIVATE_DIR);
+    await fsp.chmod(this.dir, PRIVATE_DIR);
     this.records.clear();
     for (const id of await fsp.readdir(this.dir)) {
       if (id.startsWith('.')) continue;
+      const dir = path.join(this.dir, id);
       try {
-        const rec = await readJsonIfExists<T>(path.join(this.dir, id, this.fileName));
-        if (rec) this.records.set(rec.id, rec);
+        if (!(await fsp.lstat(dir)).isDirectory()) continue;
+        await fsp.chmod(dir, PRIVATE_DIR);
+        const entries = await fsp.readdir(dir);
+        for (const name of entries.filter(isStaleTemp)) await fsp.rm(path.join(dir, name), { force: true });
+        const file = path.join(dir, this.fileName);
+        const rec = await readJsonIfExists<T>(file);
+        if (rec) {
+          await fsp.chmod(file, PRIVATE_FILE);
+          this.records.set(rec.id, rec);
+        } else if (entries.every(isStaleTemp)) {
+          // A crash before the first record write: nothing else was created for this id.
+          await fsp.rmdir(dir).catch(() => undefined);
+        }
       } catch (err) {
         logger().warn({ id, err: String(err) }, 'skipping unreadable record');
       }
@@ -57,8 +83,8 @@ export class RecordStore<T extends StoredRecord> {
   }
 
   async put(rec: T): Promise<void> {
-    await ensureDir(this.pathOf(rec.id));
-    await writeJsonAtomic(path.join(this.pathOf(rec.id), this.fileName), rec);
+    await ensureDir(this.pathOf(rec.id), PRIVATE_DIR);
+    await writeJsonAtomic(path.join(this.pathOf(rec.id), this.fileName), rec, PRIVATE_FILE);
     this.records.set(rec.id, rec);
   }
 

@@ -27,6 +27,8 @@ export interface SandboxRecord {
   shmMounted: boolean;
   infraPid?: number;
   stoppedAt?: string;
+  /** The first directory of log_directory this sandbox's creation made (removed if the creation fails). */
+  createdLogDirectory?: string;
 }
 
 export type ContainerState = 'CONTAINER_CREATED' | 'CONTAINER_RUNNING' | 'CONTAINER_EXITED' | 'CONTAINER_UNKNOWN';
@@ -55,6 +57,10 @@ export interface ContainerRecord {
   message?: string;
   pid?: number;
   resources?: LinuxContainerResources__Output | null;
+  /** The log file did not exist before this container's creation (a failed creation removes it). */
+  logFileIsNew?: boolean;
+  /** The first directory of the log file's path this container's creation made. */
+  createdLogDirectory?: string;
   /** Images mounted as volumes (absent in records written before image volumes existed). */
   imageVolumes?: ImageVolume[];
 }

@@ -4,11 +4,33 @@ import { RuntimeContext, type RuntimeContextOptions } from './context.js';
 import { PodSandboxes } from './sandboxes.js';
 import { Containers } from './containers.js';
 import { logger } from '../common/log.js';
-import { errorMessage } from '../common/errors.js';
+import { errorMessage, hasCode } from '../common/errors.js';
+import { PRIVATE_DIR, PRIVATE_FILE } from './record-store.js';
 import { ensureDir } from '../common/fsutil.js';
 import { run } from '../common/exec.js';
 import { ExitMonitor } from './exit-monitor.js';
 import path from 'node:path';
+
+/**
+ * Run-root sandbox directories and bundles hold pod specs (env values included): root only, also when
+ * an older version wrote them 0755/0644. Nothing below a bundle or a sandbox's top level is touched.
+ */
+async function restrictRunState(sandboxRunDir: string, containerBundles: string[]): Promise<void> {
+  const bundles = [...containerBundles];
+  try {
+    await fsp.chmod(sandboxRunDir, PRIVATE_DIR);
+    for (const id of await fsp.readdir(sandboxRunDir)) {
+      await fsp.chmod(path.join(sandboxRunDir, id), PRIVATE_DIR).catch(() => undefined);
+      bundles.push(path.join(sandboxRunDir, id, 'bundle'));
+    }
+  } catch (err) {
+    if (!hasCode(err, 'ENOENT')) logger().warn({ err: errorMessage(err) }, 'cannot restrict the run state directory');
+  }
+  for (const bundle of bundles) {
+    await fsp.chmod(bundle, PRIVATE_DIR).catch(() => undefined);
+    await fsp.chmod(path.join(bundle, 'config.json'), PRIVATE_FILE).catch(() => undefined);
+  }
+}
 
 export interface RuntimeCondition {
   type: 'RuntimeReady' | 'NetworkReady';
@@ -33,6 +55,9 @@ export class RuntimeService {
     await ensureDir(this.ctx.runDir);
     await this.ctx.sandboxes.load();
     await this.ctx.containers.load();
+    await restrictRunState(path.join(this.ctx.runDir, 'sandboxes'), [...this.ctx.containers.list().map((c) => path.join(this.ctx.containers.pathOf(c.id), 'bundle'))]);
+    for (const s of this.ctx.sandboxes.list()) this.ctx.sandboxNames.reserve(s.reservedName, s.id, 'sandbox');
+    for (const c of this.ctx.containers.list()) this.ctx.containerNames.reserve(c.reservedName, c.id, 'container');
     await this.containers.recover();
     await this.sandboxes.recover();
     logger().info({ sandboxes: this.ctx.sandboxes.list().length, containers: this.ctx.containers.list().length }, 'runtime state recovered');

@@ -6,8 +6,10 @@ import { randomBytes } from 'node:crypto';
 import type { RuntimeContext } from './context.js';
 import type { SandboxRecord } from './records.js';
 import { nowNs } from './records.js';
-import { alreadyExists, invalidArgument, notFound, errorMessage, isKind } from '../common/errors.js';
-import { ensureDir } from '../common/fsutil.js';
+import { internal, invalidArgument, notFound, errorMessage, isKind } from '../common/errors.js';
+import { ensureDir, removeEmptyDirsUpTo } from '../common/fsutil.js';
+import { PRIVATE_DIR, PRIVATE_FILE } from './record-store.js';
+import { checkSandboxConfig } from './validation.js';
 import { logger } from '../common/log.js';
 import { mountOverlay, mountTmpfs, unmountIfMounted } from './mounts.js';
 import { reportUnsupportedSecurity } from './host-security.js';
@@ -44,20 +46,17 @@ export class PodSandboxes {
 
   async run(config: PodSandboxConfig__Output | null, runtimeHandler: string): Promise<string> {
     if (!config) throw invalidArgument('config is required');
-    const md = config.metadata;
-    if (!md) throw invalidArgument('config.metadata is required');
-    if (!md.name) throw invalidArgument('config.metadata.name is required');
-    if (!md.namespace) throw invalidArgument('config.metadata.namespace is required');
-    if (!md.uid) throw invalidArgument('config.metadata.uid is required');
+    checkSandboxConfig(config, this.ctx.hostLimits);
+    const md = config.metadata!;
     const handler = this.ctx.handlerName(runtimeHandler);
     const reservedName = `${md.name}_${md.namespace}_${md.uid}_${md.attempt}`;
-    const existing = this.ctx.sandboxes.list().find((s) => s.reservedName === reservedName);
-    if (existing) throw alreadyExists(`sandbox name ${reservedName} is already used by sandbox ${existing.id}`);
+    const id = randomBytes(32).toString('hex');
+    // Synchronously, before the first await: a concurrent request with the same name loses here.
+    this.ctx.sandboxNames.reserve(reservedName, id, 'sandbox');
 
     const ns = config.linux?.security_context?.namespace_options;
     const hostNetwork = ns?.network === 'NODE';
     const hostIpc = ns?.ipc === 'NODE';
-    const id = randomBytes(32).toString('hex');
     const log = logger({ sandbox: id.slice(0, 12), pod: `${md.namespace}/${md.name}` });
     const runDir = path.join(this.ctx.runDir, 'sandboxes', id);
     const rec: SandboxRecord = {
@@ -79,9 +78,9 @@ export class PodSandboxes {
     };
     reportUnsupportedSecurity(log, 'sandbox', config.linux?.security_context, this.ctx.appArmor);
     return this.ctx.locks.run(id, async () => {
-      // The record exists from the first step so that a crash mid-way is found and undone by recovery.
-      await this.ctx.sandboxes.put(rec);
       try {
+        // The record exists from the first step so that a crash mid-way is found and undone by recovery.
+        await this.ctx.sandboxes.put(rec);
         await this.setUp(rec, runDir);
         rec.phase = 'ready';
         rec.state = 'SANDBOX_READY';
@@ -92,14 +91,16 @@ export class PodSandboxes {
         return id;
       } catch (err) {
         log.warn({ err: errorMessage(err) }, 'sandbox set-up failed; undoing');
-        await this.destroy(rec).catch((e) => log.error({ err: errorMessage(e) }, 'undo failed'));
+        await this.destroy(rec, { force: true }).catch((e) => log.error({ err: errorMessage(e) }, 'undo failed'));
+        this.ctx.sandboxNames.release(reservedName, id);
         throw err;
       }
     });
   }
 
   private async setUp(rec: SandboxRecord, runDir: string): Promise<void> {
-    await ensureDir(runDir);
+    await ensureDir(path.dirname(runDir), PRIVATE_DIR);
+    await ensureDir(runDir, PRIVATE_DIR);
     if (rec.netnsPath) await createNetns(netnsNameForSandbox(rec.id));
     // Once the netns exists, the CNI calls and the infra container's creation don't depend on each
     // other: run them at the same time (the pod's start latency is their max, not their sum).
@@ -164,10 +165,10 @@ export class PodSandboxes {
     if (rec.shmMounted) await mountTmpfs(rec.shmPath, SHM_SIZE);
     await fsp.writeFile(path.join(dir, 'hostname'), this.hostnameOf(rec) + '\n');
     await fsp.writeFile(path.join(dir, 'resolv.conf'), buildResolvConf(config.dns_config ?? undefined, readHostFile('/etc/resolv.conf')));
-    if (config.log_directory) await ensureDir(config.log_directory);
+    if (config.log_directory) rec.createdLogDirectory = await fsp.mkdir(config.log_directory, { recursive: true, mode: 0o755 });
     const infra = await this.infraRootfs(runDir);
     const bundle = path.join(runDir, 'bundle');
-    await ensureDir(bundle);
+    await ensureDir(bundle, PRIVATE_DIR);
     const spec = buildSandboxSpec({
       sandboxId: rec.id,
       config,
@@ -181,7 +182,7 @@ export class PodSandboxes {
       availableCapabilities: this.ctx.availableCapabilities,
       rlimits: this.ctx.rlimits,
     });
-    await fsp.writeFile(path.join(bundle, 'config.json'), JSON.stringify(spec));
+    await fsp.writeFile(path.join(bundle, 'config.json'), JSON.stringify(spec), { mode: PRIVATE_FILE });
     const { pid } = await this.ctx.backend(rec.runtimeHandler).create({
       id: rec.id,
       bundleDir: bundle,
@@ -232,18 +233,59 @@ export class PodSandboxes {
     });
   }
 
-  /** Undoes everything a sandbox holds, in reverse order of set-up; each step tolerates "already gone". */
-  async destroy(rec: SandboxRecord): Promise<void> {
-    const backend = this.ctx.backend(rec.runtimeHandler);
-    await backend.stop(rec.id, 0, 'SIGKILL').catch(() => undefined);
-    await backend.delete(rec.id);
-    await this.releaseNetwork(rec);
-    if (rec.shmPath !== '/dev/shm') await unmountIfMounted(rec.shmPath);
+  /**
+   * Undoes everything a sandbox holds, in reverse order of set-up; each step tolerates "already gone",
+   * and a failed step is logged while the others still run. The record goes once every step worked,
+   * or anyway with `force` (an interrupted creation: nothing may stay behind a hidden record).
+   */
+  async destroy(rec: SandboxRecord, opts: { force?: boolean } = {}): Promise<void> {
+    const log = logger({ sandbox: rec.id.slice(0, 12) });
+    const failed: string[] = [];
+    const step = async (name: string, fn: () => Promise<unknown>) => {
+      try {
+        await fn();
+      } catch (err) {
+        failed.push(`${name}: ${errorMessage(err)}`);
+        log.error({ step: name, err: errorMessage(err) }, 'undo step failed; going on with the others');
+      }
+    };
+    const backend = this.ctx.backends.get(rec.runtimeHandler);
+    await step('stop infra', async () => backend && (await backend.stop(rec.id, 0, 'SIGKILL').catch(() => undefined)));
+    await step('delete infra', async () => backend?.delete(rec.id));
+    let networkReleased = true;
+    await step('network teardown', async () => {
+      if (!rec.networkAttached) return;
+      networkReleased = false;
+      await this.ctx.network.tearDown(rec.id, rec.netnsPath);
+      rec.networkAttached = false;
+      networkReleased = true;
+    });
+    // CNI DEL needs the netns to find what to clean: kept for a retry, unless this is the last try.
+    if (networkReleased || opts.force) {
+      await step('network namespace', async () => {
+        if (!rec.netnsPath) return;
+        await removeNetns(rec.netnsPath);
+        rec.netnsPath = undefined;
+      });
+    }
+    await step('shm', async () => {
+      if (rec.shmPath !== '/dev/shm') await unmountIfMounted(rec.shmPath);
+      rec.shmMounted = false;
+    });
     const runDir = path.join(this.ctx.runDir, 'sandboxes', rec.id);
-    await unmountIfMounted(path.join(runDir, 'rootfs')); // a --sandbox-image overlay
-    await fsp.rm(runDir, { recursive: true, force: true });
+    await step('sandbox image rootfs', () => unmountIfMounted(path.join(runDir, 'rootfs')));
+    await step('run directory', () => fsp.rm(runDir, { recursive: true, force: true }));
+    const createdLogDirectory = rec.createdLogDirectory;
+    if (rec.phase === 'creating' && createdLogDirectory) {
+      await step('log directory', () => removeEmptyDirsUpTo(rec.config.log_directory, createdLogDirectory));
+    }
+    if (failed.length > 0 && !opts.force) {
+      await this.ctx.sandboxes.put(rec).catch(() => undefined);
+      throw internal(`pod sandbox ${rec.id} not fully removed (${failed.join('; ')}); try again`);
+    }
     if (rec.phase === 'ready') this.ctx.emit('CONTAINER_DELETED_EVENT', rec.id, rec.id);
     await this.ctx.sandboxes.delete(rec.id);
+    this.ctx.sandboxNames.release(rec.reservedName, rec.id);
   }
 
   /** CNI DEL, then the netns (DEL needs the netns to find what to clean). Repeating it is harmless. */
@@ -302,7 +344,7 @@ export class PodSandboxes {
       const log = logger({ sandbox: rec.id.slice(0, 12) });
       if (rec.phase === 'creating') {
         log.warn('undoing a sandbox whose creation was interrupted');
-        await this.destroy(rec).catch((err) => log.error({ err: errorMessage(err) }, 'undo failed'));
+        await this.destroy(rec, { force: true }).catch((err) => log.error({ err: errorMessage(err) }, 'undo failed'));
         continue;
       }
       await this.refresh(rec);

@@ -107,6 +107,17 @@ function grace(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms).unref());
 }
 
+/** runc's words for a command that cannot be started: the exit code a shell gives and runc's message. */
+export function commandNotRunnable(stderr: string): { exitCode: number; message: string } | undefined {
+  const msg = /msg="((?:[^"\\]|\\.)*)"/.exec(stderr)?.[1]?.replace(/\\(.)/g, '$1') ?? stderr;
+  // `exec: "<cmd>": ...` is runc's report of the execve of the command itself (not of the runtime's own files).
+  const execOf = /exec: "(?:[^"\\]|\\.)*": (.*)$/.exec(msg)?.[1];
+  if (execOf === undefined) return undefined;
+  if (/executable file not found|no such file or directory/i.test(execOf)) return { exitCode: 127, message: msg };
+  if (/permission denied|exec format error|is a directory|not a directory/i.test(execOf)) return { exitCode: 126, message: msg };
+  return undefined;
+}
+
 function isUnknownContainer(stderr: string): boolean {
   return /does not exist|not exist|No such file or directory|not found/i.test(stderr);
 }
@@ -653,6 +664,9 @@ export class RuncBackend {
         const why = stderr.toBuffer().toString('utf8').trim().slice(0, 2000);
         if (/stopped container|not running|paused/i.test(why)) throw failedPrecondition(`container ${id} is not running: ${why}`);
         if (isUnknownContainer(why) && !(await this.state(id))) throw notFound(`container ${id} not found in runtime`);
+        // The command itself could not be run: the shell's exit codes (127 not found, 126 not runnable), as a result.
+        const notRunnable = commandNotRunnable(why);
+        if (notRunnable) return { stdout: Buffer.alloc(0), stderr: Buffer.from(`${notRunnable.message}\n`), exitCode: notRunnable.exitCode, timedOut: false };
         throw internal(`cannot exec ${JSON.stringify(cmd[0])} in container ${id}: ${why}`);
       }
       return { stdout: stdout.toBuffer(), stderr: stderr.toBuffer(), exitCode, timedOut };
