@@ -41,6 +41,7 @@ export function containerStatusMessage(rec: ContainerRecord) {
     log_path: rec.logPath,
     resources: rec.resources ? { linux: rec.resources } : null,
     stop_signal: rec.config.stop_signal,
+    user: rec.user ? { linux: { uid: rec.user.uid, gid: rec.user.gid, supplemental_groups: rec.user.additionalGids } } : null,
   };
 }
 
@@ -81,7 +82,7 @@ export function runtimeHandlers(rt: RuntimeService): ServiceHandlers {
           name,
           features: { recursive_read_only_mounts: false, user_namespaces: false },
         })),
-        features: { supplemental_groups_policy: false, user_namespaces_host_network: false },
+        features: { supplemental_groups_policy: true, user_namespaces_host_network: false },
       }),
       RuntimeConfig: async () => ({ linux: { cgroup_driver: 'CGROUPFS' } }),
       UpdateRuntimeConfig: async (req: any) => {

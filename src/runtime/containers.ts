@@ -186,6 +186,8 @@ export class Containers {
       availableCapabilities: this.ctx.availableCapabilities,
       rlimits: this.ctx.rlimits,
     });
+    const { uid, gid, additionalGids } = spec.process.user;
+    rec.user = { uid, gid, additionalGids: additionalGids ?? [] };
     const bundle = path.join(dir, 'bundle');
     await ensureDir(bundle, PRIVATE_DIR);
     // Derived from the record; a crash before the record is ready undoes the whole creation anyway.

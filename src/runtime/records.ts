@@ -63,6 +63,8 @@ export interface ContainerRecord {
   createdLogDirectory?: string;
   /** Images mounted as volumes (absent in records written before image volumes existed). */
   imageVolumes?: ImageVolume[];
+  /** The identity the container's first process runs as (ContainerStatus.user); absent in older records. */
+  user?: { uid: number; gid: number; additionalGids: number[] };
 }
 
 /** Image ids a container needs kept: its own image and those of its image volumes. */

@@ -246,3 +246,28 @@ test('an image whose layer tar ends right after its last data (umoci insert) pul
   await d.client.runtime('StopPodSandbox', { pod_sandbox_id: podId });
   await d.client.runtime('RemovePodSandbox', { pod_sandbox_id: podId });
 });
+
+test('SupplementalGroupsPolicy (critest): advertised; ContainerStatus.user and the process groups follow Merge and Strict', async () => {
+  const { features } = await d.client.runtime('Status', {});
+  assert.equal(features?.supplemental_groups_policy, true);
+  // The fixture's user app (uid 1000, gid 1000) is a member of extra (2000) in the image's /etc/group.
+  const config = sandboxConfig('sgp', path.join(logDir, 'sgp'));
+  const { pod_sandbox_id: podId } = await d.client.runtime('RunPodSandbox', { config });
+  for (const [policy, groups] of [['Merge', [1000, 1234, 2000]], ['Strict', [1000, 1234]]] as const) {
+    const id = await runContainer(
+      d.client,
+      podId,
+      config,
+      containerConfig(`sgp-${policy.toLowerCase()}`, BUSYBOX, ['sh', '-c', 'id -G; sleep 3600'], {
+        linux: { security_context: { run_as_user: { value: 1000 }, supplemental_groups: [1234], supplemental_groups_policy: policy } },
+      }),
+    );
+    const { status } = await d.client.runtime('ContainerStatus', { container_id: id });
+    assert.equal(Number(status.user?.linux?.uid), 1000, policy);
+    assert.equal(Number(status.user?.linux?.gid), 1000, policy);
+    assert.deepEqual(status.user.linux.supplemental_groups.map(Number).sort((a: number, b: number) => a - b), groups, policy);
+    assert.equal((await exec(id, ['id', '-G'])).stdout, `${groups.join(' ')}\n`, policy);
+  }
+  await d.client.runtime('StopPodSandbox', { pod_sandbox_id: podId });
+  await d.client.runtime('RemovePodSandbox', { pod_sandbox_id: podId });
+});
