@@ -10,7 +10,7 @@ import { parseProcNetDev, type InterfaceStats } from '../network/netns.js';
 import { logger } from '../common/log.js';
 import { errorMessage } from '../common/errors.js';
 import { cgroupDirFor, expandSlice, type CgroupDetail, type CgroupDetailReader, type CgroupSample, type MemorySample } from './cgroup.js';
-import { blockDeviceName, diskUsage, filesystemOf } from './disk-usage.js';
+import { blockDeviceName, diskUsage, filesystemOf, mountSourceOfDevice } from './disk-usage.js';
 import { readProcessFigures } from './proc.js';
 import type { MetricsInput } from './metrics.js';
 
@@ -113,6 +113,7 @@ export class StatsCollector {
   private readonly inFlight = new Map<string, Promise<unknown>>();
   /** Metrics inputs by c/<id> or s/<id>, reused for one period (scrapes come in bursts). */
   private readonly metricInputs = new Map<string, { monoNs: bigint; input: MetricsInput | undefined }>();
+  /** Block device names by major:minor, mount sources by mount/major:minor: both fixed while the node runs. */
   private readonly deviceNames = new Map<string, string>();
   private readonly clock: Clock;
   private readonly procRoot: string;
@@ -209,7 +210,7 @@ export class StatsCollector {
       const [processes, layer, fs, blockDevices] = await Promise.all([
         readProcessFigures(detail.procs, { rootPid: rec.pid, procRoot: this.procRoot }),
         this.writableLayerNow(rec.id),
-        filesystemOf(upper).catch(() => undefined),
+        filesystemOf(upper, (majMin) => this.mountSource(majMin)).catch(() => undefined),
         this.blockDevicesOf(detail),
       ]);
       return {
@@ -263,6 +264,13 @@ export class StatsCollector {
       this.log.debug({ cgroup: dir, err: errorMessage(err) }, 'cgroup read failed');
       return undefined;
     }
+  }
+
+  /** The mount source naming a filesystem's device, looked up once per device. */
+  private async mountSource(majMin: string): Promise<string | undefined> {
+    const key = `mount/${majMin}`;
+    if (!this.deviceNames.has(key)) this.deviceNames.set(key, (await mountSourceOfDevice(majMin)) ?? majMin);
+    return this.deviceNames.get(key);
   }
 
   private async blockDevicesOf(detail: CgroupDetail): Promise<Map<string, string>> {

@@ -85,7 +85,13 @@ export function mountSourceOf(mountinfo: string, majMin: string): string | undef
   return undefined;
 }
 
-export async function filesystemOf(dir: string, mountinfoPath = '/proc/self/mountinfo'): Promise<FilesystemFigures | undefined> {
+/** The mount source of device major:minor from /proc/self/mountinfo (or the file given). */
+export async function mountSourceOfDevice(majMin: string, mountinfoPath = '/proc/self/mountinfo'): Promise<string | undefined> {
+  return mountSourceOf(await fsp.readFile(mountinfoPath, 'utf8').catch(() => ''), majMin);
+}
+
+/** deviceName: how to name the device major:minor (callers cache it: mountinfo can be long). */
+export async function filesystemOf(dir: string, deviceName: (majMin: string) => Promise<string | undefined> = mountSourceOfDevice): Promise<FilesystemFigures | undefined> {
   let st;
   let fs;
   try {
@@ -95,9 +101,8 @@ export async function filesystemOf(dir: string, mountinfoPath = '/proc/self/moun
     throw err;
   }
   const majMin = majorMinor(st.dev);
-  const mountinfo = await fsp.readFile(mountinfoPath, 'utf8').catch(() => '');
   return {
-    device: mountSourceOf(mountinfo, majMin) ?? majMin,
+    device: (await deviceName(majMin)) ?? majMin,
     capacityBytes: fs.blocks * fs.bsize,
     inodesTotal: fs.files,
     inodesFree: fs.ffree,
