@@ -6,7 +6,7 @@ import { createHash, createCipheriv, randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import type { Descriptor } from '../src/image/media-types.js';
-import { gzipSync } from 'node:zlib';
+import { gzipSync, createGzip, constants as zlibConstants } from 'node:zlib';
 import { fileURLToPath } from 'node:url';
 import tar from 'tar-stream';
 import { run } from '../src/common/exec.js';
@@ -14,7 +14,7 @@ import { pathExists } from '../src/common/fsutil.js';
 import { hasCode } from '../src/common/errors.js';
 
 /** Bump when the content of any fixture changes. */
-export const FIXTURE_VERSION = 'v2';
+export const FIXTURE_VERSION = 'v3';
 export const BUSYBOX_PATH = '/bin/busybox';
 export const DEFAULT_CACHE_DIR = '/var/cache/nodelet-test/images';
 
@@ -51,8 +51,10 @@ export interface BuildResult {
 
 export interface LayerEntry {
   name: string;
-  type: 'file' | 'directory' | 'symlink' | 'link';
+  type: 'file' | 'directory' | 'symlink' | 'link' | 'fifo' | 'character-device';
   mode: number;
+  devmajor?: number;
+  devminor?: number;
   uid?: number;
   gid?: number;
   data?: Buffer;
@@ -74,7 +76,7 @@ export function sha256(data: Buffer | string): string {
  * endAfterLastData: the tar stops right after the last member's data, with neither its padding
  * nor the end-of-archive blocks (what `umoci insert` writes; Go's archive/tar reads it).
  */
-export async function buildLayer(entries: LayerEntry[], opts: { endAfterLastData?: boolean } = {}): Promise<BuiltLayer> {
+export async function buildLayer(entries: LayerEntry[], opts: { endAfterLastData?: boolean; truncateBy?: number } = {}): Promise<BuiltLayer> {
   const sorted = [...entries].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   const pack = tar.pack();
   const chunks: Buffer[] = [];
@@ -93,6 +95,7 @@ export async function buildLayer(entries: LayerEntry[], opts: { endAfterLastData
       type: e.type,
       linkname: e.linkname,
       size: e.type === 'file' ? (e.data?.length ?? 0) : 0,
+      ...(e.type === 'character-device' ? { devmajor: e.devmajor ?? 0, devminor: e.devminor ?? 0 } : {}),
     };
     await new Promise<void>((resolve, reject) => {
       const cb = (err?: Error | null) => (err ? reject(err) : resolve());
@@ -109,6 +112,8 @@ export async function buildLayer(entries: LayerEntry[], opts: { endAfterLastData
     if (lastSize % 512 === 0 || !tarBytes.subarray(-trailer).every((b) => b === 0)) throw new Error('endAfterLastData: last entry must be a file whose size is not a multiple of 512');
     tarBytes = tarBytes.subarray(0, tarBytes.length - trailer);
   }
+  // A stream cut off inside its last member (a broken upload, a hostile layer).
+  if (opts.truncateBy) tarBytes = tarBytes.subarray(0, tarBytes.length - opts.truncateBy);
   const gz = gzipSync(tarBytes, { level: 6 });
   return { gz, digest: sha256(gz), diffId: sha256(tarBytes) };
 }
@@ -123,6 +128,8 @@ export const file = (name: string, data: Buffer | string, mode = 0o644, uid = 0,
   data: Buffer.isBuffer(data) ? data : Buffer.from(data),
 });
 export const symlink = (name: string, linkname: string): LayerEntry => ({ name, type: 'symlink', mode: 0o777, linkname });
+export const fifo = (name: string): LayerEntry => ({ name, type: 'fifo', mode: 0o644 });
+export const charDevice = (name: string, major: number, minor: number): LayerEntry => ({ name, type: 'character-device', mode: 0o666, devmajor: major, devminor: minor });
 /** A hard link to an earlier entry (linkname is that entry's layer path). */
 export const hardlink = (name: string, linkname: string): LayerEntry => ({ name, type: 'link', mode: 0o755, linkname });
 
@@ -316,7 +323,58 @@ const LAYOUT_SPECS: Omit<BuiltLayout, 'dir'>[] = [
   { repository: 'nodelet-test/whiteout', tags: ['latest'], isIndex: false },
   { repository: 'nodelet-test/big', tags: ['latest'], isIndex: false },
   { repository: 'nodelet-test/unpadded', tags: ['latest'], isIndex: false },
+  { repository: 'nodelet-test/hostile-passwd-fifo', tags: ['latest'], isIndex: false },
+  { repository: 'nodelet-test/hostile-passwd-devzero', tags: ['latest'], isIndex: false },
+  { repository: 'nodelet-test/hostile-passwd-hostlink', tags: ['latest'], isIndex: false },
+  { repository: 'nodelet-test/hostile-group-huge', tags: ['latest'], isIndex: false },
+  { repository: 'nodelet-test/hostile-truncated', tags: ['latest'], isIndex: false },
+  { repository: 'nodelet-test/zip-bomb', tags: ['latest'], isIndex: false },
+  { repository: 'nodelet-test/deep', tags: ['latest'], isIndex: false },
 ];
+
+/** Where the hostlink fixture's /etc/passwd and /etc/group point (absolute, and through ".." past the root). */
+export const HOSTILE_LINK_DIR = '/run/nodelet-test-hostile';
+/** The uid / gid the hostlink image's own files name; the host files a test writes there name others. */
+export const HOSTILE_IMAGE_UID = 3131;
+export const HOSTILE_IMAGE_GID = 3132;
+/** Zeros in the zip-bomb layer's one file (its gzip blob is ~1000 times smaller). */
+export const ZIP_BOMB_BYTES = 512 * 1024 * 1024;
+/** Layers of the deep image, its base included. */
+export const DEEP_LAYERS = 128;
+
+/**
+ * A one-file layer of `size` zeros, streamed (never held in memory): the tar is hashed for its
+ * diff id and gzipped at the highest level as it is produced.
+ */
+async function buildZerosLayer(name: string, size: number): Promise<BuiltLayer> {
+  const pack = tar.pack();
+  const gzip = createGzip({ level: zlibConstants.Z_BEST_COMPRESSION });
+  const tarHash = createHash('sha256');
+  const gzChunks: Buffer[] = [];
+  gzip.on('data', (c: Buffer) => gzChunks.push(c));
+  const gzDone = new Promise<void>((resolve, reject) => {
+    gzip.once('end', resolve);
+    gzip.once('error', reject);
+  });
+  pack.on('data', (c: unknown) => {
+    const b = c as Buffer;
+    tarHash.update(b);
+    if (!gzip.write(b)) pack.pause();
+  });
+  gzip.on('drain', () => pack.resume());
+  pack.once('end', () => gzip.end());
+  const entry = pack.entry({ name, size, mode: 0o644, uid: 0, gid: 0, uname: '', gname: '', mtime: FIXED_MTIME, type: 'file' });
+  const chunk = Buffer.alloc(1 << 20);
+  for (let left = size; left > 0; left -= chunk.length) {
+    const piece = left >= chunk.length ? chunk : chunk.subarray(0, left);
+    if (!entry.write(piece)) await new Promise<void>((r) => entry.once('drain', () => r()));
+  }
+  await new Promise<void>((resolve, reject) => entry.end((err?: Error | null) => (err ? reject(err) : resolve())));
+  pack.finalize();
+  await gzDone;
+  const gz = Buffer.concat(gzChunks);
+  return { gz, digest: sha256(gz), diffId: 'sha256:' + tarHash.digest('hex') };
+}
 
 function layoutsUnder(root: string): BuiltLayout[] {
   return LAYOUT_SPECS.map((s) => ({ ...s, dir: path.join(root, 'layouts', s.repository.split('/')[1]!) }));
@@ -395,6 +453,47 @@ async function buildAll(root: string): Promise<void> {
   await writer('unpadded', async (w) => {
     const inserted = await buildLayer([dir('inserted'), file('inserted/a', 'first\n'), file('inserted/z', 'inserted by umoci\n', 0o600)], { endAfterLastData: true });
     w.tag(await w.writeImage([base, inserted], { Labels: labels('unpadded') }), ['latest']);
+  });
+  await writer('hostile-passwd-fifo', async (w) => {
+    const layer = await buildLayer([dir('etc'), fifo('etc/passwd')]);
+    w.tag(await w.writeImage([base, layer], { Labels: labels('hostile-passwd-fifo') }), ['latest']);
+  });
+  await writer('hostile-passwd-devzero', async (w) => {
+    const layer = await buildLayer([dir('dev'), charDevice('dev/zero', 1, 5), dir('etc'), symlink('etc/passwd', '/dev/zero')]);
+    w.tag(await w.writeImage([base, layer], { Labels: labels('hostile-passwd-devzero') }), ['latest']);
+  });
+  await writer('hostile-passwd-hostlink', async (w) => {
+    const inImage = HOSTILE_LINK_DIR.slice(1);
+    const layer = await buildLayer([
+      dir('etc'),
+      // Absolute, and a climb past the root: inside the rootfs both land on the image's own files.
+      symlink('etc/passwd', `${HOSTILE_LINK_DIR}/passwd`),
+      symlink('etc/group', `../../../../../../../../../..${HOSTILE_LINK_DIR}/group`),
+      dir('run'),
+      dir(inImage),
+      file(`${inImage}/passwd`, `root:x:0:0:root:/root:/bin/sh\nhostile:x:${HOSTILE_IMAGE_UID}:${HOSTILE_IMAGE_UID}:hostile:/:/bin/sh\n`),
+      file(`${inImage}/group`, `root:x:0:\nhostile:x:${HOSTILE_IMAGE_GID}:hostile\n`),
+    ]);
+    w.tag(await w.writeImage([base, layer], { User: 'hostile', Labels: labels('hostile-passwd-hostlink') }), ['latest']);
+  });
+  await writer('hostile-group-huge', async (w) => {
+    const line = 'filler:x:7777:' + 'm,'.repeat(40) + 'm\n';
+    const layer = await buildLayer([dir('etc'), file('etc/group', GROUP + line.repeat(Math.ceil((2 * 1024 * 1024) / line.length)))]);
+    w.tag(await w.writeImage([base, layer], { Labels: labels('hostile-group-huge') }), ['latest']);
+  });
+  await writer('hostile-truncated', async (w) => {
+    // Cut inside the last member's data: its end blocks, padding and 100 bytes of data are gone.
+    const data = Buffer.alloc(3000, 0x61);
+    const layer = await buildLayer([dir('cut'), file('cut/data', data)], { truncateBy: 2 * 512 + (512 - (data.length % 512)) + 100 });
+    w.tag(await w.writeImage([base, layer], { Labels: labels('hostile-truncated') }), ['latest']);
+  });
+  await writer('zip-bomb', async (w) => {
+    w.tag(await w.writeImage([base, await buildZerosLayer('zeros', ZIP_BOMB_BYTES)], { Labels: labels('zip-bomb') }), ['latest']);
+  });
+  await writer('deep', async (w) => {
+    const layers = [base];
+    for (let i = 1; i < DEEP_LAYERS; i++) layers.push(await buildLayer([dir('deep'), file(`deep/${String(i).padStart(3, '0')}`, `${i}\n`)]));
+    w.tag(await w.writeImage(layers, { Labels: labels('deep') }), ['latest']);
   });
   await writer('big', async (w) => {
     const files: LayerEntry[] = [dir('big')];

@@ -16,6 +16,7 @@ import { reportUnsupportedSecurity } from './host-security.js';
 import { readLocalhostSeccompProfile } from './seccomp-profile.js';
 import { imageVolumeRequests, isImageVolume, mountImageLayers, mountsWithImageSources, resolveInRoot, type ImageVolume } from './image-volumes.js';
 import { matchLabels } from './sandboxes.js';
+import { readRootfsFile } from './rootfs-files.js';
 import { buildContainerSpec, resourcesFor, type HostDevice } from '../oci/container-spec.js';
 import type { ContainerConfig__Output } from '../cri/generated/runtime/v1/ContainerConfig.js';
 import type { ContainerFilter__Output } from '../cri/generated/runtime/v1/ContainerFilter.js';
@@ -144,7 +145,8 @@ export class Containers {
         gid: st.gid,
       };
     }
-    const readEtc = (name: string) => fsp.readFile(path.join(rec.rootfs, 'etc', name), 'utf8').catch(() => '');
+    // Resolved inside the rootfs, regular files only, size-capped: the image controls these paths.
+    const readEtc = async (name: string) => (await readRootfsFile(rec.rootfs, `/etc/${name}`)) ?? '';
     const seccompLocalhostProfile = await readLocalhostSeccompProfile(rec.config.linux?.security_context, 'linux.security_context');
     const infraPid = sandbox.infraPid;
     const targetId = rec.config.linux?.security_context?.namespace_options?.target_id;

@@ -20,7 +20,14 @@ export type FixtureName =
   | 'multiarch'
   | 'whiteout'
   | 'big'
-  | 'unpadded';
+  | 'unpadded'
+  | 'hostilePasswdFifo'
+  | 'hostilePasswdDevzero'
+  | 'hostilePasswdHostlink'
+  | 'hostileGroupHuge'
+  | 'hostileTruncated'
+  | 'zipBomb'
+  | 'deep';
 
 /** The image config's `config` object (OCI / Docker field names). */
 export interface FixtureImageConfig {
@@ -66,7 +73,18 @@ export interface FixtureImage {
   config: FixtureImageConfig;
   platforms?: FixturePlatformImage[];
   layoutDir: string;
+  /** Built to be refused (or to be read with care): not for loops over "every image". */
+  hostile: boolean;
 }
+
+const HOSTILE: ReadonlySet<FixtureName> = new Set<FixtureName>([
+  'hostilePasswdFifo',
+  'hostilePasswdDevzero',
+  'hostilePasswdHostlink',
+  'hostileGroupHuge',
+  'hostileTruncated',
+  'zipBomb',
+]);
 
 export type Fixtures = Record<FixtureName, FixtureImage>;
 
@@ -80,6 +98,13 @@ const NAME_BY_REPOSITORY: Record<string, FixtureName> = {
   'nodelet-test/whiteout': 'whiteout',
   'nodelet-test/big': 'big',
   'nodelet-test/unpadded': 'unpadded',
+  'nodelet-test/hostile-passwd-fifo': 'hostilePasswdFifo',
+  'nodelet-test/hostile-passwd-devzero': 'hostilePasswdDevzero',
+  'nodelet-test/hostile-passwd-hostlink': 'hostilePasswdHostlink',
+  'nodelet-test/hostile-group-huge': 'hostileGroupHuge',
+  'nodelet-test/hostile-truncated': 'hostileTruncated',
+  'nodelet-test/zip-bomb': 'zipBomb',
+  'nodelet-test/deep': 'deep',
 };
 
 interface ManifestJson {
@@ -152,6 +177,7 @@ async function describeLayout(layout: BuiltLayout): Promise<FixtureImage> {
     config: configDoc.config ?? {},
     ...(platforms ? { platforms } : {}),
     layoutDir: layout.dir,
+    hostile: HOSTILE.has(name),
   };
 }
 

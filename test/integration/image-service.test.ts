@@ -118,7 +118,7 @@ after(async () => {
 });
 
 test('pull every fixture by tag and by digest: the image id is the config digest', async () => {
-  for (const image of Object.values(fixtures)) {
+  for (const image of Object.values(fixtures).filter((f) => !f.hostile)) {
     const byTag = await pull(main, ref(image));
     assert.equal(byTag, image.configDigest, `${image.name} by tag`);
     const byDigest = await pull(main, digestRef(registries.plain, image));
@@ -144,7 +144,7 @@ test('every tag of one image gives one image with all the tags; list and its fil
   const all = await main.client.image('ListImages', {});
   const ids = all.images.map((i: any) => i.id);
   assert.equal(new Set(ids).size, ids.length, 'no duplicates');
-  for (const image of Object.values(fixtures)) assert.ok(ids.includes(image.configDigest), image.name);
+  for (const image of Object.values(fixtures).filter((f) => !f.hostile)) assert.ok(ids.includes(image.configDigest), image.name);
   const filtered = await main.client.image('ListImages', { filter: { image: { image: ref(busybox, busybox.tags[0]) } } });
   assert.deepEqual(filtered.images.map((i: any) => i.id), [busybox.configDigest]);
   const none = await main.client.image('ListImages', { filter: { image: { image: `${registries.plain}/nodelet-test/absent:1` } } });
