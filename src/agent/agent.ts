@@ -1,13 +1,14 @@
 // The node agent: wires the CRI client, the Node reporter, the pod sources and one worker per pod.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import type { V1Pod, V1PodStatus } from '@kubernetes/client-node';
+import type { V1Pod, V1PodStatus, V1Service } from '@kubernetes/client-node';
 import { errorMessage } from '../common/errors.js';
 import { ensureDir, writeJsonAtomic } from '../common/fsutil.js';
 import { logger, type Logger } from '../common/log.js';
 import type { AgentConfig } from './config.js';
 import { CriClient } from './cri-client.js';
-import { ApiPodSource } from './api-pod-source.js';
+import { ListWatchSource } from './list-watch.js';
+import { ServiceStore } from './service-env.js';
 import { StaticPodSource } from './static-pod-source.js';
 import { apiErrorCode, kubeClientsFromFile, type KubeClients } from './kube-client.js';
 import { NodeStatusReporter, detectNodeIp } from './node-status.js';
@@ -25,7 +26,9 @@ export class Agent {
   readonly workers = new Map<string, PodWorker>();
   private kube?: KubeClients;
   private nodeReporter?: NodeStatusReporter;
-  private apiSource?: ApiPodSource;
+  private apiSource?: ListWatchSource<V1Pod>;
+  private serviceSource?: ListWatchSource<V1Service>;
+  private services?: ServiceStore;
   private staticSource?: StaticPodSource;
   private mirrors?: MirrorPods;
   kubeletApi?: KubeletApiServer;
@@ -86,7 +89,22 @@ export class Agent {
     }
     await registered;
     if (this.kube && !this.stopped) {
-      this.apiSource = new ApiPodSource(this.kube.config, this.kube.core, this.config.nodeName, {
+      const core = this.kube.core;
+      // Like the kubelet, pods from the API start only once the Services are known (their env variables).
+      const services = new ServiceStore();
+      this.serviceSource = new ListWatchSource<V1Service>(this.kube.config, {
+        what: 'services',
+        path: '/api/v1/services',
+        list: () => core.listServiceForAllNamespaces(),
+      }, services, this.log);
+      await this.serviceSource.start();
+      this.services = services;
+      this.apiSource = new ListWatchSource<V1Pod>(this.kube.config, {
+        what: 'pods',
+        path: '/api/v1/pods',
+        fieldSelector: `spec.nodeName=${this.config.nodeName}`,
+        list: (fieldSelector) => core.listPodForAllNamespaces({ fieldSelector }),
+      }, {
         upsert: (pod) => this.upsert(pod, false),
         remove: (uid) => this.remove(uid),
       }, this.log);
@@ -129,6 +147,7 @@ export class Agent {
     this.mirrors?.stop();
     await this.kubeletApi?.stop();
     await this.apiSource?.stop();
+    await this.serviceSource?.stop();
     for (const w of this.workers.values()) w.stop();
     this.cri.close();
   }
@@ -177,6 +196,7 @@ export class Agent {
       podLogsDir: this.config.podLogsDir,
       dns: () => this.dnsContext(),
       lookup: (kind, namespace, name) => this.lookup(kind, namespace, name),
+      services: () => this.services?.all() ?? [],
       resyncMs: this.config.podResyncMs,
       backoffInitialMs: this.config.backoffInitialMs,
       backoffMaxMs: this.config.backoffMaxMs,

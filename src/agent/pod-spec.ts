@@ -121,6 +121,8 @@ export interface EnvContext {
   hostIP: string;
   /** Reads a ConfigMap's or Secret's data (secret values already decoded); undefined when it does not exist. */
   lookup(kind: 'ConfigMap' | 'Secret', namespace: string, name: string): Promise<Record<string, string> | undefined>;
+  /** The Services' variables (service-env.ts): the container's own env overrides them and may refer to them. */
+  serviceEnv?: Map<string, string>;
 }
 
 export function fieldRefValue(pod: V1Pod, fieldPath: string, ctx: EnvContext): string {
@@ -178,7 +180,7 @@ export function expandVars(text: string, env: Map<string, string>): string {
 
 export async function resolveEnv(pod: V1Pod, container: V1Container, ctx: EnvContext): Promise<Map<string, string>> {
   const ns = pod.metadata!.namespace!;
-  const env = new Map<string, string>();
+  const env = new Map<string, string>(ctx.serviceEnv ?? []);
   for (const from of container.envFrom ?? []) {
     const ref = from.configMapRef ?? from.secretRef;
     if (!ref) continue;

@@ -1,9 +1,10 @@
 // One worker per pod: serialises every action on the pod (sync, restart, kill) and reports its status when it changed.
-import type { V1Container, V1Pod, V1PodStatus } from '@kubernetes/client-node';
+import type { V1Container, V1Pod, V1PodStatus, V1Service } from '@kubernetes/client-node';
 import { errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import type { CriClient } from './cri-client.js';
 import { runLifecycleHook } from './hooks.js';
+import { serviceEnv } from './service-env.js';
 import { PodProbes, type ProbeKind, type RunningContainer } from './probes/pod-probes.js';
 import { containerMountsFor } from './volumes/container-mounts.js';
 import { PodVolumes, VolumeSetUpError, type MountedVolume } from './volumes/pod-volumes.js';
@@ -38,6 +39,8 @@ export interface PodWorkerDeps {
   podLogsDir: string;
   dns: () => DnsContext;
   lookup: EnvContext['lookup'];
+  /** The cluster's Services, for the containers' service variables (none in standalone mode). */
+  services?(): Iterable<V1Service>;
   resyncMs: number;
   backoffInitialMs: number;
   backoffMaxMs: number;
@@ -406,6 +409,7 @@ export class PodWorker {
           podIPs: pod.spec?.hostNetwork ? [this.deps.hostIP] : [sandbox.ip, ...sandbox.ips],
           hostIP: this.deps.hostIP,
           lookup: this.deps.lookup,
+          serviceEnv: serviceEnv(this.deps.services?.() ?? [], pod.metadata!.namespace!, pod.spec?.enableServiceLinks),
         });
       } catch (err) {
         throw new ContainerWaiting('CreateContainerConfigError', errorMessage(err));

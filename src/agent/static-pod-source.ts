@@ -6,7 +6,9 @@ import type { V1Pod } from '@kubernetes/client-node';
 import { parse as parseYaml } from 'yaml';
 import { errorMessage, hasCode } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
-import type { PodSourceHandler } from './api-pod-source.js';
+import type { ListWatchHandler } from './list-watch.js';
+
+type PodSourceHandler = ListWatchHandler<V1Pod>;
 
 export const CONFIG_SOURCE_ANNOTATION = 'kubernetes.io/config.source';
 export const CONFIG_HASH_ANNOTATION = 'kubernetes.io/config.hash';

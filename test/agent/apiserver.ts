@@ -1,6 +1,6 @@
 // A small kube-apiserver of our own for the agent tests: HTTPS with a bearer token, one in-memory store with a global
 // resourceVersion, list/watch with fieldSelector, resourceVersion, bookmarks and 410 Gone, the status subresource,
-// merge and strategic-merge patches, 409 conflicts, graceful pod deletion, leases, events, configmaps and secrets;
+// merge and strategic-merge patches, 409 conflicts, graceful pod deletion, leases, events, configmaps, secrets, services;
 // like the real one, MicroTime fields (Lease, Event) refused unless they carry exactly six fractional digits, and a
 // GET of a pod not bound to a node refused (403) as the node authorizer does.
 import https from 'node:https';
@@ -25,6 +25,7 @@ const RESOURCES: Record<string, ResourceType> = {
   configmaps: { kind: 'ConfigMap', apiVersion: 'v1', namespaced: true, hasStatus: false },
   secrets: { kind: 'Secret', apiVersion: 'v1', namespaced: true, hasStatus: false },
   serviceaccounts: { kind: 'ServiceAccount', apiVersion: 'v1', namespaced: true, hasStatus: false },
+  services: { kind: 'Service', apiVersion: 'v1', namespaced: true, hasStatus: true },
   events: { kind: 'Event', apiVersion: 'v1', namespaced: true, hasStatus: false },
   leases: { kind: 'Lease', apiVersion: 'coordination.k8s.io/v1', namespaced: true, hasStatus: false },
 };

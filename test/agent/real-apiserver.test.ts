@@ -169,7 +169,10 @@ test('the Lease is owned by the Node and renewed; renewTime carries six fraction
   assert.match(later, MICRO_TIME);
 });
 
-test('a scheduled pod runs with its service-account token volume, reaches Running; kubectl logs and exec reach it', async () => {
+test('a scheduled pod runs with its service-account token volume and service variables, reaches Running; kubectl logs and exec reach it', async () => {
+  await cp!.kubectl(['apply', '-f', '-'], {
+    input: JSON.stringify({ apiVersion: 'v1', kind: 'Service', metadata: { name: 'web-front', namespace: NS }, spec: { selector: { app: 'none' }, ports: [{ name: 'http', port: 80 }] } }),
+  });
   await cp!.kubectl(['apply', '-f', '-'], { input: podManifest('hello', 'echo hello from $(hostname); cat /var/run/secrets/kubernetes.io/serviceaccount/namespace; echo; trap "exit 0" TERM; while true; do sleep 0.2; done') });
   const pod = await waitRunning('hello');
   assert.equal(pod.spec.nodeName, nodeName);
@@ -187,6 +190,14 @@ test('a scheduled pod runs with its service-account token volume, reaches Runnin
   assert.match(logs, /hello from hello/);
   // kubectl exec: the apiserver asks the kubelet API with its own parameter names (output=1, error=1).
   assert.equal((await cp!.kubectl(['-n', NS, 'exec', 'hello', '--', 'cat', '/etc/hostname'])).trim(), 'hello');
+  // The Services' variables: in-cluster clients find the apiserver by KUBERNETES_SERVICE_HOST/PORT.
+  const env = await cp!.kubectl(['-n', NS, 'exec', 'hello', '--', 'env']);
+  const kubernetesIp = (await getJson(['-n', 'default', 'get', 'service', 'kubernetes'])).spec.clusterIP;
+  const webIp = (await getJson(['-n', NS, 'get', 'service', 'web-front'])).spec.clusterIP;
+  assert.match(env, new RegExp(`^KUBERNETES_SERVICE_HOST=${kubernetesIp.replace(/\./g, '\\.')}$`, 'm'));
+  assert.match(env, /^KUBERNETES_SERVICE_PORT=443$/m);
+  assert.match(env, new RegExp(`^WEB_FRONT_PORT_80_TCP=tcp://${webIp.replace(/\./g, '\\.')}:80$`, 'm'));
+  assert.match(env, /^WEB_FRONT_SERVICE_PORT_HTTP=80$/m);
   const events = await getJson(['-n', NS, 'get', 'events', '--field-selector', `involvedObject.uid=${pod.metadata.uid}`]);
   const reasons = events.items.map((e: any) => e.reason);
   for (const reason of ['Created', 'Started']) assert.ok(reasons.includes(reason), `event ${reason} in ${reasons.join(',')}`);

@@ -1,39 +1,45 @@
-// Pods bound to this node from the apiserver: list, then watch from the list's resourceVersion; resume after a
-// dropped watch at once, re-list after 410 Gone. Our own loop over client-node's Watch (no reconnect back-off on a clean close).
-import { Watch, type CoreV1Api, type KubeConfig, type V1Pod } from '@kubernetes/client-node';
+// Objects from the apiserver (the pods bound to this node, the services): list, then watch from the list's
+// resourceVersion; resume after a dropped watch at once, re-list after 410 Gone. Our own loop over client-node's
+// Watch (no reconnect back-off on a clean close).
+import { Watch, type KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { apiErrorCode, plain } from './kube-client.js';
 
-export interface PodSourceHandler {
-  upsert(pod: V1Pod): void;
+export interface ListWatchHandler<T> {
+  upsert(obj: T): void;
   remove(uid: string): void;
+}
+
+export interface ListWatchOptions<T> {
+  /** What is listed, for the log ("pods"). */
+  what: string;
+  /** The collection's path, e.g. /api/v1/pods. */
+  path: string;
+  fieldSelector?: string;
+  list(fieldSelector: string | undefined): Promise<{ items: T[]; metadata?: { resourceVersion?: string } }>;
 }
 
 type WatchEnd = 'closed' | 'gone' | 'failed';
 
-export class ApiPodSource {
+export class ListWatchSource<T extends KubernetesObject> {
   private resourceVersion = '';
   private readonly known = new Set<string>();
   private stopped = false;
   private abort?: AbortController;
   private readonly stopSignal = new AbortController();
   private loopDone?: Promise<void>;
-  private readonly fieldSelector: string;
 
   constructor(
     private readonly config: KubeConfig,
-    private readonly core: CoreV1Api,
-    nodeName: string,
-    private readonly handler: PodSourceHandler,
+    private readonly opts: ListWatchOptions<T>,
+    private readonly handler: ListWatchHandler<T>,
     private readonly log: Logger,
-  ) {
-    this.fieldSelector = `spec.nodeName=${nodeName}`;
-  }
+  ) {}
 
   /**
-   * Lists once (so the pods start right away; an apiserver that can't be reached is retried with back-off until it
+   * Lists once (so the objects are known right away; an apiserver that can't be reached is retried with back-off until it
    * answers or the source stops), then keeps watching in the background.
    */
   async start(): Promise<void> {
@@ -43,7 +49,7 @@ export class ApiPodSource {
         break;
       } catch (err) {
         failures++;
-        this.log.warn({ err: errorMessage(err), code: apiErrorCode(err), failures }, 'pod list failed; retrying');
+        this.log.warn({ err: errorMessage(err), code: apiErrorCode(err), failures }, `${this.opts.what} list failed; retrying`);
         await sleep(Math.min(100 * 2 ** failures, 5000), undefined, { signal: this.stopSignal.signal }).catch(() => undefined);
       }
     }
@@ -58,14 +64,14 @@ export class ApiPodSource {
   }
 
   private async relist(): Promise<void> {
-    const list = await this.core.listPodForAllNamespaces({ fieldSelector: this.fieldSelector });
-    const pods = plain(list.items);
+    const list = await this.opts.list(this.opts.fieldSelector);
+    const items = plain(list.items);
     const seen = new Set<string>();
-    for (const pod of pods) {
-      const uid = pod.metadata!.uid!;
+    for (const obj of items) {
+      const uid = obj.metadata!.uid!;
       seen.add(uid);
       this.known.add(uid);
-      this.handler.upsert(pod);
+      this.handler.upsert(obj);
     }
     for (const uid of [...this.known]) {
       if (!seen.has(uid)) {
@@ -74,7 +80,7 @@ export class ApiPodSource {
       }
     }
     this.resourceVersion = list.metadata?.resourceVersion ?? '';
-    this.log.debug({ pods: pods.length, resourceVersion: this.resourceVersion }, 'listed pods');
+    this.log.debug({ items: items.length, resourceVersion: this.resourceVersion }, `listed ${this.opts.what}`);
   }
 
   private async watchLoop(): Promise<void> {
@@ -97,7 +103,7 @@ export class ApiPodSource {
         failures = 0;
       } catch (err) {
         failures++;
-        this.log.warn({ err: errorMessage(err) }, 'pod list failed');
+        this.log.warn({ err: errorMessage(err) }, `${this.opts.what} list failed`);
         await sleep(Math.min(100 * 2 ** failures, 5000), undefined, { signal: this.stopSignal.signal }).catch(() => undefined);
       }
     }
@@ -116,30 +122,29 @@ export class ApiPodSource {
         const rv = obj?.metadata?.resourceVersion;
         if (rv) this.resourceVersion = rv;
         if (type === 'BOOKMARK') return;
-        const pod = obj as V1Pod;
-        const uid = pod.metadata?.uid;
+        const uid = (obj as T).metadata?.uid;
         if (!uid) return;
         if (type === 'DELETED') {
           this.known.delete(uid);
           this.handler.remove(uid);
         } else {
           this.known.add(uid);
-          this.handler.upsert(pod);
+          this.handler.upsert(obj as T);
         }
       };
       const onDone = (err: unknown) => {
         if (gone || apiErrorCode(err) === 410) return resolve('gone');
         if (err && !this.stopped) {
-          this.log.debug({ err: errorMessage(err) }, 'pod watch dropped');
+          this.log.debug({ err: errorMessage(err) }, `${this.opts.what} watch dropped`);
           return resolve('failed');
         }
         resolve('closed');
       };
       watch
         .watch(
-          '/api/v1/pods',
+          this.opts.path,
           {
-            fieldSelector: this.fieldSelector,
+            ...(this.opts.fieldSelector ? { fieldSelector: this.opts.fieldSelector } : {}),
             resourceVersion: this.resourceVersion,
             allowWatchBookmarks: true,
             // Like client-go's reflector: the server ends each watch after a few minutes.
