@@ -125,8 +125,8 @@ export function runtimeHandlers(rt: RuntimeService): ServiceHandlers {
         await containers.start(req.container_id);
         return {};
       },
-      StopContainer: async (req: any) => {
-        await containers.stop(req.container_id, req.timeout);
+      StopContainer: async (req: any, ctx) => {
+        await containers.stop(req.container_id, req.timeout, ctx.signal);
         return {};
       },
       RemoveContainer: async (req: any) => {

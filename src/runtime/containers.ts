@@ -29,6 +29,9 @@ export interface ExecSyncResult {
 }
 
 export class Containers {
+  /** Per container, how to cut short each stop still waiting on its grace period. */
+  private readonly stopping = new Map<string, Set<() => void>>();
+
   constructor(private readonly ctx: RuntimeContext) {}
 
   /** The request's sandbox_config is not needed: the stored sandbox config is authoritative. */
@@ -264,22 +267,36 @@ export class Containers {
     });
   }
 
-  async stop(id: string, timeoutSeconds: number): Promise<void> {
+  /**
+   * Stops without holding the container's lock while it waits (only the final record update takes it), so
+   * a later timeout-0 stop, a remove or a pod stop is never queued behind a graceful wait. A timeout of 0
+   * kills at once and escalates every stop still waiting on a grace period. A cancelled call stops waiting.
+   */
+  async stop(id: string, timeoutSeconds: number, signal?: AbortSignal): Promise<void> {
     if (!id) throw invalidArgument('container_id is required');
     const found = this.ctx.containers.get(id);
-    if (!found || found.phase !== 'ready') return; // CRI: stopping an unknown container succeeds
-    await this.ctx.locks.run(found.id, () => this.stopLocked(found.id, timeoutSeconds));
-  }
-
-  private async stopLocked(id: string, timeoutSeconds: number): Promise<void> {
-    const rec = this.ctx.containers.get(id);
-    if (!rec || rec.state !== 'CONTAINER_RUNNING') return;
-    const backend = this.ctx.backend(rec.runtimeHandler);
-    await backend.stop(rec.id, Math.max(0, timeoutSeconds), rec.stopSignal).catch((err) => {
-      if (!isKind(err, 'NotFound')) throw err; // the runtime lost it: record what we know below
+    if (!found || found.phase !== 'ready' || found.state !== 'CONTAINER_RUNNING') return; // CRI: stopping an unknown container succeeds
+    const backend = this.ctx.backend(found.runtimeHandler);
+    const timeout = Math.max(0, timeoutSeconds);
+    if (timeout === 0) for (const escalate of this.stopping.get(found.id) ?? []) escalate();
+    const escalation = new AbortController();
+    const escalate = () => escalation.abort();
+    const waiting = this.stopping.get(found.id) ?? new Set<() => void>();
+    this.stopping.set(found.id, waiting.add(escalate));
+    try {
+      await backend.stop(found.id, timeout, found.stopSignal, { signal, escalate: escalation.signal }).catch((err) => {
+        if (!isKind(err, 'NotFound')) throw err; // the runtime lost it: record what we know below
+      });
+    } finally {
+      waiting.delete(escalate);
+      if (waiting.size === 0 && this.stopping.get(found.id) === waiting) this.stopping.delete(found.id);
+    }
+    await this.ctx.locks.run(found.id, async () => {
+      const rec = this.ctx.containers.get(found.id);
+      if (!rec || rec.state !== 'CONTAINER_RUNNING') return;
+      const exit = await backend.readExit(rec.id);
+      await this.recordExit(rec, exit?.exitCode ?? 137, exit?.finishedAt ?? new Date());
     });
-    const exit = await backend.readExit(rec.id);
-    await this.recordExit(rec, exit?.exitCode ?? 137, exit?.finishedAt ?? new Date());
   }
 
   async remove(id: string): Promise<void> {

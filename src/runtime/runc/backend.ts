@@ -54,6 +54,13 @@ export interface CreateOptions {
   logMaxSize?: number;
 }
 
+export interface StopOptions {
+  /** The caller gave up (cancelled RPC): stop waiting and throw its reason. */
+  signal?: AbortSignal;
+  /** Aborted by a later timeout-0 stop: skip what is left of the grace period and kill now. */
+  escalate?: AbortSignal;
+}
+
 export type ContainerStatus = 'created' | 'running' | 'paused' | 'stopped';
 
 export interface RuntimeState {
@@ -456,41 +463,46 @@ export class RuncBackend {
    * Sends stopSignal, waits up to timeoutSec for the exit, then SIGKILL (at once when timeoutSec is 0).
    * Resolves once the exit is recorded; stopping a stopped container does nothing.
    */
-  async stop(id: string, timeoutSec: number, stopSignal: string | number = 'SIGTERM'): Promise<void> {
+  async stop(id: string, timeoutSec: number, stopSignal: string | number = 'SIGTERM', opts: StopOptions = {}): Promise<void> {
     // conmon's exit file means it is over: no runtime call needed.
     if (await this.readExit(id)) return;
     const state = await this.state(id);
     if (!state) throw notFound(`container ${id} not found in runtime`);
     if (state.status === 'stopped') {
-      await this.waitStopped(id, 2000);
+      await this.waitStopped(id, 2000, opts.signal);
       return;
     }
     if (state.status === 'paused') await this.runtime(['resume', id]);
-    if (timeoutSec > 0) {
+    if (timeoutSec > 0 && !opts.escalate?.aborted) {
       await this.kill(id, stopSignal);
-      if (await this.waitStopped(id, timeoutSec * 1000)) return;
-      this.log.info({ containerId: id, timeoutSec }, 'container ignored its stop signal; killing');
+      if (await this.waitStopped(id, timeoutSec * 1000, opts.signal, opts.escalate)) return;
+      this.log.info({ containerId: id, timeoutSec, escalated: Boolean(opts.escalate?.aborted) }, 'container still running after its stop signal; killing');
     }
     await this.kill(id, 'SIGKILL');
-    if (!(await this.waitStopped(id, 30_000))) throw deadlineExceeded(`container ${id} did not die after SIGKILL`);
+    if (!(await this.waitStopped(id, 30_000, opts.signal))) throw deadlineExceeded(`container ${id} did not die after SIGKILL`);
   }
 
-  /** True once the exit file exists, or the runtime says stopped and no conmon is left to write it. */
-  private async waitStopped(id: string, timeoutMs: number): Promise<boolean> {
+  /**
+   * True once the exit file exists, or the runtime says stopped and no conmon is left to write it; false
+   * when timeoutMs passed or `cutShort` fired. Throws the call's reason when `signal` aborts.
+   */
+  private async waitStopped(id: string, timeoutMs: number, signal?: AbortSignal, cutShort?: AbortSignal): Promise<boolean> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
+      signal?.throwIfAborted();
       if (await this.readExit(id)) return true;
       if (!(await this.conmonPid(id))) {
         const state = await this.state(id);
         if (!state || state.status === 'stopped') return true;
       }
       const remaining = deadline - Date.now();
-      if (remaining <= 0) return false;
+      if (remaining <= 0 || cutShort?.aborted) return false;
+      const slice = [AbortSignal.timeout(Math.min(remaining, 1000)), ...(signal ? [signal] : []), ...(cutShort ? [cutShort] : [])];
       try {
-        await this.waitExit(id, AbortSignal.timeout(Math.min(remaining, 1000)));
+        await this.waitExit(id, AbortSignal.any(slice));
         return true;
       } catch {
-        // slice over: check conmon and the deadline again
+        // slice over, escalated or cancelled: the checks above decide
       }
     }
   }

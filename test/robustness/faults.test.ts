@@ -1,0 +1,102 @@
+// Faults around the runtime: cancelled and racing stops, processes killed behind its back, runc state
+// lost, bad runtime handlers, long run roots. What the runtime reports must be true, and a force-kill must kill.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { promises as fsp } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { useRegistries, type Registries } from '../helpers/registries.js';
+import { sandboxConfig, containerConfig, runContainer, waitFor } from '../helpers/pods.js';
+
+let d: TestDaemon;
+let reg: Registries;
+let logDir: string;
+let BUSYBOX: string;
+
+before(async () => {
+  reg = await useRegistries();
+  d = await startTestDaemon();
+  logDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'nodelet-faults-'));
+  BUSYBOX = `${reg.plain}/nodelet-test/busybox:latest`;
+  await d.client.image('PullImage', { image: { image: BUSYBOX } });
+});
+
+after(async () => {
+  await d?.cleanup();
+  await reg?.stop();
+  if (logDir) await fsp.rm(logDir, { recursive: true, force: true });
+});
+
+async function newPod(name: string, daemon = d) {
+  const config = sandboxConfig(name, path.join(logDir, name));
+  const { pod_sandbox_id } = await daemon.client.runtime('RunPodSandbox', { config });
+  return { id: pod_sandbox_id as string, config };
+}
+
+/** Notes SIGTERM in its log and keeps running: only SIGKILL stops it. */
+async function stubbornContainer(pod: { id: string; config: any }, name: string, daemon = d): Promise<string> {
+  return runContainer(daemon.client, pod.id, pod.config, containerConfig(name, BUSYBOX, ['sh', '-c', "trap 'echo got-term' TERM; echo ready; while :; do sleep 1; done"]));
+}
+
+/** Waits until the container's log shows `text`. */
+async function logShows(id: string, text: string, daemon = d): Promise<void> {
+  const { log_path } = await containerState(id, daemon);
+  await waitFor(`${text} in the log of ${id.slice(0, 12)}`, async () => (await fsp.readFile(log_path, 'utf8').catch(() => '')).includes(text));
+}
+
+async function containerState(id: string, daemon = d): Promise<any> {
+  return (await daemon.client.runtime('ContainerStatus', { container_id: id })).status;
+}
+
+async function timed<T>(p: Promise<T>): Promise<{ value: T; ms: number }> {
+  const started = Date.now();
+  const value = await p;
+  return { value, ms: Date.now() - started };
+}
+
+test('a cancelled graceful StopContainer holds nothing: a timeout-0 stop kills at once', async () => {
+  const pod = await newPod('cancelled-stop');
+  const id = await stubbornContainer(pod, 'stubborn');
+  await logShows(id, 'ready');
+  await assert.rejects(d.client.runtime('StopContainer', { container_id: id, timeout: 120 }, { deadlineMs: 2000 }), (err: grpc.ServiceError) => {
+    assert.equal(err.code, grpc.status.DEADLINE_EXCEEDED);
+    return true;
+  });
+  const { ms } = await timed(d.client.runtime('StopContainer', { container_id: id, timeout: 0 }, { deadlineMs: 15_000 }));
+  assert.ok(ms < 10_000, `force stop took ${ms} ms`);
+  const status = await containerState(id);
+  assert.equal(status.state, 'CONTAINER_EXITED');
+  assert.equal(status.exit_code, 137);
+  await d.client.runtime('RemoveContainer', { container_id: id }, { deadlineMs: 15_000 });
+  await d.client.runtime('StopPodSandbox', { pod_sandbox_id: pod.id });
+  await d.client.runtime('RemovePodSandbox', { pod_sandbox_id: pod.id });
+});
+
+test('a timeout-0 stop escalates a stop waiting on its grace period; remove and pod stop are not queued behind it', async () => {
+  const pod = await newPod('escalate');
+  const a = await stubbornContainer(pod, 'a');
+  const b = await stubbornContainer(pod, 'b');
+  const graceful = timed(d.client.runtime('StopContainer', { container_id: a, timeout: 120 }));
+  // The graceful stop has sent its signal and waits: the container noted it and runs on.
+  await logShows(a, 'got-term');
+  assert.equal((await containerState(a)).state, 'CONTAINER_RUNNING');
+  const force = await timed(d.client.runtime('StopContainer', { container_id: a, timeout: 0 }, { deadlineMs: 15_000 }));
+  assert.ok(force.ms < 10_000, `force stop took ${force.ms} ms`);
+  const first = await graceful;
+  assert.ok(first.ms < 15_000, `the graceful stop was escalated (${first.ms} ms)`);
+  assert.equal((await containerState(a)).exit_code, 137);
+
+  // A graceful stop in flight on b: RemoveContainer and StopPodSandbox answer promptly and kill it.
+  const pending = d.client.runtime('StopContainer', { container_id: b, timeout: 120 }).catch((e: unknown) => e);
+  await logShows(b, 'got-term');
+  const podStop = await timed(d.client.runtime('StopPodSandbox', { pod_sandbox_id: pod.id }, { deadlineMs: 20_000 }));
+  assert.ok(podStop.ms < 15_000, `pod stop took ${podStop.ms} ms`);
+  assert.equal((await containerState(b)).state, 'CONTAINER_EXITED');
+  const removed = await timed(d.client.runtime('RemoveContainer', { container_id: b }, { deadlineMs: 15_000 }));
+  assert.ok(removed.ms < 10_000);
+  const settled = await pending;
+  assert.ok(!(settled instanceof Error), `the pending stop ended well: ${String(settled)}`);
+  await d.client.runtime('RemovePodSandbox', { pod_sandbox_id: pod.id });
+});
