@@ -67,6 +67,8 @@ export interface ControlPlane {
   kubectl(args: string[], opts?: KubectlOptions): Promise<string>;
   /** One admin request to the apiserver (JSON in and out); never throws on a status code. */
   request(method: string, apiPath: string, body?: unknown): Promise<{ status: number; body: any }>;
+  /** Whether every component is still running (a Ctrl-C reaches them too). */
+  alive(): boolean;
   /** The last lines of a component's log. */
   logTail(component: Component, lines?: number): Promise<string>;
   /** Stops every process (SIGTERM, then SIGKILL) and removes the temp dir. Idempotent. */
@@ -469,6 +471,7 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
         return { status: res.status, body: parsed };
       },
       logTail,
+      alive: () => !stopped && children.every(({ child }) => !exited(child)),
       stop,
     };
     return cp;

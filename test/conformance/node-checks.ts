@@ -198,6 +198,7 @@ export async function runNodeChecksPhase(tools: Tools, report: ConformanceReport
     say(`nodelet-cri on ${runtime.endpoint}, node IP ${address.ip} on ${address.iface}`);
     // Runs after the node stops (cleanup is last-in first-out): the cluster outlives this phase.
     cleanup.add('delete the Node and force-delete its pods', async () => {
+      if (!cp.alive()) return;
       for (const n of [ns, doomedNs]) {
         await cp.kubectl(['delete', 'pods', '--all', '-n', n, '--force', '--grace-period=0', '--wait=false'], { timeoutMs: 20_000 }).catch(() => undefined);
       }
@@ -209,6 +210,7 @@ export async function runNodeChecksPhase(tools: Tools, report: ConformanceReport
       : await startAgent(cp, runtime, address, nodeName, cleanup);
     cleanup.add('delete the namespaces and the static pod manifest', async () => {
       await fsp.rm(path.join(node.staticPodDir, 'cf-static.yaml'), { force: true });
+      if (!cp.alive()) return;
       for (const n of [ns, doomedNs]) await cp.request('DELETE', `/api/v1/namespaces/${n}`);
     });
     say(`${agent} started as node ${nodeName}; log ${node.logPath}`);

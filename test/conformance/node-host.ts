@@ -117,25 +117,6 @@ export async function startNodeRuntime(tools: Tools, registryHost: string, clean
   };
 }
 
-// The kubelet sets these at start (protectKernelDefaults: false); put the host's values back after.
-const KUBELET_SYSCTLS = [
-  'vm/overcommit_memory', 'vm/panic_on_oom', 'kernel/panic', 'kernel/panic_on_oops', 'kernel/keys/root_maxkeys', 'kernel/keys/root_maxbytes',
-];
-
-async function snapshotSysctls(cleanup: Cleanup): Promise<void> {
-  const saved: [string, string][] = [];
-  for (const key of KUBELET_SYSCTLS) {
-    const file = path.join('/proc/sys', key);
-    const value = await fsp.readFile(file, 'utf8').catch(() => undefined);
-    if (value !== undefined) saved.push([file, value.trim()]);
-  }
-  cleanup.add('restore the sysctls the kubelet set', async () => {
-    for (const [file, value] of saved) {
-      if ((await fsp.readFile(file, 'utf8')).trim() !== value) await fsp.writeFile(file, value);
-    }
-  });
-}
-
 /** Splits an iptables-save rule line into argv (double quotes group words). */
 function ruleArgs(line: string): string[] {
   const args: string[] = [];
@@ -162,33 +143,125 @@ async function iptablesDump(save: string): Promise<IptablesDump | undefined> {
   return dump;
 }
 
-/**
- * The kubelet adds KUBE-* chains (canaries, a KUBE-FIREWALL jumped to from INPUT/OUTPUT) that outlive
- * it; remove the ones that were not there before it started, with the rules jumping to them.
- */
-async function snapshotKubeletIptables(cleanup: Cleanup): Promise<void> {
-  const tools = [['iptables-save', 'iptables'], ['ip6tables-save', 'ip6tables']] as const;
-  const before = new Map<string, IptablesDump | undefined>();
-  for (const [save] of tools) before.set(save, await iptablesDump(save));
-  cleanup.add('remove the iptables chains the kubelet added', async () => {
-    for (const [save, bin] of tools) {
-      const was = before.get(save);
-      const now = await iptablesDump(save);
-      if (!was || !now) continue;
-      const added = [...now.chains].filter((c) => c.split('/')[1]!.startsWith('KUBE-') && !was.chains.has(c));
-      if (added.length === 0) continue;
-      const addedNames = (table: string) => new Set(added.filter((c) => c.startsWith(`${table}/`)).map((c) => c.split('/')[1]!));
-      for (const rule of now.rules) {
-        const names = addedNames(rule.table);
-        const target = rule.args[rule.args.indexOf('-j') + 1] ?? '';
-        if (names.has(target) && !names.has(rule.args[1]!)) {
-          await run(bin, ['-w', '5', '-t', rule.table, '-D', ...rule.args.slice(1)], { reject: false });
-        }
+// What the kubelet changes on the host whatever its flags say: sysctls (protectKernelDefaults: false),
+// KUBE-* iptables chains (canaries, a KUBE-FIREWALL jumped to from INPUT/OUTPUT), /var/lib/kubelet
+// (device-plugin socket) and /var/log/containers. Runs side by side share one record of the host as it
+// was before any of them; the last one out puts it back.
+const HOST_STATE_DIR = '/run/nodelet-conformance';
+const KUBELET_SYSCTLS = [
+  'vm/overcommit_memory', 'vm/panic_on_oom', 'kernel/panic', 'kernel/panic_on_oops', 'kernel/keys/root_maxkeys', 'kernel/keys/root_maxbytes',
+];
+const KUBELET_PATHS = ['/var/lib/kubelet', '/var/log/containers'];
+const IPTABLES = [['iptables-save', 'iptables'], ['ip6tables-save', 'ip6tables']] as const;
+
+interface HostBefore {
+  sysctls: [string, string][];
+  /** iptables-save → its chains ("table/chain"), null when that iptables is missing. */
+  chains: Record<string, string[] | null>;
+  absentPaths: string[];
+}
+
+async function withHostLock<T>(fn: () => Promise<T>): Promise<T> {
+  const lock = path.join(HOST_STATE_DIR, 'lock');
+  await fsp.mkdir(HOST_STATE_DIR, { recursive: true });
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    try {
+      await fsp.mkdir(lock);
+      break;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      // The last run out removes the whole dir: make it again.
+      if (code === 'ENOENT') {
+        await fsp.mkdir(HOST_STATE_DIR, { recursive: true });
+        continue;
       }
-      for (const c of added) await run(bin, ['-w', '5', '-t', c.split('/')[0]!, '-F', c.split('/')[1]!], { reject: false });
-      for (const c of added) await run(bin, ['-w', '5', '-t', c.split('/')[0]!, '-X', c.split('/')[1]!], { reject: false });
+      if (code !== 'EEXIST') throw err;
+      // A holder killed mid-update leaves the lock: break it after a bound.
+      if (Date.now() > deadline) await fsp.rm(lock, { recursive: true, force: true });
+      else await sleep(100);
     }
+  }
+  try {
+    return await fn();
+  } finally {
+    await fsp.rm(lock, { recursive: true, force: true });
+  }
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** The holder files of runs still alive (a dead run's file is removed). */
+async function liveHolders(): Promise<string[]> {
+  const dir = path.join(HOST_STATE_DIR, 'holders');
+  const live: string[] = [];
+  for (const name of await fsp.readdir(dir).catch(() => [] as string[])) {
+    if (pidAlive(Number(name.split('-')[0]))) live.push(name);
+    else await fsp.rm(path.join(dir, name), { force: true });
+  }
+  return live;
+}
+
+async function restoreHost(before: HostBefore): Promise<void> {
+  for (const [file, value] of before.sysctls) {
+    if ((await fsp.readFile(file, 'utf8')).trim() !== value) await fsp.writeFile(file, value);
+  }
+  for (const [save, bin] of IPTABLES) {
+    const was = before.chains[save];
+    const now = await iptablesDump(save);
+    if (!was || !now) continue;
+    const wasSet = new Set(was);
+    const added = [...now.chains].filter((c) => c.split('/')[1]!.startsWith('KUBE-') && !wasSet.has(c));
+    const addedIn = (table: string) => new Set(added.filter((c) => c.startsWith(`${table}/`)).map((c) => c.split('/')[1]!));
+    for (const rule of now.rules) {
+      const names = addedIn(rule.table);
+      const target = rule.args[rule.args.indexOf('-j') + 1] ?? '';
+      if (names.has(target) && !names.has(rule.args[1]!)) {
+        await run(bin, ['-w', '5', '-t', rule.table, '-D', ...rule.args.slice(1)], { reject: false });
+      }
+    }
+    for (const c of added) await run(bin, ['-w', '5', '-t', c.split('/')[0]!, '-F', c.split('/')[1]!], { reject: false });
+    for (const c of added) await run(bin, ['-w', '5', '-t', c.split('/')[0]!, '-X', c.split('/')[1]!], { reject: false });
+  }
+  for (const p of before.absentPaths) await fsp.rm(p, { recursive: true, force: true });
+}
+
+/** Records the host as it is before the first kubelet of ours; the last run out restores it. */
+async function holdKubeletHostState(cleanup: Cleanup): Promise<void> {
+  const beforeFile = path.join(HOST_STATE_DIR, 'before.json');
+  const holder = path.join(HOST_STATE_DIR, 'holders', `${process.pid}-${randomBytes(3).toString('hex')}`);
+  await withHostLock(async () => {
+    await liveHolders();
+    // A record left by a run that was killed holds the host's true values: keep it.
+    if (!existsSync(beforeFile)) {
+      const before: HostBefore = { sysctls: [], chains: {}, absentPaths: KUBELET_PATHS.filter((p) => !existsSync(p)) };
+      for (const key of KUBELET_SYSCTLS) {
+        const file = path.join('/proc/sys', key);
+        const value = await fsp.readFile(file, 'utf8').catch(() => undefined);
+        if (value !== undefined) before.sysctls.push([file, value.trim()]);
+      }
+      for (const [save] of IPTABLES) {
+        const dump = await iptablesDump(save);
+        before.chains[save] = dump ? [...dump.chains] : null;
+      }
+      await fsp.writeFile(beforeFile, JSON.stringify(before));
+    }
+    await fsp.mkdir(path.dirname(holder), { recursive: true });
+    await fsp.writeFile(holder, '');
   });
+  cleanup.add('put back what the kubelet changed on the host (when no other run needs it)', () => withHostLock(async () => {
+    await fsp.rm(holder, { force: true });
+    if ((await liveHolders()).length > 0) return;
+    await restoreHost(JSON.parse(await fsp.readFile(beforeFile, 'utf8')) as HostBefore);
+    await fsp.rm(HOST_STATE_DIR, { recursive: true, force: true });
+  }));
 }
 
 /** Creates a cgroup in every hierarchy (the kubelet wants its cgroupRoot to exist), cpuset filled from the top. */
@@ -279,16 +352,11 @@ function describeExit(child: Child): string | undefined {
 }
 
 /**
- * What the kubelet changes on the host beyond its own dirs — a cgroup root, sysctls, iptables chains —
- * prepared (and its undo registered) before the runtime starts, so the undo runs after the runtime's.
+ * What the kubelet changes on the host beyond its own dirs — a cgroup root, sysctls, iptables chains,
+ * fixed paths — prepared (and its undo registered) before the runtime starts, so the undo runs after the runtime's.
  */
 export async function prepareKubeletHost(cleanup: Cleanup): Promise<{ cgroupRoot: string }> {
-  // Fixed paths the kubelet creates whatever its flags say (device-plugin socket, container log links).
-  for (const fixed of ['/var/lib/kubelet', '/var/log/containers']) {
-    if (!existsSync(fixed)) cleanup.add(`remove ${fixed} (the kubelet made it)`, () => fsp.rm(fixed, { recursive: true, force: true }));
-  }
-  await snapshotSysctls(cleanup);
-  await snapshotKubeletIptables(cleanup);
+  await holdKubeletHostState(cleanup);
   const cgroupRoot = `/nodelet-cf-${randomBytes(3).toString('hex')}`;
   cleanup.add(`remove cgroups ${cgroupRoot}`, () => removeCgroupTree(cgroupRoot));
   await createCgroup(cgroupRoot);
