@@ -78,10 +78,15 @@ export function runtimeHandlers(rt: RuntimeService): ServiceHandlers {
         status: { conditions: await rt.conditions() },
         info: req.verbose ? { config: JSON.stringify(rt.ctx.config) } : {},
         // The default handler is also listed under the empty name, which is what clients send for it.
-        runtime_handlers: ['', ...rt.ctx.backends.keys()].map((name) => ({
-          name,
-          features: { recursive_read_only_mounts: false, user_namespaces: false },
-        })),
+        runtime_handlers: await Promise.all(
+          ['', ...rt.ctx.backends.keys()].map(async (name) => ({
+            name,
+            features: {
+              recursive_read_only_mounts: await rt.ctx.backend(rt.ctx.handlerName(name)).supportsRecursiveReadOnly(),
+              user_namespaces: false,
+            },
+          })),
+        ),
         features: { supplemental_groups_policy: true, user_namespaces_host_network: false },
       }),
       RuntimeConfig: async () => ({ linux: { cgroup_driver: 'CGROUPFS' } }),

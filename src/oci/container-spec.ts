@@ -109,6 +109,8 @@ export interface ContainerSpecInput {
   availableCapabilities?: readonly string[];
   /** process.rlimits; defaults to DEFAULT_RLIMITS. Above the daemon's hard limit runc needs CAP_SYS_RESOURCE. */
   rlimits?: readonly OciRlimit[];
+  /** The OCI runtime applies "rro" (recursive read-only bind mounts); without it recursive_read_only is refused. */
+  recursiveReadOnlyMounts?: boolean;
 }
 
 export const ANNOTATION = {
@@ -197,17 +199,22 @@ const PROPAGATION = {
   PROPAGATION_BIDIRECTIONAL: 'rshared',
 } as const;
 
-function criMount(m: Mount__Output, index: number): OciMount {
+function criMount(m: Mount__Output, index: number, recursiveReadOnlyMounts: boolean): OciMount {
   const field = `mounts[${index}]`;
   if (!m.host_path) throw invalidArgument(`${field}: host_path is empty`);
   if (m.image && m.image.image) throw invalidArgument(`${field}: an image mount reaches the spec builder unresolved (no host path)`);
-  if (m.recursive_read_only) throw invalidArgument(`${field}: recursive_read_only is not supported by this runtime`);
   const propagation = PROPAGATION[m.propagation] ?? 'rprivate';
+  if (m.recursive_read_only) {
+    if (!recursiveReadOnlyMounts) throw invalidArgument(`${field}: recursive_read_only is not supported by this runtime handler`);
+    if (!m.readonly) throw invalidArgument(`${field}: recursive_read_only needs readonly`);
+    // A read-only submount would be undone by mounts propagating in from the host.
+    if (propagation !== 'rprivate') throw invalidArgument(`${field}: recursive_read_only needs PROPAGATION_PRIVATE, not ${m.propagation}`);
+  }
   return {
     destination: cleanDestination(m.container_path, field),
     type: 'bind',
     source: m.host_path,
-    options: ['rbind', propagation, m.readonly ? 'ro' : 'rw'],
+    options: ['rbind', propagation, m.readonly ? 'ro' : 'rw', ...(m.recursive_read_only ? ['rro'] : [])],
   };
 }
 
@@ -215,7 +222,7 @@ function criMount(m: Mount__Output, index: number): OciMount {
 export function containerMounts(
   criMounts: readonly Mount__Output[],
   sandboxPaths: SandboxPaths,
-  opts: { privileged: boolean; readonlyRootfs: boolean },
+  opts: { privileged: boolean; readonlyRootfs: boolean; recursiveReadOnlyMounts?: boolean },
 ): { mounts: OciMount[]; rootfsPropagation?: string } {
   const byDestination = new Map<string, OciMount>();
   const add = (m: OciMount) => {
@@ -233,7 +240,7 @@ export function containerMounts(
 
   let rootfsPropagation: string | undefined;
   criMounts.forEach((m, i) => {
-    const mount = criMount(m, i);
+    const mount = criMount(m, i, opts.recursiveReadOnlyMounts ?? false);
     if (m.propagation === 'PROPAGATION_BIDIRECTIONAL') rootfsPropagation = 'rshared';
     else if (m.propagation === 'PROPAGATION_HOST_TO_CONTAINER' && rootfsPropagation !== 'rshared') rootfsPropagation = 'rslave';
     add(mount);
@@ -381,7 +388,11 @@ export function buildContainerSpec(input: ContainerSpecInput): OciSpec {
   const { resources, oomScoreAdj } = resourcesFor(config.linux?.resources, input);
   const { devices, rules } = devicesFor(config, input.hostDevices ?? {});
   resources.devices = privileged ? allowAllDeviceRules() : [...defaultDeviceRules(), ...rules];
-  const { mounts, rootfsPropagation } = containerMounts(config.mounts, input.sandboxPaths, { privileged, readonlyRootfs });
+  const { mounts, rootfsPropagation } = containerMounts(config.mounts, input.sandboxPaths, {
+    privileged,
+    readonlyRootfs,
+    recursiveReadOnlyMounts: input.recursiveReadOnlyMounts,
+  });
   const namespaces = containerNamespaces(modes, input.namespacePaths, input.cgroupV2 ?? false);
 
   const spec: OciSpec = {

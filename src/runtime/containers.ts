@@ -190,6 +190,7 @@ export class Containers {
       seccompLocalhostProfile,
       availableCapabilities: this.ctx.availableCapabilities,
       rlimits: this.ctx.rlimits,
+      recursiveReadOnlyMounts: await this.ctx.backend(rec.runtimeHandler).supportsRecursiveReadOnly(),
     });
     const { uid, gid, additionalGids } = spec.process.user;
     rec.user = { uid, gid, additionalGids: additionalGids ?? [] };

@@ -10,6 +10,7 @@ import * as grpc from '@grpc/grpc-js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { useRegistries, type Registries } from '../helpers/registries.js';
 import { containerConfig, runContainer, sandboxConfig, waitFor } from '../helpers/pods.js';
+import { run } from '../../src/common/exec.js';
 
 let d: TestDaemon;
 let reg: Registries;
@@ -270,4 +271,40 @@ test('SupplementalGroupsPolicy (critest): advertised; ContainerStatus.user and t
   }
   await d.client.runtime('StopPodSandbox', { pod_sandbox_id: podId });
   await d.client.runtime('RemovePodSandbox', { pod_sandbox_id: podId });
+});
+
+test('recursive read-only mounts (critest): advertised; a tmpfs below a recursive_read_only mount is read-only too; bad requests refused', async () => {
+  const { runtime_handlers: handlers } = await d.client.runtime('Status', {});
+  assert.equal(handlers.find((h: any) => h.name === '')?.features?.recursive_read_only_mounts, true);
+  const hostPath = await fsp.mkdtemp(path.join(os.tmpdir(), 'nodelet-rro-'));
+  const tmpfs = path.join(hostPath, 'tmpfs');
+  await fsp.mkdir(tmpfs);
+  await run('mount', ['-t', 'tmpfs', 'none', tmpfs]);
+  try {
+    const config = sandboxConfig('rro', path.join(logDir, 'rro'));
+    const { pod_sandbox_id: podId } = await d.client.runtime('RunPodSandbox', { config });
+    const withMount = (name: string, m: object) =>
+      containerConfig(name, BUSYBOX, ['sleep', '3600'], { mounts: [{ host_path: hostPath, container_path: '/mnt', readonly: true, selinux_relabel: true, ...m }] });
+    const rro = await runContainer(d.client, podId, config, withMount('rro', { recursive_read_only: true }));
+    const denied = await exec(rro, ['touch', '/mnt/tmpfs/foo']);
+    assert.notEqual(denied.code, 0);
+    assert.match(denied.stderr, /Read-only file system/);
+    const plain = await runContainer(d.client, podId, config, withMount('ro', {}));
+    assert.equal((await exec(plain, ['touch', '/mnt/tmpfs/file'])).code, 0);
+    for (const [name, m] of [
+      ['rro-rw', { readonly: false, recursive_read_only: true }],
+      ['rro-slave', { recursive_read_only: true, propagation: 'PROPAGATION_HOST_TO_CONTAINER' }],
+      ['rro-shared', { recursive_read_only: true, propagation: 'PROPAGATION_BIDIRECTIONAL' }],
+    ] as const) {
+      await assert.rejects(
+        d.client.runtime('CreateContainer', { pod_sandbox_id: podId, config: withMount(name, m), sandbox_config: config }),
+        (err: grpc.ServiceError) => err.code === grpc.status.INVALID_ARGUMENT && /recursive_read_only/.test(err.details),
+      );
+    }
+    await d.client.runtime('StopPodSandbox', { pod_sandbox_id: podId });
+    await d.client.runtime('RemovePodSandbox', { pod_sandbox_id: podId });
+  } finally {
+    await run('umount', ['-l', tmpfs], { reject: false });
+    await fsp.rm(hostPath, { recursive: true, force: true });
+  }
 });

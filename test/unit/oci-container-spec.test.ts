@@ -438,6 +438,19 @@ test('mounts: relative container path and empty host path are invalid', () => {
   throwsInvalid(() => build({ mounts: [mount({ container_path: '/data', host_path: '' })] }), /mounts\[0\]: host_path/);
 });
 
+test('mounts: recursive_read_only (critest) is rro on a handler that has it; refused otherwise, naming why', () => {
+  const rro = (over: Partial<Mount__Output> = {}) => mount({ container_path: '/mnt', host_path: '/h', readonly: true, recursive_read_only: true, ...over });
+  const spec = build({ mounts: [rro()] }, { recursiveReadOnlyMounts: true });
+  assert.deepEqual(spec.mounts.find((m) => m.destination === '/mnt')!.options, ['rbind', 'rprivate', 'ro', 'rro']);
+  const plain = build({ mounts: [mount({ container_path: '/mnt', host_path: '/h', readonly: true })] }, { recursiveReadOnlyMounts: true });
+  assert.deepEqual(plain.mounts.find((m) => m.destination === '/mnt')!.options, ['rbind', 'rprivate', 'ro']);
+  throwsInvalid(() => build({ mounts: [rro()] }), /mounts\[0\]: recursive_read_only is not supported/);
+  throwsInvalid(() => build({ mounts: [rro({ readonly: false })] }, { recursiveReadOnlyMounts: true }), /mounts\[0\]: recursive_read_only needs readonly/);
+  for (const propagation of ['PROPAGATION_HOST_TO_CONTAINER', 'PROPAGATION_BIDIRECTIONAL'] as const) {
+    throwsInvalid(() => build({ mounts: [rro({ propagation })] }, { recursiveReadOnlyMounts: true }), new RegExp(`needs PROPAGATION_PRIVATE, not ${propagation}`));
+  }
+});
+
 // ---- devices ----
 
 test('devices: config devices become linux.devices and cgroup allow rules', () => {

@@ -3,7 +3,7 @@
 // container's parent, so containers outlive it; everything here can be rebuilt from files and
 // `runtime state` after a restart.
 import { promises as fsp, watch as fsWatch, type FSWatcher } from 'node:fs';
-import { constants as osConstants } from 'node:os';
+import { constants as osConstants, release as osRelease } from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
@@ -187,6 +187,7 @@ export class RuncBackend {
   private readonly conmonLogLevel: string;
   private readonly createTimeoutMs: number;
   private resolvedRuntime: string | undefined;
+  private recursiveReadOnly: Promise<boolean> | undefined;
   private readonly log: Logger;
 
   constructor(opts: RuncBackendOptions) {
@@ -768,6 +769,26 @@ export class RuncBackend {
     const state = await this.state(id);
     if (!state?.bundle) throw notFound(`container ${id} not found in runtime`);
     return state.bundle;
+  }
+
+  /**
+   * Whether this runtime applies the "rro" mount option (recursive read-only, `runc features`
+   * lists it) on a kernel with mount_setattr (5.12+). Asked once.
+   */
+  supportsRecursiveReadOnly(): Promise<boolean> {
+    this.recursiveReadOnly ??= (async () => {
+      const [major = 0, minor = 0] = osRelease().split('.').map((n) => parseInt(n, 10));
+      if (major < 5 || (major === 5 && minor < 12)) return false;
+      const res = await run(await this.runtimeBinary(), ['features'], { reject: false, timeoutMs: 10_000 }).catch(() => undefined);
+      if (!res || res.exitCode !== 0) return false;
+      try {
+        const features = JSON.parse(res.stdout) as { mountOptions?: unknown };
+        return Array.isArray(features.mountOptions) && features.mountOptions.includes('rro');
+      } catch {
+        return false;
+      }
+    })();
+    return this.recursiveReadOnly;
   }
 
   private async runtimeBinary(): Promise<string> {
