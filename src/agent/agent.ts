@@ -17,6 +17,7 @@ import { PodWorker, type PodWorkerDeps } from './pod-worker.js';
 import { KubeletApiServer } from './kubelet-api/server.js';
 import { MirrorPods, isMirrorPod } from './mirror-pods.js';
 import { KubeVolumeData } from './volumes/sources.js';
+import { bootstrapClientCertificate } from './bootstrap.js';
 
 const HOUSEKEEPING_MS = 2000;
 const EVENTS_PER_SECOND = 10;
@@ -51,6 +52,7 @@ export class Agent {
     const version = await this.waitForRuntime();
     this.runtimeName = version.runtime_name;
     this.log.info({ runtime: `${version.runtime_name}://${version.runtime_version}`, hostIP: this.hostIP }, 'runtime connected');
+    if (this.config.kubeconfig && this.config.bootstrapKubeconfig) await this.bootstrap();
     if (this.config.kubeconfig) this.kube = kubeClientsFromFile(this.config.kubeconfig);
     // Before registration, so the Node reports the port the kubelet API really listens on.
     await this.startKubeletApi();
@@ -111,6 +113,26 @@ export class Agent {
       await this.apiSource.start();
     }
     this.scheduleHousekeeping();
+  }
+
+  /** TLS bootstrap, retried with back-off (an apiserver not up yet, a CSR not approved in time) until it succeeds. */
+  private async bootstrap(): Promise<void> {
+    for (let failures = 0; !this.stopped; ) {
+      try {
+        await bootstrapClientCertificate({
+          bootstrapKubeconfig: this.config.bootstrapKubeconfig!,
+          kubeconfig: this.config.kubeconfig!,
+          certDir: path.join(this.config.root, 'pki'),
+          nodeName: this.config.nodeName,
+          log: this.log,
+        });
+        return;
+      } catch (err) {
+        failures++;
+        this.log.warn({ err: errorMessage(err), failures }, 'TLS bootstrap failed; retrying');
+        await new Promise((r) => setTimeout(r, Math.min(1000 * 2 ** failures, 30_000)));
+      }
+    }
   }
 
   /** The kubelet API (HTTPS, --kubelet-api-address). */

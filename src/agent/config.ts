@@ -7,6 +7,8 @@ import { invalidArgument } from '../common/errors.js';
 
 export interface AgentConfig {
   kubeconfig?: string;
+  /** TLS bootstrap: credentials (a bootstrap token) that may ask for a node client certificate when --kubeconfig has none. */
+  bootstrapKubeconfig?: string;
   nodeName: string;
   criEndpoint: string;
   /** The agent's own state directory (the kubelet's --root-dir). */
@@ -56,6 +58,7 @@ export function defaultAgentConfig(): AgentConfig {
 const FLAG_OPTIONS = {
   config: { type: 'string' },
   kubeconfig: { type: 'string' },
+  'bootstrap-kubeconfig': { type: 'string' },
   'node-name': { type: 'string' },
   'hostname-override': { type: 'string' },
   'cri-endpoint': { type: 'string' },
@@ -78,6 +81,8 @@ const FLAG_OPTIONS = {
 
 export const AGENT_USAGE = `usage: nodelet-agent [flags]
   --kubeconfig FILE          connect to the cluster (omit for standalone static pods)
+  --bootstrap-kubeconfig FILE  TLS bootstrap: when --kubeconfig has no valid client certificate, get one through
+                             a CertificateSigningRequest with these credentials and write --kubeconfig
   --node-name NAME           node name (default: hostname)
   --cri-endpoint URL         CRI socket (default unix:///run/nodelet/cri.sock)
   --root DIR                 agent state directory (default /var/lib/nodelet-agent)
@@ -135,6 +140,8 @@ export function parseAgentFlags(argv: string[]): AgentConfig & { help: boolean }
   const cfg = defaultAgentConfig();
   if (v.config) applyConfigFile(cfg, v.config);
   if (v.kubeconfig) cfg.kubeconfig = v.kubeconfig;
+  if (v['bootstrap-kubeconfig']) cfg.bootstrapKubeconfig = v['bootstrap-kubeconfig'];
+  if (cfg.bootstrapKubeconfig && !cfg.kubeconfig) throw invalidArgument('--bootstrap-kubeconfig needs --kubeconfig (where the issued credentials go)');
   const nodeName = v['node-name'] ?? v['hostname-override'];
   if (nodeName) cfg.nodeName = nodeName.toLowerCase();
   const endpoint = v['cri-endpoint'] ?? v['container-runtime-endpoint'];

@@ -1,7 +1,7 @@
 // nodelet-agent against the real kube-apiserver (Node,RBAC authorization, NodeRestriction admission) with a node
 // client certificate: registration, the Lease heartbeat, a scheduled pod run to Running (with its service-account
-// token volume), `kubectl logs` and `exec`, kubelet events, a static pod's mirror, deletion, and an apiserver
-// outage the agent rides out with its pods kept.
+// token volume), `kubectl logs` and `exec`, kubelet events, a static pod's mirror, deletion, an apiserver
+// outage the agent rides out with its pods kept, and TLS bootstrap (a bootstrap token → an issued node certificate).
 // The agent reaches the apiserver through a TCP relay of ours, so the test can cut the connection.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -10,7 +10,8 @@ import net from 'node:net';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import YAML from 'yaml';
-import { configureLogger } from '../../src/common/log.js';
+import { configureLogger, logger } from '../../src/common/log.js';
+import { bootstrapClientCertificate, KUBELET_CLIENT_SIGNER } from '../../src/agent/bootstrap.js';
 import { waitFor } from '../helpers/pods.js';
 import { startControlPlane, type ControlPlane } from '../conformance/control-plane.js';
 import { startAgentHarness, type AgentHarness } from './harness.js';
@@ -267,4 +268,34 @@ test('deleting pods completes: they leave the API and the runtime', async () => 
       return items.length === 0;
     }, 20_000);
   }
+});
+
+test('TLS bootstrap: a bootstrap token gets a node client certificate through an auto-approved CSR', async () => {
+  const token = await cp!.bootstrapToken();
+  const dir = await fsp.mkdtemp(path.join(h.base, 'bootstrap-'));
+  const bootstrapKubeconfig = path.join(dir, 'bootstrap.kubeconfig');
+  await fsp.writeFile(bootstrapKubeconfig, YAML.stringify({
+    apiVersion: 'v1',
+    kind: 'Config',
+    clusters: [{ name: 'c', cluster: { server: cp!.server, 'certificate-authority': cp!.caPath } }],
+    users: [{ name: 'bootstrap', user: { token } }],
+    contexts: [{ name: 'x', context: { cluster: 'c', user: 'bootstrap' } }],
+    'current-context': 'x',
+  }), { mode: 0o600 });
+  const kubeconfig = path.join(dir, 'node.kubeconfig');
+  const name = `${nodeName}-boot`;
+  const opts = { bootstrapKubeconfig, kubeconfig, certDir: path.join(dir, 'pki'), nodeName: name, log: logger({ component: 'test' }), timeoutMs: 60_000, pollMs: 250 };
+  await bootstrapClientCertificate(opts);
+  const whoami = JSON.parse(await cp!.kubectl(['auth', 'whoami', '-o', 'json'], { kubeconfig }));
+  assert.equal(whoami.status.userInfo.username, `system:node:${name}`);
+  assert.ok(whoami.status.userInfo.groups.includes('system:nodes'), whoami.status.userInfo.groups.join(','));
+  // The controller-manager approved and signed it; nothing in the test did.
+  const ours = (await getJson(['get', 'csr'])).items.filter((c: any) => c.spec.username === `system:bootstrap:${token.split('.')[0]}`);
+  assert.equal(ours.length, 1);
+  assert.equal(ours[0].spec.signerName, KUBELET_CLIENT_SIGNER);
+  assert.ok(ours[0].status.conditions.some((c: any) => c.type === 'Approved' && c.status === 'True'));
+  // With a valid certificate in place nothing more is asked for.
+  await bootstrapClientCertificate(opts);
+  const after = (await getJson(['get', 'csr'])).items.filter((c: any) => c.spec.username === `system:bootstrap:${token.split('.')[0]}`);
+  assert.equal(after.length, 1);
 });
