@@ -443,11 +443,11 @@ export const EXEC_SYNC_REPLY_LIMIT = 16 * 1024 * 1024 - 64 * 1024;
 /** Cuts output that would not fit one reply, saying so at the end of what was cut (never an error). */
 export function fitExecOutput(stdout: Buffer, stderr: Buffer, limit = EXEC_SYNC_REPLY_LIMIT): { stdout: Buffer; stderr: Buffer } {
   if (stdout.length + stderr.length <= limit) return { stdout, stderr };
-  const note = (kept: number, total: number) => Buffer.from(`\n[nodelet: output cut to ${kept} of ${total} bytes: an ExecSync reply must fit one message]\n`);
+  const note = (kept: number) => Buffer.from(`\n[nodelet: output cut to its first ${kept} bytes: an ExecSync reply must fit one message]\n`);
   const room = limit - 2 * 200; // the notes
   const errKeep = Math.min(stderr.length, Math.max(Math.floor(room / 2), room - stdout.length));
   const outKeep = Math.min(stdout.length, room - errKeep);
-  const cut = (buf: Buffer, keep: number) => (keep < buf.length ? Buffer.concat([buf.subarray(0, keep), note(keep, buf.length)]) : buf);
+  const cut = (buf: Buffer, keep: number) => (keep < buf.length ? Buffer.concat([buf.subarray(0, keep), note(keep)]) : buf);
   return { stdout: cut(stdout, outKeep), stderr: cut(stderr, errKeep) };
 }
 
