@@ -251,17 +251,26 @@ export async function runNodeChecksPhase(tools: Tools, report: ConformanceReport
       if (ip !== address.ip) throw new Error(`Ready, but InternalIP ${ip ?? 'none'} (want ${address.ip})`);
       return `Ready ${seconds(nodeStarted)} after start; InternalIP ${ip}`;
     });
-    const checks = [
-      'deployment of 10 replicas Running', 'kubectl logs', 'kubectl exec', 'kubectl port-forward', 'failing exec liveness probe restarts the container',
-      "static pod's mirror pod Running", 'scale to 0 leaves no containers or sandboxes', 'deleted namespace leaves nothing in the runtime',
-    ];
+    const checks = {
+      deployment: `deployment of ${REPLICAS} replicas Running`,
+      logs: 'kubectl logs',
+      exec: 'kubectl exec',
+      portForward: 'kubectl port-forward',
+      readiness: 'httpGet readiness probe makes the pod Ready',
+      liveness: 'failing exec liveness probe restarts the container; logs --previous',
+      volumes: 'init container, emptyDir, configMap, secret, downward API, service account token',
+      completion: 'run-to-completion pods: Succeeded with exit 0, Failed with exit 7',
+      staticPod: "static pod's mirror pod Running",
+      scaleToZero: 'scale to 0 leaves no containers or sandboxes',
+      namespace: 'deleted namespace leaves nothing in the runtime',
+    };
     if (!ready) {
-      for (const c of checks) report.skip(name(c), 'node never became Ready');
+      for (const c of Object.values(checks)) report.skip(name(c), 'node never became Ready');
       return;
     }
 
     // 1. The Deployment, timed from create to all replicas Running.
-    await report.check(name(checks[0]!), async () => {
+    await report.check(name(checks.deployment), async () => {
       const started = Date.now();
       await create(cp, `/apis/apps/v1/namespaces/${ns}/deployments`, {
         apiVersion: 'apps/v1', kind: 'Deployment', metadata: { name: 'sleepers' },
@@ -288,19 +297,49 @@ export async function runNodeChecksPhase(tools: Tools, report: ConformanceReport
           name: 'httpd',
           command: ['sh', '-c', `echo log-${marker}; mkdir -p /www; echo page-${marker} > /www/index.html; exec httpd -f -p 8080 -h /www`],
           ports: [{ containerPort: 8080 }],
+          readinessProbe: { httpGet: { path: '/', port: 8080 }, periodSeconds: 1 },
         }]),
       }),
       create(cp, `/api/v1/namespaces/${ns}/pods`, {
         apiVersion: 'v1', kind: 'Pod', metadata: { name: 'unhealthy' },
         spec: podSpec(ctx, [{
           name: 'sleep',
-          command: ['sleep', '3600'],
+          command: ['sh', '-c', `echo started-${marker}; exec sleep 3600`],
           livenessProbe: { exec: { command: ['cat', '/tmp/absent'] }, initialDelaySeconds: 1, periodSeconds: 1, failureThreshold: 1 },
         }]),
       }),
       fsp.writeFile(path.join(node.staticPodDir, 'cf-static.yaml'), YAML.stringify({
         apiVersion: 'v1', kind: 'Pod', metadata: { name: 'cf-static', namespace: ns },
         spec: { terminationGracePeriodSeconds: 2, containers: [{ name: 'sleep', image: IMAGE, imagePullPolicy: 'IfNotPresent', command: ['sleep', '3600'] }] },
+      })),
+      create(cp, `/api/v1/namespaces/${ns}/configmaps`, { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'cf-config' }, data: { greeting: `config-${marker}` } }),
+      create(cp, `/api/v1/namespaces/${ns}/secrets`, { apiVersion: 'v1', kind: 'Secret', metadata: { name: 'cf-secret' }, stringData: { token: `secret-${marker}` } }),
+      create(cp, `/api/v1/namespaces/${ns}/pods`, {
+        apiVersion: 'v1', kind: 'Pod', metadata: { name: 'volumes', labels: { app: 'volumes', tag: marker } },
+        spec: podSpec(ctx, [{
+          name: 'main',
+          command: ['sh', '-c', 'cat /work/init /cfg/greeting /sec/token; echo; echo "env $POD_NAME $POD_IP"; cat /podinfo/labels; echo; exec sleep 3600'],
+          env: [
+            { name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
+            { name: 'POD_IP', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } },
+          ],
+          volumeMounts: [
+            { name: 'work', mountPath: '/work' }, { name: 'cfg', mountPath: '/cfg' },
+            { name: 'sec', mountPath: '/sec' }, { name: 'podinfo', mountPath: '/podinfo' },
+          ],
+        }], {
+          initContainers: [{ name: 'init', image: IMAGE, imagePullPolicy: 'IfNotPresent', command: ['sh', '-c', `echo init-${marker} > /work/init`], volumeMounts: [{ name: 'work', mountPath: '/work' }] }],
+          volumes: [
+            { name: 'work', emptyDir: {} },
+            { name: 'cfg', configMap: { name: 'cf-config' } },
+            { name: 'sec', secret: { secretName: 'cf-secret' } },
+            { name: 'podinfo', downwardAPI: { items: [{ path: 'labels', fieldRef: { fieldPath: 'metadata.labels' } }] } },
+          ],
+        }),
+      }),
+      ...[['succeeds', 'echo done'], ['fails', 'exit 7']].map(([pod, script]) => create(cp, `/api/v1/namespaces/${ns}/pods`, {
+        apiVersion: 'v1', kind: 'Pod', metadata: { name: pod },
+        spec: podSpec(ctx, [{ name: 'main', command: ['sh', '-c', script] }], { restartPolicy: 'Never' }),
       })),
       ...['doomed-a', 'doomed-b'].map((p) => create(cp, `/api/v1/namespaces/${doomedNs}/pods`, {
         apiVersion: 'v1', kind: 'Pod', metadata: { name: p, labels: { app: 'doomed' } },
@@ -316,7 +355,7 @@ export async function runNodeChecksPhase(tools: Tools, report: ConformanceReport
     }, () => describe(ctx, namespace));
 
     // 2. Logs through the apiserver → node API → CRI log file.
-    await report.check(name(checks[1]!), async () => {
+    await report.check(name(checks.logs), async () => {
       await waitRunning('web');
       const logs = await until('the log line', 30_000, async () => {
         const out = await ctx.cp.kubectl(['logs', '-n', ns, 'web']);
@@ -326,7 +365,7 @@ export async function runNodeChecksPhase(tools: Tools, report: ConformanceReport
     });
 
     // 3. Exec: output, stdin, exit code.
-    await report.check(name(checks[2]!), async () => {
+    await report.check(name(checks.exec), async () => {
       await waitRunning('web');
       const out = await cp.kubectl(['exec', '-n', ns, 'web', '--', 'sh', '-c', 'echo $((6*7)); cat /www/index.html']);
       if (out !== `42\npage-${marker}\n`) throw new Error(`exec output ${JSON.stringify(out)}`);
@@ -338,7 +377,7 @@ export async function runNodeChecksPhase(tools: Tools, report: ConformanceReport
     });
 
     // 4. Port-forward: HTTP through the apiserver's tunnel to httpd in the pod.
-    await report.check(name(checks[3]!), async () => {
+    await report.check(name(checks.portForward), async () => {
       await waitRunning('web');
       const pf = await portForward(cp, tools, ns, 'web', 8080);
       try {
@@ -353,19 +392,60 @@ export async function runNodeChecksPhase(tools: Tools, report: ConformanceReport
       return '3 HTTP GETs through port-forward';
     });
 
-    // 5. A failing exec liveness probe restarts the container.
-    await report.check(name(checks[4]!), async () => {
+    await report.check(name(checks.readiness), async () => {
+      const pod = await until('pod web Ready', 60_000, async () => {
+        const res = await cp.request('GET', `/api/v1/namespaces/${ns}/pods/web`);
+        const ready = (res.body?.status?.conditions ?? []).find((c: any) => c.type === 'Ready');
+        return ready?.status === 'True' ? res.body : undefined;
+      }, () => describe(ctx));
+      if (!pod.status.containerStatuses?.[0]?.ready) throw new Error('pod Ready, but its container not');
+      return `Ready; podIP ${pod.status.podIP}`;
+    });
+
+    // 5. A failing exec liveness probe restarts the container; the previous one's log stays readable.
+    await report.check(name(checks.liveness), async () => {
       const started = Date.now();
       const restarts = await until('restartCount >= 1', 90_000, async () => {
         const res = await cp.request('GET', `/api/v1/namespaces/${ns}/pods/unhealthy`);
         const n = res.body?.status?.containerStatuses?.[0]?.restartCount ?? 0;
         return n >= 1 ? n : undefined;
       }, () => describe(ctx));
-      return `restartCount ${restarts} (seen ${seconds(started)} after the last check)`;
+      const previous = await cp.kubectl(['logs', '--previous', '-n', ns, 'unhealthy']);
+      if (!previous.includes(`started-${marker}`)) throw new Error(`restartCount ${restarts}, but logs --previous gave ${JSON.stringify(previous.slice(0, 200))}`);
+      return `restartCount ${restarts} (seen ${seconds(started)} after the last check); logs --previous readable`;
+    });
+
+    await report.check(name(checks.volumes), async () => {
+      const pod = await until('pod volumes Running', 90_000, async () => {
+        const res = await cp.request('GET', `/api/v1/namespaces/${ns}/pods/volumes`);
+        return res.status === 200 && res.body.status?.phase === 'Running' ? res.body : undefined;
+      }, () => describe(ctx));
+      const want = [`init-${marker}`, `config-${marker}`, `secret-${marker}`, `env volumes ${pod.status.podIP}`, `tag="${marker}"`];
+      const logs = await until('the pod to print its volumes', 30_000, async () => {
+        const out = await cp.kubectl(['logs', '-n', ns, 'volumes']);
+        return want.every((w) => out.includes(w)) ? out : undefined;
+      }, async () => `want ${want.join(', ')}; logs: ${JSON.stringify(await cp.kubectl(['logs', '-n', ns, 'volumes']).catch((e) => String(e)))}`);
+      const token = await cp.kubectl(['exec', '-n', ns, 'volumes', '--', 'sh', '-c',
+        'cat /var/run/secrets/kubernetes.io/serviceaccount/token | wc -c; ls /var/run/secrets/kubernetes.io/serviceaccount']);
+      const [bytes] = token.trim().split('\n');
+      if (!(Number(bytes) > 100) || !token.includes('ca.crt') || !token.includes('namespace')) throw new Error(`service account volume: ${JSON.stringify(token)}`);
+      return `${logs.trim().split('\n').length} lines as expected; token ${Number(bytes)} bytes`;
+    });
+
+    await report.check(name(checks.completion), async () => {
+      const phaseOf = async (pod: string) => (await cp.request('GET', `/api/v1/namespaces/${ns}/pods/${pod}`)).body;
+      const [ok, bad] = await until('both pods finished', 90_000, async () => {
+        const pods = await Promise.all([phaseOf('succeeds'), phaseOf('fails')]);
+        return pods.every((p) => p?.status?.phase === 'Succeeded' || p?.status?.phase === 'Failed') ? pods : undefined;
+      }, () => describe(ctx));
+      const code = (p: any) => p.status.containerStatuses?.[0]?.state?.terminated?.exitCode;
+      if (ok.status.phase !== 'Succeeded' || code(ok) !== 0) throw new Error(`succeeds: ${ok.status.phase}, exit ${code(ok)}`);
+      if (bad.status.phase !== 'Failed' || code(bad) !== 7) throw new Error(`fails: ${bad.status.phase}, exit ${code(bad)}`);
+      return 'Succeeded/0 and Failed/7';
     });
 
     // 6. The static pod runs and has a mirror pod in the API.
-    await report.check(name(checks[5]!), async () => {
+    await report.check(name(checks.staticPod), async () => {
       const mirror = `cf-static-${nodeName}`;
       const pod = await until(`mirror pod ${mirror} Running`, 90_000, async () => {
         const res = await cp.request('GET', `/api/v1/namespaces/${ns}/pods/${mirror}`);
@@ -378,7 +458,7 @@ export async function runNodeChecksPhase(tools: Tools, report: ConformanceReport
     // 7 and 8 wait on the node's garbage collection; run them side by side.
     const sleepersBefore = (await leftovers(runtime, ns, 'sleepers-').catch(() => [])).filter((l) => l.startsWith('sandbox')).length;
     await Promise.all([
-      report.check(name(checks[6]!), async () => {
+      report.check(name(checks.scaleToZero), async () => {
         const started = Date.now();
         await cp.kubectl(['scale', '-n', ns, 'deployment/sleepers', '--replicas=0']);
         await until('no sleepers pods in the API', 90_000, async () => (await listPods(cp, ns, 'app=sleepers')).length === 0,
@@ -391,7 +471,7 @@ export async function runNodeChecksPhase(tools: Tools, report: ConformanceReport
         }, async () => `still in the runtime (${left.length}): ${left.slice(0, 6).join('; ')}\n${node.kind} log tail:\n${await node.logTail(10)}`);
         return `${sleepersBefore} sandboxes before; pods gone from the API in ${apiGone}, from the runtime in ${seconds(started)}`;
       }),
-      report.check(name(checks[7]!), async () => {
+      report.check(name(checks.namespace), async () => {
         await waitRunning('doomed-a', doomedNs);
         await waitRunning('doomed-b', doomedNs);
         const started = Date.now();
