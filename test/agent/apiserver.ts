@@ -1,8 +1,9 @@
 // A small kube-apiserver of our own for the agent tests: HTTPS with a bearer token, one in-memory store with a global
 // resourceVersion, list/watch with fieldSelector, resourceVersion, bookmarks and 410 Gone, the status subresource,
 // merge and strategic-merge patches, 409 conflicts, graceful pod deletion, leases, events, configmaps, secrets, services;
-// like the real one, MicroTime fields (Lease, Event) refused unless they carry exactly six fractional digits, and a
-// GET of a pod not bound to a node refused (403) as the node authorizer does.
+// like the real one, MicroTime fields (Lease, Event) refused unless they carry exactly six fractional digits; like
+// the node authorizer, a GET of a pod not bound to a node, or of a secret or config map no bound pod names, refused
+// (403), and secrets and config maps never listed or watched.
 import https from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { randomBytes, randomUUID } from 'node:crypto';
@@ -401,6 +402,27 @@ export async function startTestApiServer(opts: { bookmarkIntervalMs?: number } =
     };
   }
 
+  /** As the node authorizer's graph has it: a secret or config map named by a pod bound to a node (any node here). */
+  function referencedByBoundPod(resource: 'secrets' | 'configmaps', namespace: string, name: string): boolean {
+    const secrets = resource === 'secrets';
+    for (const [key, pod] of store) {
+      if (!key.startsWith('pods/') || pod.metadata.namespace !== namespace || !pod.spec?.nodeName) continue;
+      const spec = pod.spec;
+      const names: (string | undefined)[] = [];
+      if (secrets) names.push(...(spec.imagePullSecrets ?? []).map((s: any) => s.name));
+      for (const v of spec.volumes ?? []) {
+        names.push(secrets ? v.secret?.secretName : v.configMap?.name);
+        for (const src of v.projected?.sources ?? []) names.push(secrets ? src.secret?.name : src.configMap?.name);
+      }
+      for (const c of [...(spec.initContainers ?? []), ...(spec.containers ?? []), ...(spec.ephemeralContainers ?? [])]) {
+        for (const e of c.envFrom ?? []) names.push(secrets ? e.secretRef?.name : e.configMapRef?.name);
+        for (const e of c.env ?? []) names.push(secrets ? e.valueFrom?.secretKeyRef?.name : e.valueFrom?.configMapKeyRef?.name);
+      }
+      if (names.includes(name)) return true;
+    }
+    return false;
+  }
+
   async function readBody(req: IncomingMessage): Promise<any> {
     const chunks: Buffer[] = [];
     for await (const c of req) chunks.push(c as Buffer);
@@ -445,6 +467,9 @@ export async function startTestApiServer(opts: { bookmarkIntervalMs?: number } =
     const q = url.searchParams;
     switch (req.method) {
       case 'GET': {
+        if (!name && (resource === 'secrets' || resource === 'configmaps')) {
+          throw new HttpError(403, 'Forbidden', `${resource} is forbidden: a node may only get the ${resource} of the pods bound to it, not list or watch them`);
+        }
         if (!name) {
           if (q.get('watch') === 'true' || q.get('watch') === '1') return startWatch(req, res, resource, namespace, q);
           const matches = parseFieldSelector(q.get('fieldSelector'));
@@ -457,6 +482,9 @@ export async function startTestApiServer(opts: { bookmarkIntervalMs?: number } =
         // The node authorizer lets a node get only pods bound to a node (one node here): a missing pod is 403, not 404.
         if (resource === 'pods' && !obj?.spec?.nodeName) {
           throw new HttpError(403, 'Forbidden', `pods "${name}" is forbidden: no relationship found between this node and this object`);
+        }
+        if ((resource === 'secrets' || resource === 'configmaps') && !referencedByBoundPod(resource, namespace!, name)) {
+          throw new HttpError(403, 'Forbidden', `${resource} "${name}" is forbidden: no relationship found between this node and this object`);
         }
         if (!obj) throw new HttpError(404, 'NotFound', `${resource} "${name}" not found`);
         return reply(200, obj);
