@@ -221,22 +221,26 @@ export class Containers {
     if (rec.state !== 'CONTAINER_RUNNING') return rec;
     const backend = this.ctx.backend(rec.runtimeHandler);
     const exit = await backend.readExit(rec.id);
-    if (!exit) return rec;
+    // No exit file: conmon may have been killed with (or after) the container, and nobody will ever write one.
+    const unmonitored = exit ? undefined : await backend.unmonitoredExit(rec.id);
+    if (!exit && !unmonitored) return rec;
     return this.ctx.locks.run(rec.id, async () => {
       const cur = this.ctx.containers.get(rec.id);
       if (!cur || cur.state !== 'CONTAINER_RUNNING') return cur ?? rec;
-      await this.recordExit(cur, exit.exitCode, exit.finishedAt);
+      if (exit) await this.recordExit(cur, exit.exitCode, exit.finishedAt);
+      else await this.recordExit(cur, unmonitored!.exitCode, new Date(), unmonitored!.message);
       return cur;
     });
   }
 
-  private async recordExit(rec: ContainerRecord, exitCode: number, finishedAt: Date): Promise<void> {
+  private async recordExit(rec: ContainerRecord, exitCode: number, finishedAt: Date, message?: string): Promise<void> {
     const oom = await this.ctx.backend(rec.runtimeHandler).wasOomKilled(rec.id).catch(() => false);
     rec.state = 'CONTAINER_EXITED';
     rec.exitCode = exitCode;
     const finished = dateToNs(finishedAt);
     rec.finishedAt = rec.startedAt && BigInt(finished) < BigInt(rec.startedAt) ? rec.startedAt : finished;
     rec.reason = oom ? 'OOMKilled' : exitCode === 0 ? 'Completed' : 'Error';
+    if (message) rec.message = message;
     await this.ctx.containers.put(rec);
     this.ctx.emit('CONTAINER_STOPPED_EVENT', rec.id, rec.sandboxId);
   }
@@ -420,7 +424,10 @@ export class Containers {
           // Exits that happened while we were away are recorded by the exit monitor (or the next
           // status call) once we serve, so that event subscribers see them.
           const exit = await backend.readExit(rec.id);
-          if (!exit && !(await backend.state(rec.id))) {
+          if (!exit && !(await backend.state(rec.id)) && (await backend.cgroupProcesses(rec.id)).length > 0) {
+            // The runtime forgot it but its processes run on: it stays RUNNING (true), and a stop kills them by cgroup.
+            log.warn('the runtime has no state for a container whose processes still run; stop or remove kills them');
+          } else if (!exit && !(await backend.state(rec.id))) {
             // The runtime lost it (host reboot): it is not running, and never will be.
             rec.state = 'CONTAINER_EXITED';
             rec.exitCode = 255;

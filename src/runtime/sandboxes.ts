@@ -310,7 +310,9 @@ export class PodSandboxes {
   /** Refreshes READY → NOTREADY when the infra process died behind our back. */
   async refresh(rec: SandboxRecord): Promise<SandboxRecord> {
     if (rec.state !== 'SANDBOX_READY') return rec;
-    const exit = await this.ctx.backend(rec.runtimeHandler).readExit(rec.id);
+    const backend = this.ctx.backend(rec.runtimeHandler);
+    // No exit file and conmon gone (killed with the infra process): it is not ready either.
+    const exit = (await backend.readExit(rec.id)) ?? (await backend.unmonitoredExit(rec.id));
     if (exit) {
       await this.ctx.locks.run(rec.id, async () => {
         const cur = this.ctx.sandboxes.get(rec.id);

@@ -100,3 +100,82 @@ test('a timeout-0 stop escalates a stop waiting on its grace period; remove and 
   assert.ok(!(settled instanceof Error), `the pending stop ended well: ${String(settled)}`);
   await d.client.runtime('RemovePodSandbox', { pod_sandbox_id: pod.id });
 });
+
+/** True while the process exists and is not a zombie. */
+async function alive(pid: number): Promise<boolean> {
+  const stat = await fsp.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  return stat !== '' && stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+}
+
+/** The container's own pid and its conmon's, from conmon's pid files. */
+async function pidsOf(id: string, daemon = d): Promise<{ pid: number; conmon: number }> {
+  const dir = path.join(daemon.runRoot, 'conmon', id);
+  const read = async (f: string) => Number.parseInt(await fsp.readFile(path.join(dir, f), 'utf8'), 10);
+  return { pid: await read('pidfile'), conmon: await read('conmon.pid') };
+}
+
+async function killOutOfBand(id: string): Promise<void> {
+  const { pid, conmon } = await pidsOf(id);
+  process.kill(conmon, 'SIGKILL');
+  process.kill(pid, 'SIGKILL');
+  await waitFor('both processes gone', async () => !(await alive(conmon)) && !(await alive(pid)));
+}
+
+async function waitState(id: string, state: string): Promise<any> {
+  return waitFor(`${id.slice(0, 12)} ${state}`, async () => {
+    const status = await containerState(id);
+    return status.state === state ? status : undefined;
+  });
+}
+
+test('conmon and the container SIGKILLed out of band: EXITED 137 with a reason, live and after a restart', async () => {
+  const pod = await newPod('killed-behind');
+  const live = await runContainer(d.client, pod.id, pod.config, containerConfig('live', BUSYBOX, ['sleep', '3600']));
+  const away = await runContainer(d.client, pod.id, pod.config, containerConfig('away', BUSYBOX, ['sleep', '3600']));
+  await killOutOfBand(live);
+  const status = await waitState(live, 'CONTAINER_EXITED');
+  assert.equal(status.exit_code, 137);
+  assert.equal(status.reason, 'Error');
+  assert.match(status.message, /conmon/);
+
+  // The same while the daemon is down: found at recovery.
+  await d.kill();
+  await killOutOfBand(away);
+  await d.restart();
+  const found = await waitState(away, 'CONTAINER_EXITED');
+  assert.equal(found.exit_code, 137);
+  assert.match(found.message, /conmon/);
+  assert.equal((await containerState(live)).exit_code, 137, 'kept across the restart');
+
+  // The pod's infra process killed with its conmon: the pod is not ready.
+  await killOutOfBand(pod.id);
+  await waitFor('pod not ready', async () => (await d.client.runtime('PodSandboxStatus', { pod_sandbox_id: pod.id })).status.state === 'SANDBOX_NOTREADY');
+  await d.client.runtime('StopPodSandbox', { pod_sandbox_id: pod.id });
+  await d.client.runtime('RemovePodSandbox', { pod_sandbox_id: pod.id });
+});
+
+test("runc's state deleted while the processes live: stop and remove kill them by cgroup before saying done", async () => {
+  const pod = await newPod('state-lost');
+  const id = await runContainer(d.client, pod.id, pod.config, containerConfig('orphan', BUSYBOX, ['sleep', '3600']));
+  const { pid } = await pidsOf(id);
+  const infra = (await pidsOf(pod.id)).pid;
+  await d.kill();
+  for (const lost of [id, pod.id]) await fsp.rm(path.join(d.runRoot, 'runtime', 'runc', lost), { recursive: true, force: true });
+  await d.restart();
+  assert.ok(await alive(pid), 'the process outlived its runc state');
+  assert.equal((await containerState(id)).state, 'CONTAINER_RUNNING', 'a running process is reported running');
+
+  await d.client.runtime('StopContainer', { container_id: id, timeout: 0 }, { deadlineMs: 20_000 });
+  assert.equal(await alive(pid), false, 'StopContainer killed it');
+  const status = await containerState(id);
+  assert.equal(status.state, 'CONTAINER_EXITED');
+  assert.equal(status.exit_code, 137);
+  await d.client.runtime('RemoveContainer', { container_id: id });
+
+  const netns = (JSON.parse((await d.client.runtime('PodSandboxStatus', { pod_sandbox_id: pod.id, verbose: true })).info.info) as { netnsPath: string }).netnsPath;
+  assert.ok(await alive(infra));
+  await d.client.runtime('StopPodSandbox', { pod_sandbox_id: pod.id }, { deadlineMs: 20_000 });
+  assert.equal(await alive(infra), false, 'StopPodSandbox killed the infra process');
+  await d.client.runtime('RemovePodSandbox', { pod_sandbox_id: pod.id });
+  await assert.rejects(fsp.stat(netns), 'the netns is gone');
+});

@@ -2,7 +2,7 @@
 // container's stdio, writes its CRI log and exit file and serves attach. The daemon is never the
 // container's parent, so containers outlive it; everything here can be rebuilt from files and
 // `runtime state` after a restart.
-import { promises as fsp, watch as fsWatch, type FSWatcher } from 'node:fs';
+import { existsSync as pathExistsSync, promises as fsp, watch as fsWatch, type FSWatcher } from 'node:fs';
 import { constants as osConstants, release as osRelease } from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -427,7 +427,9 @@ export class RuncBackend {
 
   /** The runtime's view of the container, undefined when the runtime does not know it. */
   async state(id: string): Promise<RuntimeState | undefined> {
-    const res = await this.runtime(['state', checkId(id)]);
+    // runc and crun keep a directory per container under --root: none means the runtime does not know it.
+    if (!(await pathExists(path.join(this.runtimeRoot, checkId(id))))) return undefined;
+    const res = await this.runtime(['state', id]);
     if (res.exitCode !== 0) {
       if (isUnknownContainer(res.stderr)) return undefined;
       throw internal(`runtime state ${id}: ${res.stderr.trim()}`);
@@ -468,7 +470,14 @@ export class RuncBackend {
     // conmon's exit file means it is over: no runtime call needed.
     if (await this.readExit(id)) return;
     const state = await this.state(id);
-    if (!state) throw notFound(`container ${id} not found in runtime`);
+    if (!state) {
+      // The runtime lost its state, the kernel did not: what still runs in the container's cgroup is ours to kill.
+      if ((await this.killLeftovers(id)) > 0) {
+        await this.waitStopped(id, 5000, opts.signal);
+        return;
+      }
+      throw notFound(`container ${id} not found in runtime`);
+    }
     if (state.status === 'stopped') {
       await this.waitStopped(id, 2000, opts.signal);
       return;
@@ -511,10 +520,17 @@ export class RuncBackend {
   /** Removes the container from the runtime and conmon's files for it; fine to call again. */
   async delete(id: string): Promise<void> {
     checkId(id);
-    const res = await this.runtime(['delete', '--force', id]);
-    if (res.exitCode !== 0 && !isUnknownContainer(res.stderr)) {
-      throw internal(`cannot delete container ${id}: ${res.stderr.trim()}`);
+    // Never created in the runtime (an undo, a handler whose binary is gone): no runtime call needed.
+    let known = await pathExists(path.join(this.runtimeRoot, id));
+    if (known) {
+      const res = await this.runtime(['delete', '--force', id]);
+      if (res.exitCode !== 0 && !isUnknownContainer(res.stderr)) {
+        throw internal(`cannot delete container ${id}: ${res.stderr.trim()}`);
+      }
+      known = res.exitCode === 0;
     }
+    // runc delete --force kills all it knows; what runs on in a cgroup it forgot is killed here.
+    if (!known) await this.killLeftovers(id);
     // conmon writes the exit file once the container is gone; let it finish so nothing reappears.
     const conmonPid = await this.conmonPid(id);
     if (conmonPid) {
@@ -534,6 +550,69 @@ export class RuncBackend {
       fsp.rm(path.join(this.socketDir, id), { force: true, recursive: true }),
       fsp.rm(this.persistDir(id), { force: true, recursive: true }),
     ]);
+  }
+
+  // ---- processes the runtime lost ----
+
+  /** Live processes in the container's cgroups (found from /proc, so it works when the runtime forgot the container). */
+  async cgroupProcesses(id: string): Promise<Array<{ pid: number; cgroups: string[] }>> {
+    checkId(id);
+    const leaves = [`/${id}`, `/nodelet-${id}.scope`];
+    const found: Array<{ pid: number; cgroups: string[] }> = [];
+    for (const name of await fsp.readdir('/proc')) {
+      if (!/^[0-9]+$/.test(name)) continue;
+      const text = await fsp.readFile(`/proc/${name}/cgroup`, 'utf8').catch(() => '');
+      const cgroups = text.split('\n').filter((line) => leaves.some((leaf) => line.endsWith(leaf)));
+      if (cgroups.length > 0 && (await processAlive(Number(name)))) found.push({ pid: Number(name), cgroups });
+    }
+    return found;
+  }
+
+  /**
+   * SIGKILLs every process left in the container's cgroups until none is left, then removes those
+   * cgroups; returns how many processes it killed.
+   */
+  async killLeftovers(id: string): Promise<number> {
+    let killed = 0;
+    const cgroupLines = new Set<string>();
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const procs = await this.cgroupProcesses(id);
+      if (procs.length === 0) break;
+      if (Date.now() > deadline) throw internal(`processes of container ${id} survive SIGKILL: ${procs.map((p) => p.pid).join(', ')}`);
+      for (const p of procs) {
+        for (const line of p.cgroups) cgroupLines.add(line);
+        try {
+          process.kill(p.pid, 'SIGKILL');
+          killed++;
+        } catch {
+          // gone meanwhile
+        }
+      }
+      await sleep(50);
+    }
+    if (killed > 0) {
+      this.log.warn({ containerId: id, killed }, 'killed processes left in the cgroup of a container the runtime had lost');
+      for (const dir of cgroupDirs(cgroupLines)) await fsp.rmdir(dir).catch(() => undefined);
+    }
+    return killed;
+  }
+
+  /**
+   * When conmon is gone without writing an exit file (it was killed): what the container's end looks
+   * like, or undefined while conmon lives or the container's processes still run.
+   */
+  async unmonitoredExit(id: string): Promise<{ exitCode: number; message: string } | undefined> {
+    if (await this.conmonPid(id)) return undefined;
+    if (await this.readExit(id)) return undefined; // conmon finished normally: the exit file says it all
+    const state = await this.state(id);
+    if (state && state.status !== 'stopped') return undefined;
+    if (state) {
+      // containerd reports a task whose shim died as killed (128 + SIGKILL); the real code is unknowable.
+      return { exitCode: 137, message: 'the container monitor (conmon) was killed; the container is gone and its exit code is unknown' };
+    }
+    if ((await this.cgroupProcesses(id)).length > 0) return undefined;
+    return { exitCode: 255, message: 'the container monitor (conmon) and the runtime lost the container' };
   }
 
   // ---- exits ----
@@ -822,6 +901,19 @@ export class RuncBackend {
   async killStreamingExec(pidFile: string): Promise<boolean> {
     return this.killExecProcess(pidFile);
   }
+}
+
+/** The cgroup directories named by /proc/<pid>/cgroup lines ("N:controllers:/path"), deepest first. */
+function cgroupDirs(lines: Iterable<string>): string[] {
+  const v2Root = pathExistsSync('/sys/fs/cgroup/cgroup.controllers') ? '/sys/fs/cgroup' : '/sys/fs/cgroup/unified';
+  const dirs: string[] = [];
+  for (const line of lines) {
+    const [, controllers = '', cgroupPath = ''] = line.split(/:(.*?):/);
+    if (!cgroupPath.startsWith('/') || cgroupPath === '/') continue;
+    const hierarchy = controllers === '' ? v2Root : path.join('/sys/fs/cgroup', controllers.replace(/^name=/, ''));
+    dirs.push(path.join(hierarchy, cgroupPath));
+  }
+  return dirs.sort((a, b) => b.length - a.length);
 }
 
 function checkId(id: string): string {
