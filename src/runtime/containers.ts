@@ -198,14 +198,19 @@ export class Containers {
     await ensureDir(bundle, PRIVATE_DIR);
     // Derived from the record; a crash before the record is ready undoes the whole creation anyway.
     await fsp.writeFile(path.join(bundle, 'config.json'), JSON.stringify(spec), { mode: PRIVATE_FILE });
-    const { pid } = await this.ctx.backend(rec.runtimeHandler).create({
-      id: rec.id,
-      bundleDir: bundle,
-      logPath: rec.logPath,
-      tty: rec.config.tty,
-      stdin: rec.config.stdin,
-      stdinOnce: rec.config.stdin_once,
-    });
+    const { pid } = await this.ctx
+      .backend(rec.runtimeHandler)
+      .create({
+        id: rec.id,
+        bundleDir: bundle,
+        logPath: rec.logPath,
+        tty: rec.config.tty,
+        stdin: rec.config.stdin,
+        stdinOnce: rec.config.stdin_once,
+      })
+      .catch((err) => {
+        throw requestFault(err, rec.config, spec.process.args[0] ?? '') ?? err;
+      });
     rec.pid = pid;
   }
 
@@ -456,6 +461,34 @@ export function fitExecOutput(stdout: Buffer, stderr: Buffer, limit = EXEC_SYNC_
   const outKeep = Math.min(stdout.length, room - errKeep);
   const cut = (buf: Buffer, keep: number) => (keep < buf.length ? Buffer.concat([buf.subarray(0, keep), note(keep)]) : buf);
   return { stdout: cut(stdout, outKeep), stderr: cut(stderr, errKeep) };
+}
+
+/**
+ * runc refusing what the request asked for (a command that is not in the image, a mount of a file
+ * over a directory, a working directory that is a file): the request's fault, said naming the field,
+ * not the runtime's INTERNAL error. Undefined when the failure is not one of these.
+ */
+export function requestFault(err: unknown, config: ContainerConfig__Output, command: string): NodeletError | undefined {
+  const text = errorMessage(err).replace(/\\"/g, '"');
+  const exec = /exec: "((?:[^"\\]|\\.)*)": ([^"]*)/.exec(text);
+  if (exec) {
+    const field = config.command.length ? 'config.command[0]' : config.args.length ? "config.args (with the image's entrypoint)" : "the image's entrypoint/cmd";
+    return invalidArgument(`${field}: ${JSON.stringify(exec[1] || command)} cannot be run in the container: ${exec[2]!.trim()}`);
+  }
+  const mount = /error mounting "([^"]*)" to rootfs at "([^"]*)": (?:.*: )?([^:"]+)"?$/m.exec(text);
+  if (mount) {
+    const index = config.mounts.findIndex((m) => m.container_path === mount[2] || posixClean(m.container_path) === mount[2]);
+    const field = index >= 0 ? `config.mounts[${index}]` : 'config.mounts';
+    return invalidArgument(`${field}: ${mount[1]} cannot be mounted at ${mount[2]}: ${mount[3]!.trim()}`);
+  }
+  if (config.working_dir && /(mkdir|chdir)[^:]*: not a directory|chdir to cwd/.test(text)) {
+    return invalidArgument(`config.working_dir ${JSON.stringify(config.working_dir)} is not a directory in the container`);
+  }
+  return undefined;
+}
+
+function posixClean(p: string): string {
+  return path.posix.normalize(p).replace(/\/+$/, '') || '/';
 }
 
 /** CRI spells real-time signals SIGRTMINPLUS3 / SIGRTMAXMINUS2; runc wants RTMIN+3 / RTMAX-2. */

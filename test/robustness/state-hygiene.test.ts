@@ -92,7 +92,7 @@ test('a creation that fails after its name was reserved gives the name back and 
   const hostFile = path.join(logDir, 'a-file');
   await fsp.writeFile(hostFile, 'x');
   const ctr = containerConfig('fails', BUSYBOX, ['sleep', '60'], { log_path: 'fails/0.log', mounts: [{ container_path: '/bin', host_path: hostFile }] });
-  await assert.rejects(d.client.runtime('CreateContainer', { pod_sandbox_id: podId, config: ctr, sandbox_config: config }));
+  await assert.rejects(d.client.runtime('CreateContainer', { pod_sandbox_id: podId, config: ctr, sandbox_config: config }), (err: grpc.ServiceError) => err.code === grpc.status.INVALID_ARGUMENT && err.details.includes('config.mounts[0]'));
   assert.equal(existsSync(path.join(config.log_directory, 'fails')), false, 'no log file or directory of the failed creation');
   assert.deepEqual(await fsp.readdir(path.join(d.root, 'containers')), [], 'no container record left');
   delete ctr.mounts;
