@@ -79,7 +79,7 @@ export function runtimeHandlers(rt: RuntimeService): ServiceHandlers {
         info: req.verbose ? { config: JSON.stringify(rt.ctx.config) } : {},
         // The default handler is also listed under the empty name, which is what clients send for it.
         runtime_handlers: await Promise.all(
-          ['', ...rt.ctx.backends.keys()].map(async (name) => ({
+          ['', ...rt.ctx.usableHandlers()].map(async (name) => ({
             name,
             features: {
               recursive_read_only_mounts: await rt.ctx.backend(rt.ctx.handlerName(name)).supportsRecursiveReadOnly(),

@@ -5,7 +5,8 @@ import { EventBus, type ContainerEventType } from './events.js';
 import type { SandboxRecord, ContainerRecord } from './records.js';
 import { nowNs } from './records.js';
 import { KeyedLock } from '../common/keyed-lock.js';
-import { invalidArgument } from '../common/errors.js';
+import { failedPrecondition, invalidArgument } from '../common/errors.js';
+import { logger } from '../common/log.js';
 import type { NodeletConfig } from '../config/config.js';
 import { RuncBackend } from './runc/backend.js';
 import type { CniNetwork } from '../network/cni.js';
@@ -42,6 +43,8 @@ export class RuntimeContext {
   readonly locks = new KeyedLock();
   readonly events = new EventBus();
   readonly backends = new Map<string, RuncBackend>();
+  /** Handlers whose runtime failed the start-up check, with why (their records can still be cleaned up). */
+  readonly unusableHandlers = new Map<string, string>();
   readonly config: NodeletConfig;
   readonly network: CniNetwork;
   readonly images: ImageService;
@@ -87,7 +90,31 @@ export class RuntimeContext {
     if (!this.backends.has(name)) {
       throw invalidArgument(`runtime_handler "${requested}" is not configured (known: ${[...this.backends.keys()].join(', ')})`);
     }
+    const unusable = this.unusableHandlers.get(name);
+    if (unusable) throw failedPrecondition(`runtime_handler "${name}" is not usable: ${unusable}`);
     return name;
+  }
+
+  /** Handlers that passed the start-up check (what RuntimeStatus lists). */
+  usableHandlers(): string[] {
+    return [...this.backends.keys()].filter((name) => !this.unusableHandlers.has(name));
+  }
+
+  /**
+   * Start-up check of every handler's runtime binary, as CRI-O does: a broken default handler stops the
+   * daemon from starting; any other broken handler is left out (with a warning) and its pods are refused up front.
+   */
+  async checkHandlers(): Promise<void> {
+    const log = logger({ component: 'runtime-handlers' });
+    await Promise.all(
+      [...this.backends].map(async ([name, backend]) => {
+        const problem = await backend.checkRuntime();
+        if (problem) this.unusableHandlers.set(name, problem);
+      }),
+    );
+    const defaultProblem = this.unusableHandlers.get(this.config.runtime.defaultHandler);
+    if (defaultProblem) throw failedPrecondition(`default runtime handler "${this.config.runtime.defaultHandler}" is not usable: ${defaultProblem}`);
+    for (const [name, problem] of this.unusableHandlers) log.warn({ handler: name, problem }, 'runtime handler is not usable; its pods will be refused');
   }
 
   backend(handler: string): RuncBackend {

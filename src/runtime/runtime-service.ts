@@ -52,6 +52,7 @@ export class RuntimeService {
   }
 
   async start(): Promise<void> {
+    await this.ctx.checkHandlers();
     await ensureDir(this.ctx.runDir);
     await this.ctx.sandboxes.load();
     await this.ctx.containers.load();

@@ -179,3 +179,61 @@ test("runc's state deleted while the processes live: stop and remove kill them b
   await d.client.runtime('RemovePodSandbox', { pod_sandbox_id: pod.id });
   await assert.rejects(fsp.stat(netns), 'the netns is gone');
 });
+
+/** Sandbox records under the daemon's root (any phase). */
+async function sandboxRecords(daemon: TestDaemon): Promise<string[]> {
+  return fsp.readdir(path.join(daemon.root, 'sandboxes')).catch(() => []);
+}
+
+test('a handler whose runtime is missing is left out at start and its pods are refused up front', async () => {
+  const bad = await startTestDaemon({ args: ['--runtime-handler', 'bad=/nonexistent/nodelet-test/runc'] });
+  try {
+    const status = await bad.client.runtime('Status', {});
+    const names = status.runtime_handlers.map((h: any) => h.name);
+    assert.ok(names.includes('runc') && !names.includes('bad'), `listed: ${names}`);
+    await assert.rejects(bad.client.runtime('RunPodSandbox', { config: sandboxConfig('bad-handler', path.join(logDir, 'bad')), runtime_handler: 'bad' }), (err: grpc.ServiceError) => {
+      assert.equal(err.code, grpc.status.FAILED_PRECONDITION, err.details);
+      assert.match(err.details, /runtime_handler "bad" is not usable: \/nonexistent\/nodelet-test\/runc does not exist/);
+      return true;
+    });
+    assert.deepEqual(await sandboxRecords(bad), []);
+  } finally {
+    await bad.cleanup();
+  }
+});
+
+test('a default handler whose runtime is missing stops the daemon from starting, with one line saying why', async () => {
+  await assert.rejects(startTestDaemon({ args: ['--runtime-handler', 'bad=/nonexistent/nodelet-test/runc', '--default-runtime', 'bad'] }), (err: Error) => {
+    assert.match(err.message, /default runtime handler \\?"bad\\?" is not usable: \/nonexistent\/nodelet-test\/runc does not exist/);
+    return true;
+  });
+});
+
+test('the runtime binary gone after start: the failed RunPodSandbox is undone fully, and restarts recover nothing', async () => {
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'nodelet-gone-'));
+  const copy = path.join(dir, 'runc');
+  await fsp.copyFile('/usr/sbin/runc', copy);
+  await fsp.chmod(copy, 0o755);
+  const gone = await startTestDaemon({ args: ['--runtime-handler', `gone=${copy}`] });
+  try {
+    await fsp.rm(dir, { recursive: true, force: true });
+    for (let i = 0; i < 2; i++) {
+      await assert.rejects(gone.client.runtime('RunPodSandbox', { config: sandboxConfig(`gone-${i}`, path.join(logDir, 'gone')), runtime_handler: 'gone' }));
+    }
+    assert.deepEqual(await sandboxRecords(gone), [], 'no record left, not even a creating one');
+    const log = await fsp.readFile(gone.logFile, 'utf8');
+    const ids = [...log.matchAll(/"sandbox":"([0-9a-f]{12})"[^\n]*sandbox set-up failed/g)].map((m) => m[1]!);
+    assert.equal(ids.length, 2, 'both set-ups failed');
+    const namespaces = await fsp.readdir('/run/netns').catch(() => []);
+    for (const id of ids) assert.ok(!namespaces.some((n) => n.includes(id)), `netns of ${id} removed`);
+    assert.doesNotMatch(log, /undo failed|undo step failed/);
+    await gone.kill();
+    await gone.restart();
+    assert.deepEqual(await sandboxRecords(gone), []);
+    const { items } = await gone.client.runtime('ListPodSandbox', {});
+    assert.deepEqual(items, []);
+  } finally {
+    await gone.cleanup();
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
+});

@@ -552,6 +552,24 @@ export class RuncBackend {
     ]);
   }
 
+  /** Why the runtime binary cannot be used (missing, not executable, `--version` fails), or undefined when it can. */
+  async checkRuntime(): Promise<string | undefined> {
+    let binary: string;
+    try {
+      binary = await resolveExecutable(this.runtimePath);
+      const st = await fsp.stat(binary);
+      if (!st.isFile()) return `${binary} is not a file`;
+      await fsp.access(binary, fsp.constants.X_OK);
+    } catch (err) {
+      if (hasCode(err, 'ENOENT')) return `${this.runtimePath} does not exist`;
+      if (hasCode(err, 'EACCES')) return `${this.runtimePath} is not executable`;
+      return errorMessage(err);
+    }
+    const res = await run(binary, ['--version'], { reject: false, timeoutMs: 10_000 }).catch((err: unknown) => ({ exitCode: -1, stderr: errorMessage(err) }));
+    if (res.exitCode !== 0) return `${binary} --version failed: ${String(res.stderr).trim().slice(0, 200) || `exit code ${res.exitCode}`}`;
+    return undefined;
+  }
+
   // ---- processes the runtime lost ----
 
   /** Live processes in the container's cgroups (found from /proc, so it works when the runtime forgot the container). */
