@@ -38,7 +38,15 @@ export interface NodeletConfig {
     /** Image for the sandbox infra container; empty means the built-in pause. */
     sandboxImage: string;
   };
-  streaming: { address: string; tlsCert?: string; tlsKey?: string };
+  streaming: {
+    address: string;
+    tlsCert?: string;
+    tlsKey?: string;
+    /** An exec/attach/port-forward connection idle this long is closed; 0 never (the kubelet's streamingConnectionIdleTimeout, 4 h). */
+    idleTimeoutSeconds: number;
+    /** How long a client may take to open the streams of a SPDY session or a port-forward stream pair (30 s, as the kubelet). */
+    streamCreationTimeoutSeconds: number;
+  };
   metrics: { address: string };
   /** Stats cache refresh: cgroups and network counters, and the slower writable-layer walk. */
   stats: { periodSeconds: number; writableLayerPeriodSeconds: number };
@@ -58,7 +66,7 @@ export function defaultConfig(): NodeletConfig {
       conmonPath: 'conmon',
       sandboxImage: '',
     },
-    streaming: { address: '127.0.0.1:0' },
+    streaming: { address: '127.0.0.1:0', idleTimeoutSeconds: 4 * 60 * 60, streamCreationTimeoutSeconds: 30 },
     metrics: { address: '' },
     stats: { periodSeconds: 3, writableLayerPeriodSeconds: 15 },
   };
@@ -81,6 +89,7 @@ const FLAGS = {
   'streaming-address': { type: 'string' },
   'streaming-tls-cert': { type: 'string' },
   'streaming-tls-key': { type: 'string' },
+  'stream-idle-timeout': { type: 'string' },
   'metrics-address': { type: 'string' },
   'stats-period': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
@@ -102,6 +111,8 @@ export const USAGE = `Usage: nodelet-cri [flags]
   --conmon PATH                 conmon binary (default conmon)
   --sandbox-image REF           infra image instead of the built-in pause
   --streaming-address HOST:PORT exec/attach/port-forward server (default 127.0.0.1:0)
+  --stream-idle-timeout DURATION  close an exec/attach/port-forward connection idle this long
+                                (e.g. 4h, 30m, 90s, 1h30m; 0 never; default 4h)
   --metrics-address HOST:PORT   Prometheus metrics and /healthz (default off)
   --stats-period SECONDS        how often container and pod stats are sampled (default 3)
 `;
@@ -148,6 +159,15 @@ export function loadConfig(argv: string[]): ParsedCommandLine {
   if (values['streaming-address']) config.streaming.address = values['streaming-address'];
   if (values['streaming-tls-cert']) config.streaming.tlsCert = values['streaming-tls-cert'];
   if (values['streaming-tls-key']) config.streaming.tlsKey = values['streaming-tls-key'];
+  if (values['stream-idle-timeout'] !== undefined) {
+    const seconds = parseDuration(values['stream-idle-timeout']);
+    if (seconds === undefined) throw invalidArgument(`--stream-idle-timeout ${values['stream-idle-timeout']}: want a duration such as 4h, 30m, 90s or 0`);
+    config.streaming.idleTimeoutSeconds = seconds;
+  }
+  for (const key of ['idleTimeoutSeconds', 'streamCreationTimeoutSeconds'] as const) {
+    const v = config.streaming[key];
+    if (typeof v !== 'number' || !(v >= 0)) throw invalidArgument(`streaming.${key}: want a number of seconds, not ${JSON.stringify(v)}`);
+  }
   if (values['metrics-address'] !== undefined) config.metrics.address = values['metrics-address'];
   if (values['stats-period'] !== undefined) {
     const seconds = Number(values['stats-period']);
@@ -158,6 +178,17 @@ export function loadConfig(argv: string[]): ParsedCommandLine {
     throw invalidArgument(`default runtime ${config.runtime.defaultHandler} is not a configured handler`);
   }
   return { config, help: Boolean(values.help), version: Boolean(values.version) };
+}
+
+/** A Go-style duration (`4h`, `30m`, `1h30m`, `90s`, `500ms`) or a plain number of seconds, in seconds. */
+export function parseDuration(text: string): number | undefined {
+  const t = text.trim();
+  if (/^\d+(\.\d+)?$/.test(t)) return Number(t);
+  if (!/^(\d+(\.\d+)?(h|ms|m|s))+$/.test(t)) return undefined;
+  const unit: Record<string, number> = { h: 3600, m: 60, s: 1, ms: 0.001 };
+  let seconds = 0;
+  for (const m of t.matchAll(/(\d+(?:\.\d+)?)(h|ms|m|s)/g)) seconds += Number(m[1]) * unit[m[2]!]!;
+  return seconds;
 }
 
 function readConfigFile(file: string): unknown {

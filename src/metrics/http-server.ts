@@ -1,4 +1,5 @@
-// The local metrics and health endpoint: GET /metrics (Prometheus text), GET /healthz.
+// The local metrics and health endpoint: GET /metrics (Prometheus text), GET /healthz; HEAD answers as GET
+// without the body. Silent and slow connections are closed (header, request, keep-alive and idle timeouts).
 import http from 'node:http';
 import net from 'node:net';
 import type { RuntimeMetrics } from './metrics.js';
@@ -13,28 +14,53 @@ export interface HealthCheck {
   runtimeReady(): Promise<{ ok: boolean; message: string }>;
 }
 
+/** Request headers must arrive within this. */
+export const METRICS_HEADERS_TIMEOUT_MS = 10_000;
+/** A connection that sends nothing is closed after this (longer, so a half-sent request gets its 408 first). */
+export const METRICS_IDLE_TIMEOUT_MS = 15_000;
+export const METRICS_REQUEST_TIMEOUT_MS = 30_000;
+export const METRICS_KEEP_ALIVE_TIMEOUT_MS = 5_000;
+
+function answer(res: http.ServerResponse, status: number, body: string, contentType = 'text/plain; charset=utf-8'): void {
+  // The length is given explicitly so that HEAD (whose body Node drops) reports the GET's.
+  res.writeHead(status, { 'Content-Type': contentType, 'Content-Length': Buffer.byteLength(body) }).end(body);
+}
+
 export async function startMetricsServer(address: string, metrics: RuntimeMetrics, health: HealthCheck): Promise<{ address: string; close(): Promise<void> }> {
   const { host, port } = parseHostPort(address, 'metrics address');
-  const server = http.createServer((req, res) => {
+  const options: http.ServerOptions = {
+    headersTimeout: METRICS_HEADERS_TIMEOUT_MS,
+    requestTimeout: METRICS_REQUEST_TIMEOUT_MS,
+    keepAliveTimeout: METRICS_KEEP_ALIVE_TIMEOUT_MS,
+    connectionsCheckingInterval: 1000,
+  };
+  const server = http.createServer(options, (req, res) => {
     const url = req.url?.split('?')[0];
-    if (req.method !== 'GET') {
-      res.writeHead(405).end();
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { Allow: 'GET, HEAD' }).end();
     } else if (url === '/metrics') {
       metrics.registry.metrics().then(
-        (text) => res.writeHead(200, { 'Content-Type': metrics.registry.contentType }).end(text),
-        (err) => res.writeHead(500).end(errorMessage(err)),
+        (text) => answer(res, 200, text, metrics.registry.contentType),
+        (err) => answer(res, 500, errorMessage(err)),
       );
     } else if (url === '/healthz') {
-      checkHealth(health).then((problem) => (problem ? res.writeHead(503).end(`${problem}\n`) : res.writeHead(200).end('ok\n')));
+      checkHealth(health).then((problem) => (problem ? answer(res, 503, `${problem}\n`) : answer(res, 200, 'ok\n')));
     } else {
       res.writeHead(404).end();
     }
   });
+  // No 'timeout' listener: Node destroys a socket this idle, which covers one that never sends a byte
+  // (the headers timer only starts at the first).
+  server.setTimeout(METRICS_IDLE_TIMEOUT_MS);
   await listenOn(server, host, port);
   const bound = server.address() as net.AddressInfo;
   return {
     address: `${host}:${bound.port}`,
-    close: () => new Promise((resolve) => server.close(() => resolve())),
+    close: () =>
+      new Promise((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections();
+      }),
   };
 }
 

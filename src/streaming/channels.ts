@@ -73,8 +73,13 @@ function endWritable(w: Writable | undefined): Promise<void> {
   });
 }
 
+/** How long a client may take to open the streams of a session (the kubelet's streamCreationTimeout). */
+export const STREAM_CREATION_TIMEOUT_MS = 30_000;
+/** What a WebSocket session buffers for the process's stdin before it stops reading the connection. */
+const WS_STDIN_BUFFER = 64 * 1024;
+
 /** Waits for the streams the options call for (error always; resize with a tty from v3 on). */
-export async function spdyRemoteCommand(session: SpdySession, protocol: string, opts: StdioOptions, timeoutMs = 30_000): Promise<RemoteCommandStreams> {
+export async function spdyRemoteCommand(session: SpdySession, protocol: string, opts: StdioOptions, timeoutMs = STREAM_CREATION_TIMEOUT_MS): Promise<RemoteCommandStreams> {
   const wanted = new Set<string>([STREAM_ERROR]);
   if (opts.stdin) wanted.add(STREAM_STDIN);
   if (opts.stdout) wanted.add(STREAM_STDOUT);
@@ -155,6 +160,19 @@ export function wsChannelWriter(ws: WebSocket, base64: boolean): (channel: numbe
     });
 }
 
+/** Pauses the WebSocket (its socket) until `target` drains or goes away. */
+export function pauseUntilDrained(ws: WebSocket, target: Writable): void {
+  if (ws.isPaused) return;
+  ws.pause();
+  const goOn = (): void => {
+    target.off('drain', goOn);
+    target.off('close', goOn);
+    ws.resume();
+  };
+  target.on('drain', goOn);
+  target.on('close', goOn);
+}
+
 export function wsClosed(ws: WebSocket): Promise<void> {
   if (ws.readyState === ws.CLOSED) return Promise.resolve();
   return new Promise((resolve) => ws.once('close', () => resolve()));
@@ -166,7 +184,7 @@ export function wsRemoteCommand(ws: WebSocket, protocol: string, opts: StdioOpti
   const send = wsChannelWriter(ws, base64);
   const resize = new ResizeFeed();
   const decoder = new ResizeDecoder();
-  const stdin = opts.stdin ? new PassThrough() : undefined;
+  const stdin = opts.stdin ? new PassThrough({ highWaterMark: WS_STDIN_BUFFER }) : undefined;
   const writer = (channel: number): Writable =>
     new Writable({
       write(chunk: Buffer, _enc, cb) {
@@ -190,7 +208,8 @@ export function wsRemoteCommand(ws: WebSocket, protocol: string, opts: StdioOpti
       data = Buffer.from(data.toString('latin1'), 'base64');
     }
     if (channel === CHANNEL_STDIN) {
-      if (stdin && !stdin.writableEnded) stdin.write(data);
+      // Stop reading the connection until the process has taken what is buffered.
+      if (stdin && !stdin.writableEnded && !stdin.destroyed && !stdin.write(data)) pauseUntilDrained(ws, stdin);
     } else if (channel === CHANNEL_RESIZE) {
       decoder.push(data).forEach((s) => resize.push(s));
     }

@@ -208,8 +208,9 @@ async function openWsRemoteCommand(opts: RemoteCommandOptions): Promise<RemoteCo
   });
   const stdin = new Writable({
     write(chunk: Buffer, _enc, cb) {
-      send(CHANNEL_STDIN, chunk);
-      cb();
+      // Done once the socket took it, so a writer that waits for drain is held to the connection's pace.
+      if (ws.readyState === ws.OPEN) ws.send(Buffer.concat([Buffer.from([CHANNEL_STDIN]), chunk]), () => cb());
+      else cb();
     },
     final(cb) {
       if (protocolVersion(protocol) >= 5) send(CHANNEL_CLOSE, Buffer.from([CHANNEL_STDIN]));

@@ -8,7 +8,11 @@ import { spawnChild } from '../common/exec.js';
 import type { Logger } from '../common/log.js';
 import type { SpdySession, SpdyStream } from './spdy.js';
 import { STREAM_DATA, STREAM_ERROR, portPrefix } from './protocol.js';
-import { wsChannelWriter, wsClosed } from './channels.js';
+import { STREAM_CREATION_TIMEOUT_MS, wsChannelWriter, wsClosed } from './channels.js';
+import { relay } from './flow.js';
+
+/** What a WebSocket port-forward buffers per port before it stops reading the connection. */
+const WS_INPUT_BUFFER = 64 * 1024;
 
 export interface PortForwardTarget {
   sandboxId: string;
@@ -44,16 +48,8 @@ export async function forwardConnection(
     child.once('error', () => resolve(-1));
   });
   child.stdin?.on('error', () => undefined);
-  input.on('data', (chunk: Buffer) => {
-    if (child.stdin && !child.stdin.destroyed) child.stdin.write(chunk);
-  });
-  input.once('end', () => child.stdin?.end());
-  child.stdout?.on('data', (chunk: Buffer) => {
-    if (!output.destroyed && !output.writableEnded) output.write(chunk);
-  });
-  child.stdout?.once('end', () => {
-    if (!output.destroyed && !output.writableEnded) output.end();
-  });
+  relay(input, child.stdin ?? undefined, { end: true });
+  relay(child.stdout, output, { end: true });
   const onAbort = (): void => {
     child.kill('SIGKILL');
   };
@@ -68,8 +64,13 @@ export async function forwardConnection(
 }
 
 /** Serves SPDY port-forward: per request id an error and a data stream, each naming the port. */
-export function serveSpdyPortForward(session: SpdySession, target: PortForwardTarget, log: Logger): Promise<void> {
-  const pairs = new Map<string, { error?: SpdyStream; data?: SpdyStream }>();
+export function serveSpdyPortForward(
+  session: SpdySession,
+  target: PortForwardTarget,
+  log: Logger,
+  pairTimeoutMs = STREAM_CREATION_TIMEOUT_MS,
+): Promise<void> {
+  const pairs = new Map<string, { error?: SpdyStream; data?: SpdyStream; timer?: NodeJS.Timeout }>();
   const abort = new AbortController();
   session.on('stream', (stream) => {
     stream.respond();
@@ -80,13 +81,30 @@ export function serveSpdyPortForward(session: SpdySession, target: PortForwardTa
       stream.reset();
       return;
     }
-    const pair = pairs.get(requestId) ?? {};
-    pairs.set(requestId, pair);
+    let pair = pairs.get(requestId);
+    if (!pair) {
+      const created: { error?: SpdyStream; data?: SpdyStream; timer?: NodeJS.Timeout } = {};
+      // Half a pair is not kept for ever (the kubelet's stream creation timeout).
+      created.timer = setTimeout(() => {
+        pairs.delete(requestId);
+        log.info({ requestId }, 'port-forward stream pair not completed in time; reset');
+        if (created.error && !created.error.destroyed) created.error.end('timed out waiting for complete stream pair');
+        created.data?.reset();
+      }, pairTimeoutMs);
+      created.timer.unref();
+      pairs.set(requestId, created);
+      pair = created;
+    }
     if (type === STREAM_ERROR) {
+      if (pair.error) return stream.reset();
       pair.error = stream;
       stream.resume(); // clients close their side of the error stream at once
-    } else pair.data = stream;
+    } else {
+      if (pair.data) return stream.reset();
+      pair.data = stream;
+    }
     if (!pair.error || !pair.data) return;
+    clearTimeout(pair.timer);
     pairs.delete(requestId);
     const { error, data } = pair;
     const port = Number(stream.headers.port);
@@ -100,7 +118,11 @@ export function serveSpdyPortForward(session: SpdySession, target: PortForwardTa
       if (!error.destroyed) error.end();
     });
   });
-  return session.closed.then(() => abort.abort());
+  return session.closed.then(() => {
+    abort.abort();
+    for (const pair of pairs.values()) clearTimeout(pair.timer);
+    pairs.clear();
+  });
 }
 
 /** Serves WebSocket port-forward: channels 2i (data) and 2i+1 (error) for the i-th port, each opened with the port. */
@@ -108,7 +130,17 @@ export async function serveWsPortForward(ws: WebSocket, protocol: string, ports:
   const base64 = protocol.startsWith('base64.');
   const send = wsChannelWriter(ws, base64);
   const abort = new AbortController();
-  const inputs = ports.map(() => new PassThrough());
+  const inputs = ports.map(() => new PassThrough({ highWaterMark: WS_INPUT_BUFFER }));
+  // One connection carries every port: reading stops while any port's input is full, as with SPDY.
+  const full = new Set<PassThrough>();
+  const goOn = (): void => {
+    for (const i of [...full]) {
+      if (i.writableNeedDrain && !i.destroyed) continue;
+      full.delete(i);
+      i.off('drain', goOn);
+    }
+    if (full.size === 0) ws.resume();
+  };
   ws.on('message', (raw: Buffer | ArrayBuffer | Buffer[]) => {
     let data = Buffer.isBuffer(raw) ? raw : Array.isArray(raw) ? Buffer.concat(raw) : Buffer.from(raw);
     if (data.length === 0) return;
@@ -118,7 +150,14 @@ export async function serveWsPortForward(ws: WebSocket, protocol: string, ports:
       channel -= 48;
       data = Buffer.from(data.toString('latin1'), 'base64');
     }
-    if (channel % 2 === 0) inputs[channel / 2]?.write(data);
+    const input = channel % 2 === 0 ? inputs[channel / 2] : undefined;
+    if (input && !input.writableEnded && !input.destroyed && !input.write(data)) {
+      ws.pause();
+      if (!full.has(input)) {
+        full.add(input);
+        input.on('drain', goOn);
+      }
+    }
   });
   const gone = wsClosed(ws);
   void gone.then(() => {

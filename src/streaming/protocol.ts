@@ -94,6 +94,9 @@ export function parseExitStatus(text: string): { exitCode: number; message?: str
   }
 }
 
+/** The longest resize object kept while waiting for its end. */
+const MAX_RESIZE_MESSAGE = 4096;
+
 /** Splits a stream of concatenated JSON resize objects (`{"Width":80,"Height":24}`) as they arrive. */
 export class ResizeDecoder {
   private buffer = '';
@@ -108,7 +111,8 @@ export class ResizeDecoder {
       }
       const end = this.buffer.indexOf('}', start);
       if (end < 0) {
-        this.buffer = this.buffer.slice(start);
+        // A size is some 30 bytes: an object that never closes is dropped, not kept growing.
+        this.buffer = this.buffer.length - start > MAX_RESIZE_MESSAGE ? '' : this.buffer.slice(start);
         return out;
       }
       const text = this.buffer.slice(start, end + 1);

@@ -7,6 +7,7 @@ import { spawnChild } from '../common/exec.js';
 import { errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import type { RemoteCommandStreams } from './channels.js';
+import { ptyQueuedBytes, relay, relayToPty } from './flow.js';
 
 export interface ExecTarget {
   backend: RuncBackend;
@@ -31,18 +32,6 @@ function ended(stream: Readable | null | undefined): Promise<void> {
     stream.once('end', resolve);
     stream.once('close', resolve);
     stream.once('error', () => resolve());
-  });
-}
-
-/** Copies without ending the destination and without letting a dead peer throw. */
-function copy(from: Readable | null | undefined, to: Writable | undefined): void {
-  if (!from) return;
-  if (!to) {
-    from.resume();
-    return;
-  }
-  from.on('data', (chunk: Buffer) => {
-    if (!to.destroyed && !to.writableEnded) to.write(chunk);
   });
 }
 
@@ -97,15 +86,11 @@ async function execWithPipes(
     child.once('exit', (code, signal) => resolve(code ?? (signal ? 128 + (osConstants.signals[signal] ?? 0) : -1)));
     child.once('error', () => resolve(-1));
   });
-  copy(child.stdout, streams.stdout);
-  copy(child.stderr, streams.stderr);
+  relay(child.stdout, streams.stdout);
+  relay(child.stderr, streams.stderr);
   if (streams.stdin && child.stdin) {
-    const input = child.stdin;
-    input.on('error', () => undefined); // the process may exit without reading its input
-    streams.stdin.on('data', (chunk: Buffer) => {
-      if (!input.destroyed) input.write(chunk);
-    });
-    streams.stdin.once('end', () => input.end());
+    child.stdin.on('error', () => undefined); // the process may exit without reading its input
+    relay(streams.stdin, child.stdin, { end: true });
   }
   void streams.gone.then(async () => {
     if (child.exitCode !== null) return;
@@ -136,9 +121,24 @@ async function execWithTerminal(
     env: process.env as Record<string, string>,
   });
   let lastOutput = Date.now();
+  let outputPaused = false;
   term.onData((data: string) => {
     lastOutput = Date.now();
-    if (streams.stdout && !streams.stdout.destroyed && !streams.stdout.writableEnded) streams.stdout.write(Buffer.from(data, 'binary'));
+    const out = streams.stdout;
+    if (!out || out.destroyed || out.writableEnded) return;
+    // A client that reads slower than the command writes holds the command back, not our memory.
+    if (!out.write(Buffer.from(data, 'binary')) && !outputPaused) {
+      outputPaused = true;
+      term.pause();
+      const goOn = (): void => {
+        out.off('drain', goOn);
+        out.off('close', goOn);
+        outputPaused = false;
+        term.resume();
+      };
+      out.on('drain', goOn);
+      out.on('close', goOn);
+    }
   });
   const exited = new Promise<number>((resolve) => term.onExit(({ exitCode, signal }) => resolve(signal ? 128 + signal : exitCode)));
   let done = false;
@@ -150,9 +150,9 @@ async function execWithTerminal(
       log.debug({ err: errorMessage(err) }, 'pty resize failed');
     }
   });
-  streams.stdin?.on('data', (chunk: Buffer) => {
-    if (!done) term.write(chunk.toString('binary'));
-  });
+  if (streams.stdin) {
+    relayToPty(streams.stdin, (chunk) => term.write(chunk.toString('binary')), () => ptyQueuedBytes(term), () => done);
+  }
   void streams.gone.then(async () => {
     if (done) return;
     await killExec(target, prepared.pidFile);
@@ -179,13 +179,10 @@ export async function serveAttach(streams: RemoteCommandStreams, target: AttachT
     await streams.finish({ error: errorMessage(err) });
     return;
   }
-  copy(session.stdout, streams.stdout);
-  copy(session.stderr, target.tty ? streams.stdout : streams.stderr);
-  if (streams.stdin) {
-    streams.stdin.on('data', (chunk: Buffer) => session.stdin.write(chunk));
-    streams.stdin.once('end', () => session.stdin.end());
-  }
+  relay(session.stdout, streams.stdout);
+  relay(session.stderr, target.tty ? streams.stdout : streams.stderr);
   session.stdin.on('error', () => undefined);
+  if (streams.stdin) relay(streams.stdin, session.stdin, { end: true });
   if (target.tty) {
     streams.onResize((size) => {
       target.backend.resizeTerminal(target.containerId, size.width, size.height).catch((err: unknown) => log.debug({ err: errorMessage(err) }, 'attach resize failed'));

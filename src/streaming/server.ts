@@ -14,7 +14,7 @@ import { errorMessage, failedPrecondition, invalidArgument } from '../common/err
 import { logger, type Logger } from '../common/log.js';
 import { TokenCache } from './tokens.js';
 import { SpdySession } from './spdy.js';
-import { spdyRemoteCommand, wsRemoteCommand, type StdioOptions } from './channels.js';
+import { STREAM_CREATION_TIMEOUT_MS, spdyRemoteCommand, wsRemoteCommand, type StdioOptions } from './channels.js';
 import { serveAttach, serveExec } from './remote-command.js';
 import { serveSpdyPortForward, serveWsPortForward, type PortForwardTarget } from './port-forward.js';
 import {
@@ -54,6 +54,34 @@ export interface StreamingServerOptions {
   tlsCert?: string;
   tlsKey?: string;
   runtime: RuntimeService;
+  /** An exec/attach/port-forward connection with no traffic either way for this long is closed; 0: never (default 4 h). */
+  idleTimeoutSeconds?: number;
+  /** How long a SPDY client may take to open a session's streams (a port-forward's stream pair) (default 30 s). */
+  streamCreationTimeoutSeconds?: number;
+}
+
+/** The kubelet's streamingConnectionIdleTimeout default. */
+export const DEFAULT_STREAM_IDLE_TIMEOUT_SECONDS = 4 * 60 * 60;
+/** HTTP before the upgrade: a connection gets this long to send its request headers... */
+export const HTTP_HEADERS_TIMEOUT_MS = 10_000;
+/** ...and the whole request (the upgrade requests have no body). */
+export const HTTP_REQUEST_TIMEOUT_MS = 30_000;
+/** A connection that sends nothing at all (Node's header timer only starts at the first byte); longer than
+ * the header timeout, so that a half-sent request gets its 408 first. */
+export const HTTP_SOCKET_IDLE_TIMEOUT_MS = 15_000;
+/** Between two requests on one kept-alive connection. */
+export const HTTP_KEEP_ALIVE_TIMEOUT_MS = 5_000;
+/** The largest WebSocket message read (x/net/websocket's default, which the kubelet's streaming library uses). */
+export const WS_MAX_MESSAGE_BYTES = 32 * 1024 * 1024;
+
+/** Timeouts for an HTTP server that must not keep silent or slow connections open. */
+export function httpServerTimeouts(): http.ServerOptions {
+  return {
+    headersTimeout: HTTP_HEADERS_TIMEOUT_MS,
+    requestTimeout: HTTP_REQUEST_TIMEOUT_MS,
+    keepAliveTimeout: HTTP_KEEP_ALIVE_TIMEOUT_MS,
+    connectionsCheckingInterval: 1000,
+  };
 }
 
 /** Splits HOST:PORT (IPv6 in brackets). */
@@ -72,8 +100,15 @@ export class StreamingServer {
     const { host, port } = parseHostPort(this.opts.address, 'streaming address');
     const tls = Boolean(this.opts.tlsCert && this.opts.tlsKey);
     const server = tls
-      ? https.createServer({ cert: await fsp.readFile(this.opts.tlsCert!), key: await fsp.readFile(this.opts.tlsKey!) })
-      : http.createServer();
+      ? https.createServer({
+          ...httpServerTimeouts(),
+          handshakeTimeout: HTTP_HEADERS_TIMEOUT_MS,
+          cert: await fsp.readFile(this.opts.tlsCert!),
+          key: await fsp.readFile(this.opts.tlsKey!),
+        })
+      : http.createServer(httpServerTimeouts());
+    // No 'timeout' listener: Node destroys a socket idle this long before its request (not after an upgrade).
+    server.setTimeout(HTTP_SOCKET_IDLE_TIMEOUT_MS);
     server.on(tls ? 'secureConnection' : 'connection', (socket: Socket) => {
       this.sockets.add(socket);
       socket.once('close', () => this.sockets.delete(socket));
@@ -162,12 +197,14 @@ export class StreamingServer {
     );
     if (head.length) socket.unshift(head);
     const session = new SpdySession(socket, 'server');
+    this.closeWhenIdle(socket, log);
+    session.on('protocolError', (err) => log.info({ err: err.message }, 'spdy protocol error; session closed'));
     log.debug({ protocol }, 'spdy session');
     if (request.kind === 'portforward') {
-      await serveSpdyPortForward(session, target as PortForwardTarget, log);
+      await serveSpdyPortForward(session, target as PortForwardTarget, log, this.streamCreationTimeoutMs);
       return;
     }
-    const streams = await spdyRemoteCommand(session, protocol || 'channel.k8s.io', request).catch((err: unknown) => {
+    const streams = await spdyRemoteCommand(session, protocol || 'channel.k8s.io', request, this.streamCreationTimeoutMs).catch((err: unknown) => {
       log.info({ err: errorMessage(err) }, 'spdy client did not set up its streams');
       session.destroy();
       return undefined;
@@ -194,9 +231,14 @@ export class StreamingServer {
     const { WebSocketServer } = await import('ws');
     return new Promise<void>((resolve) => {
       // ws answers with the protocol chosen here; with none offered it sends no header at all.
-      const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, handleProtocols: () => protocol || false });
+      const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: WS_MAX_MESSAGE_BYTES, handleProtocols: () => protocol || false });
       wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
         wss.close();
+        // A frame that breaks the protocol (reserved opcode or bits, an unmasked frame, a bad length,
+        // close code or UTF-8): ws closes this connection with the matching close code and reports it
+        // here. Without a listener the report would be an uncaught error, and the daemon would die.
+        ws.on('error', (err: Error & { code?: string }) => log.info({ err: err.message, code: err.code }, 'websocket protocol error; session closed'));
+        this.closeWhenIdle(socket, log); // after ws, which clears the socket's timeout
         log.debug({ protocol }, 'websocket session');
         const done = this.serveWebSocketSession(ws, protocol, request, target, url, log).catch((err: unknown) => {
           log.warn({ err: errorMessage(err) }, 'websocket session failed');
@@ -205,6 +247,24 @@ export class StreamingServer {
         void done.then(resolve);
       });
     });
+  }
+
+  /** Closes an upgraded connection that has seen no traffic either way for the idle timeout. */
+  private closeWhenIdle(socket: Duplex, log: Logger): void {
+    const ms = (this.opts.idleTimeoutSeconds ?? DEFAULT_STREAM_IDLE_TIMEOUT_SECONDS) * 1000;
+    const s = socket as Partial<Socket>;
+    if (typeof s.setTimeout !== 'function') return;
+    s.setTimeout(ms > 0 ? ms : 0);
+    if (!(ms > 0)) return;
+    socket.once('timeout', () => {
+      log.info({ idleTimeoutMs: ms }, 'streaming connection idle; closed');
+      socket.destroy();
+    });
+  }
+
+  private get streamCreationTimeoutMs(): number {
+    const seconds = this.opts.streamCreationTimeoutSeconds;
+    return seconds && seconds > 0 ? seconds * 1000 : STREAM_CREATION_TIMEOUT_MS;
   }
 
   private async serveWebSocketSession(
@@ -219,7 +279,9 @@ export class StreamingServer {
       const pfTarget = target as PortForwardTarget;
       if (protocol === WS_SPDY_TUNNEL_PROTOCOL) {
         const { createWebSocketStream } = await import('ws');
-        await serveSpdyPortForward(new SpdySession(createWebSocketStream(ws), 'server'), pfTarget, log);
+        const session = new SpdySession(createWebSocketStream(ws), 'server');
+        session.on('protocolError', (err) => log.info({ err: err.message }, 'spdy protocol error; session closed'));
+        await serveSpdyPortForward(session, pfTarget, log, this.streamCreationTimeoutMs);
         return;
       }
       const fromQuery = url.searchParams.getAll('ports').flatMap((p) => p.split(',')).filter(Boolean).map(Number);

@@ -1,0 +1,75 @@
+// Copying between the client's streams and a process's pipes with backpressure: the source is paused
+// while the destination is full, so a fast sender can't make the daemon buffer what a slow reader
+// has not taken yet.
+import type { Readable, Writable } from 'node:stream';
+
+/**
+ * Copies `from` into `to`, pausing `from` while `to` wants a drain. With `end`, ends `to` when `from`
+ * ends. Once `to` is gone (destroyed, ended), what still arrives is read and dropped, so the sender
+ * is not left stuck on a process that stopped reading for good.
+ */
+export function relay(from: Readable | null | undefined, to: Writable | undefined, opts: { end?: boolean } = {}): void {
+  if (!from) return;
+  if (!to) {
+    from.resume();
+    return;
+  }
+  let waiting = false;
+  const goOn = (): void => {
+    if (!waiting) return;
+    waiting = false;
+    to.off('drain', goOn);
+    to.off('close', goOn);
+    from.resume();
+  };
+  from.on('data', (chunk: Buffer) => {
+    if (to.destroyed || to.writableEnded) return;
+    if (!to.write(chunk) && !waiting) {
+      waiting = true;
+      from.pause();
+      to.on('drain', goOn);
+      to.on('close', goOn);
+    }
+  });
+  if (opts.end) {
+    from.once('end', () => {
+      if (!to.destroyed && !to.writableEnded) to.end();
+    });
+  }
+}
+
+/** Node-pty queues writes to the terminal without a limit and without telling; this reads its queue. */
+export function ptyQueuedBytes(term: unknown): number {
+  const queue = (term as { _writeStream?: { _writeQueue?: Array<{ buffer: Buffer; offset: number }> } })._writeStream?._writeQueue;
+  if (!Array.isArray(queue)) return 0;
+  let n = 0;
+  for (const task of queue) n += task.buffer.length - task.offset;
+  return n;
+}
+
+/**
+ * Copies `from` into a terminal: pauses `from` while the terminal holds more than `limit` unwritten
+ * bytes and resumes once it is down to half.
+ */
+export function relayToPty(from: Readable, write: (chunk: Buffer) => void, queued: () => number, isDone: () => boolean, limit = 256 * 1024): void {
+  let timer: NodeJS.Timeout | undefined;
+  const check = (): void => {
+    timer = undefined;
+    if (isDone() || queued() <= limit / 2) {
+      from.resume();
+      return;
+    }
+    timer = setTimeout(check, 10);
+  };
+  from.on('data', (chunk: Buffer) => {
+    if (isDone()) return;
+    write(chunk);
+    if (!timer && queued() > limit) {
+      from.pause();
+      timer = setTimeout(check, 10);
+    }
+  });
+  from.once('close', () => {
+    if (timer) clearTimeout(timer);
+  });
+}
