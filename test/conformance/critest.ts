@@ -1,6 +1,7 @@
 // The critest phase: critest's validation suite, then its benchmarks, against a nodelet-cri of its own
 // (temp root, run root, socket, CNI bridge and subnet), with every image critest names served by our
-// stand-ins from a local docker-registry behind the runtime's registry mirrors.
+// stand-ins from a local docker-registry behind the runtime's registry mirrors. Everything it starts
+// is undone at the end, or on SIGINT/SIGTERM through run.ts's cleanups.
 // Every spec becomes one report line `critest: <spec>`; skipped specs are reported as not run.
 // NODELET_CRITEST_LOGS=DIR keeps critest's output, its JUnit files and the daemon log there.
 // NODELET_CRITEST_FOCUS=REGEX runs only the matching specs (diagnosis).
@@ -19,6 +20,7 @@ import {
   UPSTREAM_REGISTRIES,
   type StandInImages,
 } from '../../scripts/conformance/critest-images.js';
+import { Cleanup } from './cleanup.js';
 import type { Tools } from './tools.js';
 import type { ConformanceReport } from './report.js';
 
@@ -165,6 +167,39 @@ function runCritest(critest: string, args: string[], outputFile: string, timeout
   });
 }
 
+interface ShmSegment {
+  shmid: number;
+  size: number;
+  nattch: number;
+  cuid: number;
+  /** Creation time, seconds since the epoch. */
+  ctime: number;
+}
+
+/** System V shared memory segments (/proc/sysvipc/shm). */
+export function parseSysvShm(text: string): ShmSegment[] {
+  const [header, ...rows] = text.split('\n').filter((l) => l.trim());
+  const cols = (header ?? '').trim().split(/\s+/);
+  const at = (name: string) => cols.indexOf(name);
+  return rows.map((row) => {
+    const f = row.trim().split(/\s+/).map(Number);
+    return { shmid: f[at('shmid')]!, size: f[at('size')]!, nattch: f[at('nattch')]!, cuid: f[at('cuid')]!, ctime: f[at('ctime')]! };
+  });
+}
+
+/**
+ * critest's HostIpc specs make a 1 MiB segment on the host with ipcmk and never remove it: remove the
+ * unattached root-created ones of that size that appeared while our suite ran.
+ */
+async function removeLeakedShm(before: Set<number>, sinceSeconds: number): Promise<number> {
+  const now = await fsp.readFile('/proc/sysvipc/shm', 'utf8').catch(() => '');
+  const leaked = parseSysvShm(now).filter(
+    (s) => !before.has(s.shmid) && s.size === 1048576 && s.nattch === 0 && s.cuid === 0 && s.ctime >= sinceSeconds,
+  );
+  for (const s of leaked) await run('ipcrm', ['-m', String(s.shmid)], { reject: false });
+  return leaked.length;
+}
+
 async function junitCases(dir: string): Promise<JunitCase[]> {
   const files = (await fsp.readdir(dir).catch(() => [] as string[])).filter((f) => f.endsWith('.xml')).sort();
   const cases: JunitCase[] = [];
@@ -196,12 +231,9 @@ export async function runCritestPhase(tools: Tools, report: ConformanceReport): 
       if (keep) await run('cp', ['-a', '--', ...(await fsp.readdir(work)).filter((f) => f !== 'storage').map((f) => path.join(work, f)), keep], { reject: false });
       await fsp.rm(work, { recursive: true, force: true });
     })());
-  const onSignal = (signal: NodeJS.Signals) => {
-    process.stderr.write(`critest phase: ${signal}: cleaning up\n`);
-    void cleanup().finally(() => process.exit(130));
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
+  // run.ts runs it on SIGINT/SIGTERM too.
+  const undo = new Cleanup();
+  undo.add('critest phase: children, daemon, registry, temp dir', cleanup);
 
   try {
     let started = Date.now();
@@ -230,6 +262,7 @@ export async function runCritestPhase(tools: Tools, report: ConformanceReport): 
 
     const mirrors = UPSTREAM_REGISTRIES.flatMap((r) => ['--registry-mirror', `${r}=http://${registry!.host}`]);
     daemon = await startTestDaemon({ args: [...mirrors, '--insecure-registry', registry.host] });
+    if (cleaning) throw new Error('critest phase interrupted');
 
     // The validation suite.
     const suiteDir = path.join(work, 'suite');
@@ -239,6 +272,8 @@ export async function runCritestPhase(tools: Tools, report: ConformanceReport): 
     const focus = process.env.NODELET_CRITEST_FOCUS ? ['-ginkgo.focus', process.env.NODELET_CRITEST_FOCUS] : [];
     const parallel = process.env.NODELET_CRITEST_PARALLEL ? ['-parallel', process.env.NODELET_CRITEST_PARALLEL] : [];
     started = Date.now();
+    const shmBefore = new Set(parseSysvShm(await fsp.readFile('/proc/sysvipc/shm', 'utf8').catch(() => '')).map((s) => s.shmid));
+    undo.add('remove the shared memory segments critest left', () => removeLeakedShm(shmBefore, Math.floor(started / 1000) - 1));
     const suite = await runCritest(
       tools.critest,
       [
@@ -249,6 +284,7 @@ export async function runCritestPhase(tools: Tools, report: ConformanceReport): 
       SUITE_TIMEOUT_MS,
       children,
     );
+    if (cleaning) throw new Error('critest phase interrupted');
     const suiteSeconds = (Date.now() - started) / 1000;
     // Both runs list every spec; each reports its own: the benchmark specs are the "benchmark about" ones.
     const isBenchmark = (c: JunitCase) => /\bbenchmark about\b/.test(c.name);
@@ -299,6 +335,7 @@ export async function runCritestPhase(tools: Tools, report: ConformanceReport): 
       BENCHMARK_TIMEOUT_MS,
       children,
     );
+    if (cleaning) throw new Error('critest phase interrupted');
     const benchSeconds = (Date.now() - started) / 1000;
     const latencies: OperationLatency[] = [];
     for (const f of (await fsp.readdir(benchDir)).filter((f) => f.endsWith('.json')).sort()) {
@@ -324,9 +361,8 @@ export async function runCritestPhase(tools: Tools, report: ConformanceReport): 
       for (const l of latencies) process.stdout.write(`  ${l.benchmark.padEnd(22)} ${l.operation.padEnd(28)} ${l.p50Ms.toFixed(1).padStart(9)}  (n=${l.samples})\n`);
     }
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-    await cleanup();
+    await undo.run();
+    await cleanup(); // when a signal started it, wait for it to finish
     if (keep) process.stdout.write(`critest phase: logs kept in ${keep}\n`);
   }
 }

@@ -2,7 +2,7 @@
 // critest's lifecycle benchmark files.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { benchmarkLatencies, parseJunit } from '../conformance/critest.js';
+import { benchmarkLatencies, parseJunit, parseSysvShm } from '../conformance/critest.js';
 
 const JUNIT = `<?xml version="1.0" encoding="UTF-8"?>
 <testsuites tests="4" disabled="1" errors="0" failures="1" time="12.5">
@@ -51,4 +51,18 @@ test('benchmarkLatencies: the median per operation, in ms', () => {
     { benchmark: 'container', operation: 'StartContainer', p50Ms: 20, samples: 3 },
   ]);
   assert.deepEqual(benchmarkLatencies('x', { something: 'else' }), []);
+});
+
+test('parseSysvShm: the columns of /proc/sysvipc/shm by their header names', () => {
+  const text = [
+    '       key      shmid perms                  size  cpid  lpid nattch   uid   gid  cuid  cgid      atime      dtime      ctime                   rss                  swap',
+    '-1191079328          0   644               1048576 32112     0      0     0     0     0     0          0          0 1795896379                     0                     0',
+    '         0          7   600                  4096   100   101      2  1000  1000  1000  1000 1795896400 1795896400 1795896300                  4096                     0',
+    '',
+  ].join('\n');
+  assert.deepEqual(parseSysvShm(text), [
+    { shmid: 0, size: 1048576, nattch: 0, cuid: 0, ctime: 1795896379 },
+    { shmid: 7, size: 4096, nattch: 2, cuid: 1000, ctime: 1795896300 },
+  ]);
+  assert.deepEqual(parseSysvShm(''), []);
 });
