@@ -272,6 +272,12 @@ interface ProfileFileSyscall {
 
 const stringList = (v: unknown): string[] => (Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : []);
 
+const SECCOMP_ARCHES = new Set(
+  ['X86', 'X86_64', 'X32', 'ARM', 'AARCH64', 'MIPS', 'MIPS64', 'MIPS64N32', 'MIPSEL', 'MIPSEL64', 'MIPSEL64N32', 'PPC', 'PPC64', 'PPC64LE', 'S390', 'S390X', 'PARISC', 'PARISC64', 'RISCV64', 'LOONGARCH64', 'M68K', 'SH', 'SHEB'].map((a) => `SCMP_ARCH_${a}`),
+);
+const SECCOMP_OPERATORS = new Set(['SCMP_CMP_NE', 'SCMP_CMP_LT', 'SCMP_CMP_LE', 'SCMP_CMP_EQ', 'SCMP_CMP_GE', 'SCMP_CMP_GT', 'SCMP_CMP_MASKED_EQ']);
+const SECCOMP_ACTIONS = new Set(['SCMP_ACT_KILL', 'SCMP_ACT_KILL_PROCESS', 'SCMP_ACT_KILL_THREAD', 'SCMP_ACT_TRAP', 'SCMP_ACT_ERRNO', 'SCMP_ACT_TRACE', 'SCMP_ACT_ALLOW', 'SCMP_ACT_LOG']);
+
 /**
  * A Localhost profile in OCI form, or in Docker's form (archMap, `name`, includes/excludes
  * by capability), turned into the OCI form runc reads.
@@ -293,6 +299,8 @@ function parseLocalhostProfile(path: string, content: string | undefined, caps: 
   if (typeof file.defaultAction !== 'string') {
     throw invalidArgument(`seccomp profile ${path}: defaultAction missing`);
   }
+  // runc refuses an unknown action only when creating the container, as an INTERNAL error.
+  if (!SECCOMP_ACTIONS.has(file.defaultAction)) throw invalidArgument(`seccomp profile ${path}: defaultAction ${JSON.stringify(file.defaultAction.slice(0, 40))} is not a seccomp action`);
   const held = new Set(caps);
   const profile: OciSeccomp = { defaultAction: file.defaultAction as OciSeccomp['defaultAction'] };
   if (typeof file.defaultErrnoRet === 'number') profile.defaultErrnoRet = file.defaultErrnoRet;
@@ -305,6 +313,8 @@ function parseLocalhostProfile(path: string, content: string | undefined, caps: 
     }
   }
   architectures = [...new Set(architectures)];
+  const unknownArch = architectures.find((a) => !SECCOMP_ARCHES.has(a));
+  if (unknownArch !== undefined) throw invalidArgument(`seccomp profile ${path}: ${JSON.stringify(unknownArch.slice(0, 40))} is not a seccomp architecture`);
   if (architectures.length > 0) profile.architectures = architectures;
   const flags = stringList(file.flags);
   if (flags.length > 0) profile.flags = flags;
@@ -325,9 +335,15 @@ function parseLocalhostProfile(path: string, content: string | undefined, caps: 
     if (typeof raw.action !== 'string') {
       throw invalidArgument(`seccomp profile ${path}: syscall ${names[0]} without action`);
     }
+    if (!SECCOMP_ACTIONS.has(raw.action)) throw invalidArgument(`seccomp profile ${path}: action ${JSON.stringify(raw.action.slice(0, 40))} is not a seccomp action`);
     const rule: SeccompSyscall = { names, action: raw.action as SeccompSyscall['action'] };
     if (typeof raw.errnoRet === 'number') rule.errnoRet = raw.errnoRet;
-    if (Array.isArray(raw.args) && raw.args.length > 0) rule.args = raw.args as SeccompArg[];
+    if (Array.isArray(raw.args) && raw.args.length > 0) {
+      for (const arg of raw.args as Array<{ op?: unknown }>) {
+        if (!SECCOMP_OPERATORS.has(String(arg?.op))) throw invalidArgument(`seccomp profile ${path}: syscall ${names[0]}: ${JSON.stringify(String(arg?.op).slice(0, 40))} is not a seccomp operator`);
+      }
+      rule.args = raw.args as SeccompArg[];
+    }
     syscalls.push(rule);
   }
   if (syscalls.length > 0) profile.syscalls = syscalls;

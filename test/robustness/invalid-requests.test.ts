@@ -44,6 +44,14 @@ before(async () => {
   // A secret-looking host file, to check that errors never quote files they were pointed at.
   hostileFile = path.join(logDir, 'secret.txt');
   await fsp.writeFile(hostileFile, 'root:$6$TOPSECRETHASH:19000:0:99999:7:::\n');
+  const profiles: Record<string, unknown> = {
+    'bad-default.json': { defaultAction: 'SCMP_ACT_BOGUS' },
+    'bad-action.json': { defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['mkdir'], action: 'SCMP_ACT_EXPLODE' }] },
+    'array.json': [{ defaultAction: 'SCMP_ACT_ALLOW' }],
+    'bad-arch.json': { defaultAction: 'SCMP_ACT_ALLOW', architectures: ['SCMP_ARCH_BOGUS'] },
+    'bad-operator.json': { defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['mkdir'], action: 'SCMP_ACT_ERRNO', args: [{ index: 0, value: 1, op: 'SCMP_CMP_BOGUS' }] }] },
+  };
+  for (const [name, content] of Object.entries(profiles)) await fsp.writeFile(path.join(logDir, name), JSON.stringify(content));
 });
 
 after(async () => {
@@ -273,6 +281,10 @@ add(CC, 'masked_path with ..', () => ctrReq((c) => (sc(c).masked_paths = ['/proc
 add(CC, 'relative readonly_path', () => ctrReq((c) => (sc(c).readonly_paths = ['proc/sys'])), 'INVALID_ARGUMENT', `${SC}.readonly_paths[0]`);
 add(CC, 'NUL in readonly_path', () => ctrReq((c) => (sc(c).readonly_paths = ['/proc/s\0ys'])), 'INVALID_ARGUMENT', `${SC}.readonly_paths[0]`);
 add(CC, 'seccomp localhost_ref to a non-JSON host file', () => ctrReq((c) => (sc(c).seccomp = { profile_type: 'Localhost', localhost_ref: hostileFile })), 'INVALID_ARGUMENT', 'seccomp', 'TOPSECRET');
+for (const name of ['bad-default.json', 'bad-action.json', 'array.json', 'bad-arch.json', 'bad-operator.json']) {
+  add(CC, `seccomp profile ${name}`, () => ctrReq((c) => (sc(c).seccomp = { profile_type: 'Localhost', localhost_ref: path.join(logDir, name) })), 'INVALID_ARGUMENT', 'seccomp');
+  add(RP, `seccomp profile ${name}`, () => podReq((c) => (sc(c).seccomp = { profile_type: 'Localhost', localhost_ref: path.join(logDir, name) })), 'INVALID_ARGUMENT', 'seccomp');
+}
 add(CC, 'relative seccomp localhost_ref', () => ctrReq((c) => (sc(c).seccomp = { profile_type: 'Localhost', localhost_ref: 'p.json' })), 'INVALID_ARGUMENT', 'seccomp');
 add(CC, 'missing seccomp profile', () => ctrReq((c) => (sc(c).seccomp = { profile_type: 'Localhost', localhost_ref: `/nonexistent-${tag}.json` })), 'INVALID_ARGUMENT', 'seccomp');
 add(CC, 'legacy seccomp path not localhost/', () => ctrReq((c) => (sc(c).seccomp_profile_path = 'file:///etc/x')), 'INVALID_ARGUMENT', 'seccomp_profile_path');
