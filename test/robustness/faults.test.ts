@@ -9,6 +9,9 @@ import * as grpc from '@grpc/grpc-js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { useRegistries, type Registries } from '../helpers/registries.js';
 import { sandboxConfig, containerConfig, runContainer, waitFor } from '../helpers/pods.js';
+import { readUntil } from '../helpers/stream-clients.js';
+import { openRemoteCommand } from '../../src/streaming/client.js';
+import { randomBytes } from 'node:crypto';
 
 let d: TestDaemon;
 let reg: Registries;
@@ -235,5 +238,31 @@ test('the runtime binary gone after start: the failed RunPodSandbox is undone fu
   } finally {
     await gone.cleanup();
     await fsp.rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a long --run-root: pods run and attach works (conmon sockets reached through short paths)', async () => {
+  // 90+ bytes: the attach socket path under it is far beyond sun_path's 108.
+  const runRoot = path.join('/run', `nodelet-test-long-run-root-${randomBytes(4).toString('hex')}`, 'x'.repeat(60));
+  const long = await startTestDaemon({ args: ['--run-root', runRoot] });
+  try {
+    await long.client.image('PullImage', { image: { image: BUSYBOX } });
+    const pod = await newPod('long-root', long);
+    const id = await runContainer(
+      long.client,
+      pod.id,
+      pod.config,
+      containerConfig('echoer', BUSYBOX, ['sh', '-c', 'echo up; while read l; do echo got:$l; done'], { stdin: true, stdin_once: false }),
+    );
+    assert.ok(path.join(runRoot, 's', id, 'attach').length > 108);
+    const { url } = await long.client.runtime('Attach', { container_id: id, stdin: true, stdout: true, stderr: true, tty: false });
+    const session = await openRemoteCommand({ url, family: 'websocket', stdin: true, stdout: true, stderr: true, tty: false });
+    const reply = readUntil(session.stdout, /got:through-a-long-root/);
+    session.stdin.write('through-a-long-root\n');
+    await reply;
+    session.close();
+  } finally {
+    await long.cleanup();
+    await fsp.rm(path.dirname(runRoot), { recursive: true, force: true });
   }
 });

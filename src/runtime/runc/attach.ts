@@ -22,7 +22,8 @@ export interface AttachSession {
   close(): void;
 }
 
-export async function openAttach(socketPath: string): Promise<AttachSession> {
+/** `shownPath` names the socket in errors when `socketPath` is an indirect (/proc/self/fd) path to it. */
+export async function openAttach(socketPath: string, shownPath = socketPath): Promise<AttachSession> {
   const socket = new SeqpacketSocket();
   socket.setInternalReadBufferSize(READ_BUFFER_SIZE);
   const stdout = new PassThrough();
@@ -41,7 +42,7 @@ export async function openAttach(socketPath: string): Promise<AttachSession> {
   };
 
   await new Promise<void>((resolve, reject) => {
-    const onError = (err: Error): void => reject(failedPrecondition(`cannot attach to ${socketPath}: ${errorMessage(err)}`));
+    const onError = (err: Error): void => reject(failedPrecondition(`cannot attach to ${shownPath}: ${errorMessage(err)}`));
     socket.once('error', onError);
     try {
       socket.connect(socketPath, () => {
@@ -49,7 +50,7 @@ export async function openAttach(socketPath: string): Promise<AttachSession> {
         resolve();
       });
     } catch (err) {
-      reject(failedPrecondition(`cannot attach to ${socketPath}: ${errorMessage(err)}`));
+      reject(failedPrecondition(`cannot attach to ${shownPath}: ${errorMessage(err)}`));
     }
   });
 

@@ -31,7 +31,7 @@ export interface RuncBackendOptions {
   runtimeRoot: string;
   /** conmon writes `<exitDir>/<id>` holding the exit code when a container exits. */
   exitDir: string;
-  /** conmon's attach sockets live at `<socketDir>/<id>/attach`; keep it short (108-byte socket paths). */
+  /** conmon's attach sockets are reached at `<socketDir>/<id>/attach` (a link to the bundle); any length works. */
   socketDir: string;
   /** Per-container conmon files (pid files, exit, oom, our monitor record); default `<dirname(exitDir)>/conmon`. */
   persistRoot?: string;
@@ -99,6 +99,8 @@ interface MonitorRecord {
 
 const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 const UNIX_SOCKET_PATH_MAX = 107;
+/** open(2)'s O_PATH (Linux), which Node's fs.constants leaves out. */
+const O_PATH = 0o10000000;
 /** Each of stdout and stderr of an ExecSync is cut at this size so a chatty command can't exhaust memory. */
 export const EXEC_OUTPUT_LIMIT = 16 * 1024 * 1024;
 const EXIT_POLL_MS = 250;
@@ -219,7 +221,20 @@ export class RuncBackend {
 
   /** Connects to the container's stdio through conmon (output from now on; stdin when created with stdin). */
   async attach(id: string): Promise<AttachSession> {
-    return openAttach(this.attachSocketPath(id));
+    const socketPath = this.attachSocketPath(id);
+    if (socketPath.length <= UNIX_SOCKET_PATH_MAX) return openAttach(socketPath);
+    // Too long for sun_path (a long --run-root): reach the socket through a short /proc/self/fd path, as conmon binds it.
+    let dir: fsp.FileHandle;
+    try {
+      dir = await fsp.open(path.dirname(socketPath), O_PATH | fsp.constants.O_DIRECTORY);
+    } catch (err) {
+      throw failedPrecondition(`cannot attach to ${socketPath}: ${errorMessage(err)}`);
+    }
+    try {
+      return await openAttach(`/proc/self/fd/${dir.fd}/attach`, socketPath);
+    } finally {
+      await dir.close();
+    }
   }
 
   // ---- lifecycle ----
@@ -228,10 +243,7 @@ export class RuncBackend {
   async create(opts: CreateOptions): Promise<{ pid: number; conmonPid: number }> {
     const id = checkId(opts.id);
     const log = this.log.child({ containerId: id });
-    const socketPath = this.attachSocketPath(id);
-    if (socketPath.length > UNIX_SOCKET_PATH_MAX) {
-      throw invalidArgument(`attach socket path ${socketPath} is longer than ${UNIX_SOCKET_PATH_MAX} bytes; use a shorter socketDir`);
-    }
+    // conmon binds the attach socket through /proc/self/fd, so any socketDir length works (attach() connects the same way).
     const bundleDir = path.resolve(opts.bundleDir);
     if (!(await pathExists(path.join(bundleDir, 'config.json')))) {
       throw invalidArgument(`bundle ${bundleDir} of container ${id} has no config.json`);
