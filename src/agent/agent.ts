@@ -18,9 +18,9 @@ import { KubeletApiServer } from './kubelet-api/server.js';
 import { MirrorPods, isMirrorPod } from './mirror-pods.js';
 import { KubeVolumeData } from './volumes/sources.js';
 import { bootstrapClientCertificate } from './bootstrap.js';
+import { PodEventRecorder } from './events.js';
 
 const HOUSEKEEPING_MS = 2000;
-const EVENTS_PER_SECOND = 10;
 
 export class Agent {
   readonly cri: CriClient;
@@ -39,7 +39,7 @@ export class Agent {
   private readonly log: Logger;
   private housekeeping?: NodeJS.Timeout;
   private stopped = false;
-  private eventBudget = { second: 0, count: 0 };
+  private events?: PodEventRecorder;
   private volumeData?: KubeVolumeData;
 
   constructor(readonly config: AgentConfig) {
@@ -229,7 +229,7 @@ export class Agent {
             await this.writeLocalStatus(pod, status);
           },
       finishDeletion: kube ? (pod) => this.finishDeletion(pod) : undefined,
-      recordEvent: kube ? (pod, type, reason, message) => this.recordEvent(pod, type, reason, message) : undefined,
+      recordEvent: kube ? (pod, type, reason, message) => (this.events ??= new PodEventRecorder(kube.core, this.config.nodeName, this.log)).record(pod, type, reason, message) : undefined,
       volumeRoot: this.config.root,
       volumeData: kube ? (this.volumeData ??= new KubeVolumeData(kube.core)) : undefined,
       onTerminated: (uid) => {
@@ -313,32 +313,6 @@ export class Agent {
       const code = apiErrorCode(err);
       if (code !== 404 && code !== 409) throw err;
     }
-  }
-
-  private recordEvent(pod: V1Pod, type: 'Normal' | 'Warning', reason: string, message: string): void {
-    const second = Math.floor(Date.now() / 1000);
-    if (this.eventBudget.second !== second) this.eventBudget = { second, count: 0 };
-    if (++this.eventBudget.count > EVENTS_PER_SECOND) return;
-    const m = pod.metadata!;
-    const now = new Date();
-    void this.kube!.core
-      .createNamespacedEvent({
-        namespace: m.namespace!,
-        body: {
-          metadata: { name: `${m.name}.${Date.now().toString(16)}${Math.floor(Math.random() * 4096).toString(16)}`, namespace: m.namespace },
-          involvedObject: { apiVersion: 'v1', kind: 'Pod', name: m.name, namespace: m.namespace, uid: m.uid },
-          reason,
-          message,
-          type,
-          source: { component: 'kubelet', host: this.config.nodeName },
-          firstTimestamp: now,
-          lastTimestamp: now,
-          count: 1,
-          reportingComponent: 'kubelet',
-          reportingInstance: this.config.nodeName,
-        },
-      })
-      .catch((err) => this.log.debug({ err: errorMessage(err) }, 'event not recorded'));
   }
 
   private scheduleHousekeeping(): void {

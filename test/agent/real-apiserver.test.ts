@@ -235,6 +235,34 @@ test('a static pod runs and its mirror pod, owned by the Node, shows Running', a
   await waitFor('mirror pod deleted', async () => (await getOptional(['-n', 'kube-system', 'get', 'pod', mirrorName])) === undefined, 60_000);
 });
 
+test('a repeatedly failing probe is one Unhealthy event whose count grows', async () => {
+  await cp!.kubectl(['apply', '-f', '-'], {
+    input: JSON.stringify({
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: 'unready', namespace: NS },
+      spec: {
+        terminationGracePeriodSeconds: 1,
+        containers: [{
+          name: 'main', image: h.busybox, imagePullPolicy: 'IfNotPresent', command: ['sh', '-c', 'trap "exit 0" TERM; while true; do sleep 0.2; done'],
+          readinessProbe: { exec: { command: ['sh', '-c', 'echo not yet; exit 1'] }, periodSeconds: 1 },
+        }],
+      },
+    }),
+  });
+  const uid = (await waitFor('pod unready exists', () => getOptional(['-n', NS, 'get', 'pod', 'unready']), 30_000)).metadata.uid;
+  const unhealthy = async () =>
+    (await getJson(['-n', NS, 'get', 'events', '--field-selector', `involvedObject.uid=${uid},reason=Unhealthy`])).items;
+  const [event] = await waitFor('Unhealthy count >= 3', async () => {
+    const items = await unhealthy();
+    return items.some((e: any) => e.count >= 3) ? items : undefined;
+  }, 60_000);
+  assert.equal((await unhealthy()).length, 1, 'one event, counted');
+  assert.match(event.message, /Readiness probe failed: not yet/);
+  assert.ok(Date.parse(event.lastTimestamp) > Date.parse(event.firstTimestamp));
+  await cp!.kubectl(['-n', NS, 'delete', 'pod', 'unready', '--wait=true', '--timeout=60s'], { timeoutMs: 90_000 });
+});
+
 test('an apiserver outage is survived: the pod keeps running, the Lease is renewed again, new pods still run', async () => {
   const pod = await waitRunning('hello');
   const before = await runningContainers(pod.metadata.uid);
