@@ -260,6 +260,7 @@ export async function runNodeChecksPhase(tools: Tools, report: ConformanceReport
       liveness: 'failing exec liveness probe restarts the container; logs --previous',
       volumes: 'init container, emptyDir, configMap, secret, downward API, service account token',
       completion: 'run-to-completion pods: Succeeded with exit 0, Failed with exit 7',
+      logRotation: 'container log rotation at 1 MiB keeps kubectl logs current',
       staticPod: "static pod's mirror pod Running",
       scaleToZero: 'scale to 0 leaves no containers or sandboxes',
       namespace: 'deleted namespace leaves nothing in the runtime',
@@ -336,6 +337,14 @@ export async function runNodeChecksPhase(tools: Tools, report: ConformanceReport
             { name: 'podinfo', downwardAPI: { items: [{ path: 'labels', fieldRef: { fieldPath: 'metadata.labels' } }] } },
           ],
         }),
+      }),
+      create(cp, `/api/v1/namespaces/${ns}/pods`, {
+        apiVersion: 'v1', kind: 'Pod', metadata: { name: 'chatty' },
+        spec: podSpec(ctx, [{
+          name: 'main',
+          // 3 MB at once (past the 1 MiB rotation size), then a numbered line every 0.2 s.
+          command: ['sh', '-c', `yes filler-${marker}-0123456789abcdef0123456789abcdef0123456789abcdef | head -c 3000000; i=0; while true; do i=$((i+1)); echo tick-$i; sleep 0.2; done`],
+        }]),
       }),
       ...[['succeeds', 'echo done'], ['fails', 'exit 7']].map(([pod, script]) => create(cp, `/api/v1/namespaces/${ns}/pods`, {
         apiVersion: 'v1', kind: 'Pod', metadata: { name: pod },
@@ -442,6 +451,30 @@ export async function runNodeChecksPhase(tools: Tools, report: ConformanceReport
       if (ok.status.phase !== 'Succeeded' || code(ok) !== 0) throw new Error(`succeeds: ${ok.status.phase}, exit ${code(ok)}`);
       if (bad.status.phase !== 'Failed' || code(bad) !== 7) throw new Error(`fails: ${bad.status.phase}, exit ${code(bad)}`);
       return 'Succeeded/0 and Failed/7';
+    });
+
+    await report.check(name(checks.logRotation), async () => {
+      const pod = await until('pod chatty Running', 90_000, async () => {
+        const res = await cp.request('GET', `/api/v1/namespaces/${ns}/pods/chatty`);
+        return res.status === 200 && res.body.status?.phase === 'Running' ? res.body : undefined;
+      }, () => describe(ctx));
+      const dir = path.join(node.podLogsDir, `${ns}_chatty_${pod.metadata.uid}`, 'main');
+      const listing = async () => (await fsp.readdir(dir).catch(() => [] as string[])).sort();
+      const rotated = await until('a rotated log file', 60_000, async () => {
+        const files = await listing();
+        return files.some((f) => f !== '0.log' && f.startsWith('0.log')) ? files : undefined;
+      }, async () => `files in ${dir}: ${(await listing()).join(', ') || 'none'}\n${await describe(ctx)}`);
+      const tick = async () => Number(/tick-(\d+)/.exec(await cp.kubectl(['logs', '--tail=1', '-n', ns, 'chatty']))?.[1] ?? NaN);
+      const first = await until('a tick line in kubectl logs', 20_000, async () => {
+        const n = await tick();
+        return Number.isFinite(n) ? n : undefined;
+      }, () => describe(ctx));
+      const later = await until('kubectl logs advancing after rotation', 20_000, async () => {
+        const n = await tick();
+        return n > first ? n : undefined;
+      }, async () => `stuck at tick-${first}; files ${(await listing()).join(', ')}\n${await describe(ctx)}`);
+      const size = (await fsp.stat(path.join(dir, '0.log'))).size;
+      return `rotated (${rotated.join(', ')}); current 0.log ${size} bytes; ticks ${first} -> ${later}`;
     });
 
     // 6. The static pod runs and has a mirror pod in the API.

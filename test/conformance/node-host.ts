@@ -34,6 +34,8 @@ export interface NodeUnderTest {
   name: string;
   ip: string;
   staticPodDir: string;
+  /** Where the node writes pod logs (`<ns>_<pod>_<uid>/<container>/N.log`). */
+  podLogsDir: string;
   logPath: string;
   /** The last lines of the node's log. */
   logTail(lines?: number): Promise<string>;
@@ -385,6 +387,10 @@ export async function startKubelet(
     staticPodPath: dirs.staticPods,
     fileCheckFrequency: '1s',
     podLogsDir: dirs.podLogs,
+    // Small, so the rotation check (ReopenContainerLog) sees a rotation within seconds.
+    containerLogMaxSize: '1Mi',
+    containerLogMaxFiles: 2,
+    containerLogMonitorInterval: '3s',
     volumePluginDir: path.join(dirs.base, 'volume-plugins'),
     address: address.ip,
     port,
@@ -421,6 +427,7 @@ export async function startKubelet(
     name: nodeName,
     ip: address.ip,
     staticPodDir: dirs.staticPods,
+    podLogsDir: dirs.podLogs,
     logPath: dirs.log,
     logTail: (lines = 20) => tail(dirs.log, lines),
     exited: () => describeExit(child),
@@ -434,7 +441,14 @@ export async function startAgent(
   const dirs = await nodeDirs('agent', cleanup);
   const kubeconfig = await cp.nodeCredentials(nodeName);
   const port = await freePort(address.ip);
+  // The kubelet's log rotation settings, in the KubeletConfiguration-style file the agent reads.
+  const configPath = path.join(dirs.base, 'agent-config.yaml');
+  await fsp.writeFile(configPath, YAML.stringify({
+    apiVersion: 'kubelet.config.k8s.io/v1beta1', kind: 'KubeletConfiguration',
+    containerLogMaxSize: '1Mi', containerLogMaxFiles: 2, containerLogMonitorInterval: '3s',
+  }));
   const child = spawnLogged(path.join(REPO_ROOT, 'bin', 'nodelet-agent'), [
+    '--config', configPath,
     '--kubeconfig', kubeconfig,
     '--node-name', nodeName,
     '--cri-endpoint', runtime.endpoint,
@@ -452,6 +466,7 @@ export async function startAgent(
     name: nodeName,
     ip: address.ip,
     staticPodDir: dirs.staticPods,
+    podLogsDir: dirs.podLogs,
     logPath: dirs.log,
     logTail: (lines = 20) => tail(dirs.log, lines),
     exited: () => describeExit(child),
