@@ -48,6 +48,8 @@ export interface NodeletConfig {
     streamCreationTimeoutSeconds: number;
   };
   metrics: { address: string };
+  /** Caps on one unpacked layer: its tar stream's bytes, and its expansion over the compressed blob. */
+  images: { maxLayerBytes: number; maxLayerCompressionRatio: number };
   /** Stats cache refresh: cgroups and network counters, and the slower writable-layer walk. */
   stats: { periodSeconds: number; writableLayerPeriodSeconds: number };
 }
@@ -69,7 +71,20 @@ export function defaultConfig(): NodeletConfig {
     streaming: { address: '127.0.0.1:0', idleTimeoutSeconds: 4 * 60 * 60, streamCreationTimeoutSeconds: 30 },
     metrics: { address: '' },
     stats: { periodSeconds: 3, writableLayerPeriodSeconds: 15 },
+    images: { maxLayerBytes: 32 * 1024 ** 3, maxLayerCompressionRatio: 200 },
   };
+}
+
+/** "123", "64Mi", "32Gi", "10G" → bytes. */
+export function parseByteSize(text: string, what: string): number {
+  const m = /^([0-9]+(?:\.[0-9]+)?)\s*([KMGT]i?)?B?$/i.exec(text.trim());
+  if (!m) throw invalidArgument(`${what} ${text}: want a size like 1073741824, 512Mi or 32Gi`);
+  const unit = (m[2] ?? '').toUpperCase();
+  const power = { '': 0, K: 1, M: 2, G: 3, T: 4 }[unit[0] ?? ''] ?? 0;
+  const base = unit.endsWith('I') ? 1024 : 1000;
+  const bytes = Math.floor(Number(m[1]) * base ** power);
+  if (!(bytes > 0)) throw invalidArgument(`${what} ${text}: want a positive size`);
+  return bytes;
 }
 
 const FLAGS = {
@@ -92,6 +107,8 @@ const FLAGS = {
   'stream-idle-timeout': { type: 'string' },
   'metrics-address': { type: 'string' },
   'stats-period': { type: 'string' },
+  'max-layer-size': { type: 'string' },
+  'max-layer-ratio': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean' },
 } as const;
@@ -115,6 +132,8 @@ export const USAGE = `Usage: nodelet-cri [flags]
                                 (e.g. 4h, 30m, 90s, 1h30m; 0 never; default 4h)
   --metrics-address HOST:PORT   Prometheus metrics and /healthz (default off)
   --stats-period SECONDS        how often container and pod stats are sampled (default 3)
+  --max-layer-size SIZE         most a layer may unpack to, e.g. 32Gi (default 32Gi)
+  --max-layer-ratio N           most a layer over 64Mi may expand per compressed byte (default 200)
 `;
 
 export interface ParsedCommandLine {
@@ -173,6 +192,12 @@ export function loadConfig(argv: string[]): ParsedCommandLine {
     const seconds = Number(values['stats-period']);
     if (!(seconds > 0)) throw invalidArgument(`--stats-period ${values['stats-period']}: want a positive number of seconds`);
     config.stats.periodSeconds = seconds;
+  }
+  if (values['max-layer-size'] !== undefined) config.images.maxLayerBytes = parseByteSize(values['max-layer-size'], '--max-layer-size');
+  if (values['max-layer-ratio'] !== undefined) {
+    const ratio = Number(values['max-layer-ratio']);
+    if (!(ratio >= 1)) throw invalidArgument(`--max-layer-ratio ${values['max-layer-ratio']}: want a number of at least 1`);
+    config.images.maxLayerCompressionRatio = ratio;
   }
   if (!config.runtime.handlers[config.runtime.defaultHandler]) {
     throw invalidArgument(`default runtime ${config.runtime.defaultHandler} is not a configured handler`);

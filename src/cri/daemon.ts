@@ -49,6 +49,7 @@ export async function startDaemon(config: NodeletConfig): Promise<Daemon> {
   const images = new ImageService({
     root: path.join(config.root, 'images'),
     registry,
+    layerLimits: { maxBytes: config.images.maxLayerBytes, maxRatio: config.images.maxLayerCompressionRatio },
     inUse: (imageId: string) => runtime?.ctx.containers.list().some((c) => imageIdsUsedBy(c).includes(imageId)) ?? false,
     onPulled: (outcome) => metrics?.onPulled(outcome),
   });

@@ -2,12 +2,13 @@
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { KeyedLock } from '../common/keyed-lock.js';
-import { failedPrecondition, notFound } from '../common/errors.js';
+import { errorMessage, failedPrecondition, isKind, notFound } from '../common/errors.js';
 import { logger } from '../common/log.js';
 import { ensureDir } from '../common/fsutil.js';
 import { BlobStore } from './blob-store.js';
 import { ImageStore, type ImageRecord } from './image-store.js';
 import { LayerStore } from './layer-store.js';
+import type { LayerLimits } from './unpack.js';
 import { Leases, SharedWork, parseImageReference, pullImage, type PullDeps, type PullOutcome } from './pull.js';
 import { digestedName, formatReference, parseReference, taggedName } from './reference.js';
 import type { RegistryClient, RegistryCredentials } from './registry.js';
@@ -20,6 +21,8 @@ export interface ImageServiceOptions {
   registry: Pick<RegistryClient, 'resolve' | 'downloadBlob'>;
   /** True while a container uses the image (removal is then refused). */
   inUse?: (imageId: string) => boolean;
+  /** Caps on unpacked layer size and compression ratio (default DEFAULT_LAYER_LIMITS). */
+  layerLimits?: LayerLimits;
   /** Told about every finished pull (metrics). */
   onPulled?: (outcome: { downloadedBytes: number; downloadedLayers: number; ms: number }) => void;
 }
@@ -62,7 +65,7 @@ export class ImageService {
   constructor(opts: ImageServiceOptions) {
     this.root = opts.root;
     this.blobs = new BlobStore(opts.root);
-    this.layers = new LayerStore(path.join(opts.root, 'layers'));
+    this.layers = new LayerStore(path.join(opts.root, 'layers'), opts.layerLimits);
     this.images = new ImageStore(opts.root);
     this.inUse = opts.inUse ?? (() => false);
     this.onPulled = opts.onPulled ?? (() => undefined);
@@ -98,7 +101,14 @@ export class ImageService {
   }
 
   private async pullAndCollect(refString: string, creds: RegistryCredentials | undefined, signal: AbortSignal): Promise<PullOutcome> {
-    const outcome = await pullImage(this.deps, refString, creds, signal);
+    let outcome: PullOutcome;
+    try {
+      outcome = await pullImage(this.deps, refString, creds, signal);
+    } catch (err) {
+      // Refused content (a bomb, a broken layer): its downloaded blobs are not kept for a retry that would fail the same way.
+      if (isKind(err, 'InvalidArgument')) await this.gc().catch((gcErr: unknown) => this.log.warn({ err: errorMessage(gcErr) }, 'gc after a refused pull'));
+      throw err;
+    }
     this.onPulled(outcome);
     let removed = false;
     for (const old of outcome.orphaned) {

@@ -7,7 +7,7 @@ import { KeyedLock, SingleFlight } from '../common/keyed-lock.js';
 import { errorMessage, hasCode, internal, invalidArgument } from '../common/errors.js';
 import { ensureDir, fsyncDir, pathExists, readJsonIfExists, writeJsonAtomic } from '../common/fsutil.js';
 import { logger } from '../common/log.js';
-import { unpackLayer, type LayerCompression } from './unpack.js';
+import { DEFAULT_LAYER_LIMITS, unpackLayer, type LayerCompression, type LayerLimits } from './unpack.js';
 
 const DIFF_ID_RE = /^sha256:([0-9a-f]{64})$/;
 const HEX_RE = /^[0-9a-f]{64}$/;
@@ -39,7 +39,10 @@ export class LayerStore {
   private readonly locks = new KeyedLock();
   private readonly log = logger({ component: 'layer-store' });
 
-  constructor(readonly root: string) {
+  constructor(
+    readonly root: string,
+    private readonly limits: LayerLimits = DEFAULT_LAYER_LIMITS,
+  ) {
     this.tmpRoot = path.join(root, TMP_DIR);
   }
 
@@ -71,7 +74,7 @@ export class LayerStore {
     const work = path.join(this.tmpRoot, randomBytes(8).toString('hex'));
     await fsp.mkdir(work, { mode: 0o755 });
     try {
-      const result = await unpackLayer(blobPath, compression, path.join(work, 'fs'), signal);
+      const result = await unpackLayer(blobPath, compression, path.join(work, 'fs'), signal, this.limits);
       if (result.diffId !== diffId) {
         throw internal(`layer ${diffId} diff id mismatch: blob ${blobPath} unpacks to ${result.diffId}`);
       }

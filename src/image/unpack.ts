@@ -17,6 +17,28 @@ import { logger } from '../common/log.js';
 
 export type LayerCompression = 'gzip' | 'zstd' | 'none';
 
+/** Caps on what one layer may expand to; the unpack stops at the first tar byte over them. */
+export interface LayerLimits {
+  /** Uncompressed (tar stream) bytes allowed per layer. */
+  maxBytes: number;
+  /** Uncompressed bytes allowed per compressed byte, once past RATIO_FLOOR_BYTES (a decompression bomb). */
+  maxRatio: number;
+}
+
+/** 32 GiB per layer, and at most 200 times the blob once past 64 MiB. */
+export const DEFAULT_LAYER_LIMITS: LayerLimits = { maxBytes: 32 * 1024 ** 3, maxRatio: 200 };
+/** Below this, any ratio is fine: small layers of zeros or text compress far better than large real ones. */
+export const RATIO_FLOOR_BYTES = 64 * 1024 * 1024;
+
+/** The tar-stream size a blob of blobSize may unpack to, and which cap sets it. */
+export function layerByteBudget(blobSize: number, limits: LayerLimits): { bytes: number; why: string } {
+  const byRatio = Math.max(RATIO_FLOOR_BYTES, blobSize * limits.maxRatio);
+  if (byRatio < limits.maxBytes) {
+    return { bytes: byRatio, why: `expands to more than ${limits.maxRatio} times its ${blobSize} compressed bytes (a decompression bomb?); the limit is --max-layer-ratio` };
+  }
+  return { bytes: limits.maxBytes, why: `unpacks to more than ${limits.maxBytes} bytes; the limit is --max-layer-size` };
+}
+
 export interface UnpackResult {
   /** sha256:<hex> of the uncompressed tar stream. */
   diffId: string;
@@ -165,7 +187,7 @@ export class TarLayerScanner extends Transform {
   private ended = false;
   private digest: string | null = null;
 
-  constructor() {
+  constructor(private readonly budget: { bytes: number; why: string } = { bytes: Number.POSITIVE_INFINITY, why: '' }) {
     super({ highWaterMark: 1 << 20 });
   }
 
@@ -175,6 +197,8 @@ export class TarLayerScanner extends Transform {
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    // Checked before a byte of the chunk goes on: nothing past the budget reaches the disk.
+    if (this.totalBytes + chunk.length > this.budget.bytes) return cb(invalidArgument(`layer ${this.budget.why}`));
     this.hash.update(chunk);
     this.totalBytes += chunk.length;
     if (this.ended) return cb();
@@ -559,6 +583,7 @@ export async function unpackLayer(
   compression: LayerCompression,
   destDir: string,
   signal?: AbortSignal,
+  limits: LayerLimits = DEFAULT_LAYER_LIMITS,
 ): Promise<UnpackResult> {
   if (signal?.aborted) throw abortedError(signal);
   const started = Date.now();
@@ -570,7 +595,7 @@ export async function unpackLayer(
     throw err;
   }
   try {
-    const scanner = new TarLayerScanner();
+    const scanner = new TarLayerScanner(layerByteBudget((await fsp.stat(blobPath)).size, limits));
     const { source, child: decompressor } = decompressorFor(blobPath, compression);
     const extractor = spawnChild(
       'tar',

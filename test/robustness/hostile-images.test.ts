@@ -144,3 +144,43 @@ test('a layer cut off inside a member fails the pull cleanly and leaves no layer
   assert.deepEqual(leftovers, []);
   await assertResponsive();
 });
+
+/** What a refused layer could have left: unpack work dirs, its layer dir, its downloaded blob. */
+async function assertNothingLeftOf(daemon: TestDaemon, name: keyof Fixtures): Promise<void> {
+  const images = path.join(daemon.root, 'images');
+  assert.deepEqual(await fsp.readdir(path.join(images, 'layers', 'tmp')).catch(() => []), [], 'no unpack work dir');
+  for (const diffId of fx[name].diffIds.slice(1)) {
+    await assert.rejects(fsp.stat(path.join(images, 'layers', diffId.slice(7))), `no layer dir for ${diffId}`);
+  }
+  for (const digest of fx[name].layerDigests.slice(1)) {
+    await assert.rejects(fsp.stat(path.join(images, 'blobs', 'sha256', digest.slice(7))), `no blob ${digest}`);
+  }
+}
+
+test('a decompression bomb stops at the size cap: a clean error, nothing left behind', async () => {
+  const capped = await startTestDaemon({ args: ['--max-layer-size', '64Mi', '--max-layer-ratio', '100000'] });
+  try {
+    const started = Date.now();
+    await assert.rejects(capped.client.image('PullImage', { image: { image: ref('zipBomb') } }, { deadlineMs: 60_000 }), (err: grpc.ServiceError) => {
+      assert.equal(err.code, grpc.status.INVALID_ARGUMENT, err.details);
+      assert.match(err.details, /more than 67108864 bytes.*--max-layer-size/);
+      return true;
+    });
+    assert.ok(Date.now() - started < 30_000, `refused in ${Date.now() - started} ms`);
+    await assertNothingLeftOf(capped, 'zipBomb');
+    // The image's other layer (shared busybox base) is fine to keep; the daemon goes on pulling.
+    await capped.client.image('PullImage', { image: { image: ref('busybox') } });
+  } finally {
+    await capped.cleanup();
+  }
+});
+
+test('a decompression bomb under the default caps is refused by its ratio', async () => {
+  await assert.rejects(d.client.image('PullImage', { image: { image: ref('zipBomb') } }, { deadlineMs: 60_000 }), (err: grpc.ServiceError) => {
+    assert.equal(err.code, grpc.status.INVALID_ARGUMENT, err.details);
+    assert.match(err.details, /more than 200 times .*decompression bomb/);
+    return true;
+  });
+  await assertNothingLeftOf(d, 'zipBomb');
+  await assertResponsive();
+});

@@ -64,3 +64,13 @@ test('bad flags are refused with the flag named', () => {
   assert.throws(() => loadConfig(['--bogus']), /bogus/);
   assert.throws(() => loadConfig(['--default-runtime', 'nope']), /nope/);
 });
+
+test('layer caps: --max-layer-size takes sizes with units, --max-layer-ratio a number', () => {
+  const { config } = loadConfig(['--max-layer-size', '64Mi', '--max-layer-ratio', '50']);
+  assert.equal(config.images.maxLayerBytes, 64 * 1024 * 1024);
+  assert.equal(config.images.maxLayerCompressionRatio, 50);
+  assert.equal(loadConfig(['--max-layer-size', '2G']).config.images.maxLayerBytes, 2_000_000_000);
+  assert.equal(defaultConfig().images.maxLayerBytes, 32 * 1024 ** 3);
+  assert.throws(() => loadConfig(['--max-layer-size', 'lots']), /--max-layer-size lots/);
+  assert.throws(() => loadConfig(['--max-layer-ratio', '0']), /--max-layer-ratio 0/);
+});
