@@ -327,3 +327,23 @@ test('TLS bootstrap: a bootstrap token gets a node client certificate through an
   const after = (await getJson(['get', 'csr'])).items.filter((c: any) => c.spec.username === `system:bootstrap:${token.split('.')[0]}`);
   assert.equal(after.length, 1);
 });
+
+test('a deleted Node registers again, and its Lease follows the new Node', async () => {
+  const before = await getJson(['get', 'node', nodeName]);
+  await cp!.kubectl(['delete', 'node', nodeName, '--wait=true', '--timeout=60s'], { timeoutMs: 90_000 });
+  const again = await waitFor('node registered again', async () => {
+    const n = await getOptional(['get', 'node', nodeName]);
+    return n && n.metadata.uid !== before.metadata.uid ? n : undefined;
+  }, 60_000);
+  assert.equal(again.metadata.labels['kubernetes.io/hostname'], nodeName);
+  await waitFor('node Ready again', async () => {
+    const n = await getOptional(['get', 'node', nodeName]);
+    return n?.status?.conditions?.find((c: any) => c.type === 'Ready')?.status === 'True';
+  }, 30_000);
+  // The old Lease went with the old Node (garbage collector); a new one names the new Node and is renewed.
+  const lease = await waitFor('lease owned by the new node', async () => {
+    const l = await getOptional(['-n', 'kube-node-lease', 'get', 'lease', nodeName]);
+    return l?.metadata?.ownerReferences?.[0]?.uid === again.metadata.uid ? l : undefined;
+  }, 90_000);
+  await waitFor('renewTime advances', async () => ((await leaseRenewTime()) > lease.spec.renewTime ? true : undefined), 15_000);
+});
