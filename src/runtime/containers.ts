@@ -9,7 +9,7 @@ import { nowNs, dateToNs } from './records.js';
 import { NodeletError, failedPrecondition, internal, invalidArgument, notFound, errorMessage, isKind } from '../common/errors.js';
 import { ensureDir, pathExists, removeEmptyDirsUpTo } from '../common/fsutil.js';
 import { PRIVATE_DIR, PRIVATE_FILE } from './record-store.js';
-import { checkCommand, checkContainerConfig, checkResources } from './validation.js';
+import { checkCommand, checkContainerConfig, checkResources, sysctlFault } from './validation.js';
 import { logger } from '../common/log.js';
 import { mountOverlay, unmountIfMounted } from './mounts.js';
 import { reportUnsupportedSecurity } from './host-security.js';
@@ -209,7 +209,7 @@ export class Containers {
         stdinOnce: rec.config.stdin_once,
       })
       .catch((err) => {
-        throw requestFault(err, rec.config, spec.process.args[0] ?? '') ?? err;
+        throw requestFault(err, rec.config, spec.process.args[0] ?? '') ?? sysctlFault(err, sandbox.config.linux?.sysctls, 'sandbox config.linux.sysctls') ?? err;
       });
     rec.pid = pid;
   }

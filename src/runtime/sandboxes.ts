@@ -9,7 +9,7 @@ import { nowNs } from './records.js';
 import { internal, invalidArgument, notFound, errorMessage, isKind } from '../common/errors.js';
 import { ensureDir, removeEmptyDirsUpTo } from '../common/fsutil.js';
 import { PRIVATE_DIR, PRIVATE_FILE } from './record-store.js';
-import { checkSandboxConfig } from './validation.js';
+import { checkSandboxConfig, sysctlFault } from './validation.js';
 import { logger } from '../common/log.js';
 import { mountOverlay, mountTmpfs, unmountIfMounted } from './mounts.js';
 import { reportUnsupportedSecurity } from './host-security.js';
@@ -183,14 +183,19 @@ export class PodSandboxes {
       rlimits: this.ctx.rlimits,
     });
     await fsp.writeFile(path.join(bundle, 'config.json'), JSON.stringify(spec), { mode: PRIVATE_FILE });
-    const { pid } = await this.ctx.backend(rec.runtimeHandler).create({
-      id: rec.id,
-      bundleDir: bundle,
-      logPath: path.join(runDir, 'infra.log'),
-      tty: false,
-      stdin: false,
-      stdinOnce: false,
-    });
+    const { pid } = await this.ctx
+      .backend(rec.runtimeHandler)
+      .create({
+        id: rec.id,
+        bundleDir: bundle,
+        logPath: path.join(runDir, 'infra.log'),
+        tty: false,
+        stdin: false,
+        stdinOnce: false,
+      })
+      .catch((err) => {
+        throw sysctlFault(err, config.linux?.sysctls, 'config.linux.sysctls') ?? err;
+      });
     rec.infraPid = pid;
   }
 

@@ -2,7 +2,7 @@
 // with INVALID_ARGUMENT naming the field. Pure functions of the request and a few host facts.
 import { isIP } from 'node:net';
 import { posix } from 'node:path';
-import { invalidArgument } from '../common/errors.js';
+import { invalidArgument, type NodeletError } from '../common/errors.js';
 import { Signal } from '../cri/generated/runtime/v1/Signal.js';
 import { MountPropagation } from '../cri/generated/runtime/v1/MountPropagation.js';
 import type { PodSandboxConfig__Output } from '../cri/generated/runtime/v1/PodSandboxConfig.js';
@@ -14,6 +14,8 @@ export interface HostLimits {
   /** CPUs and memory nodes a cpuset may name. */
   cpus: ReadonlySet<number>;
   mems: ReadonlySet<number>;
+  /** Hugepage sizes the kernel has, named as the kubelet names them (2MB, 1GB); empty: unknown. */
+  hugepageSizes?: ReadonlySet<string>;
   /** Whether /proc/sys has this sysctl (dotted name). */
   sysctlExists(name: string): boolean;
 }
@@ -153,6 +155,9 @@ export function checkResources(r: LinuxContainerResources__Output | null | undef
   checkCpuset(r.cpuset_mems, `${field}.cpuset_mems`, host.mems);
   r.hugepage_limits.forEach((h, i) => {
     if (!/^\d+(B|KB|MB|GB|TB|PB)$/.test(h.page_size)) throw invalidArgument(`${field}.hugepage_limits[${i}].page_size ${describe(h.page_size)} is not a page size (like 2MB)`);
+    if (host.hugepageSizes?.size && !host.hugepageSizes.has(h.page_size)) {
+      throw invalidArgument(`${field}.hugepage_limits[${i}].page_size ${h.page_size} is not a hugepage size of this host (${[...host.hugepageSizes].join(', ')})`);
+    }
   });
   for (const [k, v] of Object.entries(r.unified ?? {})) {
     if (!/^[a-z][a-z0-9_]*\.[a-z0-9_.]+$/.test(k) || k.includes('..')) throw invalidArgument(`${field}.unified: ${describe(k)} is not a cgroup file name`);
@@ -286,6 +291,15 @@ export function checkContainerConfig(config: ContainerConfig__Output, host: Host
   checkText(sc.run_as_username, `${at}.run_as_username`, { max: 256 });
   sc.masked_paths.forEach((p, i) => checkAbsolutePath(p, `${at}.masked_paths[${i}]`, { required: true }));
   sc.readonly_paths.forEach((p, i) => checkAbsolutePath(p, `${at}.readonly_paths[${i}]`, { required: true }));
+}
+
+/** runc failing to write a sysctl the request named: the request's fault, naming the key. */
+export function sysctlFault(err: unknown, sysctls: Record<string, string> | undefined, field: string): NodeletError | undefined {
+  const m = /write \/proc\/sys\/([^:"\s]+): ([^"]+)/.exec(err instanceof Error ? err.message : String(err));
+  if (!m) return undefined;
+  const dotted = m[1]!.replace(/\//g, '.');
+  const key = Object.keys(sysctls ?? {}).find((k) => k.replace(/\//g, '.') === dotted || k === dotted) ?? dotted;
+  return invalidArgument(`${field}[${JSON.stringify(key)}]: the kernel refused the value ${describe((sysctls ?? {})[key] ?? '')}: ${m[2]!.trim()}`);
 }
 
 /** ExecSync / Exec command: at least one word, none with a NUL byte. */

@@ -165,6 +165,8 @@ add(RP, 'sysctl value with NUL', () => podReq(sysctl('net.ipv4.ip_forward', '1\0
 add(RP, 'sysctl value with a line break', () => podReq(sysctl('net.ipv4.ip_forward', '1\n0')), 'INVALID_ARGUMENT', 'config.linux.sysctls');
 add(RP, 'net sysctl on the host network', () => podReq((c) => ((c.linux.security_context.namespace_options.network = 'NODE'), (c.linux.sysctls = { 'net.core.somaxconn': '1024' }))), 'INVALID_ARGUMENT', 'config.linux.sysctls');
 add(RP, 'IPC sysctl in the host IPC namespace', () => podReq((c) => ((c.linux.security_context.namespace_options.ipc = 'NODE'), (c.linux.sysctls = { 'kernel.shmmax': '1024' }))), 'INVALID_ARGUMENT', 'config.linux.sysctls');
+add(RP, 'sysctl value the kernel refuses', () => podReq(sysctl('net.ipv4.ip_forward', 'abc')), 'INVALID_ARGUMENT', 'config.linux.sysctls');
+add(RP, 'sysctl value out of range', () => podReq(sysctl('net.ipv4.ip_unprivileged_port_start', '99999999')), 'INVALID_ARGUMENT', 'config.linux.sysctls');
 add(RP, 'run_as_user 99999999999', () => podReq((c) => (sc(c).run_as_user = { value: 99999999999 })), 'INVALID_ARGUMENT', 'config.linux.security_context.run_as_user');
 add(RP, 'run_as_user -1', () => podReq((c) => (sc(c).run_as_user = { value: -1 })), 'INVALID_ARGUMENT', 'config.linux.security_context.run_as_user');
 add(RP, 'run_as_group 99999999999', () => podReq((c) => ((sc(c).run_as_user = { value: 1000 }), (sc(c).run_as_group = { value: 99999999999 }))), 'INVALID_ARGUMENT', 'config.linux.security_context.run_as_group');
@@ -263,6 +265,7 @@ for (const cpus of ['999', '0-999', 'abc', '1-0', '0,,1', '-1', '0-', '0 1', '0-
 for (const mems of ['99', 'x', '0-', '1-0']) {
   add(CC, `cpuset_mems ${JSON.stringify(mems)}`, () => ctrReq(r({ cpuset_mems: mems })), 'INVALID_ARGUMENT', `${RES}.cpuset_mems`);
 }
+add(CC, 'hugepage size the host does not have', () => ctrReq(r({ hugepage_limits: [{ page_size: '4MB', limit: 0 }] })), 'INVALID_ARGUMENT', `${RES}.hugepage_limits[0].page_size`);
 for (const size of ['bogus', '2M', '', '2 MB', '-2MB']) {
   add(CC, `hugepage size ${JSON.stringify(size)}`, () => ctrReq(r({ hugepage_limits: [{ page_size: size, limit: 0 }] })), 'INVALID_ARGUMENT', `${RES}.hugepage_limits[0].page_size`);
 }
@@ -473,7 +476,7 @@ test(`${cases.length} invalid requests: each answered with its code, naming the 
   for (const c of cases) {
     const got = await call(c);
     const label = `${c.rpc} / ${c.title}`;
-    if (got.code !== c.code) wrong.push(`${label}: expected ${c.code}, got ${got.code} ${got.message.slice(0, 200)}`);
+    if (got.code !== c.code) wrong.push(`${label}: expected ${c.code}, got ${got.code} ${got.message.slice(0, 200)} ${got.message.slice(-300)}`);
     if (got.code === 'OK' && c.rpc === 'CreateContainer') await d.client.runtime('RemoveContainer', { container_id: got.res.container_id });
     const says = typeof c.says === 'function' ? c.says() : c.says;
     if (got.code !== c.code) continue;

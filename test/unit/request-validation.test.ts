@@ -3,10 +3,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { checkCgroupParent, checkCpuset, checkLogPath, checkResources, checkSysctls, type HostLimits } from '../../src/runtime/validation.js';
-import { parseIdList } from '../../src/runtime/host-limits.js';
+import { hugepageSizeName, parseIdList } from '../../src/runtime/host-limits.js';
 import { commandNotRunnable } from '../../src/runtime/runc/backend.js';
 import { fitExecOutput } from '../../src/runtime/containers.js';
 import { NodeletError } from '../../src/common/errors.js';
+import { sysctlFault } from '../../src/runtime/validation.js';
 
 const host: HostLimits = {
   cpus: new Set([0, 1, 2, 3]),
@@ -73,6 +74,19 @@ test('cpusets and host CPU lists', () => {
   assert.deepEqual([...parseIdList('')], []);
   assert.doesNotThrow(() => checkCpuset('7', 'c', new Set()), 'an unreadable host list refuses nothing by range');
   refused(() => checkCpuset('a', 'c', new Set()), 'c');
+});
+
+test('hugepage sizes: the kernel names as the kubelet spells them; other sizes refused where the host lists its own', () => {
+  assert.deepEqual(['hugepages-2048kB', 'hugepages-1048576kB', 'hugepages-64kB', 'other'].map(hugepageSizeName), ['2MB', '1GB', '64KB', undefined]);
+  const withSizes = { ...host, hugepageSizes: new Set(['2MB', '1GB']) };
+  assert.doesNotThrow(() => checkResources(resources({ hugepage_limits: [{ page_size: '2MB', limit: 0 }] }), 'r', withSizes));
+  refused(() => checkResources(resources({ hugepage_limits: [{ page_size: '4MB', limit: 0 }] }), 'r', withSizes), 'r.hugepage_limits[0].page_size');
+});
+
+test('a sysctl value the kernel refused names the key it came from', () => {
+  const err = new Error('runc create failed: error during container init: write /proc/sys/net/ipv4/ip_forward: invalid argument"');
+  assert.match(sysctlFault(err, { 'net/ipv4/ip_forward': 'abc' }, 'c.sysctls')!.message, /^c\.sysctls\["net\/ipv4\/ip_forward"\]: the kernel refused the value "abc": invalid argument$/);
+  assert.equal(sysctlFault(new Error('something else'), {}, 'c'), undefined);
 });
 
 test('log_path stays inside the log directory', () => {
