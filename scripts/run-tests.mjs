@@ -4,6 +4,7 @@
 // integration, then the rest), stops the registries and exits with the runner's code.
 // Run after `tsc` has built dist/. Arguments, when given, filter the test files by path
 // substring (e.g. `node scripts/run-tests.mjs unit/` or `... test/integration/registries.test.ts`).
+// A skipped test fails the run (nothing the tests need is optional).
 // Env: NODELET_TEST_CONCURRENCY (files in parallel, default 1), NODELET_TEST_TIMEOUT_MS.
 //
 // node:test's run() is what `node --test` uses underneath; it is called directly because
@@ -123,13 +124,22 @@ async function runFiles(files, signal) {
   if (process.env.NODELET_TEST_TIMEOUT_MS) options.timeout = Number(process.env.NODELET_TEST_TIMEOUT_MS);
   say(`running ${files.length} test file(s)`);
   let failed = false;
+  // A skipped test proved nothing: every tool and privilege the tests need is required (scripts/setup, root).
+  const skipped = [];
   const stream = run(options);
   stream.on('test:fail', (data) => {
     if (!data.todo) failed = true;
   });
+  stream.on('test:pass', (data) => {
+    if (data.skip !== undefined && data.skip !== false) skipped.push(`${data.name}${typeof data.skip === 'string' ? ` (${data.skip})` : ''}`);
+  });
   const report = stream.compose(tap);
   report.pipe(process.stdout, { end: false });
   await finished(report);
+  if (skipped.length > 0) {
+    say(`${skipped.length} skipped test(s) fail the run:\n  ${skipped.join('\n  ')}`);
+    return 1;
+  }
   return failed ? 1 : 0;
 }
 

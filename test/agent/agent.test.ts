@@ -70,6 +70,19 @@ async function execIn(containerId: string, cmd: string[]): Promise<string> {
   return res.stdout.toString();
 }
 
+/** Counts the syncs of a pod's worker from now on (each full sync observes the pod through CRI twice). */
+function countSyncs(a: Agent, uid: string): () => number {
+  const worker = a.workers.get(uid);
+  assert.ok(worker, `a worker for pod ${uid}`);
+  const observe = worker.observe.bind(worker);
+  let observed = 0;
+  worker.observe = () => {
+    observed++;
+    return observe();
+  };
+  return () => Math.floor(observed / 2);
+}
+
 test('registers the node with capacity, nodeInfo and a Ready condition, and keeps a lease', async () => {
   const node = await waitFor('node', async () => api.get('nodes', undefined, nodeName));
   assert.equal(node.metadata.labels['kubernetes.io/hostname'], nodeName);
@@ -127,7 +140,8 @@ test('a pod runs and reports Running with its IP, promptly', async () => {
   // Status is written only when it changed: a quiet pod causes no more writes.
   const writes = () => api.requests.filter((r) => r.method === 'PUT' && r.path.endsWith('/web/status')).length;
   const before = writes();
-  await new Promise((r) => setTimeout(r, 1500));
+  const syncs = countSyncs(agent, pod.metadata.uid);
+  await waitFor('three more syncs of the pod', () => syncs() >= 3, 10_000);
   assert.equal(writes(), before, 'no status writes for an unchanged pod');
   console.log(`# create → Running in ${elapsed} ms`);
 });
@@ -159,10 +173,12 @@ test('a crashing container is restarted with back-off and shows CrashLoopBackOff
   assert.match(cs.state.waiting.message, /back-off 10s restarting failed container=boom/);
   assert.equal(pod.status.phase, 'Running');
   assert.equal(pod.status.conditions.find((c: any) => c.type === 'Ready').status, 'False');
-  // Within the 10 s back-off nothing is restarted.
+  // Within the 10 s back-off nothing is restarted, however often the worker looks at the pod.
   const count = (await containersOf(pod.metadata.uid)).length;
-  await new Promise((r) => setTimeout(r, 2000));
+  const syncs = countSyncs(agent, pod.metadata.uid);
+  await waitFor('three more syncs of the pod', () => syncs() >= 3, 8_000);
   assert.equal((await containersOf(pod.metadata.uid)).length, count);
+  assert.equal(getPod('crash').status.containerStatuses[0].state.waiting?.reason, 'CrashLoopBackOff');
   assert.ok(api.list('events').some((e) => e.reason === 'BackOff' && e.involvedObject.name === 'crash'));
   api.remove('pods', NS, 'crash', 0);
 });
@@ -254,8 +270,12 @@ test('a restarted agent adopts the running pod instead of recreating it', async 
   const uid = pod.metadata.uid;
   const [sandboxBefore] = await sandboxesOf(uid);
   const containersBefore = (await containersOf(uid)).map((c) => c.id).sort();
+  const statusWrites = () => api.requests.filter((r) => r.method === 'PUT' && r.path === `/api/v1/namespaces/${NS}/pods/envpod/status`).length;
+  const writesBefore = statusWrites();
   agent = await h.restartAgent();
-  await new Promise((r) => setTimeout(r, 2500));
+  // A new worker writes the pod's status at the end of its first sync, after it decided what to run.
+  await waitFor('the new agent to sync the pod', () => statusWrites() > writesBefore, 15_000);
+  assert.ok(agent.workers.has(uid), 'the new agent works on the pod');
   const sandboxes = await sandboxesOf(uid);
   assert.deepEqual(sandboxes.map((s) => s.id), [sandboxBefore.id], 'same sandbox');
   assert.deepEqual((await containersOf(uid)).map((c) => c.id).sort(), containersBefore, 'same containers');

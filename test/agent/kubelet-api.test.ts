@@ -185,12 +185,19 @@ test('the CRI log parser joins partial lines and reads tails, timestamps, limits
   // Following: lines appended later arrive; the stream ends once the container is done.
   let out = '';
   let running = true;
+  let atEnd = false;
   // The abort ends the follower even when an assertion fails, so the test file can always exit.
   const stopFollowing = new AbortController();
-  const following = streamCriLog(file, { follow: true, tailLines: 0, pollMs: 20 }, async (t) => void (out += t), stopFollowing.signal, async () => running);
+  // The follower asks whether the container still runs only once it has read to the end of the file.
+  const stillRunning = async () => {
+    atEnd = true;
+    return running;
+  };
+  const following = streamCriLog(file, { follow: true, tailLines: 0, pollMs: 20 }, async (t) => void (out += t), stopFollowing.signal, stillRunning);
   try {
-    // tailLines 0 skips what exists when the follower opens the file: let it open before appending.
-    await new Promise((r) => setTimeout(r, 500));
+    // tailLines 0 skips what exists when the follower opens the file: append only once it has read that.
+    await waitFor('the follower to reach the end of the file', () => atEnd, 5000);
+    assert.equal(out, '', 'tailLines 0 prints none of the existing lines');
     await fsp.appendFile(file, '2024-01-01T00:00:05Z stdout F four\n');
     await waitFor('appended line', async () => out === 'four\n', 5000);
   } catch (err) {
@@ -329,7 +336,9 @@ function execSpdy(container: string, command: string[]): Promise<{ stdout: strin
       const ended = (s: typeof stdout) => new Promise<void>((r) => (s.readableEnded || s.destroyed ? r() : (s.once('end', r), s.once('close', r))));
       Promise.all([ended(error), ended(stdout)]).then(() => {
         session.destroy();
-        resolve({ stdout: out, status: status ? JSON.parse(status) : { status: 'Success' }, protocol });
+        // v4.channel.k8s.io sends a Status on the error stream for success too: none at all is a failure.
+        if (!status) reject(new Error('no Status on the error stream'));
+        else resolve({ stdout: out, status: JSON.parse(status), protocol });
       }, reject);
     });
     req.once('response', (res) => reject(new Error(`HTTP ${res.statusCode}`)));

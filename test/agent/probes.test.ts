@@ -1,7 +1,7 @@
 // nodelet-agent probes and lifecycle hooks end to end with real containers, plus the probe actions against real servers.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { promises as fsp } from 'node:fs';
+import { promises as fsp, readFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
@@ -124,8 +124,12 @@ test('a startup probe gates readiness; an exec readiness probe flips Ready both 
   assert.equal(cond(pod, 'ContainersReady'), 'False');
   const id = idOf(pod);
   await exec(id, ['touch', '/tmp/ready']);
-  await new Promise((r) => setTimeout(r, 1500));
+  // Two more startup probe failures (1 s apart) with /tmp/ready present: a readiness probe run meanwhile would pass.
+  const startupFailures = () => eventsOf('ready', 'Unhealthy').filter((e) => /^Startup probe failed/.test(e.message)).length;
+  const failedBefore = startupFailures();
+  await waitFor('two more startup probe failures', () => startupFailures() >= failedBefore + 2, 10_000);
   assert.equal(cs(api.get('pods', NS, 'ready')).ready, false, 'not ready before the startup probe passed');
+  assert.equal(eventsOf('ready', 'Unhealthy').filter((e) => /^Readiness probe/.test(e.message)).length, 0, 'readiness is not probed before startup passed');
   await exec(id, ['touch', '/tmp/started']);
   const t0 = Date.now();
   pod = await waitPod('ready', 'Ready', (p) => cond(p, 'Ready') === 'True', 10_000);
@@ -140,16 +144,25 @@ test('a startup probe gates readiness; an exec readiness probe flips Ready both 
   await deleteAndWait('ready');
 });
 
+/** How many times the liveness probe below passed in this container (each pass appends a line to /tmp/probed). */
+async function passedProbes(containerId: string): Promise<number> {
+  const res = await exec(containerId, ['sh', '-c', 'cat /tmp/probed 2>/dev/null; true']);
+  return res.out.split('\n').filter((l) => l === 'passed').length;
+}
+
 test('a liveness probe failure kills and restarts the container', async () => {
   api.create('pods', podManifest('live', {
     containers: [container('main', `touch /tmp/alive; ${LOOP}`, {
-      livenessProbe: { exec: { command: ['test', '-f', '/tmp/alive'] }, periodSeconds: 1, failureThreshold: 2 },
+      // Passing leaves a trace, so the test can wait for passes instead of for time.
+      livenessProbe: { exec: { command: ['sh', '-c', 'test -f /tmp/alive && echo passed >> /tmp/probed'] }, periodSeconds: 1, failureThreshold: 2 },
     })],
   }));
   let pod = await waitPod('live', 'Running', (p) => p.status.phase === 'Running' && cs(p).ready);
   const firstId = idOf(pod);
-  await new Promise((r) => setTimeout(r, 2500));
+  // Three passes in one container: more than failureThreshold probe periods went by without a restart.
+  await waitFor('three passing liveness probes', async () => (await passedProbes(firstId)) >= 3, 15_000);
   assert.equal(cs(api.get('pods', NS, 'live')).restartCount, 0, 'a passing liveness probe leaves it alone');
+  assert.equal(idOf(api.get('pods', NS, 'live')), firstId);
   await exec(firstId, ['rm', '/tmp/alive']);
   pod = await waitPod('live', 'restarted', (p) => cs(p)?.restartCount >= 1 && cs(p).state.running, 20_000);
   assert.notEqual(idOf(pod), firstId);
@@ -157,8 +170,10 @@ test('a liveness probe failure kills and restarts the container', async () => {
   assert.ok(eventsOf('live', 'Unhealthy').some((e) => /^Liveness probe failed/.test(e.message)));
   assert.ok(eventsOf('live', 'Killing').some((e) => /failed liveness probe, will be restarted/.test(e.message)));
   // The new container is healthy (its command made the file again) and stays.
-  await new Promise((r) => setTimeout(r, 3000));
+  const secondId = idOf(pod);
+  await waitFor('three passing liveness probes in the new container', async () => (await passedProbes(secondId)) >= 3, 15_000);
   assert.equal(cs(api.get('pods', NS, 'live')).restartCount, 1);
+  assert.equal(idOf(api.get('pods', NS, 'live')), secondId);
   await deleteAndWait('live');
 });
 
@@ -171,10 +186,9 @@ test('an httpGet readiness probe against busybox httpd on a named port, with a t
     })],
   }));
   let pod = await waitPod('web', 'Running', (p) => p.status.phase === 'Running');
-  await new Promise((r) => setTimeout(r, 1500));
+  await waitFor('a readiness failure with the 404', () => eventsOf('web', 'Unhealthy').some((e) => /statuscode: 404/.test(e.message)), 10_000);
   pod = api.get('pods', NS, 'web');
   assert.equal(cs(pod).ready, false, '/ready.html is a 404');
-  assert.ok(eventsOf('web', 'Unhealthy').some((e) => /statuscode: 404/.test(e.message)));
   await exec(idOf(pod), ['sh', '-c', 'echo yes > /www/ready.html']);
   pod = await waitPod('web', 'Ready', (p) => cond(p, 'Ready') === 'True', 10_000);
   assert.equal(cs(pod).restartCount, 0, 'the tcpSocket liveness probe passes');
@@ -182,24 +196,31 @@ test('an httpGet readiness probe against busybox httpd on a named port, with a t
   await deleteAndWait('web', 2);
 });
 
-test('postStart runs after start, preStop runs on deletion within the grace period', async () => {
+test('postStart completes before the container is reported running; preStop runs before the stop signal, within the grace period', async () => {
   const hostDir = path.join(base, `hooks-${randomBytes(3).toString('hex')}`);
+  const order = path.join(hostDir, 'order');
   api.create('pods', podManifest('hooks', {
-    volumes: [{ name: 'host', hostPath: { path: hostDir, type: 'DirectoryOrCreate' } }, { name: 'scratch', emptyDir: {} }],
-    containers: [container('main', LOOP, {
-      volumeMounts: [{ name: 'host', mountPath: '/host' }, { name: 'scratch', mountPath: '/scratch' }],
+    volumes: [{ name: 'host', hostPath: { path: hostDir, type: 'DirectoryOrCreate' } }],
+    containers: [container('main', 'trap "echo term >> /host/order; exit 0" TERM; while true; do sleep 0.2; done', {
+      volumeMounts: [{ name: 'host', mountPath: '/host' }],
       lifecycle: {
-        postStart: { exec: { command: ['sh', '-c', 'echo post-start-ran > /scratch/poststart'] } },
-        preStop: { exec: { command: ['sh', '-c', 'sleep 1; echo pre-stop-ran > /host/prestop'] } },
+        // Both hooks take a second, so reporting or stopping without waiting for them shows in the order file.
+        postStart: { exec: { command: ['sh', '-c', 'sleep 1; echo post-start >> /host/order'] } },
+        preStop: { exec: { command: ['sh', '-c', 'sleep 1; echo pre-stop >> /host/order'] } },
       },
     })],
   }));
-  const pod = await waitPod('hooks', 'Running', (p) => p.status.phase === 'Running');
-  const res = await exec(idOf(pod), ['cat', '/scratch/poststart']);
-  assert.equal(res.out, 'post-start-ran\n', 'the postStart hook ran before the container was reported running');
-  await assert.rejects(fsp.stat(path.join(hostDir, 'prestop')));
+  // Polled often: what the file held when the pod first showed Running is what the order was then.
+  const seen = await waitFor('hooks Running', () => {
+    const pod = api.get('pods', NS, 'hooks');
+    return pod?.status?.phase === 'Running' ? { pod, order: readFileSync(order, { encoding: 'utf8', flag: 'a+' }) } : undefined;
+  }, { timeoutMs: 20_000, intervalMs: 10 });
+  assert.equal(seen.order, 'post-start\n', 'the postStart hook finished before the container was reported running');
+  assert.ok(cs(seen.pod).state.running, 'the container is running');
+  const started = Date.now();
   await deleteAndWait('hooks', 10);
-  assert.equal(await fsp.readFile(path.join(hostDir, 'prestop'), 'utf8'), 'pre-stop-ran\n');
+  assert.equal(await fsp.readFile(order, 'utf8'), 'post-start\npre-stop\nterm\n', 'preStop ran, then SIGTERM reached the container');
+  assert.ok(Date.now() - started < 10_000, 'within the grace period');
 });
 
 test('a failing postStart hook kills the container (FailedPostStartHook) and it is restarted', async () => {

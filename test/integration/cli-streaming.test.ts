@@ -97,23 +97,52 @@ for (const family of FAMILIES) {
   });
 }
 
+/**
+ * Runs the CLI on a local pseudo-terminal (script(1)) of 33 rows x 111 columns and types `remote` into it. Once the
+ * remote side has printed `33 111` (so the CLI is attached, in raw mode), the test reads the terminal's mode and resizes
+ * it to 22 x 77, which sends the CLI a SIGWINCH. Returns the output with CRs removed and the modes before, during, after.
+ */
+async function onLocalTerminal(cliArgs: string[], remote: string) {
+  const cli = [process.execPath, BIN, '-r', `unix://${d.socket}`, ...cliArgs].join(' ');
+  const line = `stty cols 111 rows 33; echo "pty=$(tty)"; echo "before=$(stty -g)"; ${cli}; echo "rc=$?"; echo "after=$(stty -g)"`;
+  const child = spawnChild('script', ['-q', '-e', '-c', line, '/dev/null'], { timeout: 60_000, stdin: 'pipe', stripFinalNewline: false });
+  children.add(child);
+  let out = '';
+  (child.stdout as Readable).on('data', (c: Buffer) => (out += c.toString().replace(/\r/g, '')));
+  let during: string | undefined;
+  try {
+    const pty = await waitFor('the local terminal', () => /^pty=(\/dev\/pts\/\d+)$/m.exec(out)?.[1], 15_000);
+    child.stdin!.write(remote);
+    await waitFor(`the remote side to see 33 111: ${JSON.stringify(out)}`, () => /^33 111$/m.test(out), 20_000);
+    during = (await run('stty', ['-F', pty, '-g'])).stdout.trim();
+    await run('stty', ['-F', pty, 'cols', '77', 'rows', '22']);
+    await withTimeout(child, 30_000, `the CLI to end: ${JSON.stringify(out)}`);
+  } finally {
+    child.stdin?.end();
+    child.kill('SIGKILL');
+    await child.catch(() => undefined);
+  }
+  return {
+    out,
+    rc: /^rc=(\d+)$/m.exec(out)?.[1],
+    sizes: [...out.matchAll(/^(\d+) (\d+)$/gm)].map((m) => `${m[1]} ${m[2]}`),
+    before: /^before=(\S+)$/m.exec(out)?.[1],
+    during,
+    after: /^after=(\S+)$/m.exec(out)?.[1],
+  };
+}
+
+// Remote side: wait (bounded) for the local size, print it, wait for the change, print it again.
+const FOLLOW_SIZE = 'i=0; while [ "$(stty size)" != "33 111" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; stty size; ' +
+  'i=0; while [ "$(stty size)" = "33 111" ] && [ $i -lt 150 ]; do sleep 0.1; i=$((i+1)); done; stty size';
+
 test('exec -it on a local terminal: raw mode while it runs, restored after, window size and SIGWINCH resizes', async () => {
-  // script(1) gives the CLI a pseudo-terminal; the shell line sets its size and changes it while the exec runs.
-  const cli = [process.execPath, BIN, '-r', `unix://${d.socket}`, 'exec', '-it', worker, 'sh'].join(' ');
-  const line = `stty cols 111 rows 33; echo "before=$(stty -g)"; (sleep 4; echo "during=$(stty -g </dev/tty)"; stty cols 77 rows 22 </dev/tty) & ${cli}; echo "rc=$?"; echo "after=$(stty -g)"`;
-  // The remote shell prints the size it started with, waits for the change, prints it again.
-  const input = 'stty size; while [ "$(stty size)" = "33 111" ]; do sleep 0.2; done; stty size; exit 4\n';
-  const res = await run('script', ['-q', '-e', '-c', line, '/dev/null'], { input, reject: false, timeoutMs: 60_000 });
-  const out = res.stdout.replace(/\r/g, '');
-  assert.match(out, /^rc=4$/m, out);
-  const sizes = [...out.matchAll(/^(\d+) (\d+)$/gm)].map((m) => `${m[1]} ${m[2]}`);
-  assert.deepEqual(sizes, ['33 111', '22 77'], out);
-  const before = /^before=(\S+)$/m.exec(out)?.[1];
-  assert.ok(before, out);
-  assert.equal(/^after=(\S+)$/m.exec(out)?.[1], before);
-  // Raw while the exec ran.
-  const during = /^during=(\S+)$/m.exec(out)?.[1];
-  assert.ok(during && during !== before, out);
+  const t = await onLocalTerminal(['exec', '-it', worker, 'sh'], `${FOLLOW_SIZE}; exit 4\n`);
+  assert.equal(t.rc, '4', t.out);
+  assert.deepEqual(t.sizes, ['33 111', '22 77'], t.out);
+  assert.ok(t.before, t.out);
+  assert.equal(t.after, t.before, 'the terminal mode is restored');
+  assert.ok(t.during && t.during !== t.before, `raw while the exec ran: ${t.out}`);
 });
 
 test('exec without -i/-t stays on ExecSync; streaming flags are checked', async () => {
@@ -161,16 +190,41 @@ test('attach follows a container printing lines; -i writes to its stdin', async 
   await withTimeout(quiet, 10_000, 'attach to end');
 });
 
-test('attach -t to a TTY container gets terminal output', async () => {
+test('attach without -t to a TTY container follows the container: one terminal stream', async () => {
   const shell = await runContainer(d.client, pod.id, pod.config, containerConfig('shell', BUSYBOX, ['sh'], { stdin: true, stdin_once: false, tty: true }));
   const session = startNodelet(['attach', '-i', shell]);
-  const seen = readUntil(session.stdout as Readable, /\/dev\/pts\/\d+\r\n/, 15_000);
-  // Give the attach a moment to connect before typing.
-  await new Promise((r) => setTimeout(r, 500));
-  session.stdin!.write('tty\n');
-  await seen;
+  let out = '';
+  (session.stdout as Readable).on('data', (c: Buffer) => (out += c.toString()));
+  // Typed until the answer shows: nothing tells the client when the runtime has connected the attach.
+  await waitFor('tty to answer through the attach', () => {
+    if (/\/dev\/pts\/\d+\r\n/.test(out)) return true;
+    session.stdin!.write('tty\n');
+    return false;
+  }, { timeoutMs: 15_000, intervalMs: 300 });
   session.kill('SIGTERM');
-  await withTimeout(session, 10_000, 'attach to end');
+  const res = await withTimeout(session, 10_000, 'attach to end');
+  assert.equal(res.stderr, '', 'no warning: the container has a TTY');
+});
+
+test('attach -it on a local terminal: raw mode while attached, restored after, the terminal size reaches the container', async () => {
+  const shell = await runContainer(d.client, pod.id, pod.config, containerConfig('tty-shell', BUSYBOX, ['sh'], { stdin: true, stdin_once: false, tty: true }));
+  // `exit` ends the container's own shell, and with it the attach.
+  const t = await onLocalTerminal(['attach', '-it', shell], `${FOLLOW_SIZE}; exit 6\n`);
+  assert.ok(t.rc !== undefined, t.out);
+  assert.deepEqual(t.sizes, ['33 111', '22 77'], t.out);
+  assert.ok(t.before, t.out);
+  assert.equal(t.after, t.before, 'the terminal mode is restored');
+  assert.ok(t.during && t.during !== t.before, `raw while attached: ${t.out}`);
+  const status = (await waitFor('the container to exit', async () => {
+    const { status } = await d.client.runtime('ContainerStatus', { container_id: shell });
+    return status.state === 'CONTAINER_EXITED' ? status : undefined;
+  }, 10_000)) as any;
+  assert.equal(status.exit_code, 6);
+  // -t on a container without a TTY: a warning, then its plain streams.
+  const plain = startNodelet(['attach', '-t', worker]);
+  await readUntil(plain.stderr as Readable, /has no TTY; attaching without one/, 15_000);
+  plain.kill('SIGTERM');
+  await withTimeout(plain, 10_000, 'attach to end');
 });
 
 test('port-forward to a busybox httpd: fetch through the local port, several ports, stop on SIGINT', async () => {

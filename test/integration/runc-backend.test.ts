@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { RuncBackend } from '../../src/runtime/runc/backend.js';
 import { preparePauseRootfs, ensurePauseRootfs } from '../../src/runtime/pause/pause.js';
 import { run } from '../../src/common/exec.js';
+import { signalDisposition, waitFor as waitForCondition } from '../helpers/wait.js';
 
 const runTag = randomBytes(4).toString('hex');
 const BUSYBOX_APPLETS = ['sh', 'echo', 'sleep', 'cat', 'printf', 'ps', 'stty', 'head', 'tr', 'env', 'true'];
@@ -58,14 +59,14 @@ async function createAndStart(id: string, args: string[], opts: BundleOptions & 
   return { ...res, bundleDir, logPath };
 }
 
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await fn();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+/** The shared poller, checking every 50 ms with a 10 s bound unless told otherwise. */
+function waitFor<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 10_000): Promise<T> {
+  return waitForCondition(what, fn, { timeoutMs, intervalMs: 50 });
+}
+
+/** Waits until the container's process handles SIGTERM as its shell script says (a trap runs some ms after start). */
+async function waitSigterm(pid: number, disposition: 'caught' | 'ignored'): Promise<void> {
+  await waitFor(`pid ${pid} to have SIGTERM ${disposition}`, async () => (await signalDisposition(pid, 15)) === disposition);
 }
 
 async function readLog(file: string): Promise<string> {
@@ -173,8 +174,9 @@ describe('runc backend (conmon + runc)', { concurrency: false }, () => {
 
   test('stop: SIGTERM ignored → SIGKILL after the timeout; timeout 0 kills at once; stopped is a no-op', async () => {
     const stubborn = newId('stubborn');
-    await createAndStart(stubborn, ['sh', '-c', "trap '' TERM; while :; do sleep 1; done"]);
+    const { pid: stubbornPid } = await createAndStart(stubborn, ['sh', '-c', "trap '' TERM; while :; do sleep 1; done"]);
     await waitFor('running', async () => (await backend.state(stubborn))?.status === 'running');
+    await waitSigterm(stubbornPid, 'ignored');
     let t0 = Date.now();
     await backend.stop(stubborn, 2);
     let elapsed = Date.now() - t0;
@@ -186,9 +188,9 @@ describe('runc backend (conmon + runc)', { concurrency: false }, () => {
     assert.ok(Date.now() - t0 < 1000);
 
     const polite = newId('polite');
-    await createAndStart(polite, ['sh', '-c', 'trap "exit 0" TERM; while :; do sleep 1 & wait; done']);
+    const { pid: politePid } = await createAndStart(polite, ['sh', '-c', 'trap "exit 0" TERM; while :; do sleep 1 & wait; done']);
     await waitFor('running', async () => (await backend.state(polite))?.status === 'running');
-    await new Promise((r) => setTimeout(r, 200)); // let the shell install its trap
+    await waitSigterm(politePid, 'caught');
     t0 = Date.now();
     await backend.stop(polite, 10);
     assert.ok(Date.now() - t0 < 5000);
@@ -255,7 +257,10 @@ describe('runc backend (conmon + runc)', { concurrency: false }, () => {
       process.stdout.write(JSON.stringify(r));`;
     const res = await run(process.execPath, ['--input-type=module', '-e', script], { timeoutMs: 30_000 });
     const { pid, conmonPid } = JSON.parse(res.stdout) as { pid: number; conmonPid: number };
-    await new Promise((r) => setTimeout(r, 300));
+    // Its creator has exited: the container still runs and answers an exec from this process.
+    assert.equal(res.exitCode, 0);
+    const alive = await backend.execSync(id, ['echo', 'still-here'], 10);
+    assert.equal(alive.stdout.toString(), 'still-here\n');
     const state = await backend.state(id);
     assert.equal(state?.status, 'running');
     assert.equal(state?.pid, pid);
@@ -376,9 +381,10 @@ describe('runc backend (conmon + runc)', { concurrency: false }, () => {
       assert.deepEqual(await preparePauseRootfs(dir, { forceBusybox }), pause);
       assert.equal(await ensurePauseRootfs(dir), pause.rootfs);
       const id = newId(forceBusybox ? 'pausebb' : 'pause');
-      await createAndStart(id, [pause.pausePath], { rootfs: pause.rootfs });
+      const { pid } = await createAndStart(id, [pause.pausePath], { rootfs: pause.rootfs });
       await waitFor('running', async () => (await backend.state(id))?.status === 'running');
-      await new Promise((r) => setTimeout(r, 200));
+      // Settled: its SIGTERM handler is installed, and it is still running.
+      await waitSigterm(pid, 'caught');
       assert.equal((await backend.state(id))?.status, 'running');
       const t0 = Date.now();
       await backend.stop(id, 10);

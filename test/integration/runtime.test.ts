@@ -9,6 +9,7 @@ import * as grpc from '@grpc/grpc-js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { useRegistries, type Registries } from '../helpers/registries.js';
 import { sandboxConfig, containerConfig, runContainer, waitExited, waitFor } from '../helpers/pods.js';
+import { dispositionFromStatus } from '../helpers/wait.js';
 
 let d: TestDaemon;
 let reg: Registries;
@@ -192,7 +193,8 @@ test('ExecSync returns output and exit code; a timeout kills the command and say
 test('StopContainer: SIGTERM ignored → killed after the timeout; timeout 0 kills at once; stop/remove idempotent', async () => {
   const pod = await newPod('stops');
   const stubborn = await runContainer(d.client, pod.id, pod.config, containerConfig('stubborn', BUSYBOX, ['sh', '-c', "trap '' TERM; while :; do sleep 1; done"]));
-  await new Promise((r) => setTimeout(r, 300));
+  // The shell (PID 1 of its own pid namespace) ignores SIGTERM once its trap has run.
+  await waitFor('the shell to ignore SIGTERM', async () => dispositionFromStatus((await exec(stubborn, ['cat', '/proc/1/status'])).stdout, 15) === 'ignored', 10_000);
   let t = Date.now();
   await d.client.runtime('StopContainer', { container_id: stubborn, timeout: 2 });
   const elapsed = Date.now() - t;

@@ -5,17 +5,27 @@ import { TokenCache } from '../../src/streaming/tokens.js';
 import { ResizeDecoder, exitStatus, exitText, headerList, negotiate, parseExitStatus, portPrefix } from '../../src/streaming/protocol.js';
 import { parseHostPort } from '../../src/common/address.js';
 
-test('tokens are random, single-use and expire', async () => {
+test('tokens are random, single-use and expire', (t) => {
+  // The cache reads Date.now(): a clock of our own makes the expiry exact instead of a race with a sleep.
+  let now = 1_700_000_000_000;
+  t.mock.method(Date, 'now', () => now);
   const cache = new TokenCache<string>(50);
   const a = cache.issue('a');
   const b = cache.issue('b');
+  const c = cache.issue('c');
   assert.notEqual(a, b);
   assert.match(a, /^[A-Za-z0-9_-]{32}$/);
   assert.equal(cache.redeem(a), 'a');
   assert.equal(cache.redeem(a), undefined);
   assert.equal(cache.redeem('nope'), undefined);
-  await new Promise((r) => setTimeout(r, 80));
-  assert.equal(cache.redeem(b), undefined);
+  now += 50;
+  assert.equal(cache.redeem(c), 'c', 'still valid at the end of its lifetime');
+  now += 1;
+  assert.equal(cache.redeem(b), undefined, 'expired 1 ms later');
+  // Issuing sweeps the expired ones, and a fresh token lives its own lifetime.
+  const d = cache.issue('d');
+  now += 50;
+  assert.equal(cache.redeem(d), 'd');
 });
 
 test('exit statuses are the metav1.Status kubectl decodes', () => {

@@ -11,6 +11,17 @@ import { sandboxConfig, containerConfig, runContainer, waitFor } from '../helper
 import { FAMILIES, execCollect, fetchThroughPortForward, readUntil, withTimeout } from '../helpers/stream-clients.js';
 import { StreamUpgradeError, openPortForward, openRemoteCommand } from '../../src/streaming/client.js';
 
+/** Asks the shell on the terminal for its size until it reports rows x cols (a resize arrives asynchronously). */
+async function waitTerminalSize(stdin: NodeJS.WritableStream, output: () => string, rows: number, cols: number): Promise<void> {
+  // The terminal echoes the command; only its output has the size right after `size=`.
+  const reported = new RegExp(`size=${rows} ${cols}\\r?\\n`);
+  await waitFor(`the terminal to report ${rows} ${cols}`, () => {
+    if (reported.test(output())) return true;
+    stdin.write('echo "size=$(stty size)"\n');
+    return false;
+  }, { timeoutMs: 10_000, intervalMs: 250 });
+}
+
 let d: TestDaemon;
 let reg: Registries;
 let logDir: string;
@@ -118,15 +129,13 @@ for (const family of FAMILIES) {
     let out = '';
     session.stdout.on('data', (c: Buffer) => (out += c.toString()));
     session.resize({ width: 123, height: 45 });
-    await new Promise((r) => setTimeout(r, 500));
-    session.stdin.write('stty size; tty\n');
-    await waitFor('stty to report the size', async () => /45 123/.test(out), 10_000);
-    assert.match(out, /\/dev\/pts\/\d+/);
+    await waitTerminalSize(session.stdin, () => out, 45, 123);
+    session.stdin.write('tty\n');
+    await waitFor('tty to name the terminal', () => /\/dev\/pts\/\d+/.test(out), 10_000);
     session.resize({ width: 77, height: 22 });
-    await new Promise((r) => setTimeout(r, 300));
-    session.stdin.write('stty size; exit 3\n');
+    await waitTerminalSize(session.stdin, () => out, 22, 77);
+    session.stdin.write('exit 3\n');
     const outcome = await withTimeout(session.done, 10_000, 'the tty exec to end');
-    assert.match(out, /22 77/);
     assert.equal(outcome.exitCode, 3);
   });
 
@@ -191,10 +200,16 @@ test('attach to a container printing lines, write to its stdin, detach leaves it
     session.stdin.write(`hello-${family}\n`);
     await reply;
     session.close();
-    await new Promise((r) => setTimeout(r, 300));
-    const { status } = await d.client.runtime('ContainerStatus', { container_id: talker });
-    assert.equal(status.state, 'CONTAINER_RUNNING');
   }
+  // Detaching closed neither the container nor its stdin: a new attach still gets answers.
+  const { url } = await d.client.runtime('Attach', { container_id: talker, stdin: true, stdout: true, stderr: true, tty: false });
+  const again = await openRemoteCommand({ url, family: 'websocket', stdin: true, stdout: true, stderr: true, tty: false });
+  const reply = readUntil(again.stdout, /got:after-detach/);
+  again.stdin.write('after-detach\n');
+  await reply;
+  again.close();
+  const { status } = await d.client.runtime('ContainerStatus', { container_id: talker });
+  assert.equal(status.state, 'CONTAINER_RUNNING');
 });
 
 test('attach to a TTY container: resize reaches its terminal', async () => {
@@ -207,12 +222,11 @@ test('attach to a TTY container: resize reaches its terminal', async () => {
   for (const family of FAMILIES) {
     const { url } = await d.client.runtime('Attach', { container_id: shell, stdin: true, stdout: true, stderr: false, tty: true });
     const session = await openRemoteCommand({ url, family, stdin: true, stdout: true, stderr: false, tty: true });
+    let out = '';
+    session.stdout.on('data', (c: Buffer) => (out += c.toString()));
     const size = family === 'spdy' ? { width: 101, height: 33 } : { width: 88, height: 29 };
     session.resize(size);
-    await new Promise((r) => setTimeout(r, 500));
-    const seen = readUntil(session.stdout, new RegExp(`${size.height} ${size.width}`));
-    session.stdin.write('stty size\n');
-    await seen;
+    await waitTerminalSize(session.stdin, () => out, size.height, size.width);
     session.close();
   }
   const { status } = await d.client.runtime('ContainerStatus', { container_id: shell });
