@@ -14,12 +14,14 @@ import { StreamUpgradeError, openPortForward, openRemoteCommand } from '../../sr
 /** Asks the shell on the terminal for its size until it reports rows x cols (a resize arrives asynchronously). */
 async function waitTerminalSize(stdin: NodeJS.WritableStream, output: () => string, rows: number, cols: number): Promise<void> {
   // The terminal echoes the command; only its output has the size right after `size=`.
-  const reported = new RegExp(`size=${rows} ${cols}\\r?\\n`);
+  const reported = new RegExp(`size=${rows} ${cols}\\r*\\n`);
   await waitFor(`the terminal to report ${rows} ${cols}`, () => {
     if (reported.test(output())) return true;
     stdin.write('echo "size=$(stty size)"\n');
     return false;
-  }, { timeoutMs: 10_000, intervalMs: 250 });
+  }, { timeoutMs: 10_000, intervalMs: 250 }).catch((err) => {
+    throw new Error(`${err.message}; the terminal showed ${JSON.stringify(output().slice(-400))}`);
+  });
 }
 
 let d: TestDaemon;
