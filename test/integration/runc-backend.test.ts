@@ -236,7 +236,10 @@ describe('runc backend (conmon + runc)', { concurrency: false }, () => {
     const big = await backend.execSync(id, ['sh', '-c', 'head -c 3000000 /dev/zero | tr "\\0" x'], 20);
     assert.equal(big.stdout.length, 3_000_000);
 
-    await assert.rejects(backend.execSync(id, ['/no/such/cmd'], 10), /no such file/);
+    // A command that cannot be run is the shell's answer, 127 with runc's reason, not an error of the runtime.
+    const missing = await backend.execSync(id, ['/no/such/cmd'], 10);
+    assert.equal(missing.exitCode, 127);
+    assert.match(missing.stderr.toString(), /no such file/);
     await backend.stop(id, 0);
     await assert.rejects(backend.execSync(id, ['true'], 10), { kind: 'FailedPrecondition' });
     await backend.delete(id);
