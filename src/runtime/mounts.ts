@@ -1,29 +1,54 @@
 // Mounts the runtime owns: container overlay root filesystems, image volumes and pod /dev/shm tmpfs.
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
+import { randomBytes } from 'node:crypto';
 import { run } from '../common/exec.js';
 import { ensureDir } from '../common/fsutil.js';
 
-/** Mount options are limited to one page: long lowerdir lists use paths relative to their common parent (the mount's cwd). */
+/** The kernel takes mount options up to one page; leave room for the rest of the string. */
+const MOUNT_OPTIONS_MAX = 4000;
+
+/**
+ * Runs `mount` with lowerdir entries short enough for one page: paths relative to the layers' common
+ * parent (the mount's cwd), or, when even those are too long (deep images), one-character-ish symlinks
+ * in a scratch directory beside `target` — overlay resolves them at mount time, so they go right after.
+ */
+async function mountWithLowers(lowerDirs: string[], target: string, options: (lowers: string) => string): Promise<void> {
+  const base = commonParent(lowerDirs);
+  const relative = lowerDirs.map((d) => path.relative(base, d)).join(':');
+  if (options(relative).length <= MOUNT_OPTIONS_MAX) {
+    await run('mount', ['-t', 'overlay', 'overlay', '-o', options(relative), target], { cwd: base, timeoutMs: 30_000 });
+    return;
+  }
+  const links = path.join(path.dirname(path.resolve(target)), `.lowers-${randomBytes(6).toString('hex')}`);
+  await fsp.mkdir(links, { mode: 0o700 });
+  try {
+    const names = lowerDirs.map((_, i) => i.toString(36));
+    await Promise.all(lowerDirs.map((d, i) => fsp.symlink(path.resolve(d), path.join(links, names[i]!))));
+    const opts = options(names.join(':'));
+    if (opts.length > MOUNT_OPTIONS_MAX) throw new Error(`overlay options for ${lowerDirs.length} layers do not fit one page`);
+    await run('mount', ['-t', 'overlay', 'overlay', '-o', opts, target], { cwd: links, timeoutMs: 30_000 });
+  } finally {
+    await fsp.rm(links, { recursive: true, force: true });
+  }
+}
+
 export async function mountOverlay(lowerDirs: string[], upperDir: string, workDir: string, target: string): Promise<void> {
   await ensureDir(upperDir);
   await ensureDir(workDir);
   await ensureDir(target);
   if (lowerDirs.length === 0) throw new Error('overlay needs at least one lower dir');
-  const base = commonParent(lowerDirs);
-  const lowers = lowerDirs.map((d) => path.relative(base, d));
   // A single-layer image: overlay needs two lowers without an upper, one with — we always have an upper.
-  const options = `lowerdir=${lowers.join(':')},upperdir=${upperDir},workdir=${workDir}`;
-  await run('mount', ['-t', 'overlay', 'overlay', '-o', options, target], { cwd: base, timeoutMs: 30_000 });
+  const upper = path.resolve(upperDir);
+  const work = path.resolve(workDir);
+  await mountWithLowers(lowerDirs, target, (lowers) => `lowerdir=${lowers},upperdir=${upper},workdir=${work}`);
 }
 
 /** An overlay of lower dirs only (top first; at least two): read-only by construction, nothing to write to. */
 export async function mountReadOnlyOverlay(lowerDirs: string[], target: string): Promise<void> {
   if (lowerDirs.length < 2) throw new Error('a read-only overlay needs at least two lower dirs');
   await ensureDir(target);
-  const base = commonParent(lowerDirs);
-  const lowers = lowerDirs.map((d) => path.relative(base, d));
-  await run('mount', ['-t', 'overlay', 'overlay', '-o', `ro,lowerdir=${lowers.join(':')}`, target], { cwd: base, timeoutMs: 30_000 });
+  await mountWithLowers(lowerDirs, target, (lowers) => `ro,lowerdir=${lowers}`);
 }
 
 export async function mountTmpfs(target: string, sizeBytes: number, mode = '1777'): Promise<void> {

@@ -11,7 +11,7 @@ import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { useRegistries, type Registries } from '../helpers/registries.js';
 import { loadFixtures, imageRef, type Fixtures } from '../helpers/fixtures.js';
 import { sandboxConfig, containerConfig, runContainer, waitExited } from '../helpers/pods.js';
-import { HOSTILE_LINK_DIR, HOSTILE_IMAGE_UID, HOSTILE_IMAGE_GID } from '../../scripts/build-test-images.js';
+import { HOSTILE_LINK_DIR, HOSTILE_IMAGE_UID, HOSTILE_IMAGE_GID, DEEP_LAYERS } from '../../scripts/build-test-images.js';
 
 let d: TestDaemon;
 let reg: Registries;
@@ -183,4 +183,21 @@ test('a decompression bomb under the default caps is refused by its ratio', asyn
   });
   await assertNothingLeftOf(d, 'zipBomb');
   await assertResponsive();
+});
+
+test(`an image of ${DEEP_LAYERS} layers runs: every layer is visible in the container`, async () => {
+  assert.equal(fx.deep.layerCount, DEEP_LAYERS);
+  const image = await pull('deep');
+  const id = await runContainer(d.client, pod.id, pod.config, containerConfig('deep', image, ['sh', '-c', 'ls /deep | wc -l; cat /deep/001 /deep/127']));
+  const status = await waitExited(d.client, id);
+  assert.equal(status.exit_code, 0);
+  const text = (await fsp.readFile(status.log_path, 'utf8'))
+    .trim()
+    .split('\n')
+    .map((l) => l.split(' ').slice(3).join(' '));
+  assert.deepEqual(text, [String(DEEP_LAYERS - 1), '1', '127']);
+  // The scratch links the mount was made through went right after it.
+  const entries = await fsp.readdir(path.join(d.root, 'containers', id));
+  assert.deepEqual(entries.filter((e) => e.startsWith('.lowers-')), []);
+  await d.client.runtime('RemoveContainer', { container_id: id });
 });
