@@ -241,9 +241,7 @@ test('the runtime binary gone after start: the failed RunPodSandbox is undone fu
   }
 });
 
-test('a long --run-root: pods run and attach works (conmon sockets reached through short paths)', async () => {
-  // 90+ bytes: the attach socket path under it is far beyond sun_path's 108.
-  const runRoot = path.join('/run', `nodelet-test-long-run-root-${randomBytes(4).toString('hex')}`, 'x'.repeat(60));
+async function attachUnder(runRoot: string): Promise<void> {
   const long = await startTestDaemon({ args: ['--run-root', runRoot] });
   try {
     await long.client.image('PullImage', { image: { image: BUSYBOX } });
@@ -254,15 +252,28 @@ test('a long --run-root: pods run and attach works (conmon sockets reached throu
       pod.config,
       containerConfig('echoer', BUSYBOX, ['sh', '-c', 'echo up; while read l; do echo got:$l; done'], { stdin: true, stdin_once: false }),
     );
-    assert.ok(path.join(runRoot, 's', id, 'attach').length > 108);
     const { url } = await long.client.runtime('Attach', { container_id: id, stdin: true, stdout: true, stderr: true, tty: false });
     const session = await openRemoteCommand({ url, family: 'websocket', stdin: true, stdout: true, stderr: true, tty: false });
-    const reply = readUntil(session.stdout, /got:through-a-long-root/);
-    session.stdin.write('through-a-long-root\n');
+    const reply = readUntil(session.stdout, /got:through-the-root/);
+    session.stdin.write('through-the-root\n');
     await reply;
     session.close();
   } finally {
     await long.cleanup();
-    await fsp.rm(path.dirname(runRoot), { recursive: true, force: true });
+    await fsp.rm(runRoot, { recursive: true, force: true });
   }
+}
+
+test('a long --run-root: pods run and attach works (conmon sockets reached through short paths)', async () => {
+  // 90+ bytes: the attach socket path under it is far beyond sun_path's 108.
+  const runRoot = path.join('/run', `nodelet-test-long-run-root-${randomBytes(4).toString('hex')}`, 'x'.repeat(60));
+  assert.ok(path.join(runRoot, 's', 'f'.repeat(64), 'attach').length > 108);
+  await attachUnder(runRoot);
+  await fsp.rm(path.dirname(runRoot), { recursive: true, force: true });
+});
+
+test('a --run-root of 40 bytes: conmon shortens its 107-byte socket link, attach finds it', async () => {
+  const runRoot = `/run/nodelet-test-r${randomBytes(4).toString('hex')}`.padEnd(40, 'x');
+  assert.equal(path.join(runRoot, 's', 'f'.repeat(64)).length, 107);
+  await attachUnder(runRoot);
 });

@@ -216,7 +216,13 @@ export class RuncBackend {
 
   /** conmon's attach socket (SOCK_SEQPACKET): frames out are `<1 stdout|2 stderr><bytes>`, stdin goes in raw. */
   attachSocketPath(id: string): string {
-    return path.join(this.socketDir, checkId(id), 'attach');
+    return path.join(this.socketLinkPath(id), 'attach');
+  }
+
+  /** conmon's `<socketDir>/<id>` link to the bundle, one byte shorter when it would be exactly 107 bytes (as conmon makes it). */
+  private socketLinkPath(id: string): string {
+    const link = path.join(this.socketDir, checkId(id));
+    return link.length === UNIX_SOCKET_PATH_MAX ? link.slice(0, -1) : link;
   }
 
   /** Connects to the container's stdio through conmon (output from now on; stdin when created with stdin). */
@@ -559,7 +565,7 @@ export class RuncBackend {
     }
     await Promise.all([
       fsp.rm(this.exitFilePath(id), { force: true }),
-      fsp.rm(path.join(this.socketDir, id), { force: true, recursive: true }),
+      fsp.rm(this.socketLinkPath(id), { force: true, recursive: true }),
       fsp.rm(this.persistDir(id), { force: true, recursive: true }),
     ]);
   }
