@@ -1,0 +1,55 @@
+// Reading a rootfs file as the container sees it: links resolved inside the root, regular files only, capped.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { promises as fsp } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import os from 'node:os';
+import path from 'node:path';
+import { readRootfsFile, resolveInRootfs } from '../../src/runtime/rootfs-files.js';
+
+let base: string;
+let root: string;
+
+before(async () => {
+  base = await fsp.mkdtemp(path.join(os.tmpdir(), 'nodelet-rootfs-files-'));
+  root = path.join(base, 'rootfs');
+  await fsp.mkdir(path.join(root, 'etc'), { recursive: true });
+  await fsp.mkdir(path.join(root, 'data'));
+  await fsp.writeFile(path.join(root, 'data', 'passwd'), 'inside\n');
+  // The same name outside the rootfs: what following a link on the host would read.
+  await fsp.mkdir(path.join(base, 'data'));
+  await fsp.writeFile(path.join(base, 'data', 'passwd'), 'outside\n');
+  await fsp.symlink('/data/passwd', path.join(root, 'etc', 'absolute'));
+  await fsp.symlink('../../../../../../data/passwd', path.join(root, 'etc', 'climbing'));
+  await fsp.symlink('../data', path.join(root, 'etc', 'dirlink'));
+  await fsp.symlink('loop-b', path.join(root, 'etc', 'loop-a'));
+  await fsp.symlink('loop-a', path.join(root, 'etc', 'loop-b'));
+  await fsp.symlink('/nowhere', path.join(root, 'etc', 'dangling'));
+  execFileSync('mkfifo', [path.join(root, 'etc', 'fifo')]);
+  await fsp.writeFile(path.join(root, 'etc', 'big'), 'x'.repeat(100));
+});
+
+after(async () => {
+  if (base) await fsp.rm(base, { recursive: true, force: true });
+});
+
+test('absolute and climbing links resolve inside the rootfs', async () => {
+  assert.equal(await readRootfsFile(root, '/etc/absolute'), 'inside\n');
+  assert.equal(await readRootfsFile(root, '/etc/climbing'), 'inside\n');
+  assert.equal(await readRootfsFile(root, '/../../etc/dirlink/passwd'), 'inside\n');
+  assert.equal(await resolveInRootfs(root, '/etc/climbing'), path.join(root, 'data', 'passwd'));
+});
+
+test('absent, dangling and through-a-file paths read as absent', async () => {
+  assert.equal(await readRootfsFile(root, '/etc/none'), undefined);
+  assert.equal(await readRootfsFile(root, '/etc/dangling'), undefined);
+  assert.equal(await readRootfsFile(root, '/etc/big/passwd'), undefined);
+});
+
+test('a FIFO, a directory or a link loop is refused at once; a file over the cap too', async () => {
+  await assert.rejects(readRootfsFile(root, '/etc/fifo'), /\/etc\/fifo in the image is not a regular file \(a FIFO\)/);
+  await assert.rejects(readRootfsFile(root, '/etc'), /a directory/);
+  await assert.rejects(readRootfsFile(root, '/etc/loop-a'), /too many levels of symbolic links/);
+  await assert.rejects(readRootfsFile(root, '/etc/big', 99), /100 bytes, more than the 99 allowed/);
+  assert.equal((await readRootfsFile(root, '/etc/big', 100))?.length, 100);
+});
