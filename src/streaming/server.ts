@@ -84,6 +84,8 @@ export function httpServerTimeouts(): http.ServerOptions {
   };
 }
 
+/** Stands in for a negotiated protocol name ws would refuse (see serveWebSocket). */
+const WS_PROTOCOL_STANDIN = 'nodelet-negotiated-protocol';
 /** Splits HOST:PORT (IPv6 in brackets). */
 const PATH_PATTERN = /^\/(exec|attach|portforward)\/([A-Za-z0-9_-]+)$/;
 
@@ -229,9 +231,19 @@ export class StreamingServer {
       return refuse(socket, 400, `requested protocol(s) are not supported: [${offered.join(' ')}]; supports [${served.join(' ')}]`);
     }
     const { WebSocketServer } = await import('ws');
+    // ws refuses (400) a Sec-WebSocket-Protocol that is not a list of RFC 7230 tokens, and the SPDY
+    // tunnel's name has a '/' (SPDY/3.1+portforward.k8s.io): ws gets a token, the answer the real name.
+    const answered = protocol && !/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(protocol) ? WS_PROTOCOL_STANDIN : protocol;
+    if (answered !== protocol) req.headers['sec-websocket-protocol'] = answered;
     return new Promise<void>((resolve) => {
       // ws answers with the protocol chosen here; with none offered it sends no header at all.
-      const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: WS_MAX_MESSAGE_BYTES, handleProtocols: () => protocol || false });
+      const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: WS_MAX_MESSAGE_BYTES, handleProtocols: () => answered || false });
+      if (answered !== protocol) {
+        wss.on('headers', (headers: string[]) => {
+          const i = headers.indexOf(`Sec-WebSocket-Protocol: ${answered}`);
+          if (i >= 0) headers[i] = `Sec-WebSocket-Protocol: ${protocol}`;
+        });
+      }
       wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
         wss.close();
         // A frame that breaks the protocol (reserved opcode or bits, an unmasked frame, a bad length,

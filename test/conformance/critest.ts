@@ -26,6 +26,7 @@ import type { ConformanceReport } from './report.js';
 
 const SUITE_TIMEOUT_MS = 20 * 60_000;
 const BENCHMARK_TIMEOUT_MS = 8 * 60_000;
+const STREAMING_TIMEOUT_MS = 5 * 60_000;
 
 /** Specs not run, with why: a regexp for -ginkgo.skip and the reason reported. */
 const NOT_RUN: { pattern: string; why: string }[] = [
@@ -207,6 +208,28 @@ async function junitCases(dir: string): Promise<JunitCase[]> {
   return cases;
 }
 
+/** One report line per spec; specs a focus/skip filter left out are listed only when `withUnselected`. */
+function reportCases(report: ConformanceReport, label: string, cases: JunitCase[], withUnselected: boolean): { passed: number; failed: number; skipped: number } {
+  const counts = { passed: 0, failed: 0, skipped: 0 };
+  for (const c of cases) {
+    const notRun = NOT_RUN.find((s) => new RegExp(s.pattern).test(c.name));
+    if (c.status === 'passed') {
+      counts.passed++;
+      report.add({ name: `${label}: ${c.name}`, passed: true });
+    } else if (c.status === 'skipped' || c.status === 'pending') {
+      const unselected = c.message.trim() === 'skipped';
+      if (unselected && !withUnselected) continue;
+      counts.skipped++;
+      const why = unselected ? 'not selected (focus/skip filter)' : firstLine(c.message.replace(/^skipped\s*-?\s*/i, ''));
+      report.skip(`${label}: ${c.name}`, notRun?.why ?? (why || 'skipped by critest'));
+    } else {
+      counts.failed++;
+      report.add({ name: `${label}: ${c.name}`, passed: false, detail: `${c.status}: ${firstLine(c.message)}` });
+    }
+  }
+  return counts;
+}
+
 async function tail(file: string, lines = 30): Promise<string> {
   const text = await fsp.readFile(file, 'utf8').catch(() => '');
   return text.split('\n').slice(-lines).join('\n');
@@ -297,25 +320,34 @@ export async function runCritestPhase(tools: Tools, report: ConformanceReport): 
         detail: `no JUnit report (exit ${suite.exitCode}${suite.timedOut ? ', timed out' : ''}):\n${await tail(suite.outputFile)}`,
       });
     }
-    let passed = 0;
-    let failed = 0;
-    let skippedCount = 0;
-    for (const c of cases) {
-      const notRun = NOT_RUN.find((s) => new RegExp(s.pattern).test(c.name));
-      if (c.status === 'passed') {
-        passed++;
-        report.add({ name: `critest: ${c.name}`, passed: true });
-      } else if (c.status === 'skipped' || c.status === 'pending') {
-        skippedCount++;
-        const why = c.message.trim() === 'skipped' ? 'not selected (focus/skip filter)' : firstLine(c.message.replace(/^skipped\s*-?\s*/i, ''));
-        report.skip(`critest: ${c.name}`, notRun?.why ?? (why || 'skipped by critest'));
-      } else {
-        failed++;
-        report.add({ name: `critest: ${c.name}`, passed: false, detail: `${c.status}: ${firstLine(c.message)}` });
-      }
-    }
+    const counts = reportCases(report, 'critest', cases, true);
     if (suite.timedOut) report.add({ name: 'critest: validation suite finished in time', passed: false, detail: `stopped after ${SUITE_TIMEOUT_MS / 60_000} min` });
-    process.stdout.write(`critest validation: ${passed} passed, ${failed} failed, ${skippedCount} skipped in ${suiteSeconds.toFixed(0)} s (exit ${suite.exitCode})\n`);
+    process.stdout.write(`critest validation: ${counts.passed} passed, ${counts.failed} failed, ${counts.skipped} skipped in ${suiteSeconds.toFixed(0)} s (exit ${suite.exitCode})\n`);
+
+    // The streaming specs again, over WebSocket (v5.channel.k8s.io, v2.portforward.k8s.io) instead of SPDY.
+    const focused = process.env.NODELET_CRITEST_FOCUS;
+    if (!focused || new RegExp(focused).test('[k8s.io] Streaming runtime should support streaming interfaces')) {
+      const wsDir = path.join(work, 'websocket');
+      await fsp.mkdir(wsDir);
+      started = Date.now();
+      const ws = await runCritest(
+        tools.critest,
+        [
+          '-runtime-endpoint', endpoint, '-image-endpoint', endpoint, '-ginkgo.junit-report', path.join(wsDir, 'junit.xml'), '-ginkgo.no-color',
+          '-websocket-exec', '-websocket-attach', '-websocket-portforward', '-ginkgo.focus', '\\[k8s.io\\] Streaming',
+        ],
+        path.join(work, 'critest-websocket.log'),
+        STREAMING_TIMEOUT_MS,
+        children,
+      );
+      if (cleaning) throw new Error('critest phase interrupted');
+      const wsCases = (await junitCases(wsDir)).filter((c) => !isBenchmark(c) && !(isSuiteNode(c) && c.status === 'passed'));
+      const wsCounts = reportCases(report, 'critest (websocket)', wsCases, false);
+      if (wsCases.length === 0 || ws.timedOut) {
+        report.add({ name: 'critest (websocket): streaming specs ran', passed: false, detail: `exit ${ws.exitCode}${ws.timedOut ? ', timed out' : ''}:\n${await tail(ws.outputFile)}` });
+      }
+      process.stdout.write(`critest streaming over WebSocket: ${wsCounts.passed} passed, ${wsCounts.failed} failed in ${((Date.now() - started) / 1000).toFixed(0)} s\n`);
+    }
 
     // The benchmarks.
     if (process.env.NODELET_CRITEST_FOCUS) return;

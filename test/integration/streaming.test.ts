@@ -10,6 +10,8 @@ import { useRegistries, type Registries } from '../helpers/registries.js';
 import { sandboxConfig, containerConfig, runContainer, waitFor } from '../helpers/pods.js';
 import { FAMILIES, execCollect, fetchThroughPortForward, readUntil, withTimeout } from '../helpers/stream-clients.js';
 import { StreamUpgradeError, openPortForward, openRemoteCommand } from '../../src/streaming/client.js';
+import { rawUpgrade } from '../helpers/raw-streams.js';
+import { randomBytes } from 'node:crypto';
 
 /** Asks the shell on the terminal for its size until it reports rows x cols (a resize arrives asynchronously). */
 async function waitTerminalSize(stdin: NodeJS.WritableStream, output: () => string, rows: number, cols: number): Promise<void> {
@@ -279,4 +281,19 @@ test('port-forward to a busybox httpd in a pod, several connections, an error wh
     '/',
   );
   assert.match(ws.error, /error forwarding port 9 .*connection refused/);
+});
+
+test('port-forward over WebSocket tunnelling SPDY (critest -websocket-portforward): SPDY/3.1+portforward.k8s.io is accepted and answered', async () => {
+  const url = (await d.client.runtime('PortForward', { pod_sandbox_id: pod.id, port: [80] })).url as string;
+  // client-go offers the tunnel first; the '/' in its name is not an RFC 7230 token (ws alone answered 400).
+  const { status, head, conn } = await rawUpgrade(url, {
+    Upgrade: 'websocket',
+    Connection: 'Upgrade',
+    'Sec-WebSocket-Key': randomBytes(16).toString('base64'),
+    'Sec-WebSocket-Version': '13',
+    'Sec-WebSocket-Protocol': 'SPDY/3.1+portforward.k8s.io, v2.portforward.k8s.io',
+  });
+  conn.destroy();
+  assert.equal(status, 101, head);
+  assert.match(head, /\r\nSec-WebSocket-Protocol: SPDY\/3\.1\+portforward\.k8s\.io(\r\n|$)/i);
 });
