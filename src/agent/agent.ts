@@ -19,6 +19,7 @@ import { MirrorPods, isMirrorPod } from './mirror-pods.js';
 import { KubeVolumeData } from './volumes/sources.js';
 import { bootstrapClientCertificate } from './bootstrap.js';
 import { PodEventRecorder } from './events.js';
+import { ContainerLogRotator } from './log-rotation.js';
 
 const HOUSEKEEPING_MS = 2000;
 
@@ -40,6 +41,7 @@ export class Agent {
   private housekeeping?: NodeJS.Timeout;
   private stopped = false;
   private events?: PodEventRecorder;
+  private logRotator?: ContainerLogRotator;
   private volumeData?: KubeVolumeData;
 
   constructor(readonly config: AgentConfig) {
@@ -113,6 +115,12 @@ export class Agent {
       await this.apiSource.start();
     }
     this.scheduleHousekeeping();
+    this.logRotator = new ContainerLogRotator(this.cri, {
+      maxSizeBytes: this.config.containerLogMaxSizeBytes,
+      maxFiles: this.config.containerLogMaxFiles,
+      intervalMs: this.config.containerLogMonitorIntervalMs,
+    }, this.log);
+    if (!this.stopped) this.logRotator.start();
   }
 
   /** TLS bootstrap, retried with back-off (an apiserver not up yet, a CSR not approved in time) until it succeeds. */
@@ -164,6 +172,7 @@ export class Agent {
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.housekeeping);
+    this.logRotator?.stop();
     this.nodeReporter?.stop();
     this.staticSource?.stop();
     this.mirrors?.stop();

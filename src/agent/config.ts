@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util';
 import { parse as parseYaml } from 'yaml';
 import os from 'node:os';
 import { invalidArgument } from '../common/errors.js';
+import { parseQuantity } from './pod-spec.js';
 
 export interface AgentConfig {
   kubeconfig?: string;
@@ -33,6 +34,10 @@ export interface AgentConfig {
   nodeStatusReportSeconds: number;
   backoffInitialMs: number;
   backoffMaxMs: number;
+  /** Container log rotation (the kubelet's containerLogMaxSize, containerLogMaxFiles, containerLogMonitorInterval). */
+  containerLogMaxSizeBytes: number;
+  containerLogMaxFiles: number;
+  containerLogMonitorIntervalMs: number;
 }
 
 export function defaultAgentConfig(): AgentConfig {
@@ -52,6 +57,9 @@ export function defaultAgentConfig(): AgentConfig {
     nodeStatusReportSeconds: 60,
     backoffInitialMs: 10_000,
     backoffMaxMs: 300_000,
+    containerLogMaxSizeBytes: 10 * 1024 * 1024,
+    containerLogMaxFiles: 5,
+    containerLogMonitorIntervalMs: 10_000,
   };
 }
 
@@ -76,6 +84,8 @@ const FLAG_OPTIONS = {
   'tls-private-key-file': { type: 'string' },
   'client-ca-file': { type: 'string' },
   'log-level': { type: 'string' },
+  'container-log-max-size': { type: 'string' },
+  'container-log-max-files': { type: 'string' },
   help: { type: 'boolean' },
 } as const;
 
@@ -93,6 +103,8 @@ export const AGENT_USAGE = `usage: nodelet-agent [flags]
   --max-pods N               (default 110)
   --node-ip IP               address reported for the node
   --kubelet-api-address, --tls-cert-file, --tls-private-key-file, --client-ca-file
+  --container-log-max-size Q, --container-log-max-files N   log rotation (default 10Mi, 5; config file:
+                             containerLogMaxSize, containerLogMaxFiles, containerLogMonitorInterval)
   --config FILE              KubeletConfiguration-style YAML (flags win)
   --log-level LEVEL`;
 
@@ -100,6 +112,34 @@ function positiveInt(value: string, flag: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n <= 0) throw invalidArgument(`${flag} must be a positive integer, got ${JSON.stringify(value)}`);
   return n;
+}
+
+function logMaxSize(value: string, flag: string): number {
+  let bytes: number;
+  try {
+    bytes = parseQuantity(value);
+  } catch {
+    throw invalidArgument(`${flag} must be a quantity like 10Mi, got ${JSON.stringify(value)}`);
+  }
+  if (!(bytes > 0)) throw invalidArgument(`${flag} must be positive, got ${JSON.stringify(value)}`);
+  return Math.floor(bytes);
+}
+
+function logMaxFiles(value: string, flag: string): number {
+  const n = positiveInt(value, flag);
+  if (n < 2) throw invalidArgument(`${flag} must be at least 2 (the current file and one rotated), got ${n}`);
+  return n;
+}
+
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/** A Go-style duration ("10s", "1m30s", "500ms") in milliseconds. */
+export function parseDuration(value: string, field: string): number {
+  const parts = [...String(value).matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h)/g)];
+  if (parts.length === 0 || parts.map((p) => p[0]).join('') !== String(value)) throw invalidArgument(`${field} must be a duration like 10s, got ${JSON.stringify(value)}`);
+  const ms = parts.reduce((sum, p) => sum + Number(p[1]) * DURATION_UNITS[p[2]!]!, 0);
+  if (!(ms > 0)) throw invalidArgument(`${field} must be positive, got ${JSON.stringify(value)}`);
+  return ms;
 }
 
 function splitList(values: readonly string[] | string | undefined): string[] {
@@ -127,6 +167,9 @@ function applyConfigFile(cfg: AgentConfig, file: string): void {
   if (doc.tlsPrivateKeyFile) cfg.tlsPrivateKeyFile = String(doc.tlsPrivateKeyFile);
   if (doc.authentication?.x509?.clientCAFile) cfg.clientCaFile = String(doc.authentication.x509.clientCAFile);
   if (doc.logLevel) cfg.logLevel = String(doc.logLevel);
+  if (doc.containerLogMaxSize !== undefined) cfg.containerLogMaxSizeBytes = logMaxSize(String(doc.containerLogMaxSize), 'containerLogMaxSize');
+  if (doc.containerLogMaxFiles !== undefined) cfg.containerLogMaxFiles = logMaxFiles(String(doc.containerLogMaxFiles), 'containerLogMaxFiles');
+  if (doc.containerLogMonitorInterval !== undefined) cfg.containerLogMonitorIntervalMs = parseDuration(String(doc.containerLogMonitorInterval), 'containerLogMonitorInterval');
 }
 
 export function parseAgentFlags(argv: string[]): AgentConfig & { help: boolean } {
@@ -159,6 +202,8 @@ export function parseAgentFlags(argv: string[]): AgentConfig & { help: boolean }
   if (v['tls-private-key-file']) cfg.tlsPrivateKeyFile = v['tls-private-key-file'];
   if (v['client-ca-file']) cfg.clientCaFile = v['client-ca-file'];
   if (v['log-level']) cfg.logLevel = v['log-level'];
+  if (v['container-log-max-size']) cfg.containerLogMaxSizeBytes = logMaxSize(v['container-log-max-size'], '--container-log-max-size');
+  if (v['container-log-max-files']) cfg.containerLogMaxFiles = logMaxFiles(v['container-log-max-files'], '--container-log-max-files');
   if (!v.help && !cfg.kubeconfig && !cfg.podManifestPath) throw invalidArgument('need --kubeconfig, --pod-manifest-path or both');
   return { ...cfg, help: v.help ?? false };
 }
