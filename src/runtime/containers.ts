@@ -401,7 +401,17 @@ export class Containers {
           restrictOomScoreAdj: this.ctx.restrictOomScoreAdj,
           hugetlbController: this.ctx.hugetlbController,
         });
-        await this.ctx.backend(cur.runtimeHandler).updateResources(cur.id, oci);
+        await this.ctx
+          .backend(cur.runtimeHandler)
+          .updateResources(cur.id, oci)
+          .catch((err) => {
+            // The kernel cannot shrink the limit below what the container uses now (and cannot reclaim).
+            const usage = /unable to set memory limit to \d+ \(current usage: (\d+)/.exec(errorMessage(err))?.[1];
+            if (usage || /memory\.(limit_in_bytes|max)[^]*device or resource busy/.test(errorMessage(err))) {
+              throw failedPrecondition(`linux.memory_limit_in_bytes ${resources.memory_limit_in_bytes} is below what container ${cur.id} uses now${usage ? ` (${usage} bytes)` : ''}`);
+            }
+            throw err;
+          });
       }
       cur.resources = resources;
       await this.ctx.containers.put(cur);

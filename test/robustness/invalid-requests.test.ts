@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { useRegistries, type Registries } from '../helpers/registries.js';
-import { containerConfig, runContainer, sandboxConfig } from '../helpers/pods.js';
+import { containerConfig, runContainer, sandboxConfig, waitFor } from '../helpers/pods.js';
 import { run } from '../../src/common/exec.js';
 
 let d: TestDaemon;
@@ -24,6 +24,7 @@ let podId = '';
 let podConfig: any;
 let runningId = '';
 let createdId = '';
+let hogId = '';
 let stoppedPodId = '';
 let stoppedPodConfig: any;
 let hostileFile: string;
@@ -38,6 +39,9 @@ before(async () => {
   ({ pod_sandbox_id: podId } = await d.client.runtime('RunPodSandbox', { config: podConfig }));
   runningId = await runContainer(d.client, podId, podConfig, containerConfig('running', BUSYBOX, ['sleep', '3600']));
   ({ container_id: createdId } = await d.client.runtime('CreateContainer', { pod_sandbox_id: podId, config: containerConfig('created', BUSYBOX, ['true']), sandbox_config: podConfig }));
+  // Holds 24 MiB of tmpfs pages: its memory limit cannot go below that.
+  hogId = await runContainer(d.client, podId, podConfig, containerConfig('hog', BUSYBOX, ['sh', '-c', 'head -c 25165824 /dev/zero > /dev/shm/hog; sleep 3600']));
+  await waitFor('the hog to fill /dev/shm', async () => (await d.client.runtime('ExecSync', { container_id: hogId, cmd: ['sh', '-c', 'test $(wc -c < /dev/shm/hog) -eq 25165824'], timeout: 10 })).exit_code === 0);
   stoppedPodConfig = sandboxConfig(`inv-stopped-${tag}`, path.join(logDir, 'stopped'));
   ({ pod_sandbox_id: stoppedPodId } = await d.client.runtime('RunPodSandbox', { config: stoppedPodConfig }));
   await d.client.runtime('StopPodSandbox', { pod_sandbox_id: stoppedPodId });
@@ -340,6 +344,7 @@ add(UCR, 'cpuset malformed', upd({ cpuset_cpus: '0-' }), 'INVALID_ARGUMENT', 'li
 add(UCR, 'cpuset_mems 99', upd({ cpuset_mems: '99' }), 'INVALID_ARGUMENT', 'linux.cpuset_mems');
 add(UCR, 'oom_score_adj 5000', upd({ oom_score_adj: 5000 }), 'INVALID_ARGUMENT', 'linux.oom_score_adj');
 add(UCR, 'hugepage size bogus', upd({ hugepage_limits: [{ page_size: 'bogus', limit: 1 }] }), 'INVALID_ARGUMENT', 'linux.hugepage_limits[0].page_size');
+add(UCR, 'memory below what the container uses', () => ({ container_id: hogId, linux: { memory_limit_in_bytes: 8 << 20 } }), 'FAILED_PRECONDITION', 'linux.memory_limit_in_bytes');
 add(UCR, 'swap below memory', upd({ memory_limit_in_bytes: 64 << 20, memory_swap_limit_in_bytes: 1 << 20 }), 'INVALID_ARGUMENT', 'linux.memory_swap_limit_in_bytes');
 
 // ---- exec, attach, port-forward ----
