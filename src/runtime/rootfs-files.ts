@@ -53,6 +53,15 @@ export async function resolveInRootfs(rootfs: string, containerPath: string): Pr
 export async function readRootfsFile(rootfs: string, containerPath: string, maxBytes = ROOTFS_FILE_MAX_BYTES): Promise<string | undefined> {
   const hostPath = await resolveInRootfs(rootfs, containerPath);
   if (!hostPath) return undefined;
+  // Judged before any open: opening a device node runs its driver (a watchdog arms on open).
+  let seen;
+  try {
+    seen = await fsp.lstat(hostPath);
+  } catch (err) {
+    if (hasCode(err, 'ENOENT')) return undefined;
+    throw err;
+  }
+  if (!seen.isFile()) throw invalidArgument(`${containerPath} in the image is not a regular file (${fileKind(seen)})`);
   let handle: fsp.FileHandle;
   try {
     // O_NOFOLLOW: the path was resolved above, a link appearing since is refused, not followed.
@@ -65,7 +74,7 @@ export async function readRootfsFile(rootfs: string, containerPath: string, maxB
   }
   try {
     const st = await handle.stat();
-    if (!st.isFile()) throw invalidArgument(`${containerPath} in the image is not a regular file (${fileKind(st)})`);
+    if (!st.isFile() || st.ino !== seen.ino || st.dev !== seen.dev) throw invalidArgument(`${containerPath} in the image changed while it was read`);
     if (st.size > maxBytes) throw invalidArgument(`${containerPath} in the image is ${st.size} bytes, more than the ${maxBytes} allowed`);
     const buf = Buffer.alloc(maxBytes + 1);
     let filled = 0;

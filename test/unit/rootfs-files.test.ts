@@ -53,3 +53,9 @@ test('a FIFO, a directory or a link loop is refused at once; a file over the cap
   await assert.rejects(readRootfsFile(root, '/etc/big', 99), /100 bytes, more than the 99 allowed/);
   assert.equal((await readRootfsFile(root, '/etc/big', 100))?.length, 100);
 });
+
+test('a device node is refused without being opened', async () => {
+  // Refused on its lstat, before any open (opening some devices acts, e.g. a watchdog arms).
+  execFileSync('mknod', [path.join(root, 'etc', 'device'), 'c', '1', '7']);
+  await assert.rejects(readRootfsFile(root, '/etc/device'), /not a regular file \(a character device\)/);
+});
