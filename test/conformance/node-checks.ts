@@ -260,6 +260,7 @@ export async function runNodeChecksPhase(tools: Tools, report: ConformanceReport
       liveness: 'failing exec liveness probe restarts the container; logs --previous',
       volumes: 'init container, emptyDir, configMap, secret, downward API, service account token',
       completion: 'run-to-completion pods: Succeeded with exit 0, Failed with exit 7',
+      stats: 'node stats: /stats/summary and /metrics/resource (what kubectl top reads) cover a running pod',
       logRotation: 'container log rotation at 1 MiB keeps kubectl logs current',
       staticPod: "static pod's mirror pod Running",
       scaleToZero: 'scale to 0 leaves no containers or sandboxes',
@@ -451,6 +452,28 @@ export async function runNodeChecksPhase(tools: Tools, report: ConformanceReport
       if (ok.status.phase !== 'Succeeded' || code(ok) !== 0) throw new Error(`succeeds: ${ok.status.phase}, exit ${code(ok)}`);
       if (bad.status.phase !== 'Failed' || code(bad) !== 7) throw new Error(`fails: ${bad.status.phase}, exit ${code(bad)}`);
       return 'Succeeded/0 and Failed/7';
+    });
+
+    await report.check(name(checks.stats), async () => {
+      await waitRunning('web');
+      const proxy = `/api/v1/nodes/${nodeName}/proxy`;
+      // The first samples can lack a pod that just started: poll until both views have it.
+      const found = await until('stats for pod web', 60_000, async () => {
+        const summary = await cp.request('GET', `${proxy}/stats/summary`);
+        if (summary.status === 404) throw new Hopeless('the node does not serve /stats/summary (HTTP 404)');
+        if (summary.status !== 200) throw new Error(`stats/summary: HTTP ${summary.status} ${JSON.stringify(summary.body).slice(0, 200)}`);
+        const pod = (summary.body.pods ?? []).find((p: any) => p.podRef?.name === 'web' && p.podRef?.namespace === ns);
+        const c = pod?.containers?.find((x: any) => x.name === 'httpd');
+        if (!(c?.memory?.workingSetBytes > 0) || c?.cpu?.usageCoreNanoSeconds === undefined) return undefined;
+        const metrics = await cp.request('GET', `${proxy}/metrics/resource`);
+        if (metrics.status === 404) throw new Hopeless('the node does not serve /metrics/resource (HTTP 404)');
+        if (metrics.status !== 200) throw new Error(`metrics/resource: HTTP ${metrics.status}`);
+        const text = String(metrics.body);
+        const has = (metric: string) => text.split('\n').some((l) => l.startsWith(`${metric}{`) && l.includes('container="httpd"') && l.includes(`namespace="${ns}"`) && l.includes('pod="web"'));
+        if (!has('container_cpu_usage_seconds_total') || !has('container_memory_working_set_bytes')) throw new Error('metrics/resource lacks pod web');
+        return { ws: c.memory.workingSetBytes as number, nodeMem: summary.body.node?.memory?.workingSetBytes as number | undefined };
+      }, () => describe(ctx));
+      return `httpd working set ${found.ws} bytes; node working set ${found.nodeMem ?? '?'} bytes; metrics/resource has it`;
     });
 
     await report.check(name(checks.logRotation), async () => {

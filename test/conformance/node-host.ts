@@ -409,6 +409,9 @@ export async function startKubelet(
     imageGCHighThresholdPercent: 100,
     imageGCLowThresholdPercent: 99,
     resolvConf: '/etc/resolv.conf',
+    // e.g. NODELET_CONFORMANCE_KUBELET_FEATURE_GATES=EventedPLEG=true,PodAndContainerStatsFromCRI=true
+    featureGates: Object.fromEntries((process.env.NODELET_CONFORMANCE_KUBELET_FEATURE_GATES ?? '').split(',').filter(Boolean)
+      .map((kv) => [kv.split('=')[0]!.trim(), kv.split('=')[1]?.trim() !== 'false'])),
   };
   const configPath = path.join(dirs.base, 'kubelet-config.yaml');
   await fsp.writeFile(configPath, YAML.stringify(config));
