@@ -315,7 +315,8 @@ export class Containers {
     if (!found) return;
     await this.ctx.locks.run(found.id, async () => {
       const rec = this.ctx.containers.get(found.id);
-      if (rec) await this.destroy(rec);
+      // A record still "creating" once its lock is free is a leftover of a creation that never finished: undo it all.
+      if (rec) await this.destroy(rec, { force: rec.phase === 'creating' });
     });
   }
 

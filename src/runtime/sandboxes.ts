@@ -234,7 +234,8 @@ export class PodSandboxes {
     await this.containers.removeAllOf(found.id);
     await this.ctx.locks.run(found.id, async () => {
       const rec = this.ctx.sandboxes.get(found.id);
-      if (rec) await this.destroy(rec);
+      // A record still "creating" once its lock is free is a leftover of a creation that never finished: undo it all.
+      if (rec) await this.destroy(rec, { force: rec.phase === 'creating' });
     });
   }
 

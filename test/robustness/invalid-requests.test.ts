@@ -56,6 +56,8 @@ before(async () => {
     'bad-operator.json': { defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['mkdir'], action: 'SCMP_ACT_ERRNO', args: [{ index: 0, value: 1, op: 'SCMP_CMP_BOGUS' }] }] },
   };
   for (const [name, content] of Object.entries(profiles)) await fsp.writeFile(path.join(logDir, name), JSON.stringify(content));
+  await fsp.writeFile(path.join(logDir, 'huge.json'), `{"defaultAction":"SCMP_ACT_ALLOW","x":"${'y'.repeat(2 * 1024 * 1024)}"}`);
+  await run('mkfifo', [path.join(logDir, 'fifo.json')]);
 });
 
 after(async () => {
@@ -291,6 +293,11 @@ add(CC, 'seccomp localhost_ref to a non-JSON host file', () => ctrReq((c) => (sc
 for (const name of ['bad-default.json', 'bad-action.json', 'array.json', 'bad-arch.json', 'bad-operator.json']) {
   add(CC, `seccomp profile ${name}`, () => ctrReq((c) => (sc(c).seccomp = { profile_type: 'Localhost', localhost_ref: path.join(logDir, name) })), 'INVALID_ARGUMENT', 'seccomp');
   add(RP, `seccomp profile ${name}`, () => podReq((c) => (sc(c).seccomp = { profile_type: 'Localhost', localhost_ref: path.join(logDir, name) })), 'INVALID_ARGUMENT', 'seccomp');
+}
+for (const ref of ['/dev/zero', 'fifo.json', 'huge.json', '/etc']) {
+  const at = () => (ref.startsWith('/') ? ref : path.join(logDir, ref));
+  add(CC, `seccomp profile ${ref} (not a regular file of sane size)`, () => ctrReq((c) => (sc(c).seccomp = { profile_type: 'Localhost', localhost_ref: at() })), 'INVALID_ARGUMENT', 'seccomp');
+  add(RP, `seccomp profile ${ref} (not a regular file of sane size)`, () => podReq((c) => (sc(c).seccomp = { profile_type: 'Localhost', localhost_ref: at() })), 'INVALID_ARGUMENT', 'seccomp');
 }
 add(CC, 'relative seccomp localhost_ref', () => ctrReq((c) => (sc(c).seccomp = { profile_type: 'Localhost', localhost_ref: 'p.json' })), 'INVALID_ARGUMENT', 'seccomp');
 add(CC, 'missing seccomp profile', () => ctrReq((c) => (sc(c).seccomp = { profile_type: 'Localhost', localhost_ref: `/nonexistent-${tag}.json` })), 'INVALID_ARGUMENT', 'seccomp');
