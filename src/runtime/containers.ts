@@ -284,8 +284,14 @@ export class Containers {
    */
   async stop(id: string, timeoutSeconds: number, signal?: AbortSignal): Promise<void> {
     if (!id) throw invalidArgument('container_id is required');
-    const found = this.ctx.containers.get(id);
-    if (!found || found.phase !== 'ready' || found.state !== 'CONTAINER_RUNNING') return; // CRI: stopping an unknown container succeeds
+    let found = this.ctx.containers.get(id);
+    if (!found || found.phase !== 'ready') return; // CRI: stopping an unknown container succeeds
+    if (found.state === 'CONTAINER_CREATED') {
+      // A start may be under way: let it finish (the lock is only ever held briefly), then stop what it started.
+      await this.ctx.locks.run(found.id, async () => undefined);
+      found = this.ctx.containers.get(found.id);
+    }
+    if (!found || found.state !== 'CONTAINER_RUNNING') return;
     const backend = this.ctx.backend(found.runtimeHandler);
     const timeout = Math.max(0, timeoutSeconds);
     if (timeout === 0) for (const escalate of this.stopping.get(found.id) ?? []) escalate();
