@@ -6,9 +6,10 @@ import type { Readable, Writable } from 'node:stream';
 /**
  * Copies `from` into `to`, pausing `from` while `to` wants a drain. With `end`, ends `to` when `from`
  * ends. Once `to` is gone (destroyed, ended), what still arrives is read and dropped, so the sender
- * is not left stuck on a process that stopped reading for good.
+ * is not left stuck on a process that stopped reading for good. With `maxChunk`, longer chunks are
+ * written in pieces (for a destination that keeps message boundaries).
  */
-export function relay(from: Readable | null | undefined, to: Writable | undefined, opts: { end?: boolean } = {}): void {
+export function relay(from: Readable | null | undefined, to: Writable | undefined, opts: { end?: boolean; maxChunk?: number } = {}): void {
   if (!from) return;
   if (!to) {
     from.resume();
@@ -22,9 +23,12 @@ export function relay(from: Readable | null | undefined, to: Writable | undefine
     to.off('close', goOn);
     from.resume();
   };
+  const max = opts.maxChunk ?? Infinity;
   from.on('data', (chunk: Buffer) => {
     if (to.destroyed || to.writableEnded) return;
-    if (!to.write(chunk) && !waiting) {
+    let more = true;
+    for (let off = 0; off < chunk.length; off += max) more = to.write(chunk.length <= max ? chunk : chunk.subarray(off, off + max));
+    if (!more && !waiting) {
       waiting = true;
       from.pause();
       to.on('drain', goOn);

@@ -9,6 +9,9 @@ import type { Logger } from '../common/log.js';
 import type { RemoteCommandStreams } from './channels.js';
 import { ptyQueuedBytes, relay, relayToPty } from './flow.js';
 
+/** The largest message conmon reads from an attach socket (its CONN_SOCK_BUF_SIZE; CRI-O's io.Copy writes 32 KiB). */
+const CONMON_ATTACH_MESSAGE = 32 * 1024;
+
 export interface ExecTarget {
   backend: RuncBackend;
   containerId: string;
@@ -182,7 +185,8 @@ export async function serveAttach(streams: RemoteCommandStreams, target: AttachT
   relay(session.stdout, streams.stdout);
   relay(session.stderr, target.tty ? streams.stdout : streams.stderr);
   session.stdin.on('error', () => undefined);
-  if (streams.stdin) relay(streams.stdin, session.stdin, { end: true });
+  // Each write is one SOCK_SEQPACKET message and conmon reads at most 32 KiB of one: more is cut off.
+  if (streams.stdin) relay(streams.stdin, session.stdin, { end: true, maxChunk: CONMON_ATTACH_MESSAGE });
   if (target.tty) {
     streams.onResize((size) => {
       target.backend.resizeTerminal(target.containerId, size.width, size.height).catch((err: unknown) => log.debug({ err: errorMessage(err) }, 'attach resize failed'));

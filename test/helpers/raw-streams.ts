@@ -2,6 +2,7 @@
 // a WebSocket or SPDY/3.1 upgrade done by hand, frame builders that can break every rule, and a
 // reader of what the server sends back (close codes, GOAWAY) until the connection ends.
 import net from 'node:net';
+import { Duplex } from 'node:stream';
 import zlib from 'node:zlib';
 import { createRequire } from 'node:module';
 import { randomBytes } from 'node:crypto';
@@ -18,10 +19,7 @@ export class RawConnection {
 
   constructor(readonly socket: net.Socket, initial: Buffer) {
     this.received = initial;
-    socket.on('data', (chunk: Buffer) => {
-      this.received = Buffer.concat([this.received, chunk]);
-      this.wake();
-    });
+    socket.on('data', this.onData);
     socket.on('error', () => undefined);
     this.closed = new Promise((resolve) =>
       socket.once('close', () => {
@@ -30,6 +28,19 @@ export class RawConnection {
         resolve();
       }),
     );
+  }
+
+  private readonly onData = (chunk: Buffer): void => {
+    this.received = Buffer.concat([this.received, chunk]);
+    this.wake();
+  };
+
+  /** Stops collecting: returns what was received so far; the caller reads the socket from here on. */
+  detach(): Buffer {
+    this.socket.off('data', this.onData);
+    const rest = this.received;
+    this.received = Buffer.alloc(0);
+    return rest;
   }
 
   private wake(): void {
@@ -199,6 +210,40 @@ export function parseWsFrames(buf: Buffer): Array<{ opcode: number; payload: Buf
     off = p + len;
   }
   return frames;
+}
+
+/** A byte stream over a client WebSocket: writes go out as masked binary messages, binary messages come in. */
+export function wsByteStream(conn: RawConnection): Duplex {
+  let buf = conn.detach();
+  const duplex = new Duplex({
+    read() {},
+    write(chunk: Buffer, _enc, cb) {
+      conn.socket.write(wsFrame({ opcode: 0x2, payload: chunk }), () => cb());
+    },
+    final(cb) {
+      conn.socket.end(wsCloseFrame(1000), () => cb());
+    },
+  });
+  const take = (): void => {
+    for (;;) {
+      const frames = parseWsFrames(buf);
+      if (frames.length === 0) return;
+      const f = frames[0]!;
+      // parseWsFrames gives whole frames in order; drop the first one's bytes.
+      const len = f.payload.length;
+      const head = len < 126 ? 2 : len < 65536 ? 4 : 10;
+      buf = buf.subarray(head + len);
+      if (f.opcode === 0x2 || f.opcode === 0x0) duplex.push(f.payload);
+      if (f.opcode === 0x8) duplex.push(null);
+    }
+  };
+  take();
+  conn.socket.on('data', (chunk: Buffer) => {
+    buf = Buffer.concat([buf, chunk]);
+    take();
+  });
+  conn.socket.once('close', () => duplex.destroy());
+  return duplex;
 }
 
 /** The code of the server's close frame, once one arrived. */

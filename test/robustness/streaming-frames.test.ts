@@ -15,6 +15,7 @@ import { useRegistries, type Registries } from '../helpers/registries.js';
 import { sandboxConfig, containerConfig, runContainer, waitFor } from '../helpers/pods.js';
 import { FAMILIES, execCollect, readUntil, withTimeout } from '../helpers/stream-clients.js';
 import { openRemoteCommand, type RemoteCommandSession } from '../../src/streaming/client.js';
+import { SpdySession } from '../../src/streaming/spdy.js';
 import {
   memoryOf,
   rawSpdy,
@@ -26,11 +27,13 @@ import {
   spdyEncoder,
   spdyGoawayStatus,
   parseSpdyControlFrames,
+  parseWsFrames,
   spdyHeaderBlock,
   spdySynStream,
   u32,
   wsCloseCode,
   wsCloseFrame,
+  wsByteStream,
   wsFrame,
 } from '../helpers/raw-streams.js';
 
@@ -213,6 +216,41 @@ for (const endpoint of ENDPOINTS) {
     await assertBystandersWork();
   });
 }
+
+test('websocket port-forward tunnelling SPDY (SPDY/3.1+portforward.k8s.io) is negotiated and forwards', async () => {
+  const conn = await rawWebSocket(await endpointUrl('port-forward'), 'SPDY/3.1+portforward.k8s.io');
+  const session = new SpdySession(wsByteStream(conn), 'client');
+  try {
+    const error = session.openStream({ streamtype: 'error', port: '8080', requestid: '0' });
+    error.end();
+    error.resume();
+    const data = session.openStream({ streamtype: 'data', port: '8080', requestid: '0' });
+    const response = readUntil(data, /^HTTP\/1\.[01] \d{3}/, 10_000);
+    data.write('GET /hostname HTTP/1.0\r\nHost: localhost\r\n\r\n');
+    await response;
+  } finally {
+    session.destroy();
+  }
+});
+
+test(`websocket port-forward tunnelling SPDY (SPDY/3.1+portforward.k8s.io): the ${SPDY_CASES.length} malformed SPDY inputs end only their session`, async () => {
+  const binary = (buf: Buffer): Buffer => Buffer.concat(parseWsFrames(buf).filter((f) => f.opcode === 0x2).map((f) => f.payload));
+  for (const c of SPDY_CASES) {
+    const conn = await rawWebSocket(await endpointUrl('port-forward'), 'SPDY/3.1+portforward.k8s.io');
+    try {
+      await conn.write(wsFrame({ opcode: 0x2, payload: await c.bytes() }));
+      if (c.goaway !== false) {
+        const status = await conn.waitFor(`GOAWAY after "${c.name}"`, (buf) => spdyGoawayStatus(binary(buf)));
+        assert.equal(status, 1, `tunnel, ${c.name}: GOAWAY status`);
+      }
+      await conn.waitClosed();
+    } finally {
+      conn.destroy();
+    }
+  }
+  await assertDaemonServes();
+  await assertBystandersWork();
+});
 
 test('spdy: a 200 KiB header block is served, one of 300 KiB (over the 256 KiB cap) closes the session', async () => {
   const conn = await rawSpdy(await endpointUrl('port-forward'), 'portforward.k8s.io');
