@@ -125,7 +125,8 @@ test('a startup probe gates readiness; an exec readiness probe flips Ready both 
   const id = idOf(pod);
   await exec(id, ['touch', '/tmp/ready']);
   // Two more startup probe failures (1 s apart) with /tmp/ready present: a readiness probe run meanwhile would pass.
-  const startupFailures = () => eventsOf('ready', 'Unhealthy').filter((e) => /^Startup probe failed/.test(e.message)).length;
+  // A repeated event is one Event whose count goes up.
+  const startupFailures = () => eventsOf('ready', 'Unhealthy').filter((e) => /^Startup probe failed/.test(e.message)).reduce((n, e) => n + (e.count ?? 1), 0);
   const failedBefore = startupFailures();
   await waitFor('two more startup probe failures', () => startupFailures() >= failedBefore + 2, 10_000);
   assert.equal(cs(api.get('pods', NS, 'ready')).ready, false, 'not ready before the startup probe passed');
