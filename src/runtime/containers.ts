@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import type { RuntimeContext } from './context.js';
 import type { ContainerRecord, SandboxRecord } from './records.js';
 import { nowNs, dateToNs } from './records.js';
-import { NodeletError, failedPrecondition, internal, invalidArgument, notFound, errorMessage, isKind } from '../common/errors.js';
+import { NodeletError, failedPrecondition, hasCode, internal, invalidArgument, notFound, errorMessage, isKind } from '../common/errors.js';
 import { ensureDir, pathExists, removeEmptyDirsUpTo } from '../common/fsutil.js';
 import { PRIVATE_DIR, PRIVATE_FILE } from './record-store.js';
 import { checkCommand, checkContainerConfig, checkResources, sysctlFault } from './validation.js';
@@ -131,7 +131,13 @@ export class Containers {
     }
     await mountOverlay(layerDirs, path.join(dir, 'upper'), path.join(dir, 'work'), rec.rootfs);
     rec.rootfsMounted = true;
-    rec.createdLogDirectory = await fsp.mkdir(path.dirname(rec.logPath), { recursive: true, mode: 0o755 });
+    rec.createdLogDirectory = await fsp.mkdir(path.dirname(rec.logPath), { recursive: true, mode: 0o755 }).catch((err) => {
+      if (hasCode(err, 'EEXIST') || hasCode(err, 'ENOTDIR')) throw invalidArgument(`config.log_path ${rec.config.log_path}: a part of its directory is not a directory`);
+      throw err;
+    });
+    // conmon appends to whatever is there: never through a symbolic link, never to a device or directory.
+    const existing = await fsp.lstat(rec.logPath).catch(() => undefined);
+    if (existing && !existing.isFile()) throw invalidArgument(`config.log_path ${rec.config.log_path || 'container.log'} exists and is not a regular file`);
     const sdir = this.ctx.sandboxes.pathOf(sandbox.id);
     const hostDevices: Record<string, HostDevice> = {};
     for (const d of rec.config.devices) {

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import type { RuntimeContext } from './context.js';
 import type { SandboxRecord } from './records.js';
 import { nowNs } from './records.js';
-import { internal, invalidArgument, notFound, errorMessage, isKind } from '../common/errors.js';
+import { hasCode, internal, invalidArgument, notFound, errorMessage, isKind } from '../common/errors.js';
 import { ensureDir, removeEmptyDirsUpTo } from '../common/fsutil.js';
 import { PRIVATE_DIR, PRIVATE_FILE } from './record-store.js';
 import { checkSandboxConfig, sysctlFault } from './validation.js';
@@ -165,7 +165,12 @@ export class PodSandboxes {
     if (rec.shmMounted) await mountTmpfs(rec.shmPath, SHM_SIZE);
     await fsp.writeFile(path.join(dir, 'hostname'), this.hostnameOf(rec) + '\n');
     await fsp.writeFile(path.join(dir, 'resolv.conf'), buildResolvConf(config.dns_config ?? undefined, readHostFile('/etc/resolv.conf')));
-    if (config.log_directory) rec.createdLogDirectory = await fsp.mkdir(config.log_directory, { recursive: true, mode: 0o755 });
+    if (config.log_directory) {
+      rec.createdLogDirectory = await fsp.mkdir(config.log_directory, { recursive: true, mode: 0o755 }).catch((err) => {
+        if (hasCode(err, 'EEXIST') || hasCode(err, 'ENOTDIR')) throw invalidArgument(`config.log_directory ${config.log_directory} is not a directory`);
+        throw err;
+      });
+    }
     const infra = await this.infraRootfs(runDir);
     const bundle = path.join(runDir, 'bundle');
     await ensureDir(bundle, PRIVATE_DIR);

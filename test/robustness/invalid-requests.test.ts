@@ -45,6 +45,8 @@ before(async () => {
   stoppedPodConfig = sandboxConfig(`inv-stopped-${tag}`, path.join(logDir, 'stopped'));
   ({ pod_sandbox_id: stoppedPodId } = await d.client.runtime('RunPodSandbox', { config: stoppedPodConfig }));
   await d.client.runtime('StopPodSandbox', { pod_sandbox_id: stoppedPodId });
+  await fsp.mkdir(path.join(logDir, 'pod', 'existing-dir'));
+  await fsp.symlink('/etc/hostname', path.join(logDir, 'pod', 'link.log'));
   // A secret-looking host file, to check that errors never quote files they were pointed at.
   hostileFile = path.join(logDir, 'secret.txt');
   await fsp.writeFile(hostileFile, 'root:$6$TOPSECRETHASH:19000:0:99999:7:::\n');
@@ -125,6 +127,8 @@ add(RP, 'slash in hostname', () => podReq((c) => (c.hostname = 'a/b')), 'INVALID
 add(RP, 'hostname starting with a dash', () => podReq((c) => (c.hostname = '-a')), 'INVALID_ARGUMENT', 'config.hostname');
 add(RP, 'relative log_directory', () => podReq((c) => (c.log_directory = `rel-${tag}/logs`)), 'INVALID_ARGUMENT', 'config.log_directory');
 add(RP, 'log_directory with ..', () => podReq((c) => (c.log_directory = `${logDir}/../escape-${tag}`)), 'INVALID_ARGUMENT', 'config.log_directory');
+add(RP, 'log_directory that is a file', () => podReq((c) => (c.log_directory = hostileFile)), 'INVALID_ARGUMENT', 'config.log_directory');
+add(RP, 'log_directory under a file', () => podReq((c) => (c.log_directory = path.join(hostileFile, 'logs'))), 'INVALID_ARGUMENT', 'config.log_directory');
 add(RP, 'NUL in log_directory', () => podReq((c) => (c.log_directory = `${logDir}/a\0b`)), 'INVALID_ARGUMENT', 'config.log_directory');
 add(RP, '5 MB annotation', () => podReq((c) => (c.annotations = { big: big(5 * 1024 * 1024) })), 'INVALID_ARGUMENT', 'config.annotations');
 add(RP, '300 kB labels', () => podReq((c) => (c.labels = { big: big(300 * 1024) })), 'INVALID_ARGUMENT', 'config.labels');
@@ -237,6 +241,10 @@ add(CC, 'log_path to a host file', () => ctrReq(logPath('../../../../../../etc/h
 add(CC, 'absolute log_path', () => ctrReq(logPath(`/tmp/abs-${tag}.log`)), 'INVALID_ARGUMENT', 'config.log_path');
 add(CC, 'log_path naming a directory', () => ctrReq(logPath('dir/')), 'INVALID_ARGUMENT', 'config.log_path');
 add(CC, 'log_path .', () => ctrReq(logPath('.')), 'INVALID_ARGUMENT', 'config.log_path');
+add(CC, 'log_path under a file', () => ctrReq(logPath('running.log/x.log')), 'INVALID_ARGUMENT', 'config.log_path');
+add(CC, 'log_path that is a directory', () => ctrReq(logPath('.')), 'INVALID_ARGUMENT', 'config.log_path');
+add(CC, 'log_path naming an existing directory', () => ctrReq(logPath('existing-dir')), 'INVALID_ARGUMENT', 'config.log_path');
+add(CC, 'log_path that is a symbolic link', () => ctrReq(logPath('link.log')), 'INVALID_ARGUMENT', 'config.log_path');
 add(CC, 'NUL in log_path', () => ctrReq(logPath('a\0.log')), 'INVALID_ARGUMENT', 'config.log_path');
 add(CC, 'newline in log_path', () => ctrReq(logPath('a\n.log')), 'INVALID_ARGUMENT', 'config.log_path');
 add(CC, '5 MB annotation', () => ctrReq((c) => (c.annotations = { big: big(5 * 1024 * 1024) })), 'INVALID_ARGUMENT', 'config.annotations');
