@@ -5,6 +5,7 @@ import { posix } from 'node:path';
 import { invalidArgument, type NodeletError } from '../common/errors.js';
 import { Signal } from '../cri/generated/runtime/v1/Signal.js';
 import { MountPropagation } from '../cri/generated/runtime/v1/MountPropagation.js';
+import { NamespaceMode } from '../cri/generated/runtime/v1/NamespaceMode.js';
 import type { PodSandboxConfig__Output } from '../cri/generated/runtime/v1/PodSandboxConfig.js';
 import type { ContainerConfig__Output } from '../cri/generated/runtime/v1/ContainerConfig.js';
 import type { LinuxContainerResources__Output } from '../cri/generated/runtime/v1/LinuxContainerResources.js';
@@ -222,12 +223,26 @@ export function checkSandboxConfig(config: PodSandboxConfig__Output, host: HostL
     checkSysctls(linux.sysctls, 'config.linux.sysctls', { hostNetwork: ns?.network === 'NODE', hostIpc: ns?.ipc === 'NODE' }, host);
     const sc = linux.security_context;
     if (sc) {
+      checkNamespaceOptions(sc.namespace_options, 'config.linux.security_context.namespace_options', false);
       checkUint(sc.run_as_user?.value, 'config.linux.security_context.run_as_user', MAX_ID);
       checkUint(sc.run_as_group?.value, 'config.linux.security_context.run_as_group', MAX_ID);
       sc.supplemental_groups.forEach((g, i) => checkUint(g, `config.linux.security_context.supplemental_groups[${i}]`, MAX_ID));
     }
     checkResources(linux.resources, 'config.linux.resources', host);
     checkResources(linux.overhead, 'config.linux.overhead', host);
+  }
+}
+
+const NAMESPACE_MODES = new Set<string>(Object.values(NamespaceMode));
+
+/** Modes nodelet can honour: the network is the pod's or the node's; only a container's pid joins a target. */
+function checkNamespaceOptions(ns: { network?: unknown; pid?: unknown; ipc?: unknown } | null | undefined, field: string, forContainer: boolean): void {
+  if (!ns) return;
+  for (const kind of ['network', 'pid', 'ipc'] as const) {
+    const mode = String(ns[kind] ?? 'POD');
+    if (!NAMESPACE_MODES.has(mode)) throw invalidArgument(`${field}.${kind} ${mode} is not a namespace mode`);
+    const allowed = kind === 'network' ? mode === 'POD' || mode === 'NODE' : mode !== 'TARGET' || (kind === 'pid' && forContainer);
+    if (!allowed) throw invalidArgument(`${field}.${kind} ${mode} is not supported for a ${forContainer ? 'container' : 'pod'}`);
   }
 }
 
@@ -285,6 +300,7 @@ export function checkContainerConfig(config: ContainerConfig__Output, host: Host
   const sc = linux.security_context;
   if (!sc) return;
   const at = 'config.linux.security_context';
+  checkNamespaceOptions(sc.namespace_options, `${at}.namespace_options`, true);
   checkUint(sc.run_as_user?.value, `${at}.run_as_user`, MAX_ID);
   checkUint(sc.run_as_group?.value, `${at}.run_as_group`, MAX_ID);
   sc.supplemental_groups.forEach((g, i) => checkUint(g, `${at}.supplemental_groups[${i}]`, MAX_ID));

@@ -190,6 +190,13 @@ add(RP, 'relative seccomp localhost_ref', () => podReq((c) => (sc(c).seccomp = {
 add(RP, 'missing seccomp localhost_ref file', () => podReq((c) => (sc(c).seccomp = { profile_type: 'Localhost', localhost_ref: `/nonexistent-${tag}.json` })), 'INVALID_ARGUMENT', 'seccomp');
 add(RP, 'seccomp Localhost without a ref', () => podReq((c) => (sc(c).seccomp = { profile_type: 'Localhost', localhost_ref: '' })), 'INVALID_ARGUMENT', 'localhost_ref');
 add(RP, 'bad legacy seccomp_profile_path', () => podReq((c) => (sc(c).seccomp_profile_path = 'bogus/profile')), 'INVALID_ARGUMENT', 'seccomp_profile_path');
+const nsOpt = (o: object) => (c: any) => Object.assign(c.linux.security_context.namespace_options, o);
+add(RP, 'network namespace CONTAINER', () => podReq(nsOpt({ network: 'CONTAINER' })), 'INVALID_ARGUMENT', 'namespace_options.network');
+add(RP, 'network namespace TARGET', () => podReq(nsOpt({ network: 'TARGET' })), 'INVALID_ARGUMENT', 'namespace_options.network');
+add(RP, 'ipc namespace TARGET', () => podReq(nsOpt({ ipc: 'TARGET' })), 'INVALID_ARGUMENT', 'namespace_options.ipc');
+add(RP, 'pid namespace TARGET for a pod', () => podReq(nsOpt({ pid: 'TARGET', target_id: runningId })), 'INVALID_ARGUMENT', 'namespace_options.pid');
+add(RP, 'unknown namespace mode number', () => podReq(nsOpt({ network: 9 })), 'INVALID_ARGUMENT', 'namespace_options.network');
+add(RP, 'user namespace asked for', () => podReq(nsOpt({ userns_options: { mode: 'POD', uids: [{ host_id: 100000, container_id: 0, length: 65536 }], gids: [{ host_id: 100000, container_id: 0, length: 65536 }] } })), 'INVALID_ARGUMENT', 'userns_options');
 add(RP, 'same name as a running pod', () => ({ config: podConfig }), 'ALREADY_EXISTS', () => podId);
 
 // ---- CreateContainer ----
@@ -319,6 +326,10 @@ add(CC, 'args without a usable entrypoint', () => ctrReq((c) => ((c.command = []
 add(CC, 'a file mounted over a directory', () => ctrReq(mount({ container_path: '/bin', host_path: hostileFile })), 'INVALID_ARGUMENT', 'config.mounts[0]', 'TOPSECRET');
 add(CC, 'working_dir that is a file', () => ctrReq((c) => (c.working_dir = '/bin/sh')), 'INVALID_ARGUMENT', 'config.working_dir');
 add(CC, 'run_as_username not in the image', () => ctrReq((c) => (sc(c).run_as_username = `nosuchuser${tag}`)), 'INVALID_ARGUMENT', 'run_as_username');
+add(CC, 'network namespace TARGET', () => ctrReq((c) => (sc(c).namespace_options = { network: 'TARGET', pid: 'CONTAINER', ipc: 'POD' })), 'INVALID_ARGUMENT', 'namespace_options.network');
+add(CC, 'ipc namespace TARGET', () => ctrReq((c) => (sc(c).namespace_options = { network: 'POD', pid: 'CONTAINER', ipc: 'TARGET' })), 'INVALID_ARGUMENT', 'namespace_options.ipc');
+add(CC, 'user namespace asked for', () => ctrReq((c) => (sc(c).namespace_options = { network: 'POD', pid: 'CONTAINER', ipc: 'POD', userns_options: { mode: 'POD', uids: [{ host_id: 100000, container_id: 0, length: 65536 }], gids: [{ host_id: 100000, container_id: 0, length: 65536 }] } })), 'INVALID_ARGUMENT', 'userns_options');
+add(CC, 'pid TARGET naming a container of another pod', () => ctrReq((c, rq) => ((rq.pod_sandbox_id = podId), (sc(c).namespace_options = { network: 'POD', pid: 'TARGET', ipc: 'POD', target_id: NOID }))), 'NOT_FOUND', 'target_id');
 add(CC, 'pid TARGET without a target', () => ctrReq((c) => (sc(c).namespace_options = { network: 'POD', pid: 'TARGET', ipc: 'POD', target_id: 'nope' })), 'NOT_FOUND', 'target_id');
 
 // ---- container lifecycle on bad ids and states ----
