@@ -3,6 +3,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { run } from '../../src/common/exec.js';
 import { findTools } from './tools.js';
 import { startControlPlane } from './control-plane.js';
 
@@ -43,6 +46,29 @@ test('control plane: apiserver, scheduler, controller-manager on 127.0.0.1; node
       const boot = JSON.parse(await cp.kubectl([`--token=${token}`, `--server=${cp.server}`,
         `--certificate-authority=${cp.caPath}`, 'auth', 'whoami', '-o', 'json'], { kubeconfig: '/dev/null' }));
       assert.equal(boot.status.userInfo.username, `system:bootstrap:${token.split('.')[0]}`);
+      // TLS bootstrap: the token's CSR for a node client cert is auto-approved and signed.
+      const csrKey = path.join(cp.dir, 'bootstrap-test.key');
+      const csrPem = (await run('openssl', ['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+        '-keyout', csrKey, '-subj', '/O=system:nodes/CN=system:node:cp-boot-node'])).stdout;
+      const csrName = `cp-boot-${Date.now()}`;
+      const asBootstrap = { kubeconfig: '/dev/null' };
+      const bootFlags = [`--token=${token}`, `--server=${cp.server}`, `--certificate-authority=${cp.caPath}`];
+      await cp.kubectl([...bootFlags, 'create', '-f', '-'], {
+        ...asBootstrap,
+        input: JSON.stringify({
+          apiVersion: 'certificates.k8s.io/v1', kind: 'CertificateSigningRequest', metadata: { name: csrName },
+          spec: { request: Buffer.from(csrPem).toString('base64'), signerName: 'kubernetes.io/kube-apiserver-client-kubelet', usages: ['digital signature', 'client auth'] },
+        }),
+      });
+      let issued = '';
+      for (let i = 0; i < 60 && !issued; i++) {
+        const res = await cp.request('GET', `/apis/certificates.k8s.io/v1/certificatesigningrequests/${csrName}`);
+        issued = res.body?.status?.certificate ?? '';
+        if (!issued) await sleep(500);
+      }
+      assert.ok(issued, 'CSR approved and signed within 30 s');
+      const subject = (await run('openssl', ['x509', '-noout', '-subject'], { input: Buffer.from(issued, 'base64') })).stdout;
+      assert.match(subject, /CN\s*=\s*system:node:cp-boot-node/);
       assert.ok(await portOpen(cp.server));
     } finally {
       await cp.stop();
