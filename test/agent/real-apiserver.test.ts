@@ -5,7 +5,8 @@
 // The agent reaches the apiserver through a TCP relay of ours, so the test can cut the connection.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { promises as fsp } from 'node:fs';
+import { promises as fsp, readFileSync } from 'node:fs';
+import https from 'node:https';
 import net from 'node:net';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -233,6 +234,41 @@ test('a static pod runs and its mirror pod, owned by the Node, shows Running', a
   // Removing the manifest stops the pod and deletes its mirror.
   await fsp.rm(path.join(h.manifests!, 'static-web.yaml'));
   await waitFor('mirror pod deleted', async () => (await getOptional(['-n', 'kube-system', 'get', 'pod', mirrorName])) === undefined, 60_000);
+});
+
+/** GET on the agent's kubelet API as the apiserver calls it (its kubelet client certificate); the apiserver's node
+ * proxy refuses loopback addresses, so the test goes direct. */
+async function kubeletGet(pathname: string): Promise<string> {
+  const cert = cp!.kubeletClientCert;
+  return new Promise((resolve, reject) => {
+    const req = https.get(`https://127.0.0.1:${h.agent.kubeletApi!.port}${pathname}`, {
+      cert: readFileSync(cert.certPath), key: readFileSync(cert.keyPath), rejectUnauthorized: false, timeout: 10_000,
+    }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c) => (body += c));
+      res.on('end', () => (res.statusCode === 200 ? resolve(body) : reject(new Error(`${pathname}: HTTP ${res.statusCode} ${body}`))));
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+  });
+}
+
+test('the kubelet API serves /stats/summary and /metrics/resource covering the running pod', async () => {
+  await waitRunning('hello');
+  const container = await waitFor('stats of hello/main', async () => {
+    const summary = JSON.parse(await kubeletGet('/stats/summary'));
+    assert.equal(summary.node.nodeName, nodeName);
+    assert.ok(summary.node.memory.workingSetBytes > 0);
+    const pod = summary.pods.find((p: any) => p.podRef.name === 'hello' && p.podRef.namespace === NS);
+    const c = pod?.containers.find((x: any) => x.name === 'main');
+    return c?.memory?.workingSetBytes > 0 && c.cpu?.usageCoreNanoSeconds !== undefined ? c : undefined;
+  }, 30_000);
+  assert.ok(container.cpu.usageCoreNanoSeconds >= 0);
+  const metrics = await kubeletGet('/metrics/resource');
+  const line = metrics.split('\n').find((l) => l.startsWith('container_memory_working_set_bytes{') && l.includes('container="main"') && l.includes('pod="hello"'));
+  assert.match(line ?? '', /namespace="default".* \d+ \d+$/);
+  assert.match(metrics, /^node_cpu_usage_seconds_total [\d.e+]+ \d+$/m);
 });
 
 test('a repeatedly failing probe is one Unhealthy event whose count grows', async () => {

@@ -1,5 +1,6 @@
 // The kubelet API on HTTPS: /healthz, /pods, /containerLogs, and /exec, /attach, /portForward proxied to
 // the runtime's streaming server — what the apiserver calls for `kubectl logs`, `exec` and `port-forward`.
+// /stats/summary and /metrics/resource (stats.ts) are what metrics-server reads for `kubectl top`.
 import { listenOn, parseHostPort } from '../../common/address.js';
 import { promises as fsp } from 'node:fs';
 import https from 'node:https';
@@ -16,6 +17,7 @@ import { KubeletAuth } from './auth.js';
 import { streamCriLog, type LogReadOptions } from './cri-log.js';
 import { proxyUpgrade, rawReply, streamingTarget } from './stream-proxy.js';
 import { servingCertificate } from './tls.js';
+import { NodeStatsSource, resourceMetricsText } from './stats.js';
 
 export interface KubeletApiHost {
   /** The pods this node runs (from the API and static manifests), each with its latest status. */
@@ -75,11 +77,13 @@ export class KubeletApiServer {
   private server?: https.Server;
   private readonly sockets = new Set<Duplex>();
   private readonly auth: KubeletAuth;
+  private readonly stats: NodeStatsSource;
   private readonly log: Logger;
   private boundPort = 0;
 
   constructor(private readonly opts: KubeletApiOptions) {
     this.auth = new KubeletAuth({ nodeName: opts.nodeName, kube: opts.kube });
+    this.stats = new NodeStatsSource(opts.host.cri, opts.nodeName);
     this.log = opts.log.child({ component: 'kubelet-api' });
   }
 
@@ -159,6 +163,16 @@ export class KubeletApiServer {
         res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify({ kind: 'PodList', apiVersion: 'v1', metadata: {}, items }));
         return;
       }
+      case 'stats': {
+        if (parts.length > 2 || (parts[1] ?? 'summary') !== 'summary') throw new ApiError(404, '404 page not found');
+        const summary = await this.stats.summary();
+        res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify(summary));
+        return;
+      }
+      case 'metrics':
+        if (parts.length !== 2 || parts[1] !== 'resource') throw new ApiError(404, '404 page not found');
+        res.writeHead(200, { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8' }).end(resourceMetricsText(await this.stats.summary()));
+        return;
       case 'containerLogs':
         if (parts.length !== 4) throw new ApiError(400, 'path must be /containerLogs/{namespace}/{pod}/{container}');
         return this.containerLogs(res, parts[1]!, parts[2]!, parts[3]!, url.searchParams);
