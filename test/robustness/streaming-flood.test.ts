@@ -18,6 +18,9 @@ import { memoryOf, rawSpdy, rawWebSocket, resetPeakRss, spdyEncoder, spdyHeaderB
 
 const MiB = 1024 * 1024;
 const TOTAL = 128 * MiB;
+/** A terminal is slower (two ptys and runc's relay): less goes through, against a lower bound. */
+const TTY_TOTAL = 64 * MiB;
+const TTY_BOUND = 40 * MiB;
 const BOUND = 64 * MiB;
 /** How long a client reads nothing, and what the daemon's peak may grow by meanwhile. */
 const HOLD_SECONDS = 8;
@@ -86,7 +89,7 @@ async function flood(to: Writable, output: Readable, total: number, what: string
     120_000,
     `${what}: the input to be taken`,
   );
-  await waitFor(`${what}: the reader to report ${total} bytes`, async () => tail.includes(`at ${total}\n`), 60_000).catch((err: Error) => {
+  await waitFor(`${what}: the reader to report ${total} bytes`, async () => new RegExp(`at ${total}\\r?\\n`).test(tail), 60_000).catch((err: Error) => {
     throw new Error(`${err.message}; last output ${JSON.stringify(tail)}`);
   });
   const { hwm } = await memoryOf(pid);
@@ -116,6 +119,22 @@ for (const family of FAMILIES) {
       const { data } = session.dial(9000);
       const { grew } = await flood(data, data, TOTAL, `${family} port-forward`);
       assert.ok(grew < BOUND, `daemon peak RSS grew by ${(grew / MiB).toFixed(1)} MiB`);
+    } finally {
+      session.close();
+    }
+  });
+}
+
+for (const family of FAMILIES) {
+  test(`${family} exec with a TTY: ${TTY_TOTAL / MiB} MiB of stdin into a slow reader keeps the daemon's memory bounded`, async () => {
+    const url = (await d.client.runtime('Exec', { container_id: worker, cmd: ['sh', '-c', `stty raw -echo; ${SLOW_READER}`], stdin: true, stdout: true, stderr: false, tty: true }))
+      .url as string;
+    const session = await openRemoteCommand({ url, family, stdin: true, stdout: true, stderr: false, tty: true });
+    try {
+      // The reader's terminal must be raw before the flood, or its line discipline would eat it.
+      await waitFor('the terminal to be raw', async () => (await psCount('ps | grep -c "[d]d bs=65536"')) >= 1, 10_000);
+      const { grew } = await flood(session.stdin, session.stdout, TTY_TOTAL, `${family} tty exec`);
+      assert.ok(grew < TTY_BOUND, `daemon peak RSS grew by ${(grew / MiB).toFixed(1)} MiB`);
     } finally {
       session.close();
     }
