@@ -9,6 +9,7 @@ import { PRIVATE_DIR, PRIVATE_FILE } from './record-store.js';
 import { ensureDir } from '../common/fsutil.js';
 import { run } from '../common/exec.js';
 import { ExitMonitor } from './exit-monitor.js';
+import type { NameRegistrar } from './name-registrar.js';
 import path from 'node:path';
 
 /**
@@ -57,8 +58,16 @@ export class RuntimeService {
     await this.ctx.sandboxes.load();
     await this.ctx.containers.load();
     await restrictRunState(path.join(this.ctx.runDir, 'sandboxes'), [...this.ctx.containers.list().map((c) => path.join(this.ctx.containers.pathOf(c.id), 'bundle'))]);
-    for (const s of this.ctx.sandboxes.list()) this.ctx.sandboxNames.reserve(s.reservedName, s.id, 'sandbox');
-    for (const c of this.ctx.containers.list()) this.ctx.containerNames.reserve(c.reservedName, c.id, 'container');
+    // Duplicates made by older versions (the race this registrar closes) keep running; the first holds the name.
+    const reserve = (names: NameRegistrar, name: string, id: string, what: string) => {
+      try {
+        names.reserve(name, id, what);
+      } catch (err) {
+        logger().warn({ id, err: errorMessage(err) }, 'a second record with the same name');
+      }
+    };
+    for (const s of this.ctx.sandboxes.list()) reserve(this.ctx.sandboxNames, s.reservedName, s.id, 'sandbox');
+    for (const c of this.ctx.containers.list()) reserve(this.ctx.containerNames, c.reservedName, c.id, 'container');
     await this.containers.recover();
     await this.sandboxes.recover();
     logger().info({ sandboxes: this.ctx.sandboxes.list().length, containers: this.ctx.containers.list().length }, 'runtime state recovered');

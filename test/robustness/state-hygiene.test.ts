@@ -199,3 +199,23 @@ test('ExecSync output beyond one reply is cut with a note, not an error', async 
   assert.equal(res.stderr.toString(), 'done\n');
   await removePod(podId);
 });
+
+test('two records with one name (left by a version without the registrar) do not stop the daemon from starting', async () => {
+  const config = sandboxConfig('twins', path.join(logDir, 'twins'));
+  const { pod_sandbox_id: first } = await d.client.runtime('RunPodSandbox', { config });
+  await d.client.runtime('StopPodSandbox', { pod_sandbox_id: first });
+  await d.kill();
+  const second = 'a'.repeat(64);
+  const rec = JSON.parse(await fsp.readFile(path.join(d.root, 'sandboxes', first, 'sandbox.json'), 'utf8'));
+  rec.id = second;
+  await fsp.mkdir(path.join(d.root, 'sandboxes', second), { mode: 0o700 });
+  await fsp.writeFile(path.join(d.root, 'sandboxes', second, 'sandbox.json'), JSON.stringify(rec));
+  await d.restart();
+  const ids = (await d.client.runtime('ListPodSandbox', {})).items.map((s: any) => s.id).sort();
+  assert.deepEqual(ids, [first, second].sort());
+  // The name stays taken: a third is refused.
+  await assert.rejects(d.client.runtime('RunPodSandbox', { config }), (err: grpc.ServiceError) => err.code === grpc.status.ALREADY_EXISTS);
+  await removePod(first);
+  await removePod(second);
+  assert.deepEqual(await fsp.readdir(path.join(d.root, 'sandboxes')), []);
+});
