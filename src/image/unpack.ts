@@ -601,7 +601,10 @@ export async function unpackLayer(
       'tar',
       ['-x', '-f', '-', '-C', destDir, '--numeric-owner', '--same-owner', '--same-permissions', '--xattrs', '--xattrs-include=*',
         // overlay's own xattrs come only from OCI whiteouts, never from layer contents.
-        '--xattrs-exclude=trusted.overlay.*', '--exclude=.wh.*'],
+        '--xattrs-exclude=trusted.overlay.*', '--exclude=.wh.*',
+        // Read to EOF: exiting at the end-of-archive blocks (the scanner sends nothing after them) could
+        // close tar's stdin before the pipeline ended it, failing the unpack with "Premature close".
+        '--ignore-zeros'],
       { stdin: 'pipe', stdout: 'ignore', stderr: 'pipe' },
     );
     const onAbort = () => {
