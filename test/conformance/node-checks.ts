@@ -262,6 +262,7 @@ export async function runNodeChecksPhase(tools: Tools, report: ConformanceReport
       completion: 'run-to-completion pods: Succeeded with exit 0, Failed with exit 7',
       stats: 'node stats: /stats/summary and /metrics/resource (what kubectl top reads) cover a running pod',
       logRotation: 'container log rotation at 1 MiB keeps kubectl logs current',
+      runtimeRestart: 'nodelet-cri killed and restarted: pods keep their containers, node stays Ready, exec works',
       staticPod: "static pod's mirror pod Running",
       scaleToZero: 'scale to 0 leaves no containers or sandboxes',
       namespace: 'deleted namespace leaves nothing in the runtime',
@@ -498,6 +499,32 @@ export async function runNodeChecksPhase(tools: Tools, report: ConformanceReport
       }, async () => `stuck at tick-${first}; files ${(await listing()).join(', ')}\n${await describe(ctx)}`);
       const size = (await fsp.stat(path.join(dir, '0.log'))).size;
       return `rotated (${rotated.join(', ')}); current 0.log ${size} bytes; ticks ${first} -> ${later}`;
+    });
+
+    await report.check(name(checks.runtimeRestart), async () => {
+      const steady = (pods: any[]) => pods.filter((p) => p.metadata.name.startsWith('sleepers-') || p.metadata.name === 'web' || p.metadata.name === 'volumes');
+      const ids = (pods: any[]) => new Map(steady(pods).map((p) => [p.metadata.name, (p.status?.containerStatuses ?? []).map((c: any) => `${c.containerID}#${c.restartCount}`).join(',')]));
+      const before = ids(await listPods(cp, ns));
+      const heartbeat = async () => {
+        const res = await cp.request('GET', `/api/v1/nodes/${nodeName}`);
+        const ready = (res.body?.status?.conditions ?? []).find((c: any) => c.type === 'Ready');
+        return { ready: ready?.status === 'True', at: Date.parse(ready?.lastHeartbeatTime ?? '') || 0 };
+      };
+      await runtime.daemon.kill();
+      const killedAt = Date.now();
+      await runtime.daemon.restart();
+      const restartedIn = seconds(killedAt);
+      // A heartbeat after the restart means the node asked the runtime for its status again.
+      await until('a Ready heartbeat after the restart', 90_000, async () => {
+        const hb = await heartbeat();
+        return hb.ready && hb.at >= Math.floor(killedAt / 1000) * 1000 + 1000;
+      }, async () => `node: ${JSON.stringify(await heartbeat())}\n${await describe(ctx)}`);
+      const out = await until('exec after the restart', 30_000, async () => cp.kubectl(['exec', '-n', ns, 'web', '--', 'cat', '/www/index.html']), () => describe(ctx));
+      if (out !== `page-${marker}\n`) throw new Error(`exec after restart gave ${JSON.stringify(out)}`);
+      const after = ids(await listPods(cp, ns));
+      const changed = [...before].filter(([pod, v]) => after.get(pod) !== v).map(([pod, v]) => `${pod}: ${v} -> ${after.get(pod) ?? 'gone'}`);
+      if (changed.length > 0) throw new Error(`containers changed: ${changed.slice(0, 4).join('; ')}`);
+      return `daemon back in ${restartedIn}; ${before.size} pods kept their containers`;
     });
 
     // 6. The static pod runs and has a mirror pod in the API.
