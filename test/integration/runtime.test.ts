@@ -1,7 +1,7 @@
 // The RuntimeService end to end: real pods and containers through the socket (runc, conmon, CNI, overlay).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { promises as fsp } from 'node:fs';
+import { existsSync, promises as fsp } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -255,7 +255,8 @@ test('SIGKILL of the daemon: containers keep running, exits meanwhile are record
   const runner = await runContainer(d.client, pod.id, pod.config, containerConfig('runner', BUSYBOX, ['sleep', '3600']));
   const quitter = await runContainer(d.client, pod.id, pod.config, containerConfig('quitter', BUSYBOX, ['sh', '-c', 'sleep 2; exit 5']));
   await d.kill();
-  await new Promise((r) => setTimeout(r, 3000));
+  // conmon records the exit in <run root>/exits/<id>: restart only once the quitter exited with the daemon down.
+  await waitFor('the quitter to exit while the daemon is down', async () => existsSync(path.join(d.runRoot, 'exits', quitter)), 15_000);
   await d.restart();
   const r = await d.client.runtime('ContainerStatus', { container_id: runner });
   assert.equal(r.status.state, 'CONTAINER_RUNNING');
@@ -347,7 +348,7 @@ test('the image config counts: Entrypoint + Cmd, Env, WorkingDir, and STOPSIGNAL
   assert.match(env, /^FOO=bar$/m);
   assert.match(env, /^EXTRA=1$/m);
   assert.equal((await exec(sig, ['pwd'])).stdout.trim(), '/work');
-  await new Promise((r) => setTimeout(r, 300));
+  await waitFor('the shell to trap SIGUSR1', async () => dispositionFromStatus((await exec(sig, ['cat', '/proc/1/status'])).stdout, 10) === 'caught', 10_000);
   const t = Date.now();
   await d.client.runtime('StopContainer', { container_id: sig, timeout: 10 });
   assert.ok(Date.now() - t < 5000, 'stopped by the image STOPSIGNAL, not by the SIGKILL after the timeout');
