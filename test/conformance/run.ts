@@ -3,6 +3,8 @@
 //   critest  critest's validation suite and benchmark against nodelet-cri (stand-in images from a local registry)
 //   kubelet  node checks: the real kubelet on nodelet-cri, joined to a control plane of our own on 127.0.0.1
 //   agent    the same node checks with nodelet-agent on nodelet-cri
+// kubelet and agent share one control plane and registry (started by the first, stopped after the last);
+// SIGINT/SIGTERM run every pending cleanup before exiting 130.
 // Exits non-zero on any failure; the last line is `conformance: N passed, M failed`.
 import { findTools } from './tools.js';
 import { ConformanceReport } from './report.js';
