@@ -412,6 +412,7 @@ addImage('ImageStatus', 'empty reference', () => ({ image: { image: '' } }), 'IN
 addImage('ImageStatus', 'no image spec', () => ({}), 'INVALID_ARGUMENT', 'image');
 addImage('RemoveImage', 'empty reference', () => ({ image: { image: '' } }), 'INVALID_ARGUMENT', 'image');
 addImage('RemoveImage', 'no image spec', () => ({}), 'INVALID_ARGUMENT', 'image');
+addImage('RemoveImage', 'image in use by containers', () => ({ image: { image: BUSYBOX } }), 'FAILED_PRECONDITION', 'in use');
 addImage('RemoveImage', 'unknown image (CRI: success)', () => ({ image: { image: `${reg.plain}/nodelet-test/not-pulled-${tag}:3` } }), 'OK');
 addImage('ImageStatus', 'unknown image (no image, OK)', () => ({ image: { image: `${reg.plain}/nodelet-test/not-pulled-${tag}:4` } }), 'OK');
 
