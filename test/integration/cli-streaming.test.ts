@@ -133,9 +133,10 @@ async function onLocalTerminal(cliArgs: string[], remote: string) {
   };
 }
 
-// Remote side: wait (bounded) for the local size, print it, wait for the change, print it again.
+// Remote side: wait (bounded) for the local size, print it, wait for the new size, print it again.
+// `stty cols 77 rows 22` is two resizes (33x77 comes first), so wait for the final size itself.
 const FOLLOW_SIZE = 'i=0; while [ "$(stty size)" != "33 111" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; stty size; ' +
-  'i=0; while [ "$(stty size)" = "33 111" ] && [ $i -lt 150 ]; do sleep 0.1; i=$((i+1)); done; stty size';
+  'i=0; while [ "$(stty size)" != "22 77" ] && [ $i -lt 150 ]; do sleep 0.1; i=$((i+1)); done; stty size';
 
 test('exec -it on a local terminal: raw mode while it runs, restored after, window size and SIGWINCH resizes', async () => {
   const t = await onLocalTerminal(['exec', '-it', worker, 'sh'], `${FOLLOW_SIZE}; exit 4\n`);
