@@ -98,7 +98,15 @@ export class Containers {
     return this.ctx.locks.run(id, async () => {
       try {
         rec.logFileIsNew = !(await pathExists(logPath));
-        await this.ctx.containers.put(rec);
+        // Under the pod's lock: RemovePodSandbox either sees this record (and removes the container once
+        // this creation is over) or has removed the pod already, which is refused here. No orphans.
+        await this.ctx.locks.run(sandbox.id, async () => {
+          const pod = this.ctx.sandboxes.get(sandbox.id);
+          if (pod?.id !== sandbox.id || pod.phase !== 'ready' || pod.state !== 'SANDBOX_READY') {
+            throw failedPrecondition(`pod sandbox ${sandbox.id} was stopped or removed while container ${id} was being created`);
+          }
+          await this.ctx.containers.put(rec);
+        });
         await this.setUp(rec, sandbox, image.layerDirs, image.record.config);
         rec.phase = 'ready';
         await this.ctx.containers.put(rec);

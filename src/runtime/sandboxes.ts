@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import type { RuntimeContext } from './context.js';
 import type { SandboxRecord } from './records.js';
 import { nowNs } from './records.js';
-import { hasCode, internal, invalidArgument, notFound, errorMessage, isKind } from '../common/errors.js';
+import { failedPrecondition, hasCode, internal, invalidArgument, notFound, errorMessage, isKind } from '../common/errors.js';
 import { ensureDir, removeEmptyDirsUpTo } from '../common/fsutil.js';
 import { PRIVATE_DIR, PRIVATE_FILE } from './record-store.js';
 import { checkSandboxConfig, sysctlFault } from './validation.js';
@@ -51,9 +51,6 @@ export class PodSandboxes {
     const handler = this.ctx.handlerName(runtimeHandler);
     const reservedName = `${md.name}_${md.namespace}_${md.uid}_${md.attempt}`;
     const id = randomBytes(32).toString('hex');
-    // Synchronously, before the first await: a concurrent request with the same name loses here.
-    this.ctx.sandboxNames.reserve(reservedName, id, 'sandbox');
-
     const ns = config.linux?.security_context?.namespace_options;
     const hostNetwork = ns?.network === 'NODE';
     const hostIpc = ns?.ipc === 'NODE';
@@ -77,6 +74,8 @@ export class PodSandboxes {
       shmMounted: !hostIpc,
     };
     reportUnsupportedSecurity(log, 'sandbox', config.linux?.security_context, this.ctx.appArmor);
+    // Synchronously, before the first await: a concurrent request with the same name loses here.
+    this.ctx.sandboxNames.reserve(reservedName, id, 'sandbox');
     return this.ctx.locks.run(id, async () => {
       try {
         // The record exists from the first step so that a crash mid-way is found and undone by recovery.
@@ -236,12 +235,20 @@ export class PodSandboxes {
     if (!id) throw invalidArgument('pod_sandbox_id is required');
     const found = this.ctx.sandboxes.get(id);
     if (!found) return;
-    await this.containers.removeAllOf(found.id);
-    await this.ctx.locks.run(found.id, async () => {
-      const rec = this.ctx.sandboxes.get(found.id);
-      // A record still "creating" once its lock is free is a leftover of a creation that never finished: undo it all.
-      if (rec) await this.destroy(rec, { force: rec.phase === 'creating' });
-    });
+    // A CreateContainer racing with us records its container under this pod's lock: once we hold the
+    // lock and see no container, none can appear. The lock is never held while waiting for a container's.
+    for (let round = 0; ; round++) {
+      await this.containers.removeAllOf(found.id);
+      const done = await this.ctx.locks.run(found.id, async () => {
+        if (this.ctx.containersOf(found.id).length > 0) return false;
+        const rec = this.ctx.sandboxes.get(found.id);
+        // A record still "creating" once its lock is free is a leftover of a creation that never finished: undo it all.
+        if (rec) await this.destroy(rec, { force: rec.phase === 'creating' });
+        return true;
+      });
+      if (done) return;
+      if (round >= 10) throw failedPrecondition(`pod sandbox ${found.id} keeps getting new containers; stop it first`);
+    }
   }
 
   /**

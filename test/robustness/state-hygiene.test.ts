@@ -219,3 +219,20 @@ test('two records with one name (left by a version without the registrar) do not
   await removePod(second);
   assert.deepEqual(await fsp.readdir(path.join(d.root, 'sandboxes')), []);
 });
+
+test('CreateContainer racing RemovePodSandbox leaves no orphan container', async () => {
+  for (let round = 0; round < 6; round++) {
+    // Host network: the container's creation does not depend on the pod's netns, so it could outlive the pod.
+    const config = sandboxConfig(`orphan-${round}`, path.join(logDir, `orphan-${round}`));
+    config.linux.security_context.namespace_options.network = 'NODE';
+    const { pod_sandbox_id: podId } = await d.client.runtime('RunPodSandbox', { config });
+    const create = d.client.runtime('CreateContainer', { pod_sandbox_id: podId, config: containerConfig('c', BUSYBOX, ['sleep', '600']), sandbox_config: config });
+    const remove = d.client.runtime('RemovePodSandbox', { pod_sandbox_id: podId });
+    const [created, removed] = await Promise.allSettled([create, remove]);
+    assert.equal(codeOf(removed), 'OK');
+    assert.ok(['OK', 'NOT_FOUND', 'FAILED_PRECONDITION'].includes(codeOf(created)), codeOf(created));
+    assert.deepEqual((await d.client.runtime('ListContainers', {})).containers, [], `round ${round}: no container outlives its pod`);
+    assert.deepEqual(await fsp.readdir(path.join(d.root, 'containers')), [], `round ${round}: no container record`);
+    assert.deepEqual(await fsp.readdir(path.join(d.root, 'sandboxes')), [], `round ${round}: no sandbox record`);
+  }
+});
