@@ -296,7 +296,8 @@ export async function runCritestPhase(tools: Tools, report: ConformanceReport): 
     const parallel = process.env.NODELET_CRITEST_PARALLEL ? ['-parallel', process.env.NODELET_CRITEST_PARALLEL] : [];
     started = Date.now();
     const shmBefore = new Set(parseSysvShm(await fsp.readFile('/proc/sysvipc/shm', 'utf8').catch(() => '')).map((s) => s.shmid));
-    undo.add('remove the shared memory segments critest left', () => removeLeakedShm(shmBefore, Math.floor(started / 1000) - 1));
+    const suiteStartSeconds = Math.floor(started / 1000) - 1;
+    undo.add('remove the shared memory segments critest left', () => removeLeakedShm(shmBefore, suiteStartSeconds));
     const suite = await runCritest(
       tools.critest,
       [
