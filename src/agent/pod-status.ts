@@ -43,6 +43,8 @@ export interface StatusContext {
   now: Date;
   /** Why a container is not running though it should (CrashLoopBackOff, ErrImagePull, ...), by container name. */
   waiting: Map<string, WaitingReason>;
+  /** The pod's containers were stopped for its deletion: the phase is terminal (Succeeded if every app container exited 0). */
+  deleted?: boolean;
   /** ready and started of a running container from its probes; without it a running container is both. */
   probes?(spec: V1Container, containerId: string): { ready: boolean; started: boolean };
 }
@@ -158,7 +160,11 @@ export function computePodStatus(pod: V1Pod, observed: ObservedPod, ctx: StatusC
   for (const s of initStatuses) s.ready = s.state?.terminated?.exitCode === 0;
   const initDone = initStatuses.every((s) => s.state?.terminated?.exitCode === 0);
   const appStatuses = spec.containers.map((c) => containerStatus(c, byName.get(c.name), ctx, initDone ? 'ContainerCreating' : 'PodInitializing'));
-  const phase = podPhase(pod, initStatuses, appStatuses);
+  let phase = podPhase(pod, initStatuses, appStatuses);
+  if (ctx.deleted && phase !== 'Succeeded' && phase !== 'Failed') {
+    // As the kubelet reports a pod it stopped for deletion, so controllers see it finished.
+    phase = appStatuses.every((s) => s.state?.terminated?.exitCode === 0) ? 'Succeeded' : 'Failed';
+  }
   const previous = pod.status?.conditions;
   const now = ctx.now;
   const sandboxReady = Boolean(observed.sandbox?.ready);

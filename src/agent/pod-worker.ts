@@ -82,6 +82,8 @@ export class PodWorker {
   private timer?: NodeJS.Timeout;
   private stopped = false;
   private finished = false;
+  /** The terminal status of a pod deleted in the API was written (once: its containers go away right after). */
+  private reportedDeleted = false;
   private lastWritten?: string;
   private readonly waiting = new Map<string, WaitingReason>();
   private readonly backoff = new Map<string, Backoff>();
@@ -244,6 +246,24 @@ export class PodWorker {
       if (resourceVersion) this.pod.metadata = { ...this.pod.metadata, resourceVersion };
     }
     return status;
+  }
+
+  /** The last status of a pod deleted in the API: its containers terminated, its phase terminal. Never fatal. */
+  private async reportDeleted(pod: V1Pod): Promise<void> {
+    this.reportedDeleted = true;
+    try {
+      this.waiting.clear();
+      const status = computePodStatus(pod, await this.observe(), {
+        runtimeName: this.deps.runtimeName,
+        hostIP: this.deps.hostIP,
+        now: new Date(),
+        waiting: this.waiting,
+        deleted: true,
+      });
+      await this.deps.writeStatus(pod, status);
+    } catch (err) {
+      this.log.warn({ err: errorMessage(err) }, 'final pod status not written');
+    }
   }
 
   async observe(): Promise<ObservedPod> {
@@ -557,6 +577,7 @@ export class PodWorker {
           : cri.runtime('StopContainer', { container_id: c.id, timeout: grace }, { deadlineMs: (grace + 30) * 1000 }),
       ),
     );
+    if (!this.removed && this.deps.finishDeletion && !this.reportedDeleted) await this.reportDeleted(pod);
     for (const s of observed.sandboxes) {
       await cri.runtime('StopPodSandbox', { pod_sandbox_id: s.id });
       await cri.runtime('RemovePodSandbox', { pod_sandbox_id: s.id });

@@ -334,6 +334,35 @@ test('deleting pods completes: they leave the API and the runtime', async () => 
   }
 });
 
+test('a deleted pod gets a terminal status before it goes: Failed, its container terminated', async () => {
+  // A finalizer holds the pod in the API after the agent's final DELETE, so its last status can be read.
+  await cp!.kubectl(['apply', '-f', '-'], {
+    input: JSON.stringify({
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: 'held', namespace: NS, finalizers: ['nodelet.test/hold'] },
+      spec: { terminationGracePeriodSeconds: 1, containers: [{ name: 'main', image: h.busybox, imagePullPolicy: 'IfNotPresent', command: ['sleep', '3600'] }] },
+    }),
+  });
+  await waitRunning('held');
+  await cp!.kubectl(['-n', NS, 'delete', 'pod', 'held', '--wait=false']);
+  try {
+    const pod = await waitFor('held terminal', async () => {
+      const p = await getOptional(['-n', NS, 'get', 'pod', 'held']);
+      return p?.status?.phase === 'Failed' ? p : undefined;
+    }, 30_000);
+    const main = pod.status.containerStatuses.find((c: any) => c.name === 'main');
+    assert.ok(main.state.terminated, JSON.stringify(main.state));
+    assert.equal(main.ready, false);
+    assert.equal(pod.status.conditions.find((c: any) => c.type === 'Ready').status, 'False');
+    // The agent's DELETE with grace 0 went through: only the finalizer keeps it.
+    await waitFor('deletionGracePeriodSeconds 0', async () => (await getJson(['-n', NS, 'get', 'pod', 'held'])).metadata.deletionGracePeriodSeconds === 0, 30_000);
+  } finally {
+    await cp!.kubectl(['-n', NS, 'patch', 'pod', 'held', '--type=json', '-p', '[{"op":"remove","path":"/metadata/finalizers"}]']).catch(() => undefined);
+  }
+  await waitFor('held gone', async () => (await getOptional(['-n', NS, 'get', 'pod', 'held'])) === undefined, 30_000);
+});
+
 test('TLS bootstrap: a bootstrap token gets a node client certificate through an auto-approved CSR', async () => {
   const token = await cp!.bootstrapToken();
   const dir = await fsp.mkdtemp(path.join(h.base, 'bootstrap-'));
