@@ -146,9 +146,16 @@ interface CritestRun {
   outputFile: string;
 }
 
-function runCritest(critest: string, args: string[], outputFile: string, timeoutMs: number, children: Set<ChildProcess>): Promise<CritestRun> {
+/** The critest processes running; `stopped` once the phase's cleanup began (no new ones then). */
+type Children = Set<ChildProcess> & { stopped?: boolean };
+
+function runCritest(critest: string, args: string[], outputFile: string, timeoutMs: number, children: Children): Promise<CritestRun> {
   return new Promise((resolve, reject) => {
     void fsp.open(outputFile, 'w').then((out) => {
+      if (children.stopped) {
+        void out.close();
+        return resolve({ exitCode: null, timedOut: false, outputFile });
+      }
       const child = spawn(critest, args, { stdio: ['ignore', out.fd, out.fd], cwd: path.dirname(outputFile) });
       void out.close();
       children.add(child);
@@ -238,13 +245,32 @@ async function tail(file: string, lines = 30): Promise<string> {
 export async function runCritestPhase(tools: Tools, report: ConformanceReport): Promise<void> {
   const work = await fsp.mkdtemp(path.join(os.tmpdir(), 'nodelet-critest-'));
   const keep = process.env.NODELET_CRITEST_LOGS;
-  const children = new Set<ChildProcess>();
+  const children: Children = new Set<ChildProcess>();
   let registry: RegistryProcess | undefined;
   let daemon: TestDaemon | undefined;
+  // Starts in flight when a signal arrives are waited for, then undone.
+  let registryStart: Promise<RegistryProcess> | undefined;
+  let daemonStart: Promise<TestDaemon> | undefined;
   let cleaning: Promise<void> | undefined;
+  // Set-up steps in flight (image build, storage copy, push): waited for before the temp dir goes.
+  const inflight = new Set<Promise<unknown>>();
+  const step = async <T>(p: Promise<T>): Promise<T> => {
+    inflight.add(p);
+    try {
+      const value = await p;
+      if (cleaning) throw new Error('critest phase interrupted');
+      return value;
+    } finally {
+      inflight.delete(p);
+    }
+  };
   const cleanup = () =>
     (cleaning ??= (async () => {
+      children.stopped = true;
       for (const c of children) c.kill('SIGKILL');
+      await Promise.allSettled([...inflight]);
+      daemon ??= await daemonStart?.catch(() => undefined);
+      registry ??= await registryStart?.catch(() => undefined);
       if (daemon && keep) {
         await fsp.mkdir(keep, { recursive: true });
         await fsp.copyFile(daemon.logFile, path.join(keep, 'nodelet-cri.log')).catch(() => undefined);
@@ -260,20 +286,22 @@ export async function runCritestPhase(tools: Tools, report: ConformanceReport): 
 
   try {
     let started = Date.now();
-    const images = await buildCritestImages();
+    const images = await step(buildCritestImages());
     const imagesMs = Date.now() - started;
 
     started = Date.now();
     const storage = path.join(work, 'storage');
     const cachedStorage = path.join(images.root, 'registry-storage');
-    if (await pathExists(cachedStorage)) await run('cp', ['-a', cachedStorage, storage], { timeoutMs: 120_000 });
+    if (await pathExists(cachedStorage)) await step(run('cp', ['-a', cachedStorage, storage], { timeoutMs: 120_000 }));
     else await fsp.mkdir(storage);
-    registry = await startRegistryProcess(work, 'registry', storage, {});
+    registryStart = startRegistryProcess(work, 'registry', storage, {});
+    const startedRegistry = await step(registryStart);
+    registry = startedRegistry;
     if (!(await registryHasAll(registry.host, images))) {
-      await pushCritestImages(registry.host, images);
+      await step(pushCritestImages(registry.host, images));
       if (!(await registryHasAll(registry.host, images))) throw new Error(`stand-in images missing from ${registry.host} after the push`);
       const tmp = `${cachedStorage}.${process.pid}.tmp`;
-      await run('cp', ['-a', storage, tmp], { timeoutMs: 120_000 });
+      await step(run('cp', ['-a', storage, tmp], { timeoutMs: 120_000 }));
       await fsp.rename(tmp, cachedStorage).catch(() => fsp.rm(tmp, { recursive: true, force: true }));
     }
     const registryMs = Date.now() - started;
@@ -283,9 +311,9 @@ export async function runCritestPhase(tools: Tools, report: ConformanceReport): 
       detail: `${images.layouts.reduce((n, l) => n + l.tags.length, 0)} tags in ${images.layouts.length} repositories on ${registry.host} (${images.busyboxSource}; build ${imagesMs} ms, registry ${registryMs} ms)`,
     });
 
-    const mirrors = UPSTREAM_REGISTRIES.flatMap((r) => ['--registry-mirror', `${r}=http://${registry!.host}`]);
-    daemon = await startTestDaemon({ args: [...mirrors, '--insecure-registry', registry.host] });
-    if (cleaning) throw new Error('critest phase interrupted');
+    const mirrors = UPSTREAM_REGISTRIES.flatMap((r) => ['--registry-mirror', `${r}=http://${startedRegistry.host}`]);
+    daemonStart = startTestDaemon({ args: [...mirrors, '--insecure-registry', startedRegistry.host] });
+    daemon = await step(daemonStart);
 
     // The validation suite.
     const suiteDir = path.join(work, 'suite');
