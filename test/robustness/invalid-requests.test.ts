@@ -417,6 +417,10 @@ addImage('RemoveImage', 'unknown image (CRI: success)', () => ({ image: { image:
 addImage('ImageStatus', 'unknown image (no image, OK)', () => ({ image: { image: `${reg.plain}/nodelet-test/not-pulled-${tag}:4` } }), 'OK');
 
 // ---- RPCs nodelet does not offer ----
+add('UpdatePodSandboxResources', 'not supported', () => ({ pod_sandbox_id: NOID }), 'UNIMPLEMENTED');
+add('ListContainerStats', 'filter naming no container (empty, OK)', () => ({ filter: { id: NOID } }), 'OK');
+add('ListPodSandboxStats', 'filter naming no pod (empty, OK)', () => ({ filter: { id: NOID } }), 'OK');
+add('ListContainers', 'filter naming no pod (empty, OK)', () => ({ filter: { pod_sandbox_id: NOID } }), 'OK');
 add('CheckpointContainer', 'not supported', () => ({ container_id: runningId, location: path.join(logDir, 'ckpt.tar') }), 'UNIMPLEMENTED');
 
 /** Runs one case; returns the code name and message. */
@@ -514,6 +518,10 @@ test(`${cases.length} invalid requests: each answered with its code, naming the 
     if (got.code !== c.code) continue;
     if (says && !got.message.includes(says)) wrong.push(`${label}: message does not name ${JSON.stringify(says)}: ${got.message.slice(0, 200)}`);
     else if (c.never && got.message.includes(c.never)) wrong.push(`${label}: message quotes ${JSON.stringify(c.never)}: ${got.message.slice(0, 200)}`);
+    if (got.code === 'OK' && c.rpc.startsWith('List')) {
+      const found = Object.values(got.res).filter((v) => Array.isArray(v) && v.length > 0);
+      if (found.length > 0) wrong.push(`${label}: a filter naming nothing listed ${JSON.stringify(found).slice(0, 200)}`);
+    }
     if (got.code === 'OK' && c.rpc === 'ExecSync') {
       if (got.res.exit_code !== 127 || !/no such file|not found/.test(got.res.stderr.toString())) wrong.push(`${label}: exit ${got.res.exit_code}, stderr ${got.res.stderr}`);
     }
