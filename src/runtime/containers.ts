@@ -402,7 +402,9 @@ export class Containers {
     checkCommand(cmd, 'cmd');
     const rec = await this.get(id);
     if (rec.state !== 'CONTAINER_RUNNING') throw failedPrecondition(`container ${rec.id} is not running`);
-    const res = await this.ctx.backend(rec.runtimeHandler).execSync(rec.id, cmd, timeoutSeconds);
+    // Node timers hold at most 2^31-1 ms; a longer timeout would fire at once. Longer is as good as none.
+    const timeout = timeoutSeconds > 0 && timeoutSeconds <= MAX_TIMER_SECONDS ? timeoutSeconds : 0;
+    const res = await this.ctx.backend(rec.runtimeHandler).execSync(rec.id, cmd, timeout);
     if (res.timedOut) {
       // Same as the kubelet's own probes expect from containerd: a timeout is an error naming it.
       throw new NodeletError('DeadlineExceeded', `command ${JSON.stringify(cmd)} timed out after ${timeoutSeconds}s`);
@@ -479,6 +481,8 @@ export class Containers {
     }
   }
 }
+
+const MAX_TIMER_SECONDS = Math.floor((2 ** 31 - 1) / 1000);
 
 /** stdout and stderr together in one reply: under the 16 MiB a kubelet (grpc-go) accepts, with room for the rest. */
 export const EXEC_SYNC_REPLY_LIMIT = 16 * 1024 * 1024 - 64 * 1024;

@@ -102,6 +102,8 @@ interface Case {
   says?: string | (() => string);
   /** Text the error message must not contain. */
   never?: string;
+  /** For an OK answer: what is wrong with the response, if anything. */
+  check?: (res: any) => string | undefined;
 }
 const cases: Case[] = [];
 const add = (rpc: string, title: string, req: () => any, code: Code, says?: string | (() => string), never?: string) => cases.push({ rpc, title, req, code, says, never });
@@ -381,6 +383,10 @@ add('ExecSync', 'empty command word', () => ({ container_id: runningId, cmd: [''
 add('ExecSync', 'NUL in cmd', () => ({ container_id: runningId, cmd: ['echo', 'a\0b'] }), 'INVALID_ARGUMENT', 'cmd[1]');
 add('ExecSync', 'container not running', () => ({ container_id: createdId, cmd: ['true'] }), 'FAILED_PRECONDITION', 'not running');
 add('ExecSync', 'missing binary (OK, exit 127)', () => ({ container_id: runningId, cmd: [`/no-such-binary-${tag}`], timeout: 10 }), 'OK');
+cases[cases.length - 1]!.check = (res) => (res.exit_code === 127 && /no such file|not found/.test(res.stderr.toString()) ? undefined : `exit ${res.exit_code}, stderr ${res.stderr}`);
+add('ExecSync', 'timeout 9e18 (OK, as no timeout)', () => ({ container_id: runningId, cmd: ['echo', 'ran'], timeout: 9e18 }), 'OK');
+cases[cases.length - 1]!.check = (res) => (res.exit_code === 0 && res.stdout.toString() === 'ran\n' ? undefined : `exit ${res.exit_code}, stdout ${res.stdout}`);
+add('ExecSync', 'timeout -5 (OK, as no timeout)', () => ({ container_id: runningId, cmd: ['true'], timeout: -5 }), 'OK');
 add('Exec', 'empty id', () => ({ container_id: '', cmd: ['sh'], stdout: true }), 'INVALID_ARGUMENT', 'container_id');
 add('Exec', 'unknown id', () => ({ container_id: NOID, cmd: ['sh'], stdout: true }), 'NOT_FOUND');
 add('Exec', 'no cmd', () => ({ container_id: runningId, cmd: [], stdout: true }), 'INVALID_ARGUMENT', 'cmd');
@@ -522,9 +528,8 @@ test(`${cases.length} invalid requests: each answered with its code, naming the 
       const found = Object.values(got.res).filter((v) => Array.isArray(v) && v.length > 0);
       if (found.length > 0) wrong.push(`${label}: a filter naming nothing listed ${JSON.stringify(found).slice(0, 200)}`);
     }
-    if (got.code === 'OK' && c.rpc === 'ExecSync') {
-      if (got.res.exit_code !== 127 || !/no such file|not found/.test(got.res.stderr.toString())) wrong.push(`${label}: exit ${got.res.exit_code}, stderr ${got.res.stderr}`);
-    }
+    const problem = got.code === 'OK' ? c.check?.(got.res) : undefined;
+    if (problem) wrong.push(`${label}: ${problem}`);
   }
   assert.deepEqual(wrong, [], `${wrong.length} of ${cases.length} requests answered wrongly`);
 
