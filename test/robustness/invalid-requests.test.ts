@@ -496,6 +496,9 @@ async function snapshot() {
     monitors: conmons.sort(),
     iptables: ipt.stdout.split('\n').filter((l) => l.includes(subnetPrefix)).sort(),
     logs: await filesUnder(logDir),
+    // Addresses handed out by host-local and the attachments nodelet keeps for CNI DEL.
+    ipam: await filesUnder(path.join(path.dirname(d.root), 'ipam')),
+    cniCache: await listDir(path.join(d.root, 'cni-cache')),
     escapedLogs: [path.join(logDir, '..', `escape-${tag}.log`), path.join(os.tmpdir(), `abs-${tag}.log`), path.resolve(`rel-${tag}`), path.join(logDir, '..', `escape-${tag}`)].filter((p) => existsSync(p)),
     hostname: readFileSync('/etc/hostname', 'utf8'),
   };
@@ -513,6 +516,9 @@ test(`${cases.length} invalid requests: each answered with its code, naming the 
   for (const f of await fsp.readdir(path.join(logDir, 'pod'))) if (f.startsWith('c')) await fsp.rm(path.join(logDir, 'pod', f), { force: true });
 
   const beforeState = await snapshot();
+  // The leftover checks look where things would be: the fixtures show up there.
+  assert.ok(beforeState.ipam.some((f) => f.includes('10.')), 'the ready pod holds an address');
+  assert.ok(beforeState.cniCache.length >= 1 && beforeState.iptables.length >= 1 && beforeState.netns.length >= 1 && beforeState.monitors.length >= 2 && beforeState.mounts.length >= 2, JSON.stringify(beforeState).slice(0, 500));
   const idsBefore = await knownIdsEverywhere();
   const wrong: string[] = [];
   for (const c of cases) {
