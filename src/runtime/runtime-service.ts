@@ -33,6 +33,12 @@ async function restrictRunState(sandboxRunDir: string, containerBundles: string[
   }
 }
 
+async function removeStaleTempFiles(dir: string): Promise<void> {
+  for (const name of await fsp.readdir(dir).catch(() => [] as string[])) {
+    if (name.startsWith('.') && name.endsWith('.tmp')) await fsp.rm(path.join(dir, name), { force: true });
+  }
+}
+
 export interface RuntimeCondition {
   type: 'RuntimeReady' | 'NetworkReady';
   status: boolean;
@@ -57,6 +63,12 @@ export class RuntimeService {
     await ensureDir(this.ctx.runDir);
     await this.ctx.sandboxes.load();
     await this.ctx.containers.load();
+    // Temp files of atomic writes cut short by a kill: CNI attachments and monitor records.
+    await removeStaleTempFiles(path.join(this.ctx.config.root, 'cni-cache'));
+    for (const backend of this.ctx.backends.values()) {
+      await removeStaleTempFiles(backend.persistRoot);
+      for (const id of await fsp.readdir(backend.persistRoot).catch(() => [] as string[])) await removeStaleTempFiles(path.join(backend.persistRoot, id));
+    }
     await restrictRunState(path.join(this.ctx.runDir, 'sandboxes'), [...this.ctx.containers.list().map((c) => path.join(this.ctx.containers.pathOf(c.id), 'bundle'))]);
     // Duplicates made by older versions (the race this registrar closes) keep running; the first holds the name.
     const reserve = (names: NameRegistrar, name: string, id: string, what: string) => {
