@@ -67,7 +67,13 @@ export class RuntimeService {
     await removeStaleTempFiles(path.join(this.ctx.config.root, 'cni-cache'));
     for (const backend of this.ctx.backends.values()) {
       await removeStaleTempFiles(backend.persistRoot);
-      for (const id of await fsp.readdir(backend.persistRoot).catch(() => [] as string[])) await removeStaleTempFiles(path.join(backend.persistRoot, id));
+      for (const id of await fsp.readdir(backend.persistRoot).catch(() => [] as string[])) {
+        await removeStaleTempFiles(path.join(backend.persistRoot, id));
+        // Exec process specs (they carry the container's env) of execs no one waits for any more.
+        for (const name of await fsp.readdir(path.join(backend.persistRoot, id)).catch(() => [] as string[])) {
+          if (/^exec-[^/]+\.(json|pid)$/.test(name)) await fsp.rm(path.join(backend.persistRoot, id, name), { force: true });
+        }
+      }
     }
     await restrictRunState(path.join(this.ctx.runDir, 'sandboxes'), [...this.ctx.containers.list().map((c) => path.join(this.ctx.containers.pathOf(c.id), 'bundle'))]);
     // Duplicates made by older versions (the race this registrar closes) keep running; the first holds the name.

@@ -136,7 +136,7 @@ test('state is root-only (0700 / 0600), also state written before, and stale tem
   const orphan = path.join(d.root, 'sandboxes', 'f'.repeat(64));
   await fsp.mkdir(orphan);
   await fsp.writeFile(path.join(orphan, '.sandbox.json.ba9876543210.tmp'), '{');
-  const otherTemps = [path.join(d.root, 'cni-cache', `.${podId}.json.0a1b2c3d4e5f.tmp`), path.join(d.runRoot, 'conmon', ctrId, '.monitor.json.0a1b2c3d4e5f.tmp')];
+  const otherTemps = [path.join(d.root, 'cni-cache', `.${podId}.json.0a1b2c3d4e5f.tmp`), path.join(d.runRoot, 'conmon', ctrId, '.monitor.json.0a1b2c3d4e5f.tmp'), path.join(d.runRoot, 'conmon', ctrId, 'exec-0a1b2c3d.json')];
   for (const f of otherTemps) await fsp.writeFile(f, '{');
   await d.restart();
   for (const f of otherTemps) assert.equal(existsSync(f), false, `stale ${f} removed`);
