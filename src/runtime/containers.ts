@@ -2,6 +2,7 @@
 // conmon + runc through the backend; state kept in durable records.
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
+import { constants as osConstants } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { RuntimeContext } from './context.js';
 import type { ContainerRecord, SandboxRecord } from './records.js';
@@ -85,7 +86,7 @@ export class Containers {
       logPath,
       rootfs: path.join(dir, 'rootfs'),
       rootfsMounted: false,
-      stopSignal: runtimeSignalName(config.stop_signal && config.stop_signal !== 'RUNTIME_DEFAULT' ? config.stop_signal : imageConfig.StopSignal || 'SIGTERM'),
+      stopSignal: runtimeSignalName(config.stop_signal && config.stop_signal !== 'RUNTIME_DEFAULT' ? config.stop_signal : imageStopSignal(imageConfig.StopSignal)),
       createdAt: nowNs(),
       resources: config.linux?.resources ?? null,
       imageVolumes,
@@ -524,6 +525,20 @@ export function requestFault(err: unknown, config: ContainerConfig__Output, comm
 
 function posixClean(p: string): string {
   return path.posix.normalize(p).replace(/\/+$/, '') || '/';
+}
+
+/**
+ * The image's StopSignal when runc can send it (a name with or without SIG, a number, RTMIN+n):
+ * an image's typo must not make every StopContainer fail with the container still running.
+ */
+export function imageStopSignal(signal: string | undefined): string {
+  const s = (signal ?? '').trim();
+  if (!s) return 'SIGTERM';
+  const name = s.toUpperCase().replace(/^SIG/, '');
+  const known = /^\d+$/.test(s) ? Number(s) >= 1 && Number(s) <= 64 : `SIG${name}` in osConstants.signals || /^RTM(IN|AX)([+-]\d{1,2})?$/.test(name);
+  if (known) return s;
+  logger().warn({ stopSignal: s }, "the image's StopSignal is not a signal; SIGTERM is used");
+  return 'SIGTERM';
 }
 
 /** CRI spells real-time signals SIGRTMINPLUS3 / SIGRTMAXMINUS2; runc wants RTMIN+3 / RTMAX-2. */

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { checkCgroupParent, checkCpuset, checkLogPath, checkResources, checkSysctls, type HostLimits } from '../../src/runtime/validation.js';
 import { hugepageSizeName, parseIdList } from '../../src/runtime/host-limits.js';
 import { commandNotRunnable } from '../../src/runtime/runc/backend.js';
-import { fitExecOutput } from '../../src/runtime/containers.js';
+import { fitExecOutput, imageStopSignal } from '../../src/runtime/containers.js';
 import { NodeletError } from '../../src/common/errors.js';
 import { sysctlFault } from '../../src/runtime/validation.js';
 
@@ -109,4 +109,9 @@ test('ExecSync output: kept whole when it fits, cut with a note when not', () =>
   assert.equal(cut.stderr.toString(), 'err');
   assert.ok(cut.stdout.length + cut.stderr.length <= 1000);
   assert.match(cut.stdout.toString(), /output cut to its first \d+ bytes/);
+});
+
+test("an image's StopSignal runc cannot send falls back to SIGTERM", () => {
+  for (const ok of ['SIGQUIT', 'QUIT', 'sigint', '9', 'SIGRTMIN+3', 'RTMAX-2']) assert.equal(imageStopSignal(ok), ok);
+  for (const bad of ['SIGBOGUS', '999', '0', 'TERM;rm', undefined, '']) assert.equal(imageStopSignal(bad), 'SIGTERM', String(bad));
 });
