@@ -41,39 +41,3 @@ export function relay(from: Readable | null | undefined, to: Writable | undefine
     });
   }
 }
-
-/** Node-pty queues writes to the terminal without a limit and without telling; this reads its queue. */
-export function ptyQueuedBytes(term: unknown): number {
-  const queue = (term as { _writeStream?: { _writeQueue?: Array<{ buffer: Buffer; offset: number }> } })._writeStream?._writeQueue;
-  if (!Array.isArray(queue)) return 0;
-  let n = 0;
-  for (const task of queue) n += task.buffer.length - task.offset;
-  return n;
-}
-
-/**
- * Copies `from` into a terminal: pauses `from` while the terminal holds more than `limit` unwritten
- * bytes and resumes once it is down to half.
- */
-export function relayToPty(from: Readable, write: (chunk: Buffer) => void, queued: () => number, isDone: () => boolean, limit = 256 * 1024): void {
-  let timer: NodeJS.Timeout | undefined;
-  const check = (): void => {
-    timer = undefined;
-    if (isDone() || queued() <= limit / 2) {
-      from.resume();
-      return;
-    }
-    timer = setTimeout(check, 10);
-  };
-  from.on('data', (chunk: Buffer) => {
-    if (isDone()) return;
-    write(chunk);
-    if (!timer && queued() > limit) {
-      from.pause();
-      timer = setTimeout(check, 10);
-    }
-  });
-  from.once('close', () => {
-    if (timer) clearTimeout(timer);
-  });
-}

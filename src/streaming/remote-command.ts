@@ -2,12 +2,12 @@
 import { promises as fsp } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import type { Readable, Writable } from 'node:stream';
-import type { RuncBackend } from '../runtime/runc/backend.js';
+import type { RuncBackend, TerminalExec } from '../runtime/runc/backend.js';
 import { spawnChild } from '../common/exec.js';
 import { errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import type { RemoteCommandStreams } from './channels.js';
-import { ptyQueuedBytes, relay, relayToPty } from './flow.js';
+import { relay } from './flow.js';
 
 /** The largest message conmon reads from an attach socket (its CONN_SOCK_BUF_SIZE; CRI-O's io.Copy writes 32 KiB). */
 const CONMON_ATTACH_MESSAGE = 32 * 1024;
@@ -47,11 +47,15 @@ async function killExec(target: ExecTarget, pidFile: string): Promise<void> {
   }
 }
 
-/** Runs the command in the container (`runtime exec`), with a pty when tty is set, and reports its exit. */
+/** Runs the command in the container (`runtime exec`): on pipes, or on a terminal under conmon; reports its exit. */
 export async function serveExec(streams: RemoteCommandStreams, target: ExecTarget, log: Logger): Promise<void> {
+  if (target.tty) {
+    await serveTerminalExec(streams, target, log);
+    return;
+  }
   let prepared: Awaited<ReturnType<RuncBackend['prepareStreamingExec']>>;
   try {
-    prepared = await target.backend.prepareStreamingExec(target.containerId, target.cmd, target.tty);
+    prepared = await target.backend.prepareStreamingExec(target.containerId, target.cmd, false);
   } catch (err) {
     await streams.finish({ error: errorMessage(err) });
     return;
@@ -61,7 +65,7 @@ export async function serveExec(streams: RemoteCommandStreams, target: ExecTarge
     clientGone = true;
   });
   try {
-    const exitCode = target.tty ? await execWithTerminal(streams, target, prepared, log) : await execWithPipes(streams, target, prepared, log);
+    const exitCode = await execWithPipes(streams, target, prepared, log);
     if (clientGone) log.info({ containerId: target.containerId }, 'exec client went away; process killed');
     await streams.finish({ exitCode });
   } catch (err) {
@@ -107,70 +111,61 @@ async function execWithPipes(
   return exitCode;
 }
 
-async function execWithTerminal(
-  streams: RemoteCommandStreams,
-  target: ExecTarget,
-  prepared: { file: string; args: string[]; pidFile: string },
-  log: Logger,
-): Promise<number> {
-  log.debug({ cmd: prepared.file, args: prepared.args }, 'spawn with pty');
-  // The runtime is given a pty as its stdio; with a terminal process it makes the container's own pty
-  // and relays it, following our pty's size on SIGWINCH.
-  const pty = await import('node-pty'); // native, loaded on the first TTY exec only
-  const term = pty.spawn(prepared.file, prepared.args, {
-    name: 'xterm',
-    cols: 80,
-    rows: 24,
-    env: process.env as Record<string, string>,
+/**
+ * A command on a terminal: one pty, made by runc inside the container and held by the exec's own
+ * conmon; we talk to it through conmon's attach socket. Its line discipline is the only one, so
+ * output is translated (LF to CR LF) exactly once, and its size is set before the command starts.
+ */
+async function serveTerminalExec(streams: RemoteCommandStreams, target: ExecTarget, log: Logger): Promise<void> {
+  // Sizes sent before the command starts decide its first size; later ones go to conmon.
+  let size = { width: 80, height: 24 };
+  let apply: ((width: number, height: number) => void) | undefined;
+  streams.onResize((next) => {
+    if (next.width <= 0 || next.height <= 0) return;
+    size = { width: next.width, height: next.height };
+    apply?.(next.width, next.height);
   });
-  let lastOutput = Date.now();
-  let outputPaused = false;
-  term.onData((data: string) => {
-    lastOutput = Date.now();
-    const out = streams.stdout;
-    if (!out || out.destroyed || out.writableEnded) return;
-    // A client that reads slower than the command writes holds the command back, not our memory.
-    if (!out.write(Buffer.from(data, 'binary')) && !outputPaused) {
-      outputPaused = true;
-      term.pause();
-      const goOn = (): void => {
-        out.off('drain', goOn);
-        out.off('close', goOn);
-        outputPaused = false;
-        term.resume();
-      };
-      out.on('drain', goOn);
-      out.on('close', goOn);
-    }
-  });
-  const exited = new Promise<number>((resolve) => term.onExit(({ exitCode, signal }) => resolve(signal ? 128 + signal : exitCode)));
-  let done = false;
-  streams.onResize((size) => {
-    if (done || size.width <= 0 || size.height <= 0) return;
-    try {
-      term.resize(size.width, size.height);
-    } catch (err) {
-      log.debug({ err: errorMessage(err) }, 'pty resize failed');
-    }
-  });
-  if (streams.stdin) {
-    relayToPty(streams.stdin, (chunk) => term.write(chunk.toString('binary')), () => ptyQueuedBytes(term), () => done);
+  const started = { ...size };
+  let exec: TerminalExec;
+  try {
+    exec = await target.backend.startTerminalExec(target.containerId, target.cmd, { stdin: Boolean(streams.stdin), ...started });
+  } catch (err) {
+    await streams.finish({ error: errorMessage(err) });
+    return;
   }
-  void streams.gone.then(async () => {
-    if (done) return;
-    await killExec(target, prepared.pidFile);
-    try {
-      term.kill('SIGKILL');
-    } catch {
-      // already gone
-    }
-  });
-  const exitCode = await exited;
-  done = true;
-  // node-pty can report the exit before the last output was read; wait for it to go quiet.
-  const deadline = Date.now() + 500;
-  while (Date.now() < deadline && Date.now() - lastOutput < 100) await sleep(25);
-  return exitCode;
+  try {
+    if (exec.message !== undefined && streams.stdout && !streams.stdout.destroyed) streams.stdout.write(`${exec.message}\r\n`);
+    let done = false;
+    apply = (width, height) => {
+      if (done) return;
+      exec.resize(width, height).catch((err: unknown) => log.debug({ err: errorMessage(err) }, 'exec resize failed'));
+    };
+    // A size that came while the command was being started.
+    if (size.width !== started.width || size.height !== started.height) apply(size.width, size.height);
+    relay(exec.session.stdout, streams.stdout);
+    exec.session.stderr.resume();
+    exec.session.stdin.on('error', () => undefined);
+    // Each write is one SOCK_SEQPACKET message and conmon reads at most 32 KiB of one: more is cut off.
+    if (streams.stdin) relay(streams.stdin, exec.session.stdin, { maxChunk: CONMON_ATTACH_MESSAGE });
+    let clientGone = false;
+    void streams.gone.then(async () => {
+      if (done) return;
+      clientGone = true;
+      await exec.kill();
+    });
+    const exitCode = await exec.exited;
+    done = true;
+    // conmon sends the terminal's last output before it reports the exit; what is still in flight ends with the socket.
+    await Promise.race([exec.session.closed, sleep(1000)]);
+    await Promise.race([ended(exec.session.stdout), sleep(1000)]);
+    if (clientGone) log.info({ containerId: target.containerId }, 'exec client went away; process killed');
+    log.debug({ containerId: target.containerId, exitCode }, 'exec finished');
+    await streams.finish({ exitCode });
+  } catch (err) {
+    await streams.finish({ error: errorMessage(err) });
+  } finally {
+    await exec.cleanup();
+  }
 }
 
 /** Connects the client to the container's stdio through its monitor; detaching leaves the container running. */

@@ -16,7 +16,7 @@ import { randomBytes } from 'node:crypto';
 /** Asks the shell on the terminal for its size until it reports rows x cols (a resize arrives asynchronously). */
 async function waitTerminalSize(stdin: NodeJS.WritableStream, output: () => string, rows: number, cols: number): Promise<void> {
   // The terminal echoes the command; only its output has the size right after `size=`.
-  const reported = new RegExp(`size=${rows} ${cols}\\r*\\n`);
+  const reported = new RegExp(`size=${rows} ${cols}\\r\\n`);
   await waitFor(`the terminal to report ${rows} ${cols}`, () => {
     if (reported.test(output())) return true;
     stdin.write('echo "size=$(stty size)"\n');
@@ -126,6 +126,18 @@ for (const family of FAMILIES) {
     assert.equal(res.exitCode, 7);
     assert.match(res.message ?? '', /non-zero exit code/);
     assert.equal(res.stdout, 'bye\n');
+  });
+
+  test(`${family}: TTY execs in a row each see a sized terminal and end lines in exactly CR LF`, async () => {
+    // The terminal's size and line discipline are set before the command runs: its first output is
+    // translated once, and `stty size` never finds a 0x0 terminal. (They used to race, one exec in five.)
+    const outputs: string[] = [];
+    for (let i = 0; i < 15; i++) {
+      const res = await execCollect(await execUrl(['sh', '-c', 'stty size; echo over-a-tty'], { tty: true }), family, { tty: true });
+      assert.equal(res.exitCode, 0, res.message);
+      outputs.push(res.stdout);
+    }
+    assert.deepEqual(outputs, Array(15).fill('24 80\r\nover-a-tty\r\n'));
   });
 
   test(`${family}: exec with a TTY follows a resize`, async () => {

@@ -25,6 +25,8 @@ const BOUND = 64 * MiB;
 /** How long a client reads nothing, and what the daemon's peak may grow by meanwhile. */
 const HOLD_SECONDS = 8;
 const HOLD_BOUND = 16 * MiB;
+/** What the daemon's peak may grow by while an attached client reads none of a container's output. */
+const ATTACH_BOUND = 32 * MiB;
 /** Reads stdin 2 MiB at a time with a pause in between, saying how far it got after each. */
 const SLOW_READER = 'n=0; while c=$(dd bs=65536 count=32 iflag=fullblock 2>/dev/null | wc -c); [ "$c" -gt 0 ]; do n=$((n+c)); echo "at $n"; sleep 0.02; done; echo "read $n"';
 
@@ -179,5 +181,50 @@ for (const family of FAMILIES) {
     }
     // Dropping the connection kills the held-back command.
     await waitFor('the held-back exec to be killed', async () => (await running()) === 0, 20_000);
+  });
+}
+
+/** Runs `sh -c script` in a container and resolves with its exit code. */
+async function execIn(container: string, script: string): Promise<number> {
+  const url = (await d.client.runtime('Exec', { container_id: container, cmd: ['sh', '-c', script], stdout: true, stderr: true })).url as string;
+  const s = await openRemoteCommand({ url, family: 'websocket', stdin: false, stdout: true, stderr: true, tty: false });
+  s.stdout.resume();
+  s.stderr.resume();
+  return (await withTimeout(s.done, 10_000, script)).exitCode ?? -1;
+}
+
+for (const family of FAMILIES) {
+  test(`${family}: a container writing ${TOTAL / MiB} MiB to an attached client that reads nothing is not held back, nor is the daemon's memory`, async () => {
+    const pid = d.proc.pid!;
+    // Writes once told to (so the client is attached first), then says it is through.
+    const flooder = await runContainer(d.client, pod.id, pod.config, containerConfig(`flooder-${family}`, BUSYBOX, [
+      'sh', '-c', `while [ ! -e /flood-go ]; do sleep 0.05; done; head -c ${TOTAL} /dev/zero; touch /flood-done; sleep 3600`,
+    ]));
+    const url = (await d.client.runtime('Attach', { container_id: flooder, stdin: false, stdout: true, stderr: true })).url as string;
+    const conn = family === 'websocket' ? await rawWebSocket(url, 'v5.channel.k8s.io') : await rawSpdy(url, 'v4.channel.k8s.io');
+    try {
+      if (family === 'spdy') {
+        const encoder = spdyEncoder();
+        let id = 1;
+        for (const streamtype of ['error', 'stdout', 'stderr']) {
+          await conn.write(spdySynStream(id, await encoder.encode(spdyHeaderBlock({ streamtype })), true));
+          id += 2;
+        }
+        encoder.close();
+      }
+      conn.socket.pause();
+      const before = await memoryOf(pid);
+      await resetPeakRss(pid);
+      assert.equal(await execIn(flooder, 'touch /flood-go'), 0);
+      // conmon drops what a slow attach client can't take; the container and its log go on.
+      await waitFor('the container to write all its output', async () => (await execIn(flooder, 'test -e /flood-done')) === 0, 60_000);
+      const { hwm } = await memoryOf(pid);
+      const grew = hwm - before.rss;
+      process.stderr.write(`# ${family} attach, non-reading client: ${TOTAL / MiB} MiB written, daemon peak RSS +${(grew / MiB).toFixed(1)} MiB\n`);
+      assert.ok(grew < ATTACH_BOUND, `daemon peak RSS grew by ${(grew / MiB).toFixed(1)} MiB`);
+    } finally {
+      conn.destroy();
+      await d.client.runtime('RemoveContainer', { container_id: flooder }).catch(() => undefined);
+    }
   });
 }

@@ -2,6 +2,9 @@
 // open, hence node-unix-socket. Each message from conmon is one frame: a byte naming the pipe
 // (2 stdout, 3 stderr) then the data; bytes we send are the container's stdin, and shutting down
 // our write side ends stdin when the container was created with stdinOnce.
+// node-unix-socket reads every message as it arrives (it has no pause), so nothing here can hold
+// conmon back; and holding it back would stall the container and its log. Like conmon with a slow
+// attach client, output a slow reader has not taken is bounded: past the bound, frames are dropped.
 import { PassThrough, Writable, type Readable } from 'node:stream';
 import { SeqpacketSocket } from 'node-unix-socket';
 import { errorMessage, failedPrecondition } from '../../common/errors.js';
@@ -10,6 +13,13 @@ const PIPE_STDOUT = 2;
 const PIPE_STDERR = 3;
 /** Larger than any frame conmon writes, so no message is ever cut. */
 const READ_BUFFER_SIZE = 64 * 1024;
+/** Output held per stream for a reader that has not taken it yet; more is dropped. */
+export const DEFAULT_MAX_BUFFERED = 4 * 1024 * 1024;
+
+export interface AttachOptions {
+  /** Bytes of unread output kept per stream before frames are dropped (default DEFAULT_MAX_BUFFERED). */
+  maxBuffered?: number;
+}
 
 export interface AttachSession {
   /** The container's stdout (or the tty's output). */
@@ -20,10 +30,14 @@ export interface AttachSession {
   /** Resolves when conmon closes the connection (the container exited) or close() was called. */
   closed: Promise<void>;
   close(): void;
+  /** Output bytes dropped so far because the reader was behind by more than maxBuffered. */
+  droppedBytes(): number;
 }
 
 /** `shownPath` names the socket in errors when `socketPath` is an indirect (/proc/self/fd) path to it. */
-export async function openAttach(socketPath: string, shownPath = socketPath): Promise<AttachSession> {
+export async function openAttach(socketPath: string, shownPath = socketPath, opts: AttachOptions = {}): Promise<AttachSession> {
+  const maxBuffered = opts.maxBuffered ?? DEFAULT_MAX_BUFFERED;
+  let dropped = 0;
   const socket = new SeqpacketSocket();
   socket.setInternalReadBufferSize(READ_BUFFER_SIZE);
   const stdout = new PassThrough();
@@ -56,9 +70,13 @@ export async function openAttach(socketPath: string, shownPath = socketPath): Pr
 
   socket.on('data', (frame: Buffer) => {
     if (frame.length < 1) return;
-    const payload = frame.subarray(1);
-    if (frame[0] === PIPE_STDOUT) stdout.write(payload);
-    else if (frame[0] === PIPE_STDERR) stderr.write(payload);
+    const to = frame[0] === PIPE_STDOUT ? stdout : frame[0] === PIPE_STDERR ? stderr : undefined;
+    if (!to || to.writableEnded) return;
+    if (to.writableLength + to.readableLength + frame.length - 1 > maxBuffered) {
+      dropped += frame.length - 1;
+      return;
+    }
+    to.write(frame.subarray(1));
   });
   socket.on('end', finish);
   socket.on('close', finish);
@@ -92,5 +110,6 @@ export async function openAttach(socketPath: string, shownPath = socketPath): Pr
       if (!finished) socket.destroy();
       finish();
     },
+    droppedBytes: () => dropped,
   };
 }

@@ -6,7 +6,7 @@ import { existsSync as pathExistsSync, promises as fsp, watch as fsWatch, type F
 import { constants as osConstants, release as osRelease } from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import type { Readable } from 'node:stream';
+import { PassThrough, type Readable, type Writable } from 'node:stream';
 import { run, spawnChild } from '../../common/exec.js';
 import { ensureDir, pathExists, readJsonIfExists, writeJsonAtomic } from '../../common/fsutil.js';
 import {
@@ -19,7 +19,7 @@ import {
   notFound,
 } from '../../common/errors.js';
 import { logger, type Logger } from '../../common/log.js';
-import { openAttach, type AttachSession } from './attach.js';
+import { openAttach, type AttachOptions, type AttachSession } from './attach.js';
 
 export type { AttachSession };
 
@@ -227,8 +227,11 @@ export class RuncBackend {
 
   /** Connects to the container's stdio through conmon (output from now on; stdin when created with stdin). */
   async attach(id: string): Promise<AttachSession> {
-    const socketPath = this.attachSocketPath(id);
-    if (socketPath.length <= UNIX_SOCKET_PATH_MAX) return openAttach(socketPath);
+    return this.connectAttach(this.attachSocketPath(id));
+  }
+
+  private async connectAttach(socketPath: string, opts: AttachOptions = {}): Promise<AttachSession> {
+    if (socketPath.length <= UNIX_SOCKET_PATH_MAX) return openAttach(socketPath, socketPath, opts);
     // Too long for sun_path (a long --run-root): reach the socket through a short /proc/self/fd path, as conmon binds it.
     let dir: fsp.FileHandle;
     try {
@@ -237,7 +240,7 @@ export class RuncBackend {
       throw failedPrecondition(`cannot attach to ${socketPath}: ${errorMessage(err)}`);
     }
     try {
-      return await openAttach(`/proc/self/fd/${dir.fd}/attach`, socketPath);
+      return await openAttach(`/proc/self/fd/${dir.fd}/attach`, socketPath, opts);
     } finally {
       await dir.close();
     }
@@ -722,7 +725,13 @@ export class RuncBackend {
   // ---- exec ----
 
   /** The container's own process spec (env, cwd, user, capabilities) with another command, for `runc exec --process`. */
-  private async writeExecProcess(id: string, cmd: string[], terminal: boolean, extraEnv: string[]): Promise<{ processFile: string; pidFile: string }> {
+  private async writeExecProcess(
+    id: string,
+    cmd: string[],
+    terminal: boolean,
+    extraEnv: string[],
+    consoleSize?: { width: number; height: number },
+  ): Promise<{ processFile: string; pidFile: string }> {
     checkId(id);
     if (cmd.length === 0) throw invalidArgument('cmd must not be empty');
     const bundleDir = await this.bundleOf(id);
@@ -735,6 +744,8 @@ export class RuncBackend {
       env: mergeEnv((spec.process.env as string[] | undefined) ?? [], extraEnv),
     };
     delete processSpec.consoleSize;
+    // runc's init sizes the terminal before it execs the command, so the command never sees 0x0.
+    if (terminal && consoleSize) processSpec.consoleSize = consoleSize;
     const persistDir = this.persistDir(id);
     await ensureDir(persistDir, 0o700);
     const tag = randomBytes(6).toString('hex');
@@ -854,14 +865,17 @@ export class RuncBackend {
   }
 
   private async writeControl(id: string, message: string): Promise<void> {
-    const fifo = path.join(await this.bundleOf(id), 'ctl');
+    await this.writeFifo(path.join(await this.bundleOf(id), 'ctl'), message, `container ${id}`);
+  }
+
+  private async writeFifo(fifo: string, message: string, what: string): Promise<void> {
     let handle: fsp.FileHandle;
     try {
       // Non-blocking open fails with ENXIO instead of hanging when conmon is gone.
       handle = await fsp.open(fifo, fsp.constants.O_WRONLY | fsp.constants.O_NONBLOCK);
     } catch (err) {
       if (hasCode(err, 'ENXIO') || hasCode(err, 'ENOENT')) {
-        throw failedPrecondition(`container ${id} has no running monitor (${fifo}: ${errorMessage(err)})`);
+        throw failedPrecondition(`${what} has no running monitor (${fifo}: ${errorMessage(err)})`);
       }
       throw err;
     }
@@ -933,10 +947,209 @@ export class RuncBackend {
     };
   }
 
+  /**
+   * streaming: runs a command on a terminal under its own conmon (`conmon --exec --exec-attach -t`),
+   * as CRI-O does. runc makes the one pty inside the container, sized from the process spec before
+   * the command runs, and hands its master to conmon; the caller talks to it through conmon's
+   * attach socket. (Under `runc exec -t` with a pty of ours there were two ptys, and runc clears
+   * ONLCR on the inner one and sizes it only after its init may already have exec'd the command:
+   * early output came out CR CR LF and `stty size` could read 0x0.)
+   */
+  async startTerminalExec(id: string, cmd: string[], opts: { stdin: boolean; width: number; height: number }): Promise<TerminalExec> {
+    const { processFile } = await this.writeExecProcess(id, cmd, true, [], { width: opts.width, height: opts.height });
+    const tag = randomBytes(6).toString('hex');
+    const sessionId = `exec-${tag}`;
+    const sessionDir = path.join(this.persistDir(id), sessionId);
+    const pidFile = path.join(sessionDir, 'pid');
+    const link = path.join(this.socketDir, sessionId);
+    const cleanup = async (): Promise<void> => {
+      await Promise.all([
+        fsp.rm(sessionDir, { recursive: true, force: true }),
+        fsp.rm(processFile, { force: true }),
+        fsp.rm(link, { force: true }),
+      ]);
+    };
+    const args = [
+      '--api-version', '1',
+      '-c', id,
+      '-u', sessionId,
+      '-n', sessionId,
+      '-r', await this.runtimeBinary(),
+      '-b', sessionDir,
+      '-p', pidFile,
+      '-l', 'none:',
+      '--exit-dir', sessionDir,
+      '--socket-dir-path', this.socketDir,
+      '--log-level', 'error',
+      '--runtime-arg', `--root=${this.runtimeRoot}`,
+      '-e', '--exec-process-spec', processFile, '--exec-attach',
+      '-t', '--sync',
+    ];
+    if (opts.stdin) args.push('-i');
+    await ensureDir(sessionDir, 0o700);
+    const env: Record<string, string> = {
+      PATH: process.env.PATH ?? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+      _OCI_SYNCPIPE: '3',
+      _OCI_ATTACHPIPE: '4',
+      _OCI_STARTPIPE: '5',
+    };
+    // --sync keeps conmon our child: the session ends with the daemon, as any streaming exec does.
+    const child = spawnChild(this.conmonPath, args, {
+      stdio: ['ignore', 'pipe', 'pipe', 'pipe', 'pipe', 'pipe'],
+      env,
+      extendEnv: false,
+      cwd: sessionDir,
+      buffer: false,
+      reject: false,
+    });
+    void child.then(undefined, () => undefined);
+    let diagnostics = '';
+    const keep = (chunk: Buffer): void => {
+      if (diagnostics.length < 8192) diagnostics += chunk.toString('utf8');
+    };
+    child.stdout?.on('data', keep);
+    child.stderr?.on('data', keep);
+    const conmonExited = new Promise<number | null>((resolve) => {
+      child.once('exit', (code) => resolve(code));
+      child.once('error', () => resolve(null));
+    });
+    const syncMessages = jsonLines((child.stdio as unknown as Readable[])[3]!);
+    const attachReady = jsonLines((child.stdio as unknown as Readable[])[4]!);
+    const start = (child.stdio as unknown as Writable[])[5]!;
+    start.on('error', () => undefined);
+    const fail = async (why: string): Promise<never> => {
+      child.kill('SIGKILL');
+      await conmonExited;
+      await cleanup();
+      const detail = diagnostics.trim();
+      throw internal(`cannot exec ${JSON.stringify(cmd[0])} in container ${id}: ${why}${detail ? `: ${detail.slice(0, 2000)}` : ''}`);
+    };
+    const within = <T>(p: Promise<T>, what: string): Promise<T | Error> =>
+      Promise.race([
+        p,
+        conmonExited.then(() => new Error(`conmon exited before ${what}`)),
+        grace(this.createTimeoutMs).then(() => new Error(`conmon did not report ${what} within ${this.createTimeoutMs} ms`)),
+      ]);
+
+    // conmon waits for a start byte, makes the attach socket, says so, then waits for another before running the runtime.
+    start.write('\0');
+    const ready = await within(attachReady.next(), 'its attach socket');
+    if (ready instanceof Error) return fail(ready.message);
+    let session: AttachSession;
+    try {
+      session = await this.connectAttach(path.join(link, 'attach'));
+    } catch (err) {
+      return fail(errorMessage(err));
+    }
+    start.write('\0');
+    const started = await within(syncMessages.next(), 'the exec pid');
+    if (started instanceof Error || started === undefined || !(started.data > 0)) {
+      session.close();
+      if (started instanceof Error) return fail(started.message);
+      const message = (started?.message ?? '').trim();
+      await conmonExited;
+      await cleanup();
+      const notRunnable = commandNotRunnable(message);
+      if (notRunnable) return { session: emptySession(), exited: Promise.resolve(notRunnable.exitCode), message: notRunnable.message, resize: async () => {}, kill: async () => {}, cleanup: async () => {} };
+      if (/stopped container|not running|paused/i.test(message)) throw failedPrecondition(`container ${id} is not running: ${message}`);
+      throw internal(`cannot exec ${JSON.stringify(cmd[0])} in container ${id}: ${message || 'conmon reported no pid'}`);
+    }
+    const exited = (async (): Promise<number> => {
+      const report = await Promise.race([syncMessages.next(), conmonExited.then(() => undefined)]);
+      if (report && typeof report.data === 'number') return report.data;
+      // No report on the pipe: conmon also leaves the code in its exit file.
+      const code = Number.parseInt(await fsp.readFile(path.join(sessionDir, sessionId), 'utf8').catch(() => ''), 10);
+      return Number.isFinite(code) ? code : -1;
+    })();
+    return {
+      session,
+      exited,
+      resize: async (width: number, height: number) => {
+        await this.writeFifo(path.join(sessionDir, 'ctl'), `${CTL_RESIZE} ${height} ${width}\n`, `exec session ${sessionId} of container ${id}`);
+      },
+      kill: async () => {
+        if (!(await this.killExecProcess(pidFile))) child.kill('SIGKILL');
+      },
+      cleanup: async () => {
+        session.close();
+        // The process is gone; conmon follows at once. Don't leave it behind if it doesn't.
+        if ((await Promise.race([conmonExited.then(() => true), grace(2000).then(() => false)])) === false) child.kill('SIGKILL');
+        await cleanup();
+      },
+    };
+  }
+
   // streaming: SIGKILLs the process a streaming exec started; false when it never started or is gone.
   async killStreamingExec(pidFile: string): Promise<boolean> {
     return this.killExecProcess(pidFile);
   }
+}
+
+/** A terminal exec running under its own conmon (see RuncBackend.startTerminalExec). */
+export interface TerminalExec {
+  /** stdout is the terminal's output; stdin goes to the terminal. */
+  session: AttachSession;
+  /** The command's exit code. */
+  exited: Promise<number>;
+  /** Said to the user instead of running anything (the command could not be run), if set. */
+  message?: string;
+  resize(width: number, height: number): Promise<void>;
+  /** SIGKILLs the command. */
+  kill(): Promise<void>;
+  /** Closes the session, waits for conmon and removes the session's files. */
+  cleanup(): Promise<void>;
+}
+
+/** The `{"data": n, "message": "..."}` lines conmon writes on a sync pipe, one at a time; undefined once it closes. */
+function jsonLines(stream: Readable): { next(): Promise<{ data: number; message?: string } | undefined> } {
+  const queue: Array<{ data: number; message?: string }> = [];
+  const waiters: Array<(value: { data: number; message?: string } | undefined) => void> = [];
+  let text = '';
+  let closed = false;
+  const deliver = (value: { data: number; message?: string }): void => {
+    const waiter = waiters.shift();
+    if (waiter) waiter(value);
+    else queue.push(value);
+  };
+  stream.on('data', (chunk: Buffer) => {
+    text += chunk.toString('utf8');
+    for (let nl = text.indexOf('\n'); nl >= 0; nl = text.indexOf('\n')) {
+      const line = text.slice(0, nl).trim();
+      text = text.slice(nl + 1);
+      if (!line) continue;
+      try {
+        const parsed = JSON.parse(line) as { data?: unknown; message?: unknown };
+        if (typeof parsed.data === 'number') deliver({ data: parsed.data, message: typeof parsed.message === 'string' ? parsed.message : undefined });
+      } catch {
+        // not a message of conmon's; skip it
+      }
+    }
+  });
+  const close = (): void => {
+    closed = true;
+    for (const waiter of waiters.splice(0)) waiter(undefined);
+  };
+  stream.once('close', close);
+  stream.once('end', close);
+  stream.once('error', close);
+  return {
+    next: () => {
+      const value = queue.shift();
+      if (value || closed) return Promise.resolve(value);
+      return new Promise((resolve) => waiters.push(resolve));
+    },
+  };
+}
+
+/** A session with nothing to say and nobody listening: for a command that never ran. */
+function emptySession(): AttachSession {
+  const stdout = new PassThrough();
+  const stderr = new PassThrough();
+  stdout.end();
+  stderr.end();
+  const stdin = new PassThrough();
+  stdin.resume();
+  return { stdout, stderr, stdin, closed: Promise.resolve(), close: () => undefined, droppedBytes: () => 0 };
 }
 
 /** The cgroup directories named by /proc/<pid>/cgroup lines ("N:controllers:/path"), deepest first. */
