@@ -69,9 +69,9 @@ export class RuntimeService {
       await removeStaleTempFiles(backend.persistRoot);
       for (const id of await fsp.readdir(backend.persistRoot).catch(() => [] as string[])) {
         await removeStaleTempFiles(path.join(backend.persistRoot, id));
-        // Exec process specs (they carry the container's env) of execs no one waits for any more.
+        // Exec process specs (they carry the container's env) and terminal exec session dirs of execs no one waits for any more.
         for (const name of await fsp.readdir(path.join(backend.persistRoot, id)).catch(() => [] as string[])) {
-          if (/^exec-[^/]+\.(json|pid)$/.test(name)) await fsp.rm(path.join(backend.persistRoot, id, name), { force: true });
+          if (/^exec-[^/.]+(\.(json|pid))?$/.test(name)) await fsp.rm(path.join(backend.persistRoot, id, name), { recursive: true, force: true });
         }
       }
     }
