@@ -3,7 +3,7 @@
 //
 // `lo` is brought up by a separate loopback plugin call with its own tiny config (as containerd
 // does), so any conflist — ours or the admin's — gets a working loopback without listing it.
-import { promises as fsp, constants as fsConstants } from 'node:fs';
+import { promises as fsp, constants as fsConstants, accessSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import net from 'node:net';
 import { createHash } from 'node:crypto';
@@ -298,10 +298,13 @@ export class CniNetwork {
     return this.opts.defaultConfig?.fileName ?? DEFAULT_CONFIG_FILE;
   }
 
+  // The directory listing, the stats and the plugin lookups are synchronous: Status runs them on every call
+  // (the kubelet's, every few seconds), they only read metadata of local config and binary directories, and
+  // the thread-pool round trip of the promise versions cost several times the syscalls themselves.
   private async configFiles(): Promise<string[]> {
     let names: string[];
     try {
-      names = await fsp.readdir(this.opts.confDir);
+      names = readdirSync(this.opts.confDir);
     } catch (err) {
       if (hasCode(err, 'ENOENT')) return [];
       throw err;
@@ -314,12 +317,8 @@ export class CniNetwork {
     const files = await this.configFiles();
     const parts: string[] = [];
     for (const name of files) {
-      try {
-        const st = await fsp.stat(path.join(this.opts.confDir, name));
-        parts.push(`${name}:${st.mtimeMs}:${st.size}:${st.ino}`);
-      } catch (err) {
-        if (!hasCode(err, 'ENOENT')) throw err;
-      }
+      const st = statSync(path.join(this.opts.confDir, name), { throwIfNoEntry: false });
+      if (st) parts.push(`${name}:${st.mtimeMs}:${st.size}:${st.ino}`);
     }
     const signature = parts.join('|');
     if (signature === this.loadedSignature) return this.loaded;
@@ -552,7 +551,7 @@ export class CniNetwork {
     for (const dir of this.opts.binDirs) {
       const candidate = path.join(dir, type);
       try {
-        await fsp.access(candidate, fsConstants.X_OK);
+        accessSync(candidate, fsConstants.X_OK);
         return candidate;
       } catch {
         // try the next directory

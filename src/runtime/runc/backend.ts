@@ -2,7 +2,7 @@
 // container's stdio, writes its CRI log and exit file and serves attach. The daemon is never the
 // container's parent, so containers outlive it; everything here can be rebuilt from files and
 // `runtime state` after a restart.
-import { existsSync as pathExistsSync, promises as fsp, watch as fsWatch, type FSWatcher } from 'node:fs';
+import { existsSync as pathExistsSync, promises as fsp, readFileSync, statSync, watch as fsWatch, type FSWatcher } from 'node:fs';
 import { constants as osConstants, release as osRelease } from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -135,11 +135,26 @@ function isNotRunning(stderr: string): boolean {
   return /not running|process already finished|no such process|container is stopped/i.test(stderr);
 }
 
+/**
+ * State and start time (clock ticks after boot: with the pid, unique for the boot) from /proc/PID/stat;
+ * undefined when the process is gone. Read synchronously: procfs answers from kernel memory, and this is
+ * on the path of every status call, where a promise round trip through the thread pool costs ~10× more.
+ */
+function procStat(pid: number): { state: string; startTime: string } | undefined {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return { state: fields[0] ?? '', startTime: fields[19] ?? '' };
+}
+
 /** True while the process exists and is not a zombie waiting for its reaper. */
 async function processAlive(pid: number): Promise<boolean> {
-  const stat = await fsp.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-  if (!stat) return false;
-  return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  const stat = procStat(pid);
+  return stat !== undefined && stat.state !== 'Z';
 }
 
 async function resolveExecutable(file: string): Promise<string> {
@@ -190,6 +205,8 @@ export class RuncBackend {
   private readonly createTimeoutMs: number;
   private resolvedRuntime: string | undefined;
   private recursiveReadOnly: Promise<boolean> | undefined;
+  /** conmon processes verified for an id (pid and start time), so status calls need not re-read monitor.json and cmdline. */
+  private readonly knownConmons = new Map<string, { pid: number; startTime: string }>();
   private readonly log: Logger;
 
   constructor(opts: RuncBackendOptions) {
@@ -274,6 +291,7 @@ export class RuncBackend {
     // A leftover exit file or persist dir of an earlier container with this id would fake an exit.
     await fsp.rm(this.exitFilePath(id), { force: true });
     await fsp.rm(persistDir, { recursive: true, force: true });
+    this.knownConmons.delete(id);
     await ensureDir(persistDir, 0o700);
 
     const args = this.conmonArgs(opts, id, runtime, bundleDir, logPath, persistDir);
@@ -424,17 +442,26 @@ export class RuncBackend {
 
   /** The pid of the container's conmon while it runs, undefined once it has gone. */
   async conmonPid(id: string): Promise<number | undefined> {
+    // Seen before: the same pid with the same start time is the same process, so one /proc read answers.
+    const known = this.knownConmons.get(id);
+    if (known) {
+      const stat = procStat(known.pid);
+      if (stat?.startTime === known.startTime) return stat.state === 'Z' ? undefined : known.pid;
+      this.knownConmons.delete(id);
+    }
     const record = await this.monitorRecord(id);
     let pid = record?.conmonPid;
     if (!pid) {
       const text = await fsp.readFile(path.join(this.persistDir(id), 'conmon.pid'), 'utf8').catch(() => '');
       pid = Number.parseInt(text, 10) || undefined;
     }
-    if (!pid || !(await processAlive(pid))) return undefined;
+    const stat = pid ? procStat(pid) : undefined;
+    if (!pid || !stat || stat.state === 'Z') return undefined;
     // Guard against pid reuse: the process must still be conmon for this id.
     const cmdline = await fsp.readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
     const argv = cmdline.split('\0');
     if (!argv[0]?.endsWith('conmon') || !argv.includes(id)) return undefined;
+    this.knownConmons.set(id, { pid, startTime: stat.startTime });
     return pid;
   }
 
@@ -571,6 +598,7 @@ export class RuncBackend {
       fsp.rm(this.socketLinkPath(id), { force: true, recursive: true }),
       fsp.rm(this.persistDir(id), { force: true, recursive: true }),
     ]);
+    this.knownConmons.delete(id);
   }
 
   /** Why the runtime binary cannot be used (missing, not executable, `--version` fails), or undefined when it can. */
@@ -658,8 +686,12 @@ export class RuncBackend {
 
   async readExit(id: string): Promise<ExitInfo | undefined> {
     const file = this.exitFilePath(id);
+    // Every status call asks while the container runs: no file is the common answer, found here without
+    // a thread-pool round trip or an ENOENT error object (the exit dir is under the run root, a tmpfs).
+    const stat = statSync(file, { throwIfNoEntry: false });
+    if (!stat) return undefined;
     try {
-      const [text, stat] = await Promise.all([fsp.readFile(file, 'utf8'), fsp.stat(file)]);
+      const text = await fsp.readFile(file, 'utf8');
       const exitCode = Number.parseInt(text.trim(), 10);
       if (Number.isNaN(exitCode)) return undefined; // being written
       return { exitCode, finishedAt: stat.mtime };
