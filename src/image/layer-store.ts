@@ -37,6 +37,8 @@ export class LayerStore {
   private readonly tmpRoot: string;
   private readonly inflight = new SingleFlight<string>();
   private readonly locks = new KeyedLock();
+  /** Trees of removed layers still being deleted in the background. */
+  private readonly removals = new Set<Promise<void>>();
   private readonly log = logger({ component: 'layer-store' });
 
   constructor(
@@ -110,22 +112,35 @@ export class LayerStore {
   }
 
   /** Idempotent. The layer leaves its place in one rename, so a crash never leaves half a tree that looks complete. */
+  /**
+   * The layer leaves the store at once (renamed into tmp/); its tree is deleted in the background, which was
+   * most of a RemoveImage's time. A crash before the deletion ends leaves the tree in tmp/, which recover() clears.
+   */
   async remove(diffId: string): Promise<void> {
     const dir = this.layerDir(diffId);
-    await this.locks.run(diffIdHex(diffId), () => this.moveAsideAndRemove(dir));
+    const trash = await this.locks.run(diffIdHex(diffId), () => this.moveAside(dir));
+    if (!trash) return;
+    const removal = this.removeTree(trash).finally(() => this.removals.delete(removal));
+    this.removals.add(removal);
   }
 
   private async moveAsideAndRemove(dir: string): Promise<void> {
+    const trash = await this.moveAside(dir);
+    if (trash) await this.removeTree(trash);
+  }
+
+  /** Renames the directory into tmp/ (durably); undefined when it was not there. */
+  private async moveAside(dir: string): Promise<string | undefined> {
     await ensureDir(this.tmpRoot);
     const trash = path.join(this.tmpRoot, `rm-${randomBytes(8).toString('hex')}`);
     try {
       await fsp.rename(dir, trash);
     } catch (err) {
-      if (hasCode(err, 'ENOENT')) return;
+      if (hasCode(err, 'ENOENT')) return undefined;
       throw err;
     }
     await fsyncDir(this.root);
-    await this.removeTree(trash);
+    return trash;
   }
 
   private async removeTree(dir: string): Promise<void> {
@@ -156,6 +171,7 @@ export class LayerStore {
 
   /** Start-up: drops interrupted unpacks and removals (tmp/) and layer dirs without a completion record. */
   async recover(): Promise<void> {
+    await this.removalsDone();
     await ensureDir(this.root);
     let leftovers: string[] = [];
     try {
@@ -171,6 +187,11 @@ export class LayerStore {
       incomplete++;
     }
     if (leftovers.length + incomplete > 0) this.log.info({ tmp: leftovers.length, incomplete }, 'layer store recovered');
+  }
+
+  /** Resolves once the trees of layers removed so far are deleted. */
+  async removalsDone(): Promise<void> {
+    await Promise.all([...this.removals]);
   }
 
   /** The record of a complete layer, or undefined. */
