@@ -4,6 +4,7 @@ import { createHash } from 'node:crypto';
 import { KeyedLock } from '../common/keyed-lock.js';
 import { NodeletError, errorMessage, internal, invalidArgument } from '../common/errors.js';
 import { logger } from '../common/log.js';
+import { crashPoint } from '../common/crash-point.js';
 import { BlobStore, abortError, raceAbort, throwIfAborted } from './blob-store.js';
 import type { CommitResult, ImageConfig, ImageLayer, ImageStore } from './image-store.js';
 import { layerCompression } from './media-types.js';
@@ -192,6 +193,7 @@ export async function pullImage(deps: PullDeps, refString: string, creds: Regist
           layerLog.info({ bytes: layer.size, ms: Math.round(performance.now() - layerStarted) }, 'layer downloaded');
         }
         throwIfAborted(layerSignal, what);
+        crashPoint('pull.blob-fetched');
         await deps.layers.ensureLayer(layer.diffId, blob.path, layerCompression(layer.mediaType), layerSignal);
         layerLog.debug({ diffId: layer.diffId }, 'layer unpacked');
       });
@@ -200,6 +202,7 @@ export async function pullImage(deps: PullDeps, refString: string, creds: Regist
     throwIfAborted(signal, what);
 
     const tag = ref.digest ? undefined : taggedName(ref);
+    crashPoint('pull.before-record');
     const result = await deps.images.commit({
       id: configDigest,
       config,

@@ -14,6 +14,7 @@ import { pack as tarPack } from 'tar-stream';
 import { run, spawnChild } from '../common/exec.js';
 import { NodeletError, alreadyExists, deadlineExceeded, errorMessage, hasCode, internal, invalidArgument } from '../common/errors.js';
 import { logger } from '../common/log.js';
+import { crashPoint } from '../common/crash-point.js';
 
 export type LayerCompression = 'gzip' | 'zstd' | 'none';
 
@@ -199,6 +200,7 @@ export class TarLayerScanner extends Transform {
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     // Checked before a byte of the chunk goes on: nothing past the budget reaches the disk.
     if (this.totalBytes + chunk.length > this.budget.bytes) return cb(invalidArgument(`layer ${this.budget.why}`));
+    if (this.totalBytes > 0) crashPoint('pull.mid-unpack'); // the first chunk went on to tar
     this.hash.update(chunk);
     this.totalBytes += chunk.length;
     if (this.ended) return cb();

@@ -12,6 +12,7 @@ import { ensureDir, pathExists, removeEmptyDirsUpTo } from '../common/fsutil.js'
 import { PRIVATE_DIR, PRIVATE_FILE } from './record-store.js';
 import { checkCommand, checkContainerConfig, checkResources, sysctlFault } from './validation.js';
 import { logger } from '../common/log.js';
+import { crashPoint } from '../common/crash-point.js';
 import { mountOverlay, unmountIfMounted } from './mounts.js';
 import { reportUnsupportedSecurity } from './host-security.js';
 import { readLocalhostSeccompProfile } from './seccomp-profile.js';
@@ -108,7 +109,9 @@ export class Containers {
           }
           await this.ctx.containers.put(rec);
         });
+        crashPoint('container.create.record-written');
         await this.setUp(rec, sandbox, image.layerDirs, image.record.config);
+        crashPoint('container.create.before-ready');
         rec.phase = 'ready';
         await this.ctx.containers.put(rec);
         this.ctx.emit('CONTAINER_CREATED_EVENT', id, sandbox.id);
@@ -140,6 +143,7 @@ export class Containers {
     }
     await mountOverlay(layerDirs, path.join(dir, 'upper'), path.join(dir, 'work'), rec.rootfs);
     rec.rootfsMounted = true;
+    crashPoint('container.create.rootfs-mounted');
     rec.createdLogDirectory = await fsp.mkdir(path.dirname(rec.logPath), { recursive: true, mode: 0o755 }).catch((err) => {
       if (hasCode(err, 'EEXIST') || hasCode(err, 'ENOTDIR')) throw invalidArgument(`config.log_path ${rec.config.log_path}: a part of its directory is not a directory`);
       throw err;
@@ -226,6 +230,7 @@ export class Containers {
       .catch((err) => {
         throw requestFault(err, rec.config, spec.process.args[0] ?? '') ?? sysctlFault(err, sandbox.config.linux?.sysctls, 'sandbox config.linux.sysctls') ?? err;
       });
+    crashPoint('container.create.runc-created');
     rec.pid = pid;
   }
 
@@ -276,6 +281,7 @@ export class Containers {
       const startedAt = nowNs();
       try {
         await this.ctx.backend(rec.runtimeHandler).start(rec.id);
+        crashPoint('container.start.runc-started');
       } catch (err) {
         rec.state = 'CONTAINER_EXITED';
         rec.exitCode = 128;
@@ -322,6 +328,7 @@ export class Containers {
       waiting.delete(escalate);
       if (waiting.size === 0 && this.stopping.get(found.id) === waiting) this.stopping.delete(found.id);
     }
+    crashPoint('container.stop.killed');
     await this.ctx.locks.run(found.id, async () => {
       const rec = this.ctx.containers.get(found.id);
       if (!rec || rec.state !== 'CONTAINER_RUNNING') return;
@@ -350,8 +357,10 @@ export class Containers {
     const log = logger({ container: rec.id.slice(0, 12) });
     const failed: string[] = [];
     const step = async (name: string, fn: () => Promise<unknown>) => {
+      crashPoint(`container.undo.${name.replace(/ /g, '-')}`);
       try {
         await fn();
+        crashPoint(`container.undo.${name.replace(/ /g, '-')}.done`);
       } catch (err) {
         failed.push(`${name}: ${errorMessage(err)}`);
         log.error({ step: name, err: errorMessage(err) }, 'undo step failed; going on with the others');
@@ -371,6 +380,7 @@ export class Containers {
       if (created) await step('log directory', () => removeEmptyDirsUpTo(path.dirname(rec.logPath), created));
     }
     if (failed.length > 0 && !opts.force) throw internal(`container ${rec.id} not fully removed (${failed.join('; ')}); try again`);
+    crashPoint('container.undo.record');
     await this.ctx.containers.delete(rec.id);
     this.ctx.containerNames.release(rec.reservedName, rec.id);
     if (rec.phase === 'ready') this.ctx.emit('CONTAINER_DELETED_EVENT', rec.id, rec.sandboxId);

@@ -11,6 +11,7 @@ import { ensureDir, removeEmptyDirsUpTo } from '../common/fsutil.js';
 import { PRIVATE_DIR, PRIVATE_FILE } from './record-store.js';
 import { checkSandboxConfig, sysctlFault } from './validation.js';
 import { logger } from '../common/log.js';
+import { crashPoint } from '../common/crash-point.js';
 import { mountOverlay, mountTmpfs, unmountIfMounted } from './mounts.js';
 import { reportUnsupportedSecurity } from './host-security.js';
 import { readLocalhostSeccompProfile } from './seccomp-profile.js';
@@ -80,7 +81,9 @@ export class PodSandboxes {
       try {
         // The record exists from the first step so that a crash mid-way is found and undone by recovery.
         await this.ctx.sandboxes.put(rec);
+        crashPoint('sandbox.run.record-written');
         await this.setUp(rec, runDir);
+        crashPoint('sandbox.run.before-ready');
         rec.phase = 'ready';
         rec.state = 'SANDBOX_READY';
         await this.ctx.sandboxes.put(rec);
@@ -101,11 +104,13 @@ export class PodSandboxes {
     await ensureDir(path.dirname(runDir), PRIVATE_DIR);
     await ensureDir(runDir, PRIVATE_DIR);
     if (rec.netnsPath) await createNetns(netnsNameForSandbox(rec.id));
+    crashPoint('sandbox.run.netns-created');
     // Once the netns exists, the CNI calls and the infra container's creation don't depend on each
     // other: run them at the same time (the pod's start latency is their max, not their sum).
     const results = await Promise.allSettled([this.attachNetwork(rec), this.createInfra(rec, runDir)]);
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw failed.reason;
+    crashPoint('sandbox.run.infra-created');
     rec.ips = (results[0] as PromiseFulfilledResult<string[]>).value;
     const hostname = this.hostnameOf(rec);
     // Derived from the record, so a plain write is enough (recovery never reads them).
@@ -134,6 +139,7 @@ export class PodSandboxes {
         hostIp: p.host_ip || undefined,
       })),
     });
+    crashPoint('sandbox.run.cni-added');
     return result.ips;
   }
 
@@ -209,6 +215,7 @@ export class PodSandboxes {
     const found = this.ctx.sandboxes.get(id);
     if (!found) return; // CRI: stopping an unknown sandbox succeeds
     await this.containers.stopAllOf(found.id);
+    crashPoint('sandbox.stop.containers-stopped');
     await this.ctx.locks.run(found.id, async () => {
       const rec = this.ctx.sandboxes.get(found.id);
       if (!rec) return;
@@ -260,6 +267,7 @@ export class PodSandboxes {
     const log = logger({ sandbox: rec.id.slice(0, 12) });
     const failed: string[] = [];
     const step = async (name: string, fn: () => Promise<unknown>) => {
+      crashPoint(`sandbox.undo.${name.replace(/ /g, '-')}`);
       try {
         await fn();
       } catch (err) {
@@ -302,6 +310,7 @@ export class PodSandboxes {
       throw internal(`pod sandbox ${rec.id} not fully removed (${failed.join('; ')}); try again`);
     }
     if (rec.phase === 'ready') this.ctx.emit('CONTAINER_DELETED_EVENT', rec.id, rec.id);
+    crashPoint('sandbox.undo.record');
     await this.ctx.sandboxes.delete(rec.id);
     this.ctx.sandboxNames.release(rec.reservedName, rec.id);
   }
@@ -311,6 +320,7 @@ export class PodSandboxes {
     if (rec.networkAttached) {
       await this.ctx.network.tearDown(rec.id, rec.netnsPath);
       rec.networkAttached = false;
+      crashPoint('sandbox.stop.cni-deleted');
     }
     if (rec.netnsPath) {
       await removeNetns(rec.netnsPath);

@@ -17,6 +17,8 @@ export interface TestDaemonOptions {
   args?: string[];
   /** Write a CNI config of our own (unique bridge and subnet) instead of nodelet's default. */
   network?: boolean;
+  /** Extra environment of the first start (e.g. NODELET_TEST_CRASH_AT). */
+  env?: Record<string, string>;
 }
 
 export interface TestDaemon {
@@ -31,8 +33,8 @@ export interface TestDaemon {
   logFile: string;
   /** SIGKILLs the daemon (containers keep running under conmon). */
   kill(): Promise<void>;
-  /** Starts the daemon again on the same state. */
-  restart(): Promise<void>;
+  /** Starts the daemon again on the same state (with `env` added to the test's environment, if given). */
+  restart(opts?: { env?: Record<string, string> }): Promise<void>;
   /** Removes every pod (stop + remove through CRI), stops the daemon, deletes temp dirs and the bridge. */
   cleanup(): Promise<void>;
 }
@@ -41,11 +43,11 @@ async function waitForSocket(socket: string, proc: ChildProcess, logFile: string
   for (let i = 0; i < 400; i++) {
     // The file alone is not enough: a stale socket from a killed daemon exists too.
     if (existsSync(socket) && (await socketAnswers(socket))) return;
-    if (proc.exitCode !== null) break;
+    if (proc.exitCode !== null || proc.signalCode !== null) break;
     await new Promise((r) => setTimeout(r, 50));
   }
   const log = await fsp.readFile(logFile, 'utf8').catch(() => '');
-  throw new Error(`nodelet-cri did not start (exit ${proc.exitCode}):\n${log.slice(-4000)}`);
+  throw new Error(`nodelet-cri did not start (exit ${proc.exitCode ?? proc.signalCode}):\n${log.slice(-4000)}`);
 }
 
 export async function startTestDaemon(opts: TestDaemonOptions = {}): Promise<TestDaemon> {
@@ -72,17 +74,17 @@ export async function startTestDaemon(opts: TestDaemonOptions = {}): Promise<Tes
     '--log-level', 'debug',
     ...(opts.args ?? []),
   ];
-  const spawnDaemon = async () => {
+  const spawnDaemon = async (env?: Record<string, string>) => {
     const out = await fsp.open(logFile, 'a');
     // Run the executable itself, so the node flags of its #! line apply as in production.
-    const proc = spawn(args[0]!, args.slice(1), { stdio: ['ignore', out.fd, out.fd] });
+    const proc = spawn(args[0]!, args.slice(1), { stdio: ['ignore', out.fd, out.fd], env: { ...process.env, ...env } });
     await out.close();
     await waitForSocket(socket, proc, logFile);
     return proc;
   };
   let proc: ChildProcess;
   try {
-    proc = await spawnDaemon();
+    proc = await spawnDaemon(opts.env);
   } catch (err) {
     await fsp.rm(base, { recursive: true, force: true });
     await fsp.rm(runRoot, { recursive: true, force: true });
@@ -97,8 +99,8 @@ export async function startTestDaemon(opts: TestDaemonOptions = {}): Promise<Tes
       proc.kill('SIGKILL');
       await exited;
     },
-    async restart() {
-      proc = await spawnDaemon();
+    async restart(restartOpts) {
+      proc = await spawnDaemon(restartOpts?.env);
       daemon.proc = proc;
       daemon.client = connectCri(socket);
     },
