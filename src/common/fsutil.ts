@@ -61,6 +61,16 @@ export async function ensureDir(dir: string, mode = 0o755): Promise<void> {
 }
 
 /** Removes `dir` and its parents up to `top` (the first directory mkdir created), while they are empty. */
+/** The first directory `mkdir -p dir` would create (the topmost missing one), undefined when dir exists. */
+export async function firstMissingDir(dir: string): Promise<string | undefined> {
+  let missing: string | undefined;
+  for (let cur = path.resolve(dir); !(await pathExists(cur)); cur = path.dirname(cur)) {
+    missing = cur;
+    if (cur === path.dirname(cur)) break;
+  }
+  return missing;
+}
+
 export async function removeEmptyDirsUpTo(dir: string, top: string): Promise<void> {
   let cur = path.resolve(dir);
   const stop = path.resolve(top);

@@ -8,7 +8,7 @@ import type { RuntimeContext } from './context.js';
 import type { ContainerRecord, SandboxRecord } from './records.js';
 import { nowNs, dateToNs } from './records.js';
 import { NodeletError, failedPrecondition, hasCode, internal, invalidArgument, notFound, errorMessage, isKind } from '../common/errors.js';
-import { ensureDir, pathExists, removeEmptyDirsUpTo } from '../common/fsutil.js';
+import { ensureDir, firstMissingDir, pathExists, removeEmptyDirsUpTo } from '../common/fsutil.js';
 import { PRIVATE_DIR, PRIVATE_FILE } from './record-store.js';
 import { checkCommand, checkContainerConfig, checkResources, sysctlFault } from './validation.js';
 import { logger } from '../common/log.js';
@@ -100,6 +100,8 @@ export class Containers {
     return this.ctx.locks.run(id, async () => {
       try {
         rec.logFileIsNew = !(await pathExists(logPath));
+        // Recorded before it is made: recovery of a creation cut short must remove what set-up makes.
+        rec.createdLogDirectory = await firstMissingDir(path.dirname(logPath));
         // Under the pod's lock: RemovePodSandbox either sees this record (and removes the container once
         // this creation is over) or has removed the pod already, which is refused here. No orphans.
         await this.ctx.locks.run(sandbox.id, async () => {
@@ -470,13 +472,23 @@ export class Containers {
         }
         const backend = this.ctx.backend(rec.runtimeHandler);
         if (rec.state === 'CONTAINER_RUNNING' || rec.state === 'CONTAINER_CREATED') {
-          // Exits that happened while we were away are recorded by the exit monitor (or the next
-          // status call) once we serve, so that event subscribers see them.
           const exit = await backend.readExit(rec.id);
-          if (!exit && !(await backend.state(rec.id)) && (await backend.cgroupProcesses(rec.id)).length > 0) {
+          const state = await backend.state(rec.id);
+          if (rec.state === 'CONTAINER_CREATED' && (exit || (state && state.status !== 'created'))) {
+            // A StartContainer cut short after the runtime started the process: it runs (or ran).
+            log.warn('recording the start of a container whose StartContainer was interrupted');
+            rec.state = 'CONTAINER_RUNNING';
+            rec.startedAt = exit ? dateToNs(exit.finishedAt) : nowNs();
+            await this.ctx.containers.put(rec);
+            this.ctx.emit('CONTAINER_STARTED_EVENT', rec.id, rec.sandboxId);
+          }
+          if (exit && rec.state === 'CONTAINER_RUNNING') {
+            // It exited while we were away: recorded now, so that lists are right from the first answer.
+            await this.recordExit(rec, exit.exitCode, exit.finishedAt);
+          } else if (!exit && !state && (await backend.cgroupProcesses(rec.id)).length > 0) {
             // The runtime forgot it but its processes run on: it stays RUNNING (true), and a stop kills them by cgroup.
             log.warn('the runtime has no state for a container whose processes still run; stop or remove kills them');
-          } else if (!exit && !(await backend.state(rec.id))) {
+          } else if (!exit && !state) {
             // The runtime lost it (host reboot): it is not running, and never will be.
             rec.state = 'CONTAINER_EXITED';
             rec.exitCode = 255;
@@ -484,6 +496,8 @@ export class Containers {
             rec.message = 'container was lost while nodelet-cri was not running';
             rec.finishedAt = rec.finishedAt ?? nowNs();
             await this.ctx.containers.put(rec);
+          } else if (rec.state === 'CONTAINER_RUNNING') {
+            await this.refresh(rec); // its monitor was killed with it: nobody will write an exit file
           }
         }
       } catch (err) {

@@ -1,7 +1,7 @@
 // What the sandbox and container services share: stores, locks, backends per runtime handler, network, images.
 import path from 'node:path';
 import { RecordStore } from './record-store.js';
-import { EventBus, type ContainerEventType } from './events.js';
+import { EventBus, type ContainerEventType, type RuntimeEvent } from './events.js';
 import type { SandboxRecord, ContainerRecord } from './records.js';
 import { nowNs } from './records.js';
 import { KeyedLock } from '../common/keyed-lock.js';
@@ -123,17 +123,33 @@ export class RuntimeContext {
     return b;
   }
 
+  /** Events of the start-up recovery, kept until a subscriber can have connected (see releaseEvents). */
+  private held?: RuntimeEvent[];
+
+  holdEvents(): void {
+    this.held = [];
+  }
+
+  /** Publishes what recovery found (exits while the daemon was down) and stops holding. */
+  releaseEvents(): void {
+    const held = this.held ?? [];
+    this.held = undefined;
+    for (const ev of held) this.events.publish(ev);
+  }
+
   /** Publishes a lifecycle event with snapshots of the sandbox and its containers as they are now. */
   emit(type: ContainerEventType, id: string, sandboxId: string): void {
-    if (this.events.subscriberCount === 0) return;
+    if (this.events.subscriberCount === 0 && !this.held) return;
     const sandbox = this.sandboxes.get(sandboxId);
-    this.events.publish({
+    const ev: RuntimeEvent = {
       containerId: id,
       type,
       createdAt: nowNs(),
       sandbox: sandbox ? structuredClone(sandbox) : undefined,
       containers: this.containersOf(sandboxId).filter((c) => c.phase === 'ready').map((c) => structuredClone(c)),
-    });
+    };
+    if (this.held) this.held.push(ev);
+    else this.events.publish(ev);
   }
 
   containersOf(sandboxId: string): ContainerRecord[] {

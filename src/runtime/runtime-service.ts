@@ -86,6 +86,9 @@ export class RuntimeService {
     };
     for (const s of this.ctx.sandboxes.list()) reserve(this.ctx.sandboxNames, s.reservedName, s.id, 'sandbox');
     for (const c of this.ctx.containers.list()) reserve(this.ctx.containerNames, c.reservedName, c.id, 'container');
+    // Recovery records what happened while we were down before we serve (lists are right from the first
+    // answer); its events wait until subscribers can have connected.
+    this.ctx.holdEvents();
     await this.containers.recover();
     await this.sandboxes.recover();
     logger().info({ sandboxes: this.ctx.sandboxes.list().length, containers: this.ctx.containers.list().length }, 'runtime state recovered');
@@ -93,6 +96,8 @@ export class RuntimeService {
 
   /** Starts following exits; call once the daemon serves, so subscribers can see exits found at start. */
   async startMonitoring(): Promise<void> {
+    // A moment after serving starts, as the exit monitor's first sweep: a subscriber connecting at once sees them.
+    setTimeout(() => this.ctx.releaseEvents(), 1000).unref();
     this.monitor = new ExitMonitor({
       exitDir: path.join(this.ctx.runDir, 'exits'),
       runningIds: () => [

@@ -7,7 +7,7 @@ import type { RuntimeContext } from './context.js';
 import type { SandboxRecord } from './records.js';
 import { nowNs } from './records.js';
 import { failedPrecondition, hasCode, internal, invalidArgument, notFound, errorMessage, isKind } from '../common/errors.js';
-import { ensureDir, removeEmptyDirsUpTo } from '../common/fsutil.js';
+import { ensureDir, firstMissingDir, removeEmptyDirsUpTo } from '../common/fsutil.js';
 import { PRIVATE_DIR, PRIVATE_FILE } from './record-store.js';
 import { checkSandboxConfig, sysctlFault } from './validation.js';
 import { logger } from '../common/log.js';
@@ -79,7 +79,9 @@ export class PodSandboxes {
     this.ctx.sandboxNames.reserve(reservedName, id, 'sandbox');
     return this.ctx.locks.run(id, async () => {
       try {
-        // The record exists from the first step so that a crash mid-way is found and undone by recovery.
+        // The record exists from the first step so that a crash mid-way is found and undone by recovery,
+        // naming the log directory set-up will make (the next write of the record is after set-up).
+        if (config.log_directory) rec.createdLogDirectory = await firstMissingDir(config.log_directory);
         await this.ctx.sandboxes.put(rec);
         crashPoint('sandbox.run.record-written');
         await this.setUp(rec, runDir);
