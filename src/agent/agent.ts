@@ -14,6 +14,9 @@ import { apiErrorCode, kubeClientsFromFile, type KubeClients } from './kube-clie
 import { NodeStatusReporter, detectNodeIp } from './node-status.js';
 import { POD_UID_LABEL, type DnsContext } from './pod-spec.js';
 import { PodWorker, type PodWorkerDeps } from './pod-worker.js';
+import { PodCgroups } from './pod-cgroups.js';
+import { qosCgroupPath } from './qos.js';
+import os from 'node:os';
 import { KubeletApiServer } from './kubelet-api/server.js';
 import { MirrorPods, isMirrorPod } from './mirror-pods.js';
 import { KubeVolumeData } from './volumes/sources.js';
@@ -43,6 +46,7 @@ export class Agent {
   private events?: PodEventRecorder;
   private logRotator?: ContainerLogRotator;
   private volumeData?: KubeVolumeData;
+  private podCgroups?: PodCgroups;
 
   constructor(readonly config: AgentConfig) {
     this.log = logger({ component: 'nodelet-agent', node: config.nodeName });
@@ -53,6 +57,7 @@ export class Agent {
   async start(): Promise<void> {
     const version = await this.waitForRuntime();
     this.runtimeName = version.runtime_name;
+    if (this.config.cgroupsPerQOS) this.podCgroups = await PodCgroups.detect(this.log);
     this.log.info({ runtime: `${version.runtime_name}://${version.runtime_version}`, hostIP: this.hostIP }, 'runtime connected');
     if (this.config.kubeconfig && this.config.bootstrapKubeconfig) await this.bootstrap();
     if (this.config.kubeconfig) this.kube = kubeClientsFromFile(this.config.kubeconfig);
@@ -180,6 +185,8 @@ export class Agent {
     await this.apiSource?.stop();
     await this.serviceSource?.stop();
     for (const w of this.workers.values()) w.stop();
+    const root = this.config.cgroupRoot;
+    await this.podCgroups?.removeEmptyQosCgroups([qosCgroupPath(root, 'Burstable'), qosCgroupPath(root, 'BestEffort'), qosCgroupPath(root, 'all')]);
     this.cri.close();
   }
 
@@ -240,6 +247,9 @@ export class Agent {
       finishDeletion: kube ? (pod) => this.finishDeletion(pod) : undefined,
       recordEvent: kube ? (pod, type, reason, message) => (this.events ??= new PodEventRecorder(kube.core, this.config.nodeName, this.log)).record(pod, type, reason, message) : undefined,
       volumeRoot: this.config.root,
+      podCgroups: this.podCgroups,
+      cgroupRoot: this.config.cgroupRoot,
+      memoryCapacity: os.totalmem(),
       volumeData: kube ? (this.volumeData ??= new KubeVolumeData(kube.core)) : undefined,
       onTerminated: (uid) => {
         this.volumeData?.forget(uid);

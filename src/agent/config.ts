@@ -38,6 +38,9 @@ export interface AgentConfig {
   containerLogMaxSizeBytes: number;
   containerLogMaxFiles: number;
   containerLogMonitorIntervalMs: number;
+  /** Pod cgroups under <cgroupRoot>/kubepods[/burstable|/besteffort]/pod<uid> (the kubelet's cgroupsPerQOS, cgroupfs driver). */
+  cgroupsPerQOS: boolean;
+  cgroupRoot: string;
 }
 
 export function defaultAgentConfig(): AgentConfig {
@@ -60,6 +63,8 @@ export function defaultAgentConfig(): AgentConfig {
     containerLogMaxSizeBytes: 10 * 1024 * 1024,
     containerLogMaxFiles: 5,
     containerLogMonitorIntervalMs: 10_000,
+    cgroupsPerQOS: true,
+    cgroupRoot: '/',
   };
 }
 
@@ -86,6 +91,8 @@ const FLAG_OPTIONS = {
   'log-level': { type: 'string' },
   'container-log-max-size': { type: 'string' },
   'container-log-max-files': { type: 'string' },
+  'cgroup-root': { type: 'string' },
+  'cgroups-per-qos': { type: 'string' },
   help: { type: 'boolean' },
 } as const;
 
@@ -105,6 +112,8 @@ export const AGENT_USAGE = `usage: nodelet-agent [flags]
   --kubelet-api-address, --tls-cert-file, --tls-private-key-file, --client-ca-file
   --container-log-max-size Q, --container-log-max-files N   log rotation (default 10Mi, 5; config file:
                              containerLogMaxSize, containerLogMaxFiles, containerLogMonitorInterval)
+  --cgroup-root PATH         pod cgroups go under PATH/kubepods (default /)
+  --cgroups-per-qos BOOL     make the kubepods QoS and pod cgroups (default true)
   --config FILE              KubeletConfiguration-style YAML (flags win)
   --log-level LEVEL`;
 
@@ -169,6 +178,8 @@ function applyConfigFile(cfg: AgentConfig, file: string): void {
   if (doc.logLevel) cfg.logLevel = String(doc.logLevel);
   if (doc.containerLogMaxSize !== undefined) cfg.containerLogMaxSizeBytes = logMaxSize(String(doc.containerLogMaxSize), 'containerLogMaxSize');
   if (doc.containerLogMaxFiles !== undefined) cfg.containerLogMaxFiles = logMaxFiles(String(doc.containerLogMaxFiles), 'containerLogMaxFiles');
+  if (doc.cgroupRoot) cfg.cgroupRoot = String(doc.cgroupRoot);
+  if (doc.cgroupsPerQOS !== undefined) cfg.cgroupsPerQOS = doc.cgroupsPerQOS !== false && String(doc.cgroupsPerQOS) !== 'false';
   if (doc.containerLogMonitorInterval !== undefined) cfg.containerLogMonitorIntervalMs = parseDuration(String(doc.containerLogMonitorInterval), 'containerLogMonitorInterval');
 }
 
@@ -204,6 +215,8 @@ export function parseAgentFlags(argv: string[]): AgentConfig & { help: boolean }
   if (v['log-level']) cfg.logLevel = v['log-level'];
   if (v['container-log-max-size']) cfg.containerLogMaxSizeBytes = logMaxSize(v['container-log-max-size'], '--container-log-max-size');
   if (v['container-log-max-files']) cfg.containerLogMaxFiles = logMaxFiles(v['container-log-max-files'], '--container-log-max-files');
+  if (v['cgroup-root']) cfg.cgroupRoot = v['cgroup-root'];
+  if (v['cgroups-per-qos'] !== undefined) cfg.cgroupsPerQOS = v['cgroups-per-qos'] !== 'false';
   if (!v.help && !cfg.kubeconfig && !cfg.podManifestPath) throw invalidArgument('need --kubeconfig, --pod-manifest-path or both');
   return { ...cfg, help: v.help ?? false };
 }

@@ -2,6 +2,7 @@
 import type { V1Container, V1Pod } from '@kubernetes/client-node';
 import path from 'node:path';
 import { invalidArgument } from '../common/errors.js';
+import { containerLinuxResources, qosClassOf } from './qos.js';
 
 export const POD_UID_LABEL = 'io.kubernetes.pod.uid';
 export const POD_NAME_LABEL = 'io.kubernetes.pod.name';
@@ -84,7 +85,7 @@ export function namespaceOptions(pod: V1Pod): Record<string, string> {
   };
 }
 
-export function sandboxConfigFor(pod: V1Pod, attempt: number, dns: ResolvedDns, logsRoot: string): Record<string, any> {
+export function sandboxConfigFor(pod: V1Pod, attempt: number, dns: ResolvedDns, logsRoot: string, cgroupParent = ''): Record<string, any> {
   const m = pod.metadata!;
   const spec = pod.spec!;
   let hostname = spec.hostNetwork ? '' : (spec.hostname ?? m.name!);
@@ -103,6 +104,7 @@ export function sandboxConfigFor(pod: V1Pod, attempt: number, dns: ResolvedDns, 
     labels: { ...(m.labels ?? {}), [POD_NAME_LABEL]: m.name!, [POD_NAMESPACE_LABEL]: m.namespace!, [POD_UID_LABEL]: m.uid! },
     annotations: { ...(m.annotations ?? {}) },
     linux: {
+      cgroup_parent: cgroupParent,
       security_context: {
         namespace_options: namespaceOptions(pod),
         run_as_user: sc.runAsUser !== undefined ? { value: sc.runAsUser } : undefined,
@@ -218,17 +220,6 @@ export async function resolveEnv(pod: V1Pod, container: V1Container, ctx: EnvCon
 
 export type ContainerKind = 'init' | 'app';
 
-function linuxResources(container: V1Container): Record<string, unknown> {
-  const limits = container.resources?.limits ?? {};
-  const requests = container.resources?.requests ?? {};
-  const res: Record<string, unknown> = { cpu_period: 100_000 };
-  const cpuRequest = requests.cpu ?? limits.cpu;
-  res.cpu_shares = cpuRequest !== undefined ? Math.max(2, Math.floor(parseQuantity(cpuRequest) * 1024)) : 2;
-  if (limits.cpu !== undefined) res.cpu_quota = Math.max(1000, Math.floor(parseQuantity(limits.cpu) * 100_000));
-  if (limits.memory !== undefined) res.memory_limit_in_bytes = Math.floor(parseQuantity(limits.memory));
-  return res;
-}
-
 export function containerConfigFor(
   pod: V1Pod,
   container: V1Container,
@@ -236,6 +227,7 @@ export function containerConfigFor(
   attempt: number,
   env: Map<string, string>,
   mounts: object[] = [],
+  resources: Record<string, number> = containerLinuxResources(container, qosClassOf(pod)),
 ): Record<string, any> {
   const m = pod.metadata!;
   const sc = { ...(pod.spec!.securityContext ?? {}), ...(container.securityContext ?? {}) } as Record<string, any>;
@@ -264,7 +256,7 @@ export function containerConfigFor(
     stdin_once: container.stdinOnce ?? false,
     tty: container.tty ?? false,
     linux: {
-      resources: linuxResources(container),
+      resources,
       security_context: {
         namespace_options: namespaceOptions(pod),
         privileged: sc.privileged ?? false,

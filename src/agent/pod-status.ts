@@ -1,4 +1,6 @@
 // What CRI shows of a pod → the Pod's status as the kubelet writes it. Pure.
+import { qosClassOf } from './qos.js';
+export { qosClassOf };
 import type { V1Container, V1ContainerStatus, V1Pod, V1PodCondition, V1PodStatus } from '@kubernetes/client-node';
 
 export interface ObservedSandbox {
@@ -186,7 +188,7 @@ export function computePodStatus(pod: V1Pod, observed: ObservedPod, ctx: StatusC
     hostIPs: [{ ip: ctx.hostIP }],
     startTime: pod.status?.startTime ? new Date(pod.status.startTime) : apiTime(now.getTime()),
     containerStatuses: appStatuses,
-    qosClass: qosClassOf(pod) as any,
+    qosClass: qosClassOf(pod),
   };
   if (initSpecs.length > 0) status.initContainerStatuses = initStatuses;
   if (podIP) {
@@ -194,22 +196,6 @@ export function computePodStatus(pod: V1Pod, observed: ObservedPod, ctx: StatusC
     status.podIPs = [...new Set(podIPs)].map((ip) => ({ ip }));
   }
   return status;
-}
-
-export function qosClassOf(pod: V1Pod): string {
-  const containers = [...(pod.spec?.initContainers ?? []), ...(pod.spec?.containers ?? [])];
-  let any = false;
-  let guaranteed = true;
-  for (const c of containers) {
-    const limits = c.resources?.limits ?? {};
-    const requests = { ...limits, ...(c.resources?.requests ?? {}) };
-    if (Object.keys(limits).length || Object.keys(c.resources?.requests ?? {}).length) any = true;
-    for (const r of ['cpu', 'memory']) {
-      if (limits[r] === undefined || String(requests[r]) !== String(limits[r])) guaranteed = false;
-    }
-  }
-  if (!any) return 'BestEffort';
-  return guaranteed ? 'Guaranteed' : 'Burstable';
 }
 
 /** Stable text of a status for change detection (Dates and strings compare alike). */

@@ -6,6 +6,8 @@ import type { CriClient } from './cri-client.js';
 import { runLifecycleHook } from './hooks.js';
 import { serviceEnv } from './service-env.js';
 import { PodProbes, type ProbeKind, type RunningContainer } from './probes/pod-probes.js';
+import { containerLinuxResources, podCgroupLimits, podCgroupParent, qosClassOf, type QosClass } from './qos.js';
+import type { PodCgroups } from './pod-cgroups.js';
 import { containerMountsFor } from './volumes/container-mounts.js';
 import { PodVolumes, VolumeSetUpError, type MountedVolume } from './volumes/pod-volumes.js';
 import { noVolumeData, type VolumeDataSource } from './volumes/sources.js';
@@ -56,6 +58,11 @@ export interface PodWorkerDeps {
   volumeData?: VolumeDataSource;
   /** How often configMap/secret/downwardAPI/projected volumes are re-read (default 3 s). */
   volumeRefreshMs?: number;
+  /** Pod cgroups under <cgroupRoot>/kubepods (absent: the runtime's default parent). */
+  podCgroups?: PodCgroups;
+  cgroupRoot?: string;
+  /** The node's memory, for a Burstable container's oom_score_adj. */
+  memoryCapacity?: number;
 }
 
 interface PendingKill {
@@ -310,7 +317,12 @@ export class PodWorker {
   }
 
   private sandboxConfig(pod: V1Pod, attempt: number): Record<string, any> {
-    return sandboxConfigFor(pod, attempt, podDns(pod, this.deps.dns()), this.deps.podLogsDir);
+    return sandboxConfigFor(pod, attempt, podDns(pod, this.deps.dns()), this.deps.podLogsDir, this.cgroupParent(pod));
+  }
+
+  /** `/kubepods/burstable/pod<uid>` as the kubelet names it; '' (the runtime's default) without pod cgroups. */
+  private cgroupParent(pod: V1Pod, qos: QosClass = qosClassOf(pod)): string {
+    return this.deps.podCgroups ? podCgroupParent(this.deps.cgroupRoot ?? '/', qos, this.uid) : '';
   }
 
   private async createSandbox(pod: V1Pod, observed: ObservedPod): Promise<ObservedPod> {
@@ -321,6 +333,7 @@ export class PodWorker {
     }
     const attempt = observed.sandboxes.reduce((n, s) => Math.max(n, s.attempt + 1), 0);
     const config = this.sandboxConfig(pod, attempt);
+    if (this.deps.podCgroups) await this.deps.podCgroups.ensure(config.linux.cgroup_parent, podCgroupLimits(pod, qosClassOf(pod)));
     const { mkdir } = await import('node:fs/promises');
     await mkdir(config.log_directory, { recursive: true });
     this.log.info({ attempt }, 'running pod sandbox');
@@ -440,7 +453,7 @@ export class PodWorker {
       } catch (err) {
         throw new ContainerWaiting('CreateContainerConfigError', errorMessage(err));
       }
-      const config = containerConfigFor(pod, c, kind, attempt, env, mounts);
+      const config = containerConfigFor(pod, c, kind, attempt, env, mounts, containerLinuxResources(c, qosClassOf(pod), this.deps.memoryCapacity));
       let containerId: string;
       try {
         ({ container_id: containerId } = await cri.runtime('CreateContainer', { pod_sandbox_id: sandbox.id, config, sandbox_config: sandboxConfig }));
@@ -583,6 +596,12 @@ export class PodWorker {
       await cri.runtime('RemovePodSandbox', { pod_sandbox_id: s.id });
     }
     await this.volumes?.tearDown().catch((err) => this.log.warn({ err: errorMessage(err) }, 'volume tear-down failed'));
+    if (this.deps.podCgroups) {
+      // Every QoS path: an orphan's spec is not known, so neither is its class.
+      for (const qos of ['Guaranteed', 'Burstable', 'BestEffort'] as const) {
+        await this.deps.podCgroups.remove(this.cgroupParent(pod, qos)).catch((err) => this.log.warn({ err: errorMessage(err) }, 'pod cgroup not removed'));
+      }
+    }
     if (!this.removed && this.deps.finishDeletion) await this.deps.finishDeletion(pod);
     this.finished = true;
     clearTimeout(this.timer);

@@ -4,6 +4,7 @@
 // like the real one, MicroTime fields (Lease, Event) refused unless they carry exactly six fractional digits; like
 // the node authorizer, a GET of a pod not bound to a node, or of a secret or config map no bound pod names, refused
 // (403), and secrets and config maps never listed or watched.
+import { computeQosClass } from '../../src/agent/qos.js';
 import https from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { randomBytes, randomUUID } from 'node:crypto';
@@ -263,7 +264,7 @@ export async function startTestApiServer(opts: { bookmarkIntervalMs?: number } =
         c.terminationMessagePath ??= '/dev/termination-log';
         c.terminationMessagePolicy ??= 'File';
       }
-      obj.status = { phase: 'Pending', qosClass: 'BestEffort' };
+      obj.status = { phase: 'Pending', qosClass: computeQosClass(obj) };
     }
     return save(resource, obj, 'ADDED');
   }

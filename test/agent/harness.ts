@@ -6,6 +6,9 @@ import path from 'node:path';
 import { Agent } from '../../src/agent/agent.js';
 import { defaultAgentConfig, type AgentConfig } from '../../src/agent/config.js';
 import { unmountAllUnder } from '../../src/agent/volumes/tmpfs.js';
+import { PodCgroups } from '../../src/agent/pod-cgroups.js';
+import { logger } from '../../src/common/log.js';
+import { randomBytes } from 'node:crypto';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import { startTestContainerd, type TestContainerd } from '../helpers/containerd.js';
 import { useRegistries, type Registries } from '../helpers/registries.js';
@@ -66,10 +69,13 @@ export async function startAgentHarness(opts: AgentHarnessOptions): Promise<Agen
   let base: string | undefined;
   let agent: Agent | undefined;
 
+  // Pod cgroups of this run under a root of its own, removed at the end.
+  const cgroupRoot = `/nodelet-agent-test-${randomBytes(3).toString('hex')}`;
   const close = async (): Promise<void> => {
     await agent?.stop();
     await daemon?.cleanup();
     await containerd?.cleanup();
+    await (await PodCgroups.detect(logger({ component: 'test' }))).remove(cgroupRoot).catch(() => undefined);
     await api?.close();
     await reg?.stop();
     if (base) {
@@ -103,6 +109,7 @@ export async function startAgentHarness(opts: AgentHarnessOptions): Promise<Agen
       podLogsDir: path.join(base, 'pods'),
       kubeletApiAddress: '127.0.0.1:0', // its own free port: parallel runs must not collide on 10250
       podResyncMs: 300,
+      cgroupRoot,
       ...(manifests ? { podManifestPath: manifests, manifestPollMs: 300 } : {}),
       ...(api ? { kubeconfig: api.kubeconfigPath, leaseRenewSeconds: 1, nodeStatusReportSeconds: 5 } : {}),
       ...overrides,
