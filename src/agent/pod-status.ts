@@ -1,5 +1,5 @@
 // What CRI shows of a pod → the Pod's status as the kubelet writes it. Pure.
-import { qosClassOf } from './qos.js';
+import { isSidecar, qosClassOf } from './qos.js';
 export { qosClassOf };
 import type { V1Container, V1ContainerStatus, V1Pod, V1PodCondition, V1PodStatus } from '@kubernetes/client-node';
 
@@ -121,11 +121,18 @@ function containerStatus(spec: V1Container, history: ObservedContainer[] | undef
   return status;
 }
 
-export function podPhase(pod: V1Pod, init: V1ContainerStatus[], app: V1ContainerStatus[]): string {
-  const initDone = init.every((s) => s.state?.terminated?.exitCode === 0);
+/** Initialized: every regular init container succeeded and every sidecar runs and started — or the app containers were already created. */
+export function initializedFrom(pod: V1Pod, init: V1ContainerStatus[], app: V1ContainerStatus[]): boolean {
+  if (app.some((s) => s.containerID || s.lastState?.terminated)) return true;
+  const specs = pod.spec?.initContainers ?? [];
+  return init.every((s, i) => (specs[i] && isSidecar(specs[i]) ? Boolean(s.state?.running && s.started) : s.state?.terminated?.exitCode === 0));
+}
+
+export function podPhase(pod: V1Pod, init: V1ContainerStatus[], app: V1ContainerStatus[], initDone = initializedFrom(pod, init, app)): string {
   const restartPolicy = pod.spec?.restartPolicy ?? 'Always';
   if (!initDone) {
-    const failedInit = init.some((s) => s.state?.terminated && s.state.terminated.exitCode !== 0);
+    const specs = pod.spec?.initContainers ?? [];
+    const failedInit = init.some((s, i) => !(specs[i] && isSidecar(specs[i])) && s.state?.terminated && s.state.terminated.exitCode !== 0);
     return failedInit && restartPolicy === 'Never' ? 'Failed' : 'Pending';
   }
   let running = 0;
@@ -159,10 +166,14 @@ export function computePodStatus(pod: V1Pod, observed: ObservedPod, ctx: StatusC
   const spec = pod.spec!;
   const initSpecs = spec.initContainers ?? [];
   const initStatuses = initSpecs.map((c) => containerStatus(c, byName.get(c.name), ctx, 'PodInitializing'));
-  for (const s of initStatuses) s.ready = s.state?.terminated?.exitCode === 0;
-  const initDone = initStatuses.every((s) => s.state?.terminated?.exitCode === 0);
+  // A sidecar is ready while it runs and its probes say so; a regular init container once it succeeded.
+  initSpecs.forEach((c, i) => {
+    if (!isSidecar(c)) initStatuses[i].ready = initStatuses[i].state?.terminated?.exitCode === 0;
+  });
+  const created = spec.containers.some((c) => byName.has(c.name));
+  const initDone = created || initializedFrom(pod, initStatuses, []);
   const appStatuses = spec.containers.map((c) => containerStatus(c, byName.get(c.name), ctx, initDone ? 'ContainerCreating' : 'PodInitializing'));
-  let phase = podPhase(pod, initStatuses, appStatuses);
+  let phase = podPhase(pod, initStatuses, appStatuses, initDone);
   if (ctx.deleted && phase !== 'Succeeded' && phase !== 'Failed') {
     // As the kubelet reports a pod it stopped for deletion, so controllers see it finished.
     phase = appStatuses.every((s) => s.state?.terminated?.exitCode === 0) ? 'Succeeded' : 'Failed';

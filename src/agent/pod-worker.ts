@@ -8,6 +8,8 @@ import { serviceEnv } from './service-env.js';
 import { PodProbes, type ProbeKind, type RunningContainer } from './probes/pod-probes.js';
 import { containerLinuxResources, podCgroupLimits, podCgroupParent, qosClassOf, type QosClass } from './qos.js';
 import type { PodCgroups } from './pod-cgroups.js';
+import { computePodActions, terminationOrder } from './pod-actions.js';
+import { isSidecar } from './qos.js';
 import { containerMountsFor } from './volumes/container-mounts.js';
 import { PodVolumes, VolumeSetUpError, type MountedVolume } from './volumes/pod-volumes.js';
 import { noVolumeData, type VolumeDataSource } from './volumes/sources.js';
@@ -197,34 +199,16 @@ export class PodWorker {
     }
     const sandbox = observed.sandbox!;
     const byName = containersByName(observed);
-    const restartPolicy = pod.spec!.restartPolicy ?? 'Always';
-    let initDone = true;
-    for (const c of pod.spec!.initContainers ?? []) {
-      const [cur] = byName.get(c.name) ?? [];
-      if (!cur) {
-        await this.startContainer(pod, c, 'init', 0, sandbox);
-        initDone = false;
-        break;
-      }
-      if (cur.state !== 'CONTAINER_EXITED') {
-        initDone = false;
-        break;
-      }
-      if (cur.exitCode === 0) continue;
-      initDone = false;
-      if (restartPolicy !== 'Never') await this.maybeRestart(pod, c, 'init', cur, sandbox);
-      break;
+    const actions = computePodActions(pod, byName, { probed: (spec, id) => this.probes.statusOf(spec, id) });
+    for (const name of actions.settled) this.waiting.delete(name);
+    for (const a of actions.start) {
+      if (a.previous) await this.maybeRestart(pod, a.spec, a.kind, a.previous, sandbox);
+      else await this.startContainer(pod, a.spec, a.kind, 0, sandbox);
     }
-    if (initDone) {
-      for (const c of pod.spec!.containers) {
-        const [cur] = byName.get(c.name) ?? [];
-        if (!cur) await this.startContainer(pod, c, 'app', 0, sandbox);
-        else if (cur.state === 'CONTAINER_EXITED') {
-          const restart = restartPolicy === 'Always' || (restartPolicy === 'OnFailure' && cur.exitCode !== 0);
-          if (restart) await this.maybeRestart(pod, c, 'app', cur, sandbox);
-          else this.waiting.delete(c.name);
-        } else if (cur.state === 'CONTAINER_RUNNING') this.waiting.delete(c.name);
-      }
+    for (const k of actions.killSidecars) {
+      this.log.info({ container: k.spec.name }, 'stopping sidecar: the app containers are done');
+      this.deps.recordEvent?.(pod, 'Normal', 'Killing', `Stopping container ${k.spec.name}`);
+      await this.killContainer(pod, k.spec, k.containerId, this.podIP, pod.spec?.terminationGracePeriodSeconds ?? 30, 'sidecar');
     }
     await this.removeOldAttempts(byName);
     const after = await this.observe();
@@ -530,7 +514,7 @@ export class PodWorker {
     this.podIP = pod.spec?.hostNetwork ? this.deps.hostIP : (sandbox?.ip ?? '');
     const byName = containersByName(observed);
     const running: RunningContainer[] = [];
-    for (const spec of pod.spec!.containers) {
+    for (const spec of [...(pod.spec!.initContainers ?? []).filter(isSidecar), ...pod.spec!.containers]) {
       const [cur] = byName.get(spec.name) ?? [];
       if (cur?.state === 'CONTAINER_RUNNING' && !this.pendingKills.has(cur.id)) running.push({ spec, id: cur.id, startedAtMs: cur.startedAt / 1e6 });
     }
@@ -541,7 +525,7 @@ export class PodWorker {
   private async killUnhealthy(pod: V1Pod): Promise<void> {
     for (const [containerId, kill] of [...this.pendingKills]) {
       this.pendingKills.delete(containerId);
-      const spec = pod.spec!.containers.find((c) => c.name === kill.name);
+      const spec = [...pod.spec!.containers, ...(pod.spec!.initContainers ?? [])].find((c) => c.name === kill.name);
       if (!spec) continue;
       this.log.info({ container: kill.name, probe: kill.reason }, 'killing unhealthy container');
       this.deps.recordEvent?.(pod, 'Normal', 'Killing', kill.message);
@@ -583,13 +567,18 @@ export class PodWorker {
     }
     const podIP = pod.spec?.hostNetwork ? this.deps.hostIP : (observed.sandbox?.ip ?? '');
     const specs = [...(pod.spec?.initContainers ?? []), ...(pod.spec?.containers ?? [])];
-    await Promise.all(
-      running.map((c) =>
-        c.state === 'CONTAINER_RUNNING'
-          ? this.killContainer(pod, specs.find((s) => s.name === c.name), c.id, podIP, grace, 'deletion')
-          : cri.runtime('StopContainer', { container_id: c.id, timeout: grace }, { deadlineMs: (grace + 30) * 1000 }),
-      ),
-    );
+    // App containers first, then the sidecars, last started first, each with what is left of the grace period.
+    const deadline = Date.now() + grace * 1000;
+    for (const wave of terminationOrder(pod, running)) {
+      const left = Math.max(MIN_GRACE_SECONDS, Math.ceil((deadline - Date.now()) / 1000));
+      await Promise.all(
+        wave.map((c) =>
+          c.state === 'CONTAINER_RUNNING'
+            ? this.killContainer(pod, specs.find((s) => s.name === c.name), c.id, podIP, left, 'deletion')
+            : cri.runtime('StopContainer', { container_id: c.id, timeout: left }, { deadlineMs: (left + 30) * 1000 }),
+        ),
+      );
+    }
     if (!this.removed && this.deps.finishDeletion && !this.reportedDeleted) await this.reportDeleted(pod);
     for (const s of observed.sandboxes) {
       await cri.runtime('StopPodSandbox', { pod_sandbox_id: s.id });
