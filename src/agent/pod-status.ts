@@ -149,6 +149,9 @@ export function podPhase(pod: V1Pod, init: V1ContainerStatus[], app: V1Container
   }
   if (waiting > 0) return 'Pending';
   if (running > 0) return 'Running';
+  // Sidecars still running are being stopped after the app containers: the pod is not done until they are.
+  const specs = pod.spec?.initContainers ?? [];
+  if (init.some((s, i) => specs[i] && isSidecar(specs[i]) && s.state?.running)) return 'Running';
   if (restartPolicy === 'Always') return 'Running';
   if (restartPolicy === 'OnFailure') return failed > 0 ? 'Running' : 'Succeeded';
   return failed > 0 ? 'Failed' : 'Succeeded';

@@ -212,6 +212,8 @@ export class PodWorker {
     }
     await this.removeOldAttempts(byName);
     const after = await this.observe();
+    // App containers that finished during this sync leave sidecars to stop: at once, not at the next resync.
+    if (computePodActions(pod, containersByName(after), { probed: (spec, id) => this.probes.statusOf(spec, id) }).killSidecars.length) this.again = true;
     this.syncProbes(pod, after);
     const status = await this.report(pod, after);
     if (TERMINAL.has(status.phase ?? '')) {

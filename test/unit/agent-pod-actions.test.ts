@@ -78,6 +78,8 @@ test('status with sidecars: Initialized while they run, phase from the app conta
   st = computePodStatus(p, toObserved({ setup: 0, proxy: 'run', migrate: 'run' }), ctx);
   assert.equal(st.phase, 'Pending');
   assert.equal(st.conditions!.find((x) => x.type === 'Initialized')!.status, 'False');
+  st = computePodStatus(p, toObserved({ setup: 0, proxy: 'run', migrate: 0, logs: 'run', app: 0, web: 0 }), ctx);
+  assert.equal(st.phase, 'Running', 'not done while its sidecars are being stopped');
   st = computePodStatus(p, toObserved({ setup: 0, proxy: 143, migrate: 0, logs: 143, app: 0, web: 0 }), ctx);
   assert.equal(st.phase, 'Succeeded', 'sidecars stopped by the kubelet do not fail the pod');
   st = computePodStatus(p, toObserved({ setup: 0, proxy: 0, migrate: 0, logs: 0, app: 0, web: 3 }), ctx);
