@@ -102,3 +102,24 @@ test('a BestEffort pod runs under kubepods/besteffort; a Guaranteed one directly
   api.remove('pods', NS, 'gu', 2);
   await waitFor('pods gone', async () => !api.get('pods', NS, 'be') && !api.get('pods', NS, 'gu'), 30_000);
 });
+
+test('a container over its memory limit is OOM-killed: lastState OOMKilled, exit 137, restarted', async () => {
+  api.create('pods', podManifest('hog', {
+    containers: [{
+      name: 'hog', image: h.busybox, imagePullPolicy: 'IfNotPresent',
+      // The shell holds 64 MiB of output in a variable: past the 24 MiB limit.
+      command: ['sh', '-c', 'echo starting; a=$(head -c 67108864 /dev/zero | tr "\\000" x); echo survived; sleep 3600'],
+      resources: { limits: { memory: '24Mi' }, requests: { memory: '24Mi' } },
+    }],
+  }));
+  const pod = await waitPod('hog', 'restarted after an OOM kill', (p) => {
+    const s = p.status?.containerStatuses?.[0];
+    return s?.restartCount >= 1 && s.lastState?.terminated;
+  }, 30_000);
+  const s = pod.status.containerStatuses[0];
+  assert.equal(s.lastState.terminated.reason, 'OOMKilled', JSON.stringify(s.lastState));
+  assert.equal(s.lastState.terminated.exitCode, 137);
+  assert.equal(pod.status.qosClass, 'Burstable');
+  api.remove('pods', NS, 'hog', 2);
+  await waitFor('hog gone', async () => !api.get('pods', NS, 'hog'), 30_000);
+});
