@@ -406,7 +406,10 @@ class Lane {
           await this.assertImagesReal(`${kp.step} (pulled again)`);
         }
         await this.removeImages();
-        assert.deepEqual(await this.imageState(), { listed: [], records: [], blobs: [], layers: [], scratch: [] }, `after a kill at ${kp.step}, removing every image leaves nothing`);
+        // A removed layer's tree is deleted in the background (from layers/tmp): wait for it, bounded.
+        const empty = { listed: [], records: [], blobs: [], layers: [], scratch: [] };
+        await waitFor('the removed images to be gone', async () => JSON.stringify(await this.imageState()) === JSON.stringify(empty), 10_000).catch(() => undefined);
+        assert.deepEqual(await this.imageState(), empty, `after a kill at ${kp.step}, removing every image leaves nothing`);
       }
       await this.assertListedIsReal(kp.step);
       await this.removeEverything();
