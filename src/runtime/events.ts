@@ -1,5 +1,6 @@
 // Container lifecycle events for GetContainerEvents (the kubelet's evented PLEG). Publishing never
-// waits on a subscriber: each has a bounded queue, and one that falls too far behind is cut off alone.
+// waits on a subscriber: each has a queue bounded in events and in bytes, and one that falls too far
+// behind is cut off alone.
 import type { ContainerRecord, SandboxRecord } from './records.js';
 
 export type ContainerEventType =
@@ -20,8 +21,23 @@ export interface RuntimeEvent {
 
 export class SubscriberOverflow extends Error {}
 
+/** Events a subscriber may have waiting. */
+export const EVENT_QUEUE_LIMIT = 4096;
+/** Bytes a subscriber may have waiting: each event carries its pod's records, which annotations can make ~1 MB. */
+export const EVENT_QUEUE_BYTES = 32 * 1024 * 1024;
+
+/** About how much memory an event holds (its snapshots' JSON length); measured once per event, not per subscriber. */
+export function eventSize(ev: RuntimeEvent): number {
+  try {
+    return JSON.stringify(ev).length;
+  } catch {
+    return 0;
+  }
+}
+
 export class EventSubscription {
-  private readonly queue: RuntimeEvent[] = [];
+  private readonly queue: Array<{ ev: RuntimeEvent; size: number }> = [];
+  private queuedBytes = 0;
   private waiter?: (ev: RuntimeEvent | undefined) => void;
   private closed = false;
   overflowed = false;
@@ -29,9 +45,10 @@ export class EventSubscription {
   constructor(
     private readonly limit: number,
     private readonly onClose: (s: EventSubscription) => void,
+    private readonly byteLimit = EVENT_QUEUE_BYTES,
   ) {}
 
-  push(ev: RuntimeEvent): void {
+  push(ev: RuntimeEvent, size = eventSize(ev)): void {
     if (this.closed) return;
     if (this.waiter) {
       const w = this.waiter;
@@ -39,26 +56,38 @@ export class EventSubscription {
       w(ev);
       return;
     }
-    if (this.queue.length >= this.limit) {
+    if (this.queue.length >= this.limit || this.queuedBytes + size > this.byteLimit) {
       this.overflowed = true;
       this.close();
       return;
     }
-    this.queue.push(ev);
+    this.queue.push({ ev, size });
+    this.queuedBytes += size;
   }
 
   /** The next event, or undefined once closed (check `overflowed` to know why). */
   next(): Promise<RuntimeEvent | undefined> {
-    const ev = this.queue.shift();
-    if (ev) return Promise.resolve(ev);
+    const item = this.queue.shift();
+    if (item) {
+      this.queuedBytes -= item.size;
+      return Promise.resolve(item.ev);
+    }
     if (this.closed) return Promise.resolve(undefined);
     return new Promise((resolve) => (this.waiter = resolve));
+  }
+
+  /** Bytes of the events waiting (as eventSize measures them). */
+  get pendingBytes(): number {
+    return this.queuedBytes;
   }
 
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.queue.length = this.overflowed ? 0 : this.queue.length;
+    if (this.overflowed) {
+      this.queue.length = 0;
+      this.queuedBytes = 0;
+    }
     this.onClose(this);
     const w = this.waiter;
     this.waiter = undefined;
@@ -69,8 +98,8 @@ export class EventSubscription {
 export class EventBus {
   private readonly subscribers = new Set<EventSubscription>();
 
-  subscribe(limit = 4096): EventSubscription {
-    const sub = new EventSubscription(limit, (s) => this.subscribers.delete(s));
+  subscribe(limit = EVENT_QUEUE_LIMIT, byteLimit = EVENT_QUEUE_BYTES): EventSubscription {
+    const sub = new EventSubscription(limit, (s) => this.subscribers.delete(s), byteLimit);
     this.subscribers.add(sub);
     return sub;
   }
@@ -80,6 +109,8 @@ export class EventBus {
   }
 
   publish(ev: RuntimeEvent): void {
-    for (const sub of this.subscribers) sub.push(ev);
+    if (this.subscribers.size === 0) return;
+    const size = eventSize(ev);
+    for (const sub of this.subscribers) sub.push(ev, size);
   }
 }
