@@ -440,7 +440,8 @@ const pulls: KillPoint[] = ['pull.blob-fetched', 'pull.mid-unpack', 'pull.before
   trigger: (lane) => lane.d.client.image('PullImage', { image: { image: BUSYBOX } }),
 }));
 
-const runPodSandbox: KillPoint[] = ['sandbox.run.record-written', 'sandbox.run.netns-created', 'sandbox.run.cni-added', 'sandbox.run.infra-created', 'sandbox.run.before-ready'].map((step) => ({
+// runc.create.conmon-launched: the infra's conmon was just started and goes on creating it while the daemon is dead.
+const runPodSandbox: KillPoint[] = ['sandbox.run.record-written', 'sandbox.run.netns-created', 'runc.create.conmon-launched', 'sandbox.run.cni-added', 'sandbox.run.infra-created', 'sandbox.run.before-ready'].map((step) => ({
   step,
   title: `RunPodSandbox killed at ${step}: the half-made sandbox is undone at restart`,
   trigger: (lane) => lane.d.client.runtime('RunPodSandbox', { config: lane.podConfig(step.replace(/\./g, '-')) }),

@@ -19,6 +19,7 @@ import {
   notFound,
 } from '../../common/errors.js';
 import { logger, type Logger } from '../../common/log.js';
+import { crashPoint } from '../../common/crash-point.js';
 import { openAttach, type AttachOptions, type AttachSession } from './attach.js';
 
 export type { AttachSession };
@@ -357,6 +358,7 @@ export class RuncBackend {
       buffer: false,
       reject: false,
     });
+    crashPoint('runc.create.conmon-launched');
     void child.then(undefined, () => undefined);
     const syncPipe = child.stdio[3] as Readable;
     let stderr = '';
