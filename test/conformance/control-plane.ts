@@ -4,12 +4,12 @@
 import { randomBytes } from 'node:crypto';
 import { promises as fsp, readFileSync } from 'node:fs';
 import https from 'node:https';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import YAML from 'yaml';
 import { run, spawnChild } from '../../src/common/exec.js';
+import { freePort, stopChild } from '../helpers/registries.js';
 import { findTools, type Tools } from './tools.js';
 
 export interface ControlPlaneOptions {
@@ -80,32 +80,7 @@ const STOP_TIMEOUT_MS = 10_000;
 
 type Child = ReturnType<typeof spawnChild>;
 
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
-async function stopChild(child: Child): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = child.then(() => undefined, () => undefined);
-  child.kill('SIGTERM');
-  const timer = new AbortController();
-  const timedOut = await Promise.race([
-    exited.then(() => false),
-    sleep(STOP_TIMEOUT_MS, true, { signal: timer.signal }).catch(() => false),
-  ]);
-  timer.abort();
-  if (timedOut) {
-    child.kill('SIGKILL');
-    await exited;
-  }
-}
 
 function ecKeyArgs(): string[] {
   return ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
@@ -222,7 +197,7 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
     if (stopped) return;
     stopped = true;
     // Reverse order: controllers first, etcd last.
-    for (const { child } of [...children].reverse()) await stopChild(child).catch(() => undefined);
+    for (const { child } of [...children].reverse()) await stopChild(child, STOP_TIMEOUT_MS).catch(() => undefined);
     await fsp.rm(dir, { recursive: true, force: true }).catch(() => undefined);
   };
 

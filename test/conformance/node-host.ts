@@ -4,12 +4,12 @@
 // real kubelet or nodelet-agent — with every directory, port and cgroup of its own.
 import { randomBytes } from 'node:crypto';
 import { existsSync, promises as fsp } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import YAML from 'yaml';
 import { run, spawnChild } from '../../src/common/exec.js';
+import { freePort, stopChild } from '../helpers/registries.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import type { ControlPlane } from './control-plane.js';
 import type { Cleanup } from './cleanup.js';
@@ -43,32 +43,7 @@ export interface NodeUnderTest {
   exited(): string | undefined;
 }
 
-export async function freePort(host = '127.0.0.1'): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, host, () => resolve());
-  });
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
-async function stopChild(child: Child, timeoutMs = 15_000): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = child.then(() => undefined, () => undefined);
-  child.kill('SIGTERM');
-  const timer = new AbortController();
-  const timedOut = await Promise.race([
-    exited.then(() => false),
-    sleep(timeoutMs, true, { signal: timer.signal }).catch(() => false),
-  ]);
-  timer.abort();
-  if (timedOut) {
-    child.kill('SIGKILL');
-    await exited;
-  }
-}
 
 async function tail(file: string, lines: number): Promise<string> {
   const text = await fsp.readFile(file, 'utf8').catch(() => '');
@@ -424,7 +399,7 @@ export async function startKubelet(
     `--node-ip=${address.ip}`,
     '--v=2',
   ], dirs.log);
-  cleanup.add('stop the kubelet', () => stopChild(child));
+  cleanup.add('stop the kubelet', () => stopChild(child, 15_000));
   return {
     kind: 'kubelet',
     name: nodeName,
@@ -463,7 +438,7 @@ export async function startAgent(
     '--client-ca-file', cp.caPath,
     '--log-level', 'debug',
   ], dirs.log);
-  cleanup.add('stop nodelet-agent', () => stopChild(child));
+  cleanup.add('stop nodelet-agent', () => stopChild(child, 15_000));
   return {
     kind: 'nodelet-agent',
     name: nodeName,

@@ -49,25 +49,27 @@ export interface RegistryProcess {
   logPath: string;
 }
 
-export async function freePort(): Promise<number> {
+/** A TCP port free on `host` right now (tests bind their own servers to it next). */
+export async function freePort(host = '127.0.0.1'): Promise<number> {
   const server = net.createServer();
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
+    server.listen(0, host, () => resolve());
   });
   const port = (server.address() as net.AddressInfo).port;
   await new Promise<void>((resolve) => server.close(() => resolve()));
   return port;
 }
 
-export async function stopChild(child: Child): Promise<void> {
+/** SIGTERM, then SIGKILL after `timeoutMs`; resolves once the child has exited. */
+export async function stopChild(child: Child, timeoutMs = STOP_TIMEOUT_MS): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = child.then(() => undefined, () => undefined);
   child.kill('SIGTERM');
   const timer = new AbortController();
   const timedOut = await Promise.race([
     exited.then(() => false),
-    sleep(STOP_TIMEOUT_MS, true, { signal: timer.signal }).catch(() => false),
+    sleep(timeoutMs, true, { signal: timer.signal }).catch(() => false),
   ]);
   timer.abort();
   if (timedOut) {
