@@ -13,6 +13,7 @@ import { PRIVATE_DIR, PRIVATE_FILE } from './record-store.js';
 import { checkCommand, checkContainerConfig, checkResources, sysctlFault } from './validation.js';
 import { logger } from '../common/log.js';
 import { crashPoint } from '../common/crash-point.js';
+import { undoSteps } from './undo-steps.js';
 import { mountOverlay, unmountIfMounted } from './mounts.js';
 import { reportUnsupportedSecurity } from './host-security.js';
 import { readLocalhostSeccompProfile } from './seccomp-profile.js';
@@ -357,17 +358,7 @@ export class Containers {
    */
   async destroy(rec: ContainerRecord, opts: { force?: boolean } = {}): Promise<void> {
     const log = logger({ container: rec.id.slice(0, 12) });
-    const failed: string[] = [];
-    const step = async (name: string, fn: () => Promise<unknown>) => {
-      crashPoint(`container.undo.${name.replace(/ /g, '-')}`);
-      try {
-        await fn();
-        crashPoint(`container.undo.${name.replace(/ /g, '-')}.done`);
-      } catch (err) {
-        failed.push(`${name}: ${errorMessage(err)}`);
-        log.error({ step: name, err: errorMessage(err) }, 'undo step failed; going on with the others');
-      }
-    };
+    const { step, failed } = undoSteps('container', log);
     const backend = this.ctx.backends.get(rec.runtimeHandler);
     if (rec.state !== 'CONTAINER_EXITED') await step('stop', async () => backend && (await backend.stop(rec.id, 0, 'SIGKILL').catch(() => undefined)));
     // The process is gone: the runtime's state, the rootfs and the image volumes can go at the same time.

@@ -12,6 +12,7 @@ import { PRIVATE_DIR, PRIVATE_FILE } from './record-store.js';
 import { checkSandboxConfig, sysctlFault } from './validation.js';
 import { logger } from '../common/log.js';
 import { crashPoint } from '../common/crash-point.js';
+import { undoSteps } from './undo-steps.js';
 import { mountOverlay, mountTmpfs, unmountIfMounted } from './mounts.js';
 import { reportUnsupportedSecurity } from './host-security.js';
 import { readLocalhostSeccompProfile } from './seccomp-profile.js';
@@ -267,16 +268,7 @@ export class PodSandboxes {
    */
   async destroy(rec: SandboxRecord, opts: { force?: boolean } = {}): Promise<void> {
     const log = logger({ sandbox: rec.id.slice(0, 12) });
-    const failed: string[] = [];
-    const step = async (name: string, fn: () => Promise<unknown>) => {
-      crashPoint(`sandbox.undo.${name.replace(/ /g, '-')}`);
-      try {
-        await fn();
-      } catch (err) {
-        failed.push(`${name}: ${errorMessage(err)}`);
-        log.error({ step: name, err: errorMessage(err) }, 'undo step failed; going on with the others');
-      }
-    };
+    const { step, failed } = undoSteps('sandbox', log);
     const backend = this.ctx.backends.get(rec.runtimeHandler);
     await step('stop infra', async () => backend && (await backend.stop(rec.id, 0, 'SIGKILL').catch(() => undefined)));
     await step('delete infra', async () => backend?.delete(rec.id));
