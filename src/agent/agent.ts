@@ -250,6 +250,7 @@ export class Agent {
       podCgroups: this.podCgroups,
       cgroupRoot: this.config.cgroupRoot,
       memoryCapacity: os.totalmem(),
+      nodeCapacity: { cpu: os.cpus().length, memory: os.totalmem() },
       volumeData: kube ? (this.volumeData ??= new KubeVolumeData(kube.core)) : undefined,
       onTerminated: (uid) => {
         this.volumeData?.forget(uid);
@@ -302,7 +303,8 @@ export class Agent {
         if (code === 404) return undefined;
         if (code !== 409 || attempt >= 4) throw err;
         try {
-          base = await core.readNamespacedPodStatus({ name, namespace });
+          // GET pods, not pods/status: the node authorizer lets a node read its pods but not their status subresource.
+          base = await core.readNamespacedPod({ name, namespace });
         } catch (readErr) {
           // A pod gone from the API (or not bound here any more) reads as 404 — or 403 from the node authorizer.
           const readCode = apiErrorCode(readErr);

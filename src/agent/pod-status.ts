@@ -1,7 +1,9 @@
 // What CRI shows of a pod → the Pod's status as the kubelet writes it. Pure.
 import { isSidecar, qosClassOf } from './qos.js';
 export { qosClassOf };
-import type { V1Container, V1ContainerStatus, V1Pod, V1PodCondition, V1PodStatus } from '@kubernetes/client-node';
+import type { V1Container, V1ContainerStatus, V1Pod, V1PodCondition, V1PodStatus, V1ResourceRequirements } from '@kubernetes/client-node';
+import { actualResources, comparable, type LinuxResources } from './resize.js';
+import { containerLinuxResources, type QosClass } from './qos.js';
 
 export interface ObservedSandbox {
   id: string;
@@ -25,6 +27,8 @@ export interface ObservedContainer {
   reason: string;
   message: string;
   imageRef: string;
+  /** The resources the runtime reports for the container (ContainerStatus.resources.linux). */
+  resources?: LinuxResources | null;
 }
 
 export interface ObservedPod {
@@ -49,6 +53,10 @@ export interface StatusContext {
   deleted?: boolean;
   /** ready and started of a running container from its probes; without it a running container is both. */
   probes?(spec: V1Container, containerId: string): { ready: boolean; started: boolean };
+  /** The resources the agent admitted for a container (the desired ones until a resize is refused). */
+  allocated?(spec: V1Container): V1ResourceRequirements | undefined;
+  /** A resize the node refused (PodResizePending, Infeasible) or failed to apply (PodResizeInProgress, Error). */
+  resize?: { infeasible?: string; error?: string };
 }
 
 /** The latest and previous container of each name in the current sandbox, newest first. */
@@ -85,7 +93,20 @@ function terminatedState(c: ObservedContainer, runtimeName: string) {
   };
 }
 
-function containerStatus(spec: V1Container, history: ObservedContainer[] | undefined, ctx: StatusContext, defaultWaiting: string): V1ContainerStatus {
+function hasResources(r: V1ResourceRequirements | undefined): r is V1ResourceRequirements {
+  return Boolean(r && (Object.keys(r.requests ?? {}).length || Object.keys(r.limits ?? {}).length));
+}
+
+/** A running container whose runtime resources are not (yet) the allocated ones: a resize being applied. */
+function resizing(spec: V1Container, current: ObservedContainer | undefined, ctx: StatusContext, qos: QosClass): boolean {
+  if (current?.state !== 'CONTAINER_RUNNING' || !current.resources) return false;
+  const alloc = ctx.allocated?.(spec) ?? spec.resources;
+  const a = comparable(current.resources);
+  const w = comparable(containerLinuxResources({ ...spec, resources: alloc }, qos));
+  return a.cpuShares !== w.cpuShares || a.cpuQuota !== w.cpuQuota || a.memory !== w.memory;
+}
+
+function containerStatus(spec: V1Container, history: ObservedContainer[] | undefined, ctx: StatusContext, defaultWaiting: string, qos: QosClass = 'BestEffort'): V1ContainerStatus {
   const [current, previous] = history ?? [];
   const waiting = ctx.waiting.get(spec.name);
   const status: V1ContainerStatus = {
@@ -117,6 +138,12 @@ function containerStatus(spec: V1Container, history: ObservedContainer[] | undef
     }
   } else {
     status.state = { waiting: { reason: waiting?.reason ?? 'ContainerCreating', ...(waiting?.message ? { message: waiting.message } : {}) } };
+  }
+  // Allocated requests, and what the container really has (the runtime's view while it runs): in-place resize.
+  const alloc = ctx.allocated?.(spec) ?? spec.resources;
+  if (hasResources(alloc)) {
+    if (Object.keys(alloc.requests ?? {}).length) status.allocatedResources = { ...alloc.requests };
+    status.resources = current?.state === 'CONTAINER_RUNNING' ? actualResources(alloc, current.resources, spec, qos) : JSON.parse(JSON.stringify(alloc));
   }
   return status;
 }
@@ -168,14 +195,15 @@ export function computePodStatus(pod: V1Pod, observed: ObservedPod, ctx: StatusC
   const byName = containersByName(observed);
   const spec = pod.spec!;
   const initSpecs = spec.initContainers ?? [];
-  const initStatuses = initSpecs.map((c) => containerStatus(c, byName.get(c.name), ctx, 'PodInitializing'));
+  const qos = qosClassOf(pod);
+  const initStatuses = initSpecs.map((c) => containerStatus(c, byName.get(c.name), ctx, 'PodInitializing', qos));
   // A sidecar is ready while it runs and its probes say so; a regular init container once it succeeded.
   initSpecs.forEach((c, i) => {
     if (!isSidecar(c)) initStatuses[i].ready = initStatuses[i].state?.terminated?.exitCode === 0;
   });
   const created = spec.containers.some((c) => byName.has(c.name));
   const initDone = created || initializedFrom(pod, initStatuses, []);
-  const appStatuses = spec.containers.map((c) => containerStatus(c, byName.get(c.name), ctx, initDone ? 'ContainerCreating' : 'PodInitializing'));
+  const appStatuses = spec.containers.map((c) => containerStatus(c, byName.get(c.name), ctx, initDone ? 'ContainerCreating' : 'PodInitializing', qos));
   let phase = podPhase(pod, initStatuses, appStatuses, initDone);
   if (ctx.deleted && phase !== 'Succeeded' && phase !== 'Failed') {
     // As the kubelet reports a pod it stopped for deletion, so controllers see it finished.
@@ -193,6 +221,21 @@ export function computePodStatus(pod: V1Pod, observed: ObservedPod, ctx: StatusC
     condition('ContainersReady', containersReady && !terminal, previous, now, terminal ? 'PodCompleted' : 'ContainersNotReady'),
     condition('PodScheduled', true, previous, now),
   ];
+  // Resize conditions are there only while a resize is refused or being applied (as v1.33+ kubelets report them).
+  const since = (type: string) => {
+    const before = previous?.find((c) => c.type === type && c.status === 'True');
+    return before?.lastTransitionTime ? new Date(before.lastTransitionTime) : now;
+  };
+  if (ctx.resize?.infeasible) {
+    conditions.push({ type: 'PodResizePending', status: 'True', reason: 'Infeasible', message: ctx.resize.infeasible, lastProbeTime: null as any, lastTransitionTime: since('PodResizePending') });
+  }
+  const resizable = [...initSpecs.filter(isSidecar), ...spec.containers];
+  if (ctx.resize?.error || resizable.some((c) => resizing(c, byName.get(c.name)?.[0], ctx, qos))) {
+    conditions.push({
+      type: 'PodResizeInProgress', status: 'True', lastProbeTime: null as any, lastTransitionTime: since('PodResizeInProgress'),
+      ...(ctx.resize?.error ? { reason: 'Error', message: ctx.resize.error } : {}),
+    });
+  }
   const podIP = spec.hostNetwork ? ctx.hostIP : (observed.sandbox?.ready ? observed.sandbox.ip : '');
   const podIPs = spec.hostNetwork ? [ctx.hostIP] : observed.sandbox?.ready ? [observed.sandbox.ip, ...observed.sandbox.ips].filter(Boolean) : [];
   const status: V1PodStatus = {
@@ -202,7 +245,7 @@ export function computePodStatus(pod: V1Pod, observed: ObservedPod, ctx: StatusC
     hostIPs: [{ ip: ctx.hostIP }],
     startTime: pod.status?.startTime ? new Date(pod.status.startTime) : apiTime(now.getTime()),
     containerStatuses: appStatuses,
-    qosClass: qosClassOf(pod),
+    qosClass: qos,
   };
   if (initSpecs.length > 0) status.initContainerStatuses = initStatuses;
   if (podIP) {

@@ -1,5 +1,6 @@
 // One worker per pod: serialises every action on the pod (sync, restart, kill) and reports its status when it changed.
-import type { V1Container, V1Pod, V1PodStatus, V1Service } from '@kubernetes/client-node';
+import type { V1Container, V1Pod, V1PodStatus, V1ResourceRequirements, V1Service } from '@kubernetes/client-node';
+import { decideResize, type NodeCapacity } from './resize.js';
 import { errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import type { CriClient } from './cri-client.js';
@@ -65,6 +66,8 @@ export interface PodWorkerDeps {
   cgroupRoot?: string;
   /** The node's memory, for a Burstable container's oom_score_adj. */
   memoryCapacity?: number;
+  /** What a resized pod must fit in (absent: any resize is admitted). */
+  nodeCapacity?: NodeCapacity;
 }
 
 interface PendingKill {
@@ -103,9 +106,13 @@ export class PodWorker {
   private readonly probes: PodProbes;
   private readonly pendingKills = new Map<string, PendingKill>();
   private podIP = '';
+  /** The resources admitted per container: the spec's, until a resize the node cannot fit. */
+  private readonly allocated = new Map<string, V1ResourceRequirements | undefined>();
+  private resizeState: { infeasible?: string; error?: string } = {};
 
   constructor(pod: V1Pod, private readonly deps: PodWorkerDeps) {
     this.pod = pod;
+    this.allocate(pod);
     this.log = deps.log.child({ pod: `${pod.metadata!.namespace}/${pod.metadata!.name}`, uid: pod.metadata!.uid });
     if (deps.volumeRoot) this.volumes = new PodVolumes(deps.volumeRoot, pod.metadata!.uid!, deps.volumeData ?? noVolumeData, this.log);
     this.probes = new PodProbes({
@@ -210,6 +217,7 @@ export class PodWorker {
       this.deps.recordEvent?.(pod, 'Normal', 'Killing', `Stopping container ${k.spec.name}`);
       await this.killContainer(pod, k.spec, k.containerId, this.podIP, pod.spec?.terminationGracePeriodSeconds ?? 30, 'sidecar');
     }
+    await this.resize(pod, observed, byName);
     await this.removeOldAttempts(byName);
     const after = await this.observe();
     // App containers that finished during this sync leave sidecars to stop: at once, not at the next resync.
@@ -229,6 +237,8 @@ export class PodWorker {
       now: new Date(),
       waiting: this.waiting,
       probes: (spec, containerId) => this.probes.statusOf(spec, containerId),
+      allocated: (spec) => this.allocatedOf(spec),
+      resize: this.resizeState,
     });
     const fingerprint = statusFingerprint(status);
     if (fingerprint !== this.lastWritten) {
@@ -297,6 +307,7 @@ export class PodWorker {
         reason: st.reason ?? '',
         message: st.message ?? '',
         imageRef: st.image_ref ?? '',
+        resources: st.resources?.linux ?? null,
       });
     }
     return { sandbox, sandboxes, containers: observed };
@@ -319,7 +330,7 @@ export class PodWorker {
     }
     const attempt = observed.sandboxes.reduce((n, s) => Math.max(n, s.attempt + 1), 0);
     const config = this.sandboxConfig(pod, attempt);
-    if (this.deps.podCgroups) await this.deps.podCgroups.ensure(config.linux.cgroup_parent, podCgroupLimits(pod, qosClassOf(pod)));
+    if (this.deps.podCgroups) await this.deps.podCgroups.ensure(config.linux.cgroup_parent, podCgroupLimits(pod, qosClassOf(pod), (c) => this.allocatedOf(c)));
     const { mkdir } = await import('node:fs/promises');
     await mkdir(config.log_directory, { recursive: true });
     this.log.info({ attempt }, 'running pod sandbox');
@@ -439,7 +450,7 @@ export class PodWorker {
       } catch (err) {
         throw new ContainerWaiting('CreateContainerConfigError', errorMessage(err));
       }
-      const config = containerConfigFor(pod, c, kind, attempt, env, mounts, containerLinuxResources(c, qosClassOf(pod), this.deps.memoryCapacity));
+      const config = containerConfigFor(pod, c, kind, attempt, env, mounts, containerLinuxResources(c, qosClassOf(pod), this.deps.memoryCapacity, this.allocatedOf(c)));
       let containerId: string;
       try {
         ({ container_id: containerId } = await cri.runtime('CreateContainer', { pod_sandbox_id: sandbox.id, config, sandbox_config: sandboxConfig }));
@@ -471,6 +482,68 @@ export class PodWorker {
       if (!(err instanceof ContainerWaiting)) throw err;
       this.log.warn({ container: c.name, reason: err.reason, err: err.message }, 'container not started');
       this.waiting.set(c.name, { reason: err.reason, message: err.message });
+    }
+  }
+
+  private allocate(pod: V1Pod): void {
+    for (const c of [...(pod.spec?.initContainers ?? []), ...(pod.spec?.containers ?? [])]) this.allocated.set(c.name, c.resources);
+  }
+
+  private allocatedOf(c: V1Container): V1ResourceRequirements | undefined {
+    return this.allocated.has(c.name) ? this.allocated.get(c.name) : c.resources;
+  }
+
+  /** In-place resize: admit the desired resources if the node fits them, then grow the pod cgroup, update the containers, shrink it. */
+  private async resize(pod: V1Pod, observed: ObservedPod, byName: Map<string, ObservedContainer[]>): Promise<void> {
+    const qos = qosClassOf(pod);
+    const specs = [...(pod.spec!.initContainers ?? []).filter(isSidecar), ...pod.spec!.containers];
+    const running = specs.flatMap((spec) => {
+      const [cur] = byName.get(spec.name) ?? [];
+      return cur?.state === 'CONTAINER_RUNNING' ? [{ spec, id: cur.id, actual: cur.resources }] : [];
+    });
+    // Only a change of the desired resources is judged against the node (a pod admitted as it is stays admitted).
+    const asked = [...(pod.spec!.initContainers ?? []), ...pod.spec!.containers].some((c) => JSON.stringify(c.resources ?? {}) !== JSON.stringify(this.allocatedOf(c) ?? {}));
+    const capacity = asked && this.deps.nodeCapacity ? this.deps.nodeCapacity : { cpu: Infinity, memory: Infinity };
+    const d = decideResize(pod, running, qos, capacity, this.deps.memoryCapacity);
+    if (d.infeasible) {
+      if (this.resizeState.infeasible !== d.infeasible) this.deps.recordEvent?.(pod, 'Warning', 'ResizeInfeasible', `Pod resize Infeasible: ${d.infeasible}`);
+      this.resizeState = { infeasible: d.infeasible };
+      return;
+    }
+    this.allocate(pod);
+    if (this.resizeState.infeasible) this.resizeState = {};
+    if (d.update.length === 0 && d.restart.length === 0) {
+      this.resizeState = {};
+      return;
+    }
+    // The API shows PodResizeInProgress (allocated ≠ actual) before anything changes.
+    await this.report(pod, observed);
+    const changes = [...d.update, ...d.restart].map((c) => ({ name: c.spec.name, resources: c.spec.resources }));
+    this.deps.recordEvent?.(pod, 'Normal', 'ResizeStarted', `Pod resize started: ${JSON.stringify({ containers: changes })}`);
+    const cgroupPath = this.cgroupParent(pod, qos);
+    const podLimits = podCgroupLimits(pod, qos, (c) => this.allocatedOf(c));
+    // A larger limit goes on the pod cgroup first; a smaller one after the containers shrank (a child never exceeds its parent).
+    if (this.deps.podCgroups) await this.deps.podCgroups.apply(cgroupPath, podLimits);
+    let error: string | undefined;
+    for (const u of d.update) {
+      this.log.info({ container: u.spec.name, resources: u.resources }, 'resizing container');
+      await this.deps.cri.runtime('UpdateContainerResources', { container_id: u.id, linux: u.resources }).catch((err: unknown) => {
+        error = `container ${u.spec.name}: ${errorMessage(err)}`;
+      });
+    }
+    for (const r of d.restart) {
+      this.deps.recordEvent?.(pod, 'Normal', 'Killing', `Container ${r.spec.name} resize requires restart`);
+      await this.killContainer(pod, r.spec, r.id, this.podIP, pod.spec?.terminationGracePeriodSeconds ?? 30, 'resize');
+      this.backoff.delete(r.spec.name); // a restart for a resize is not a crash
+    }
+    if (this.deps.podCgroups && !(await this.deps.podCgroups.apply(cgroupPath, podLimits)) && !error) error = 'pod cgroup limits not applied';
+    if (error) {
+      if (this.resizeState.error !== error) this.deps.recordEvent?.(pod, 'Warning', 'ResizeError', `Pod resize error: ${error}`);
+      this.resizeState = { error };
+      this.schedule(1000);
+    } else {
+      this.resizeState = {};
+      this.deps.recordEvent?.(pod, 'Normal', 'ResizeCompleted', `Pod resize completed: ${JSON.stringify({ containers: changes })}`);
     }
   }
 
