@@ -11,6 +11,8 @@ export type ErrorKind =
   | 'PermissionDenied'
   | 'Unimplemented'
   | 'ResourceExhausted'
+  /** Bytes from outside (a registry) that do not match their digest or size: the source's fault, not ours. */
+  | 'DataLoss'
   | 'Internal';
 
 export class NodeletError extends Error {
@@ -29,6 +31,7 @@ export const failedPrecondition = (msg: string) => new NodeletError('FailedPreco
 export const deadlineExceeded = (msg: string) => new NodeletError('DeadlineExceeded', msg);
 export const unavailable = (msg: string, cause?: unknown) => new NodeletError('Unavailable', msg, { cause });
 export const unauthenticated = (msg: string) => new NodeletError('Unauthenticated', msg);
+export const dataLoss = (msg: string) => new NodeletError('DataLoss', msg);
 export const internal = (msg: string, cause?: unknown) => new NodeletError('Internal', msg, { cause });
 
 export function isKind(err: unknown, kind: ErrorKind): boolean {

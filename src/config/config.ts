@@ -29,6 +29,8 @@ export interface NodeletConfig {
     /** Seconds allowed for a single HTTP request to a registry before retrying. */
     requestTimeoutSeconds: number;
     retries: number;
+    /** A manifest or blob download receiving less than 1 KiB in this many seconds has stalled: it fails and is retried. */
+    stallTimeoutSeconds: number;
   };
   cni: { confDir: string; binDirs: string[] };
   runtime: {
@@ -60,7 +62,7 @@ export function defaultConfig(): NodeletConfig {
     root: '/var/lib/nodelet',
     runRoot: '/run/nodelet',
     logLevel: 'info',
-    registry: { insecure: [], mirrors: {}, requestTimeoutSeconds: 30, retries: 3 },
+    registry: { insecure: [], mirrors: {}, requestTimeoutSeconds: 30, retries: 3, stallTimeoutSeconds: 60 },
     cni: { confDir: '/etc/cni/net.d', binDirs: ['/usr/lib/cni', '/opt/cni/bin'] },
     runtime: {
       defaultHandler: 'runc',
@@ -95,6 +97,7 @@ const FLAGS = {
   'log-level': { type: 'string' },
   'insecure-registry': { type: 'string', multiple: true },
   'registry-mirror': { type: 'string', multiple: true },
+  'registry-stall-timeout': { type: 'string' },
   'cni-conf-dir': { type: 'string' },
   'cni-bin-dir': { type: 'string', multiple: true },
   'runtime-handler': { type: 'string', multiple: true },
@@ -121,6 +124,8 @@ export const USAGE = `Usage: nodelet-cri [flags]
   --log-level LEVEL             trace|debug|info|warn|error (default info)
   --insecure-registry HOST[:PORT]   allow plain HTTP / unverified TLS (repeatable)
   --registry-mirror REGISTRY=URL    mirror tried first for REGISTRY (repeatable)
+  --registry-stall-timeout DURATION  fail (and retry) a manifest or blob download that receives
+                                less than 1 KiB in this long (e.g. 60s, 2m; default 60s)
   --cni-conf-dir DIR            CNI configs (default /etc/cni/net.d)
   --cni-bin-dir DIR             CNI plugins (repeatable; default /usr/lib/cni, /opt/cni/bin)
   --runtime-handler NAME=PATH   an OCI runtime handler (repeatable; runc and crun built in)
@@ -164,6 +169,15 @@ export function loadConfig(argv: string[]): ParsedCommandLine {
     const url = spec.slice(eq + 1);
     const m = (config.registry.mirrors[registry] ??= { endpoints: [], fallbackToUpstream: true });
     m.endpoints.push(url);
+  }
+  if (values['registry-stall-timeout'] !== undefined) {
+    const seconds = parseDuration(values['registry-stall-timeout']);
+    if (seconds === undefined) throw invalidArgument(`--registry-stall-timeout ${values['registry-stall-timeout']}: want a duration such as 60s or 2m`);
+    config.registry.stallTimeoutSeconds = seconds;
+  }
+  {
+    const v = config.registry.stallTimeoutSeconds;
+    if (typeof v !== 'number' || !(v > 0)) throw invalidArgument(`registry.stallTimeoutSeconds: want a positive number of seconds, not ${JSON.stringify(v)}`);
   }
   if (values['cni-conf-dir']) config.cni.confDir = values['cni-conf-dir'];
   if (values['cni-bin-dir']?.length) config.cni.binDirs = [...values['cni-bin-dir']];

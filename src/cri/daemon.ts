@@ -36,6 +36,7 @@ export async function startDaemon(config: NodeletConfig): Promise<Daemon> {
     mirrors: config.registry.mirrors,
     requestTimeoutMs: config.registry.requestTimeoutSeconds * 1000,
     retries: config.registry.retries,
+    stallTimeoutMs: config.registry.stallTimeoutSeconds * 1000,
   });
   let runtime: RuntimeService | undefined;
   // prom-client is only loaded when metrics are asked for.

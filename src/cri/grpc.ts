@@ -42,6 +42,7 @@ const STATUS_BY_KIND: Record<ErrorKind, grpc.status> = {
   PermissionDenied: grpc.status.PERMISSION_DENIED,
   Unimplemented: grpc.status.UNIMPLEMENTED,
   ResourceExhausted: grpc.status.RESOURCE_EXHAUSTED,
+  DataLoss: grpc.status.DATA_LOSS,
   Internal: grpc.status.INTERNAL,
 };
 

@@ -4,7 +4,7 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { KeyedLock, SingleFlight } from '../common/keyed-lock.js';
-import { errorMessage, hasCode, internal, invalidArgument } from '../common/errors.js';
+import { dataLoss, errorMessage, hasCode, internal, invalidArgument } from '../common/errors.js';
 import { ensureDir, fsyncDir, pathExists, readJsonIfExists, writeJsonAtomic } from '../common/fsutil.js';
 import { logger } from '../common/log.js';
 import { DEFAULT_LAYER_LIMITS, unpackLayer, type LayerCompression, type LayerLimits } from './unpack.js';
@@ -78,7 +78,8 @@ export class LayerStore {
     try {
       const result = await unpackLayer(blobPath, compression, path.join(work, 'fs'), signal, this.limits);
       if (result.diffId !== diffId) {
-        throw internal(`layer ${diffId} diff id mismatch: blob ${blobPath} unpacks to ${result.diffId}`);
+        // The image's config names a diff id its layer does not unpack to: the image's (registry's) fault.
+        throw dataLoss(`layer ${diffId} diff id mismatch: blob ${blobPath} unpacks to ${result.diffId}`);
       }
       // No syncfs here (containerd's overlay snapshotter doesn't either): a killed daemon loses no
       // page cache, and a whole-filesystem sync per layer cost more than the unpack itself.

@@ -31,6 +31,11 @@ export interface RegistryClientOptions {
   retries: number;
   /** Longest silence allowed while reading a response body (default: requestTimeoutMs). */
   bodyIdleTimeoutMs?: number;
+  /**
+   * A manifest or blob download that receives less than STALL_MIN_BYTES in this long has stalled: it fails
+   * (and is retried). Unlike an idle timeout, a registry dripping a byte now and then does not reset it. Default 60 s.
+   */
+  stallTimeoutMs?: number;
   /** Platform chosen from image indexes (default: this host). */
   platform?: Platform;
   userAgent?: string;
@@ -104,6 +109,9 @@ const MAX_REDIRECTS = 5;
 const MAX_INDEX_DEPTH = 2;
 const BACKOFF_BASE_MS = 250;
 const BACKOFF_MAX_MS = 10_000;
+const DEFAULT_STALL_TIMEOUT_MS = 60_000;
+/** Progress that counts against the stall timeout: 1 KiB, so a byte-at-a-time drip counts as a stall. */
+export const STALL_MIN_BYTES = 1024;
 const RETRYABLE_CODES = new Set([
   'UND_ERR_CONNECT_TIMEOUT',
   'UND_ERR_HEADERS_TIMEOUT',
@@ -278,6 +286,7 @@ export class RegistryClient {
       requestTimeoutMs: options.requestTimeoutMs,
       retries: Math.max(0, options.retries),
       bodyIdleTimeoutMs: options.bodyIdleTimeoutMs ?? options.requestTimeoutMs,
+      stallTimeoutMs: options.stallTimeoutMs ?? DEFAULT_STALL_TIMEOUT_MS,
       platform: options.platform ?? hostPlatform(),
       userAgent: options.userAgent ?? 'nodelet/0.1',
     };
@@ -488,16 +497,16 @@ export class RegistryClient {
         throw new RegistryNotFound(`image "${ctx.image}" from ${ep.host}: manifest ${reference} not found`);
       }
       if (res.statusCode !== 200) throw await this.unexpectedStatus(res, ep, ctx, `manifest ${reference}`);
-      const bytes = await this.readLimited(res, MAX_MANIFEST_BYTES, ep, ctx, `manifest ${reference}`);
+      const bytes = await this.readLimited(res, MAX_MANIFEST_BYTES, ep, ctx, `manifest ${reference}`, 'Internal');
 
       const headerDigest = header(res, 'docker-content-digest');
       const wantDigest = isDigest(reference) ? reference : headerDigest && isDigest(headerDigest) ? headerDigest : undefined;
       const digest = digestOf(bytes, wantDigest ?? 'sha256:');
       if (wantDigest && digest !== wantDigest) {
-        throw this.error('Internal', ctx, ep, `manifest ${reference}: digest mismatch (got ${digest}, want ${wantDigest})`);
+        throw this.error('DataLoss', ctx, ep, `manifest ${reference}: digest mismatch (got ${digest}, want ${wantDigest})`);
       }
       if (expected && expected.size !== bytes.length) {
-        throw this.error('Internal', ctx, ep, `manifest ${reference}: size mismatch (got ${bytes.length}, want ${expected.size})`);
+        throw this.error('DataLoss', ctx, ep, `manifest ${reference}: size mismatch (got ${bytes.length}, want ${expected.size})`);
       }
 
       let parsed: { schemaVersion?: number; mediaType?: string; manifests?: unknown; config?: unknown; layers?: unknown };
@@ -536,11 +545,11 @@ export class RegistryClient {
         throw new RegistryNotFound(`image "${ctx.image}" from ${ep.host}: blob ${desc.digest} not found`);
       }
       if (res.statusCode !== 200) throw await this.unexpectedStatus(res, ep, ctx, `blob ${desc.digest}`);
-      const bytes = await this.readLimited(res, desc.size, ep, ctx, `blob ${desc.digest}`);
+      const bytes = await this.readLimited(res, desc.size, ep, ctx, `blob ${desc.digest}`, 'DataLoss');
       const digest = digestOf(bytes, desc.digest);
       if (bytes.length !== desc.size || digest !== desc.digest) {
         throw new NodeletError(
-          'Internal',
+          'DataLoss',
           `blob ${desc.digest} from ${ep.host}: digest mismatch (got ${digest}, ${bytes.length} bytes) pulling "${ctx.image}"`,
         );
       }
@@ -565,9 +574,11 @@ export class RegistryClient {
     const hash = createHash(algorithm);
     let written = 0;
     let oversize = false;
+    const stall = this.watchStall(res, ep, ctx, `blob ${desc.digest}`);
     const meter = new Transform({
       transform(chunk: Buffer, _encoding, callback) {
         written += chunk.length;
+        stall.progress(chunk.length);
         if (written > desc.size) {
           oversize = true;
           callback(new Error('blob larger than its descriptor'));
@@ -581,37 +592,91 @@ export class RegistryClient {
     try {
       await pipeline(res.body, meter, createWriteStream(destFile, { flags: 'w' }));
     } catch (err) {
-      if (!oversize) throw err;
+      if (!oversize) throw stall.explain(err);
+    } finally {
+      stall.stop();
     }
     const got = `${algorithm}:${hash.digest('hex')}`;
     if (oversize || written !== desc.size) {
       throw new NodeletError(
-        'Internal',
+        'DataLoss',
         `blob ${desc.digest} from ${ep.host}: size mismatch (got ${oversize ? 'more than' : ''} ${written} bytes, want ${desc.size}) pulling "${ctx.image}"`,
       );
     }
     if (got !== desc.digest) {
-      throw new NodeletError('Internal', `blob ${desc.digest} from ${ep.host}: digest mismatch (got ${got}) pulling "${ctx.image}"`);
+      throw new NodeletError('DataLoss', `blob ${desc.digest} from ${ep.host}: digest mismatch (got ${got}) pulling "${ctx.image}"`);
     }
   }
 
-  private async readLimited(res: Response, limit: number, ep: Endpoint, ctx: PullContext, what: string): Promise<Buffer> {
+  /** Reads a whole body of at most limit bytes; more is an error of overKind (DataLoss when the limit is a descriptor's size). */
+  private async readLimited(
+    res: Response,
+    limit: number,
+    ep: Endpoint,
+    ctx: PullContext,
+    what: string,
+    overKind: NodeletError['kind'],
+  ): Promise<Buffer> {
     const declared = Number(header(res, 'content-length') ?? NaN);
     if (Number.isFinite(declared) && declared > limit) {
       res.body.destroy();
-      throw this.error('Internal', ctx, ep, `${what} is ${declared} bytes, more than the ${limit} allowed`);
+      throw this.error(overKind, ctx, ep, `${what} is ${declared} bytes, more than the ${limit} allowed`);
     }
     const chunks: Buffer[] = [];
     let total = 0;
-    for await (const chunk of res.body) {
-      total += (chunk as Buffer).length;
-      if (total > limit) {
-        res.body.destroy();
-        throw this.error('Internal', ctx, ep, `${what} is more than the ${limit} bytes allowed`);
+    const stall = this.watchStall(res, ep, ctx, what);
+    try {
+      for await (const chunk of res.body) {
+        total += (chunk as Buffer).length;
+        stall.progress((chunk as Buffer).length);
+        if (total > limit) {
+          res.body.destroy();
+          throw this.error(overKind, ctx, ep, `${what} is more than the ${limit} bytes allowed`);
+        }
+        chunks.push(chunk as Buffer);
       }
-      chunks.push(chunk as Buffer);
+    } catch (err) {
+      throw stall.explain(err);
+    } finally {
+      stall.stop();
     }
     return Buffer.concat(chunks);
+  }
+
+  /**
+   * Watches a body being read: when less than STALL_MIN_BYTES arrive within stallTimeoutMs, the body is destroyed
+   * with a retryable error naming the registry and what was being fetched. explain() turns the read's failure
+   * (the stall, or undici's own idle timeout) into that error.
+   */
+  private watchStall(res: Response, ep: Endpoint, ctx: PullContext, what: string) {
+    const timeoutMs = this.opts.stallTimeoutMs;
+    const idleMs = this.opts.bodyIdleTimeoutMs;
+    const stalled = (why: string) => new RetryableError(`image "${ctx.image}" from ${ep.host}: ${what} stalled: ${why}`);
+    let fired: RetryableError | undefined;
+    let pending = 0;
+    const timer = setTimeout(() => {
+      fired = stalled(`less than ${STALL_MIN_BYTES} bytes received in ${timeoutMs / 1000} s`);
+      res.body.destroy(fired);
+    }, timeoutMs);
+    return {
+      progress(bytes: number): void {
+        pending += bytes;
+        if (pending >= STALL_MIN_BYTES) {
+          pending = 0;
+          timer.refresh();
+        }
+      },
+      stop(): void {
+        clearTimeout(timer);
+      },
+      explain(err: unknown): unknown {
+        if (fired) return fired;
+        if ((err as { code?: unknown } | undefined)?.code === 'UND_ERR_BODY_TIMEOUT') {
+          return stalled(`no byte received in ${idleMs / 1000} s`);
+        }
+        return err;
+      },
+    };
   }
 
   private async unexpectedStatus(res: Response, ep: Endpoint, ctx: PullContext, what: string): Promise<NodeletError> {
@@ -820,11 +885,13 @@ export function registryClientOptions(config: {
   mirrors: Record<string, MirrorConfig>;
   requestTimeoutSeconds: number;
   retries: number;
+  stallTimeoutSeconds: number;
 }): RegistryClientOptions {
   return {
     insecure: config.insecure,
     mirrors: config.mirrors,
     requestTimeoutMs: config.requestTimeoutSeconds * 1000,
     retries: config.retries,
+    stallTimeoutMs: config.stallTimeoutSeconds * 1000,
   };
 }

@@ -9,10 +9,11 @@ import * as grpc from '@grpc/grpc-js';
 import { CriServer } from '../../src/cri/server.js';
 import { imageHandlers } from '../../src/cri/image-handlers.js';
 import { ImageService } from '../../src/image/image-service.js';
-import { RegistryClient } from '../../src/image/registry.js';
+import { RegistryClient, type RegistryClientOptions } from '../../src/image/registry.js';
 import { isKind } from '../../src/common/errors.js';
 import { connectCri, type CriClient } from '../helpers/cri-client.js';
 import { useRegistries, type Registries } from '../helpers/registries.js';
+import { startDripProxy } from '../helpers/drip-proxy.js';
 import { loadFixtures, imageRef, digestRef, type Fixtures, type FixtureImage } from '../helpers/fixtures.js';
 
 interface Harness {
@@ -29,7 +30,7 @@ let fixtures: Fixtures;
 let main: Harness;
 const cleanups: Array<() => Promise<void>> = [];
 
-async function startHarness(): Promise<Harness> {
+async function startHarness(options: Partial<RegistryClientOptions> = {}): Promise<Harness> {
   const base = await fsp.mkdtemp(path.join(os.tmpdir(), 'nodelet-imgsvc-'));
   const root = path.join(base, 'images');
   const socket = path.join(base, 'cri.sock');
@@ -38,6 +39,7 @@ async function startHarness(): Promise<Harness> {
     mirrors: {},
     requestTimeoutMs: 10_000,
     retries: 1,
+    ...options,
   });
   const counts = { resolve: 0, download: 0 };
   // Counts calls into the real client, to see how many downloads concurrent pulls cause.
@@ -276,12 +278,13 @@ test('basic and bearer auth: right credentials pull, none or wrong ones are UNAU
   }
 });
 
-test('a corrupted blob from the tamper proxy is rejected and nothing becomes visible', async () => {
+test('a corrupted blob from the tamper proxy is DATA_LOSS naming the blob, and nothing becomes visible', async () => {
   const h = await startHarness();
   const reference = imageRef(registries.tamper, fixtures.entrypoint);
   await assert.rejects(pull(h, reference), (e: any) => {
-    assert.notEqual(e.code, grpc.status.OK);
-    assert.match(e.details, /digest|mismatch|verif/i);
+    grpcCode(grpc.status.DATA_LOSS)(e);
+    // The config blob is the first one fetched, so it is the one named.
+    assert.match(e.details, new RegExp(`blob ${fixtures.entrypoint.configDigest} from ${registries.tamper}: digest mismatch`));
     return true;
   });
   assert.deepEqual((await h.client.image('ListImages', {})).images, []);
@@ -289,6 +292,26 @@ test('a corrupted blob from the tamper proxy is rejected and nothing becomes vis
   assert.deepEqual(await listDir(path.join(h.root, 'ingest')), []);
   for (const digest of fixtures.entrypoint.layerDigests) assert.equal(await exists(h.service.blobs.path(digest)), false);
   assert.deepEqual(await h.service.layers.list(), []);
+});
+
+test('a layer dripped a byte at a time stalls: UNAVAILABLE naming registry and digest after the retry, no staging file left', async () => {
+  const layer = fixtures.entrypoint.layerDigests[0]!;
+  const proxy = await startDripProxy(registries.plain, { path: new RegExp(`/blobs/${layer}$`), intervalMs: 200 });
+  try {
+    const h = await startHarness({ stallTimeoutMs: 1000, retries: 1 });
+    await assert.rejects(pull(h, imageRef(proxy.host, fixtures.entrypoint)), (e: any) => {
+      grpcCode(grpc.status.UNAVAILABLE)(e);
+      assert.match(e.details, new RegExp(`from ${proxy.host}: blob ${layer} stalled`));
+      return true;
+    });
+    assert.equal(proxy.dripped(), 2, 'one attempt and one retry');
+    await waitFor('the pull to stop', () => h.service.pullsInFlight() === 0);
+    assert.deepEqual((await h.client.image('ListImages', {})).images, []);
+    assert.deepEqual(await listDir(path.join(h.root, 'ingest')), []);
+    assert.equal(await exists(h.service.blobs.path(layer)), false);
+  } finally {
+    await proxy.stop();
+  }
 });
 
 test('unknown images are NOT_FOUND; malformed references are INVALID_ARGUMENT naming them', async () => {

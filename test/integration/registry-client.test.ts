@@ -14,6 +14,7 @@ import { isKind } from '../../src/common/errors.js';
 import { MediaType } from '../../src/image/media-types.js';
 import { parseReference } from '../../src/image/reference.js';
 import { RegistryClient, type RegistryClientOptions } from '../../src/image/registry.js';
+import { startDripProxy } from '../helpers/drip-proxy.js';
 import { loadFixtures, type FixtureImage } from '../helpers/fixtures.js';
 import { useRegistries, type Registries } from '../helpers/registries.js';
 
@@ -231,7 +232,7 @@ test('downloadBlob with a wrong size is rejected and the file removed', async ()
   await assert.rejects(
     client().downloadBlob(ref, { digest: amd64.layer.digest, size: amd64.layer.size - 1, mediaType: MediaType.ociLayerGzip }, dest),
     (err: unknown) => {
-      assert.ok(isKind(err, 'Internal'));
+      assert.ok(isKind(err, 'DataLoss'));
       assert.match((err as Error).message, new RegExp(`blob ${amd64.layer.digest} from ${host}: size mismatch`));
       return true;
     },
@@ -296,6 +297,63 @@ test('an aborted pull throws DeadlineExceeded', async () => {
   });
 });
 
+test('a registry dripping a blob a byte at a time has stalled: retried once, then fails naming registry and digest; no file left', async () => {
+  const intervalMs = 200;
+  const proxy = await startDripProxy(host, { path: /\/blobs\//, intervalMs });
+  try {
+    // The body idle timeout (5 s) never fires on a byte every 200 ms; only the stall timeout (1 KiB per second) can.
+    const c = client({ stallTimeoutMs: 1000, retries: 1, requestTimeoutMs: 5000 });
+    const ref = parseReference(`${proxy.host}/test/single:v1`);
+    const dest = path.join(dir, `drip-${randomBytes(4).toString('hex')}`);
+    const started = Date.now();
+    await assert.rejects(c.downloadBlob(ref, amd64.layer, dest), (err: unknown) => {
+      assert.ok(isKind(err, 'Unavailable'), String(err));
+      assert.match((err as Error).message, new RegExp(`image "${proxy.host}/test/single:v1" from ${proxy.host}: blob ${amd64.layer.digest} stalled`));
+      return true;
+    });
+    // Left alone, the drip would have delivered the (valid) blob after size × interval.
+    assert.ok(Date.now() - started < amd64.layer.size * intervalMs, `failed after ${Date.now() - started} ms`);
+    assert.equal(proxy.dripped(), 2, 'one attempt and one retry');
+    await assert.rejects(fsp.stat(dest), { code: 'ENOENT' });
+  } finally {
+    await proxy.stop();
+  }
+});
+
+test('a registry dripping a manifest a byte at a time has stalled: resolve fails naming registry and manifest', async () => {
+  const intervalMs = 200;
+  const proxy = await startDripProxy(host, { path: /\/manifests\//, intervalMs });
+  try {
+    const c = client({ stallTimeoutMs: 1000, retries: 0, requestTimeoutMs: 5000 });
+    const started = Date.now();
+    await assert.rejects(c.resolve(parseReference(`${proxy.host}/test/single:v1`)), (err: unknown) => {
+      assert.ok(isKind(err, 'Unavailable'), String(err));
+      assert.match((err as Error).message, new RegExp(`from ${proxy.host}: manifest v1 stalled: less than 1024 bytes received in 1 s`));
+      return true;
+    });
+    assert.ok(Date.now() - started < amd64.manifest.size * intervalMs, `failed after ${Date.now() - started} ms`);
+    assert.equal(proxy.dripped(), 1);
+  } finally {
+    await proxy.stop();
+  }
+});
+
+test('a registry gone silent mid-blob fails on the body idle timeout, named as a stall, before the stall timeout', async () => {
+  const proxy = await startDripProxy(host, { path: /\/blobs\//, intervalMs: 60_000 });
+  try {
+    const c = client({ stallTimeoutMs: 30_000, requestTimeoutMs: 1000, retries: 0 });
+    const dest = path.join(dir, `silent-${randomBytes(4).toString('hex')}`);
+    await assert.rejects(c.downloadBlob(parseReference(`${proxy.host}/test/single:v1`), amd64.layer, dest), (err: unknown) => {
+      assert.ok(isKind(err, 'Unavailable'), String(err));
+      assert.match((err as Error).message, new RegExp(`from ${proxy.host}: blob ${amd64.layer.digest} stalled: no byte received in 1 s`));
+      return true;
+    });
+    await assert.rejects(fsp.stat(dest), { code: 'ENOENT' });
+  } finally {
+    await proxy.stop();
+  }
+});
+
 // Last: corrupts the arm64 layer in the registry's storage so it serves bytes that do not match their digest.
 test('downloadBlob with corrupted content is a digest mismatch, not retried, and the file is removed', async () => {
   const hex = arm64.layer.digest.slice('sha256:'.length);
@@ -306,7 +364,7 @@ test('downloadBlob with corrupted content is a digest mismatch, not retried, and
   const dest = path.join(dir, `corrupt-${randomBytes(4).toString('hex')}`);
   const ref = parseReference(`${host}/test/multi:v1`);
   await assert.rejects(client({ retries: 3 }).downloadBlob(ref, arm64.layer, dest), (err: unknown) => {
-    assert.ok(isKind(err, 'Internal'), String(err));
+    assert.ok(isKind(err, 'DataLoss'), String(err));
     assert.match((err as Error).message, new RegExp(`blob ${arm64.layer.digest} from ${host}: digest mismatch \\(got ${sha256(corrupted)}\\)`));
     assert.match((err as Error).message, new RegExp(`${host}/test/multi:v1`));
     return true;
@@ -377,7 +435,7 @@ test('a registry serving corrupted blobs: config and layer digests rejected', as
   const { registries, busybox } = await sharedRegistries();
   const ref = parseReference(`${registries.tamper}/${busybox.repository}:${busybox.tags[0]}`);
   await assert.rejects(client().resolve(ref), (err: unknown) => {
-    assert.ok(isKind(err, 'Internal'), String(err));
+    assert.ok(isKind(err, 'DataLoss'), String(err));
     assert.match((err as Error).message, new RegExp(`blob ${busybox.configDigest} from ${registries.tamper}: digest mismatch`));
     return true;
   });

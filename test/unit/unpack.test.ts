@@ -376,7 +376,7 @@ test('LayerStore: concurrent ensure unpacks once; wrong diff id rejected; remove
   const wrong = `sha256:${'0'.repeat(64)}`;
   await assert.rejects(store.ensureLayer(wrong, b.blob, 'gzip'), (err: unknown) => {
     assert.ok(err instanceof NodeletError);
-    assert.equal(err.kind, 'Internal');
+    assert.equal(err.kind, 'DataLoss');
     assert.match(err.message, /diff id mismatch/);
     return true;
   });
