@@ -13,7 +13,7 @@ import type { Tools } from './tools.js';
 import type { ConformanceReport } from './report.js';
 import { startControlPlane, type ControlPlane } from './control-plane.js';
 import { Cleanup } from './cleanup.js';
-import { addNodeAddress, prepareKubeletHost, startAgent, startKubelet, startNodeRuntime, type NodeRuntime, type NodeUnderTest } from './node-host.js';
+import { addNodeAddress, prepareCgroupRoot, prepareKubeletHost, startAgent, startKubelet, startNodeRuntime, type NodeRuntime, type NodeUnderTest } from './node-host.js';
 import { useRegistries, type Registries } from '../helpers/registries.js';
 
 export type NodeAgentKind = 'kubelet' | 'nodelet-agent';
@@ -193,7 +193,7 @@ export async function runNodeChecksPhase(tools: Tools, report: ConformanceReport
     const ns = `${nodeName}`;
     const doomedNs = `${nodeName}-doomed`;
     const address = await addNodeAddress(cleanup);
-    const host = agent === 'kubelet' ? await prepareKubeletHost(cleanup) : undefined;
+    const host = agent === 'kubelet' ? await prepareKubeletHost(cleanup) : await prepareCgroupRoot(cleanup);
     const runtime = await startNodeRuntime(tools, registries.plain, cleanup);
     say(`nodelet-cri on ${runtime.endpoint}, node IP ${address.ip} on ${address.iface}`);
     // Runs after the node stops (cleanup is last-in first-out): the cluster outlives this phase.
@@ -206,8 +206,8 @@ export async function runNodeChecksPhase(tools: Tools, report: ConformanceReport
     });
     const nodeStarted = Date.now();
     const node = agent === 'kubelet'
-      ? await startKubelet(tools, cp, runtime, address, nodeName, host!.cgroupRoot, cleanup)
-      : await startAgent(cp, runtime, address, nodeName, cleanup);
+      ? await startKubelet(tools, cp, runtime, address, nodeName, host.cgroupRoot, cleanup)
+      : await startAgent(cp, runtime, address, nodeName, host.cgroupRoot, cleanup);
     cleanup.add('delete the namespaces and the static pod manifest', async () => {
       await fsp.rm(path.join(node.staticPodDir, 'cf-static.yaml'), { force: true });
       if (!cp.alive()) return;

@@ -334,6 +334,11 @@ function describeExit(child: Child): string | undefined {
  */
 export async function prepareKubeletHost(cleanup: Cleanup): Promise<{ cgroupRoot: string }> {
   await holdKubeletHostState(cleanup);
+  return prepareCgroupRoot(cleanup);
+}
+
+/** A cgroup root of the node's own for its pod cgroups (`<root>/kubepods/...`), removed after the runtime's undo. */
+export async function prepareCgroupRoot(cleanup: Cleanup): Promise<{ cgroupRoot: string }> {
   const cgroupRoot = `/nodelet-cf-${randomBytes(3).toString('hex')}`;
   cleanup.add(`remove cgroups ${cgroupRoot}`, () => removeCgroupTree(cgroupRoot));
   await createCgroup(cgroupRoot);
@@ -414,7 +419,7 @@ export async function startKubelet(
 
 /** nodelet-agent on `runtime`, joined to `cp` as `nodeName`, its kubelet API on `address.ip`. */
 export async function startAgent(
-  cp: ControlPlane, runtime: NodeRuntime, address: HostAddress, nodeName: string, cleanup: Cleanup,
+  cp: ControlPlane, runtime: NodeRuntime, address: HostAddress, nodeName: string, cgroupRoot: string, cleanup: Cleanup,
 ): Promise<NodeUnderTest> {
   const dirs = await nodeDirs('agent', cleanup);
   const kubeconfig = await cp.nodeCredentials(nodeName);
@@ -436,6 +441,7 @@ export async function startAgent(
     '--node-ip', address.ip,
     '--kubelet-api-address', `${address.ip}:${port}`,
     '--client-ca-file', cp.caPath,
+    '--cgroup-root', cgroupRoot,
     '--log-level', 'debug',
   ], dirs.log);
   cleanup.add('stop nodelet-agent', () => stopChild(child, 15_000));
