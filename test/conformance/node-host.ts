@@ -297,6 +297,23 @@ async function removeContainerLogLinks(podLogsDir: string): Promise<void> {
   }
 }
 
+/** The started node as the checks see it; stopping it is registered with `cleanup`. */
+function nodeUnderTest(
+  kind: NodeUnderTest['kind'], name: string, ip: string, dirs: Awaited<ReturnType<typeof nodeDirs>>, child: Child, cleanup: Cleanup,
+): NodeUnderTest {
+  cleanup.add(`stop ${kind}`, () => stopChild(child, 15_000));
+  return {
+    kind,
+    name,
+    ip,
+    staticPodDir: dirs.staticPods,
+    podLogsDir: dirs.podLogs,
+    logPath: dirs.log,
+    logTail: (lines = 20) => tail(dirs.log, lines),
+    exited: () => describeExit(child),
+  };
+}
+
 async function nodeDirs(kind: string, cleanup: Cleanup) {
   const base = await fsp.mkdtemp(path.join(os.tmpdir(), `nodelet-cf-${kind}-`));
   cleanup.add(`remove ${base}`, async () => {
@@ -404,17 +421,7 @@ export async function startKubelet(
     `--node-ip=${address.ip}`,
     '--v=2',
   ], dirs.log);
-  cleanup.add('stop the kubelet', () => stopChild(child, 15_000));
-  return {
-    kind: 'kubelet',
-    name: nodeName,
-    ip: address.ip,
-    staticPodDir: dirs.staticPods,
-    podLogsDir: dirs.podLogs,
-    logPath: dirs.log,
-    logTail: (lines = 20) => tail(dirs.log, lines),
-    exited: () => describeExit(child),
-  };
+  return nodeUnderTest('kubelet', nodeName, address.ip, dirs, child, cleanup);
 }
 
 /** nodelet-agent on `runtime`, joined to `cp` as `nodeName`, its kubelet API on `address.ip`. */
@@ -444,15 +451,5 @@ export async function startAgent(
     '--cgroup-root', cgroupRoot,
     '--log-level', 'debug',
   ], dirs.log);
-  cleanup.add('stop nodelet-agent', () => stopChild(child, 15_000));
-  return {
-    kind: 'nodelet-agent',
-    name: nodeName,
-    ip: address.ip,
-    staticPodDir: dirs.staticPods,
-    podLogsDir: dirs.podLogs,
-    logPath: dirs.log,
-    logTail: (lines = 20) => tail(dirs.log, lines),
-    exited: () => describeExit(child),
-  };
+  return nodeUnderTest('nodelet-agent', nodeName, address.ip, dirs, child, cleanup);
 }
