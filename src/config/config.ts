@@ -12,10 +12,14 @@ export interface MirrorConfig {
 }
 
 export interface RuntimeHandlerConfig {
-  /** Path or name of the OCI runtime binary (runc, crun). */
+  /** Which backend runs this handler's containers (a key of the BackendFactory); absent: the default, an OCI runtime binary under a per-container monitor. */
+  type?: string;
+  /** Path or name of the OCI runtime binary (runc, crun); empty for a handler whose backend needs none. */
   path: string;
   /** Directory holding the runtime's state (its --root). */
   root?: string;
+  /** containerd handlers: the runtime (shim) type, e.g. io.containerd.runc.v2. */
+  runtimeType?: string;
 }
 
 export interface NodeletConfig {

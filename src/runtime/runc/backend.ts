@@ -44,8 +44,12 @@ export interface RuncBackendOptions {
 
 export interface CreateOptions {
   id: string;
-  /** Holds config.json; the rootfs path is in the spec. */
-  bundleDir: string;
+  /** The OCI runtime spec, written as the bundle's config.json; the rootfs path is in it. */
+  spec?: object;
+  /** A bundle made by the caller (holding config.json) instead of `spec`. */
+  bundleDir?: string;
+  /** Mounts making up the rootfs: this backend needs the caller to have mounted it, so none may be given. */
+  rootfsMounts?: unknown[];
   /** The CRI-format log file conmon writes. */
   logPath: string;
   tty: boolean;
@@ -228,6 +232,11 @@ export class RuncBackend {
     return path.join(this.persistRoot, checkId(id));
   }
 
+  /** The bundle (config.json, conmon's ctl and winsz fifos and attach socket) of a container created here. */
+  bundleDirOf(id: string): string {
+    return path.join(this.persistDir(id), 'bundle');
+  }
+
   exitFilePath(id: string): string {
     return path.join(this.exitDir, checkId(id));
   }
@@ -270,11 +279,7 @@ export class RuncBackend {
   async create(opts: CreateOptions): Promise<{ pid: number; conmonPid: number }> {
     const id = checkId(opts.id);
     const log = this.log.child({ containerId: id });
-    // conmon binds the attach socket through /proc/self/fd, so any socketDir length works (attach() connects the same way).
-    const bundleDir = path.resolve(opts.bundleDir);
-    if (!(await pathExists(path.join(bundleDir, 'config.json')))) {
-      throw invalidArgument(`bundle ${bundleDir} of container ${id} has no config.json`);
-    }
+    if (opts.rootfsMounts?.length) throw invalidArgument(`container ${id}: this backend runs on a rootfs the caller mounted; rootfs mounts were given`);
     // runc and crun both keep a directory per container under --root; checking it spares a runtime exec.
     if (await pathExists(path.join(this.runtimeRoot, id))) {
       throw failedPrecondition(`container ${id} already exists in runtime root ${this.runtimeRoot}`);
@@ -294,6 +299,16 @@ export class RuncBackend {
     await fsp.rm(persistDir, { recursive: true, force: true });
     this.knownConmons.delete(id);
     await ensureDir(persistDir, 0o700);
+    // The bundle lives in the persist dir: it goes with everything else conmon keeps for the container.
+    let bundleDir = this.bundleDirOf(id);
+    if (opts.spec) {
+      await ensureDir(bundleDir, 0o700);
+      await fsp.writeFile(path.join(bundleDir, 'config.json'), JSON.stringify(opts.spec), { mode: 0o600 });
+    } else if (opts.bundleDir && (await pathExists(path.join(opts.bundleDir, 'config.json')))) {
+      bundleDir = path.resolve(opts.bundleDir);
+    } else {
+      throw invalidArgument(`container ${id}: no spec and no bundle with a config.json`);
+    }
 
     const args = this.conmonArgs(opts, id, runtime, bundleDir, logPath, persistDir);
     const started = Date.now();
@@ -751,6 +766,68 @@ export class RuncBackend {
     });
   }
 
+  /**
+   * Exit files as conmon writes them, until `signal` aborts; a watch of the exit dir, so one may be
+   * missed (or reported twice) and callers poll too.
+   */
+  async *exitFiles(signal: AbortSignal): AsyncGenerator<ExitInfo & { id: string }> {
+    await ensureDir(this.exitDir);
+    const pending: string[] = [];
+    let wake: (() => void) | undefined;
+    const notify = (): void => {
+      wake?.();
+      wake = undefined;
+    };
+    let watcher: FSWatcher | undefined;
+    try {
+      watcher = fsWatch(this.exitDir, (_event, name) => {
+        if (name && ID_PATTERN.test(String(name)) && pending.length < 10_000) {
+          pending.push(String(name));
+          notify();
+        }
+      });
+      watcher.on('error', (err) => {
+        this.log.warn({ err: errorMessage(err) }, 'exit dir watch failed; exits are found by polling only');
+        notify();
+      });
+    } catch (err) {
+      this.log.warn({ err: errorMessage(err) }, 'cannot watch the exit dir; exits are found by polling only');
+    }
+    signal.addEventListener('abort', notify, { once: true });
+    try {
+      while (!signal.aborted) {
+        const id = pending.shift();
+        if (id === undefined) {
+          await new Promise<void>((resolve) => (wake = resolve));
+          continue;
+        }
+        const exit = await this.readExit(id).catch(() => undefined);
+        if (exit) yield { id, ...exit };
+      }
+    } finally {
+      watcher?.close();
+      signal.removeEventListener('abort', notify);
+    }
+  }
+
+  /**
+   * At daemon start: temp files of monitor records cut short by a kill, exec process specs (they carry
+   * the container's env) and terminal exec session dirs of execs no one waits for any more; bundles
+   * made world-readable by an older version go back to root only.
+   */
+  async cleanStale(): Promise<void> {
+    await removeStaleTempFiles(this.persistRoot);
+    for (const id of await fsp.readdir(this.persistRoot).catch(() => [] as string[])) {
+      const dir = path.join(this.persistRoot, id);
+      await removeStaleTempFiles(dir);
+      for (const name of await fsp.readdir(dir).catch(() => [] as string[])) {
+        if (/^exec-[^/.]+(\.(json|pid))?$/.test(name)) await fsp.rm(path.join(dir, name), { recursive: true, force: true });
+      }
+      await fsp.chmod(path.join(dir, 'bundle'), 0o700).catch(() => undefined);
+      await fsp.chmod(path.join(dir, 'bundle', 'config.json'), 0o600).catch(() => undefined);
+    }
+  }
+
   /** conmon leaves an `oom` file in the persist dir when the container's cgroup hit an OOM kill. */
   async wasOomKilled(id: string): Promise<boolean> {
     return pathExists(path.join(this.persistDir(id), 'oom'));
@@ -966,8 +1043,8 @@ export class RuncBackend {
 
   // streaming: an interactive exec whose stdio the caller wires (pipes, or a pty for `terminal`):
   // the caller runs `file args`; cleanup() removes the process and pid files afterwards.
-  async prepareStreamingExec(id: string, cmd: string[], terminal: boolean): Promise<{ file: string; args: string[]; pidFile: string; cleanup: () => Promise<void> }> {
-    const { processFile, pidFile } = await this.writeExecProcess(id, cmd, terminal, []);
+  async prepareStreamingExec(id: string, cmd: string[], terminal: boolean, env: string[] = []): Promise<{ file: string; args: string[]; pidFile: string; cleanup: () => Promise<void> }> {
+    const { processFile, pidFile } = await this.writeExecProcess(id, cmd, terminal, env);
     const args = ['--root', this.runtimeRoot, 'exec', '--process', processFile, '--pid-file', pidFile];
     if (terminal) args.push('--tty');
     args.push(id);
@@ -989,8 +1066,8 @@ export class RuncBackend {
    * ONLCR on the inner one and sizes it only after its init may already have exec'd the command:
    * early output came out CR CR LF and `stty size` could read 0x0.)
    */
-  async startTerminalExec(id: string, cmd: string[], opts: { stdin: boolean; width: number; height: number }): Promise<TerminalExec> {
-    const { processFile } = await this.writeExecProcess(id, cmd, true, [], { width: opts.width, height: opts.height });
+  async startTerminalExec(id: string, cmd: string[], opts: { stdin: boolean; width: number; height: number; env?: string[] }): Promise<TerminalExec> {
+    const { processFile } = await this.writeExecProcess(id, cmd, true, opts.env ?? [], { width: opts.width, height: opts.height });
     const tag = randomBytes(6).toString('hex');
     const sessionId = `exec-${tag}`;
     const sessionDir = path.join(this.persistDir(id), sessionId);
@@ -1197,6 +1274,12 @@ function cgroupDirs(lines: Iterable<string>): string[] {
     dirs.push(path.join(hierarchy, cgroupPath));
   }
   return dirs.sort((a, b) => b.length - a.length);
+}
+
+async function removeStaleTempFiles(dir: string): Promise<void> {
+  for (const name of await fsp.readdir(dir).catch(() => [] as string[])) {
+    if (name.startsWith('.') && name.endsWith('.tmp')) await fsp.rm(path.join(dir, name), { force: true });
+  }
 }
 
 function checkId(id: string): string {
