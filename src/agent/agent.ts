@@ -18,6 +18,8 @@ import { PodCgroups } from './pod-cgroups.js';
 import { qosCgroupPath } from './qos.js';
 import os from 'node:os';
 import { KubeletApiServer } from './kubelet-api/server.js';
+import { AgentMetrics } from './kubelet-api/metrics.js';
+import { kubeletConfigz } from './kubelet-api/node-info.js';
 import { MirrorPods, isMirrorPod } from './mirror-pods.js';
 import { KubeVolumeData } from './volumes/sources.js';
 import { bootstrapClientCertificate } from './bootstrap.js';
@@ -47,10 +49,13 @@ export class Agent {
   private logRotator?: ContainerLogRotator;
   private volumeData?: KubeVolumeData;
   private podCgroups?: PodCgroups;
+  readonly metrics: AgentMetrics;
 
   constructor(readonly config: AgentConfig) {
     this.log = logger({ component: 'nodelet-agent', node: config.nodeName });
     this.cri = new CriClient(config.criEndpoint);
+    this.metrics = new AgentMetrics(this.cri, config.nodeName);
+    this.cri.observer = (method, seconds, failed) => this.metrics.runtimeOperation(method, seconds, failed);
     this.hostIP = config.nodeIp ?? detectNodeIp();
   }
 
@@ -162,6 +167,15 @@ export class Agent {
       kube: this.kube?.config,
       host: { pods: () => [...this.workers.values()].map((w) => w.current), cri: this.cri, podLogsDir: this.config.podLogsDir },
       log: this.log,
+      metrics: this.metrics,
+      nodeLogDir: this.config.nodeLogDir,
+      configz: () =>
+        kubeletConfigz(this.config, {
+          port: this.kubeletApi?.port ?? 0,
+          rotateCertificates: Boolean(this.config.bootstrapKubeconfig),
+          serverTLSBootstrap: false,
+          authenticationWebhook: Boolean(this.kube),
+        }),
     });
     // Like the kubelet, a port that can't be bound is fatal: an agent without its API would
     // silently break `kubectl logs/exec/port-forward` for every pod on the node.
@@ -212,6 +226,7 @@ export class Agent {
     }
     const existing = this.workers.get(uid);
     if (existing) return existing.update(pod);
+    this.metrics.podSeen(uid);
     const worker = new PodWorker(pod, this.workerDeps(isStatic));
     this.workers.set(uid, worker);
     worker.kick();
@@ -225,9 +240,16 @@ export class Agent {
 
   private workerDeps(isStatic: boolean): PodWorkerDeps {
     const kube = isStatic ? undefined : this.kube;
+    const writeStatus: PodWorkerDeps['writeStatus'] = kube
+      ? (pod, status) => this.writeApiStatus(pod, status)
+      : async (pod, status) => {
+          this.mirrors?.writeStatus(pod, status);
+          await this.writeLocalStatus(pod, status);
+        };
     return {
       cri: this.cri,
       log: this.log,
+      metrics: this.metrics,
       runtimeName: this.runtimeName,
       nodeName: this.config.nodeName,
       hostIP: this.hostIP,
@@ -238,12 +260,10 @@ export class Agent {
       resyncMs: this.config.podResyncMs,
       backoffInitialMs: this.config.backoffInitialMs,
       backoffMaxMs: this.config.backoffMaxMs,
-      writeStatus: kube
-        ? (pod, status) => this.writeApiStatus(pod, status)
-        : async (pod, status) => {
-            this.mirrors?.writeStatus(pod, status);
-            await this.writeLocalStatus(pod, status);
-          },
+      writeStatus: (pod, status) => {
+        this.metrics.podStatus(pod.metadata!.uid!, status.phase);
+        return writeStatus(pod, status);
+      },
       finishDeletion: kube ? (pod) => this.finishDeletion(pod) : undefined,
       recordEvent: kube ? (pod, type, reason, message) => (this.events ??= new PodEventRecorder(kube.core, this.config.nodeName, this.log)).record(pod, type, reason, message) : undefined,
       volumeRoot: this.config.root,
@@ -253,6 +273,7 @@ export class Agent {
       nodeCapacity: { cpu: os.cpus().length, memory: os.totalmem() },
       volumeData: kube ? (this.volumeData ??= new KubeVolumeData(kube.core)) : undefined,
       onTerminated: (uid) => {
+        this.metrics.podForgotten(uid);
         this.volumeData?.forget(uid);
         this.workers.delete(uid);
         this.staticUids.delete(uid);

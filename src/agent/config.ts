@@ -25,6 +25,8 @@ export interface AgentConfig {
   tlsCertFile?: string;
   tlsPrivateKeyFile?: string;
   clientCaFile?: string;
+  /** The node's log directory, served by the kubelet API under /logs/ (default /var/log). */
+  nodeLogDir?: string;
   logLevel: string;
   /** How often each pod worker re-checks its containers through CRI. */
   podResyncMs: number;

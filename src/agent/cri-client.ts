@@ -6,7 +6,11 @@ export interface CriCallOptions {
   deadlineMs?: number;
 }
 
+/** Told of every finished call (the kubelet's runtime operation metrics). */
+export type CriCallObserver = (method: string, seconds: number, failed: boolean) => void;
+
 export class CriClient {
+  observer?: CriCallObserver;
   private readonly runtimeService: grpc.Client;
   private readonly imageService: grpc.Client;
 
@@ -18,11 +22,25 @@ export class CriClient {
   }
 
   runtime(method: string, request: object = {}, opts: CriCallOptions = {}): Promise<any> {
-    return call(this.runtimeService, method, request, opts.deadlineMs ?? 120_000);
+    return this.observed(method, call(this.runtimeService, method, request, opts.deadlineMs ?? 120_000));
   }
 
   image(method: string, request: object = {}, opts: CriCallOptions = {}): Promise<any> {
-    return call(this.imageService, method, request, opts.deadlineMs ?? 600_000);
+    return this.observed(method, call(this.imageService, method, request, opts.deadlineMs ?? 600_000));
+  }
+
+  private observed(method: string, p: Promise<any>): Promise<any> {
+    const observer = this.observer;
+    if (!observer) return p;
+    const started = process.hrtime.bigint();
+    const done = (failed: boolean) => observer(method, Number(process.hrtime.bigint() - started) / 1e9, failed);
+    return p.then(
+      (r) => (done(false), r),
+      (err) => {
+        done(true);
+        throw err;
+      },
+    );
   }
 
   close(): void {

@@ -14,6 +14,7 @@ import { isSidecar } from './qos.js';
 import { containerMountsFor } from './volumes/container-mounts.js';
 import { PodVolumes, VolumeSetUpError, type MountedVolume } from './volumes/pod-volumes.js';
 import { noVolumeData, type VolumeDataSource } from './volumes/sources.js';
+import type { AgentMetrics } from './kubelet-api/metrics.js';
 import {
   POD_UID_LABEL,
   containerConfigFor,
@@ -38,6 +39,8 @@ import {
 export interface PodWorkerDeps {
   cri: CriClient;
   log: Logger;
+  /** The kubelet's metrics (probe results). */
+  metrics?: AgentMetrics;
   runtimeName: string;
   nodeName: string;
   hostIP: string;
@@ -125,6 +128,7 @@ export class PodWorker {
         this.kick();
       },
       recordEvent: deps.recordEvent ? (type, reason, message) => deps.recordEvent!(this.pod, type, reason, message) : undefined,
+      observeResult: deps.metrics ? (kind, container, result) => deps.metrics!.probe(this.pod, kind, container, result) : undefined,
     });
   }
 

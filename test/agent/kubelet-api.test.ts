@@ -28,6 +28,7 @@ let base: string;
 let BUSYBOX: string;
 let port: number;
 let clientCert: { cert: Buffer; key: Buffer };
+let nodeLogDir: string;
 const NS = 'kubelet-api';
 const nodeName = `kapi-${randomBytes(3).toString('hex')}`;
 const LOOP = ['sh', '-c', LOOP_SCRIPT];
@@ -59,7 +60,14 @@ before(async () => {
       api!.authorize = (spec) => spec.user !== 'mallory';
       const pki = await makeClientPki(base);
       clientCert = { cert: pki.cert, key: pki.key };
-      return { clientCaFile: pki.caFile };
+      // The node log directory /logs/ serves: a file, a subdirectory, and links leading outside it.
+      nodeLogDir = path.join(base, 'varlog');
+      await fsp.mkdir(path.join(nodeLogDir, 'journal'), { recursive: true });
+      await fsp.writeFile(path.join(nodeLogDir, 'syslog'), 'boot line 1\nboot line 2\n');
+      await fsp.writeFile(path.join(nodeLogDir, 'journal', 'a&b.log'), 'in the journal\n');
+      await fsp.writeFile(path.join(base, 'secret.txt'), 'outside\n');
+      await fsp.symlink(path.join(base, 'secret.txt'), path.join(nodeLogDir, 'escape'));
+      return { clientCaFile: pki.caFile, nodeLogDir };
     },
   });
   ({ daemon: d, api, agent, base, busybox: BUSYBOX } = h as Required<AgentHarness>);
@@ -81,7 +89,10 @@ before(async () => {
     spec: {
       nodeName,
       terminationGracePeriodSeconds: 2,
-      containers: [{ name: 'httpd', image: BUSYBOX, imagePullPolicy: 'IfNotPresent', command: ['sh', '-c', 'mkdir -p /www; echo hello-through-the-kubelet > /www/index.html; exec httpd -f -p 8080 -h /www'] }],
+      containers: [{
+        name: 'httpd', image: BUSYBOX, imagePullPolicy: 'IfNotPresent', command: ['sh', '-c', 'mkdir -p /www; echo hello-through-the-kubelet > /www/index.html; exec httpd -f -p 8080 -h /www'],
+        readinessProbe: { httpGet: { path: '/index.html', port: 8080 }, periodSeconds: 1 },
+      }],
     },
   });
   for (const name of ['logs', 'web']) {
@@ -381,4 +392,112 @@ test('port-forward through the kubelet API reaches busybox httpd in the pod', as
   } finally {
     ws.close();
   }
+});
+
+/** The samples of one family in a Prometheus text: [labels, value] pairs. */
+function samples(text: string, name: string): { labels: Record<string, string>; value: number }[] {
+  const out: { labels: Record<string, string>; value: number }[] = [];
+  for (const line of text.split('\n')) {
+    const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)(?: \d+)?$/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const labels: Record<string, string> = {};
+    for (const l of (m[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) labels[l[1]!] = l[2]!;
+    out.push({ labels, value: Number(m[3]) });
+  }
+  return out;
+}
+
+test('/metrics: running pods and containers, pod start durations, runtime operations and process figures', async () => {
+  const res = await kubeletGet('/metrics');
+  assert.equal(res.status, 200, res.body);
+  assert.match(res.type ?? '', /^text\/plain; version=0\.0\.4/);
+  assert.ok(samples(res.body, 'kubelet_running_pods')[0]!.value >= 2, 'logs and web have sandboxes');
+  const running = samples(res.body, 'kubelet_running_containers').find((s) => s.labels.container_state === 'running');
+  assert.ok(running && running.value >= 3, JSON.stringify(running));
+  assert.match(res.body, /^# TYPE kubelet_pod_start_duration_seconds histogram$/m);
+  const started = samples(res.body, 'kubelet_pod_start_duration_seconds_count')[0]!;
+  assert.ok(started.value >= 2, `pods started: ${started.value}`);
+  assert.ok(samples(res.body, 'kubelet_pod_start_duration_seconds_bucket').some((s) => s.labels.le === '+Inf' && s.value === started.value));
+  const ops = samples(res.body, 'kubelet_runtime_operations_total');
+  for (const op of ['run_podsandbox', 'create_container', 'start_container', 'list_podsandbox', 'container_status']) {
+    assert.ok(ops.some((s) => s.labels.operation_type === op && s.value >= 1), `operation ${op} counted`);
+  }
+  assert.ok(samples(res.body, 'kubelet_runtime_operations_duration_seconds_count').some((s) => s.labels.operation_type === 'run_podsandbox'));
+  assert.deepEqual(samples(res.body, 'kubelet_node_name'), [{ labels: { node: nodeName }, value: 1 }]);
+  for (const p of ['process_cpu_seconds_total', 'process_resident_memory_bytes', 'process_start_time_seconds', 'process_open_fds']) {
+    assert.ok(samples(res.body, p)[0]!.value > 0, p);
+  }
+  // A token allowed by SubjectAccessReview may read it; one refused may not.
+  assert.equal((await kubeletGet('/metrics', { token: ALICE_TOKEN })).status, 200);
+  assert.equal((await kubeletGet('/metrics', { token: MALLORY_TOKEN })).status, 403);
+  assert.equal((await kubeletGet('/metrics', {})).status, 401);
+});
+
+test('/metrics/probes counts probe results by probe type, result, container and pod', async () => {
+  const web = api.get('pods', NS, 'web');
+  const probe = await waitFor('a successful readiness probe counted', async () => {
+    const text = (await kubeletGet('/metrics/probes')).body;
+    return samples(text, 'prober_probe_total').find((s) => s.labels.pod === 'web' && s.labels.result === 'successful');
+  }, 15_000);
+  assert.deepEqual(probe.labels, { probe_type: 'Readiness', result: 'successful', container: 'httpd', pod: 'web', namespace: NS, pod_uid: web.metadata.uid });
+  assert.ok(probe.value >= 1);
+});
+
+test('/metrics/cadvisor: container_* series per container under cAdvisor\'s labels', async () => {
+  const res = await kubeletGet('/metrics/cadvisor');
+  assert.equal(res.status, 200, res.body);
+  assert.match(res.body, /^# TYPE container_cpu_usage_seconds_total counter$/m);
+  const mem = samples(res.body, 'container_memory_working_set_bytes').find((s) => s.labels.pod === 'web' && s.labels.container === 'httpd');
+  assert.ok(mem, 'web/httpd has a working set series');
+  assert.deepEqual(Object.keys(mem.labels).sort(), ['container', 'id', 'image', 'name', 'namespace', 'pod']);
+  assert.equal(mem.labels.namespace, NS);
+  assert.match(mem.labels.image, /busybox/);
+  assert.ok(mem.value > 0);
+  const cpu = samples(res.body, 'container_cpu_usage_seconds_total').find((s) => s.labels.pod === 'logs' && s.labels.container === 'ticker');
+  assert.equal(cpu?.labels.cpu, 'total');
+  assert.ok(res.body.includes('container_start_time_seconds{'), 'start times');
+});
+
+test('/runningpods lists the pods the runtime runs, with their running containers, in the kubelet\'s PodList', async () => {
+  const res = await kubeletGet('/runningpods/');
+  assert.equal(res.status, 200, res.body);
+  const list = JSON.parse(res.body);
+  assert.equal(list.kind, 'PodList');
+  const logs = list.items.find((p: any) => p.metadata.name === 'logs' && p.metadata.namespace === NS);
+  assert.equal(logs.metadata.uid, api.get('pods', NS, 'logs').metadata.uid);
+  assert.deepEqual(logs.spec.containers.map((c: any) => c.name).sort(), ['fixed', 'ticker']);
+  assert.match(logs.spec.containers[0].image, /busybox/);
+  assert.deepEqual(logs.status, {});
+});
+
+test('/configz answers the configuration as a KubeletConfiguration under "kubeletconfig"', async () => {
+  const res = await kubeletGet('/configz');
+  assert.equal(res.status, 200, res.body);
+  const { kubeletconfig } = JSON.parse(res.body);
+  assert.equal(kubeletconfig.port, port);
+  assert.equal(kubeletconfig.maxPods, h.config.maxPods);
+  assert.equal(kubeletconfig.clusterDomain, 'cluster.local');
+  assert.equal(kubeletconfig.authentication.x509.clientCAFile, h.config.clientCaFile);
+  assert.equal(kubeletconfig.authentication.webhook.enabled, true);
+  assert.equal(kubeletconfig.cgroupsPerQOS, h.config.cgroupsPerQOS);
+  assert.equal((await kubeletGet('/configz', { token: MALLORY_TOKEN })).status, 403);
+});
+
+test('/logs/ lists and reads node log files, and nothing outside the log directory', async () => {
+  const listing = await kubeletGet('/logs/');
+  assert.equal(listing.status, 200);
+  assert.match(listing.type ?? '', /^text\/html/);
+  assert.equal(listing.body, '<!doctype html>\n<meta name="viewport" content="width=device-width">\n<pre>\n<a href="escape">escape</a>\n<a href="journal/">journal/</a>\n<a href="syslog">syslog</a>\n</pre>\n');
+  assert.equal((await kubeletGet('/logs/syslog')).body, 'boot line 1\nboot line 2\n');
+  assert.match((await kubeletGet('/logs/journal/')).body, /<a href="a%26b\.log">a&amp;b\.log<\/a>/);
+  assert.equal((await kubeletGet('/logs/journal/a%26b.log')).body, 'in the journal\n');
+  // A directory without its slash is redirected, as Go's file server does.
+  const redirect = await kubeletGet('/logs/journal');
+  assert.equal(redirect.status, 301);
+  // Out of the directory: through a symlink, or '..' (encoded, so no client normalises it away).
+  assert.equal((await kubeletGet('/logs/escape')).status, 404);
+  assert.equal((await kubeletGet('/logs/%2e%2e/secret.txt')).status, 404);
+  assert.equal((await kubeletGet('/logs/journal/..%2f..%2fsecret.txt')).status, 404);
+  assert.equal((await kubeletGet('/logs/nope')).status, 404);
+  assert.equal((await kubeletGet('/logs/syslog', { token: MALLORY_TOKEN })).status, 403);
 });

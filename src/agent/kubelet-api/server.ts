@@ -1,6 +1,8 @@
 // The kubelet API on HTTPS: /healthz, /pods, /containerLogs, and /exec, /attach, /portForward proxied to
 // the runtime's streaming server — what the apiserver calls for `kubectl logs`, `exec` and `port-forward`.
-// /stats/summary and /metrics/resource (stats.ts) are what metrics-server reads for `kubectl top`.
+// /stats/summary and /metrics/resource (stats.ts) are what metrics-server reads for `kubectl top`; /metrics,
+// /metrics/probes (metrics.ts), /metrics/cadvisor (cadvisor.ts), /runningpods, /configz and /logs/ (node-info.ts)
+// are what Prometheus, kubectl get --raw and the node log viewers read.
 import { listenOn, parseHostPort } from '../../common/address.js';
 import { promises as fsp } from 'node:fs';
 import https from 'node:https';
@@ -18,6 +20,9 @@ import { streamCriLog, type LogReadOptions } from './cri-log.js';
 import { proxyUpgrade, rawReply, streamingTarget } from './stream-proxy.js';
 import { servingCertificate } from './tls.js';
 import { NodeStatsSource, resourceMetricsText } from './stats.js';
+import type { AgentMetrics } from './metrics.js';
+import { cadvisorMetrics } from './cadvisor.js';
+import { runningPodList, serveNodeLog } from './node-info.js';
 
 export interface KubeletApiHost {
   /** The pods this node runs (from the API and static manifests), each with its latest status. */
@@ -41,7 +46,15 @@ export interface KubeletApiOptions {
   kube?: KubeConfig;
   host: KubeletApiHost;
   log: Logger;
+  /** The agent's metrics (/metrics, /metrics/probes); without them those answer 404. */
+  metrics?: AgentMetrics;
+  /** The /configz document. */
+  configz?: () => object;
+  /** The node's log directory served under /logs/ (default /var/log). */
+  nodeLogDir?: string;
 }
+
+const PROMETHEUS_TEXT = 'text/plain; version=0.0.4; charset=utf-8';
 
 /** An answer with an HTTP status (plain requests get it as text, upgrades as a raw response). */
 class ApiError extends Error {
@@ -170,9 +183,23 @@ export class KubeletApiServer {
         return;
       }
       case 'metrics':
-        if (parts.length !== 2 || parts[1] !== 'resource') throw new ApiError(404, '404 page not found');
-        res.writeHead(200, { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8' }).end(resourceMetricsText(await this.stats.summary()));
+        return this.metricsText(res, parts);
+      case 'runningpods': {
+        if (parts.length > 1) throw new ApiError(404, '404 page not found');
+        const cri = this.opts.host.cri;
+        const [{ items }, { containers }] = await Promise.all([cri.runtime('ListPodSandbox', {}), cri.runtime('ListContainers', {})]);
+        res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify(runningPodList(items, containers)));
         return;
+      }
+      case 'configz':
+        if (parts.length > 1 || !this.opts.configz) throw new ApiError(404, '404 page not found');
+        res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify(this.opts.configz()));
+        return;
+      case 'logs':
+        // Like the kubelet's mux: /logs is /logs/.
+        if (url.pathname === '/logs') return void res.writeHead(301, { Location: '/logs/' }).end();
+        if (req.method !== 'GET' && req.method !== 'HEAD') throw new ApiError(405, 'Method Not Allowed');
+        return serveNodeLog(res, this.opts.nodeLogDir ?? '/var/log', parts.slice(1).join('/'), url.pathname, req.method === 'HEAD');
       case 'containerLogs':
         if (parts.length !== 4) throw new ApiError(400, 'path must be /containerLogs/{namespace}/{pod}/{container}');
         return this.containerLogs(res, parts[1]!, parts[2]!, parts[3]!, url.searchParams);
@@ -183,6 +210,17 @@ export class KubeletApiServer {
       default:
         throw new ApiError(404, '404 page not found');
     }
+  }
+
+  private async metricsText(res: ServerResponse, parts: string[]): Promise<void> {
+    const which = parts.length === 1 ? '' : parts.length === 2 ? parts[1] : undefined;
+    let text: string;
+    if (which === 'resource') text = resourceMetricsText(await this.stats.summary());
+    else if (which === 'cadvisor') text = await cadvisorMetrics(this.opts.host.cri);
+    else if (which === '' && this.opts.metrics) text = await this.opts.metrics.text();
+    else if (which === 'probes' && this.opts.metrics) text = await this.opts.metrics.probesText();
+    else throw new ApiError(404, '404 page not found');
+    res.writeHead(200, { 'Content-Type': PROMETHEUS_TEXT }).end(text);
   }
 
   private async onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {

@@ -24,6 +24,8 @@ export interface PodProbesDeps {
   /** A liveness or startup probe reached its failureThreshold: the container must be killed and restarted. */
   onFailure(kind: ProbeKind, container: V1Container, containerId: string, message: string): void;
   recordEvent?(type: 'Normal' | 'Warning', reason: string, message: string): void;
+  /** Every probe result (prober_probe_total). */
+  observeResult?(kind: ProbeKind, container: string, result: 'successful' | 'failed' | 'unknown'): void;
 }
 
 export interface ProbeState {
@@ -81,6 +83,7 @@ class ProbeWorker {
       result = { ok: false, output: errorMessage(err) };
     }
     if (this.stopped) return;
+    owner.deps.observeResult?.(kind, container.spec.name, result.ok ? 'successful' : 'failed');
     if (result.ok) {
       this.failures = 0;
       this.successes++;
