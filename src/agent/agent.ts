@@ -22,7 +22,9 @@ import { AgentMetrics } from './kubelet-api/metrics.js';
 import { kubeletConfigz } from './kubelet-api/node-info.js';
 import { MirrorPods, isMirrorPod } from './mirror-pods.js';
 import { KubeVolumeData } from './volumes/sources.js';
-import { bootstrapClientCertificate } from './bootstrap.js';
+import { bootstrapClientCertificate, kubeconfigClientCertificate, useClientCertificateFile } from './bootstrap.js';
+import { CertificateRotation, CertificateStore, KUBELET_CLIENT_SIGNER, KUBELET_SERVING_SIGNER } from './certificates.js';
+import { promises as fsp } from 'node:fs';
 import { PodEventRecorder } from './events.js';
 import { ContainerLogRotator } from './log-rotation.js';
 
@@ -50,6 +52,8 @@ export class Agent {
   private volumeData?: KubeVolumeData;
   private podCgroups?: PodCgroups;
   readonly metrics: AgentMetrics;
+  clientCertificates?: CertificateRotation;
+  servingCertificates?: CertificateRotation;
 
   constructor(readonly config: AgentConfig) {
     this.log = logger({ component: 'nodelet-agent', node: config.nodeName });
@@ -66,8 +70,10 @@ export class Agent {
     this.log.info({ runtime: `${version.runtime_name}://${version.runtime_version}`, hostIP: this.hostIP }, 'runtime connected');
     if (this.config.kubeconfig && this.config.bootstrapKubeconfig) await this.bootstrap();
     if (this.config.kubeconfig) this.kube = kubeClientsFromFile(this.config.kubeconfig);
+    if (this.kube && this.config.rotateCertificates) await this.startClientCertificateRotation();
     // Before registration, so the Node reports the port the kubelet API really listens on.
     await this.startKubeletApi();
+    if (this.kube && this.config.rotateServerCertificates && this.kubeletApi) await this.startServingCertificateRotation(this.kubeletApi);
     if (this.kube) {
       this.nodeReporter = new NodeStatusReporter(
         this.kube.core,
@@ -140,7 +146,7 @@ export class Agent {
         await bootstrapClientCertificate({
           bootstrapKubeconfig: this.config.bootstrapKubeconfig!,
           kubeconfig: this.config.kubeconfig!,
-          certDir: path.join(this.config.root, 'pki'),
+          certDir: this.certDir,
           nodeName: this.config.nodeName,
           log: this.log,
         });
@@ -151,6 +157,50 @@ export class Agent {
         await new Promise((r) => setTimeout(r, Math.min(1000 * 2 ** failures, 30_000)));
       }
     }
+  }
+
+  private get certDir(): string {
+    return this.config.certDir ?? path.join(this.config.root, 'pki');
+  }
+
+  /** --rotate-certificates: the client certificate is renewed by CSR before it expires; the clients switch in place. */
+  private async startClientCertificateRotation(): Promise<void> {
+    const kube = this.kube!;
+    const initial = await kubeconfigClientCertificate(kube.config).catch(() => undefined);
+    if (!initial) {
+      this.log.warn('--rotate-certificates: the kubeconfig has no client certificate; nothing to rotate');
+      return;
+    }
+    const store = new CertificateStore(this.certDir, 'kubelet-client');
+    this.metrics.clientCertificateExpires(Date.parse(initial.validTo));
+    this.clientCertificates = new CertificateRotation({
+      store,
+      kube: () => kube.config,
+      request: () => ({ signerName: KUBELET_CLIENT_SIGNER, nodeName: this.config.nodeName }),
+      log: this.log,
+      onIssued: (cert) => {
+        useClientCertificateFile(kube.config, store.currentPath);
+        this.metrics.clientCertificateExpires(Date.parse(cert.validTo));
+      },
+    });
+    await this.clientCertificates.start(initial);
+  }
+
+  /** --rotate-server-certificates: the kubelet API serves a kubelet-serving certificate got (and renewed) by CSR. */
+  private async startServingCertificateRotation(api: KubeletApiServer): Promise<void> {
+    const kube = this.kube!;
+    const store = new CertificateStore(this.certDir, 'kubelet-server');
+    this.servingCertificates = new CertificateRotation({
+      store,
+      kube: () => kube.config,
+      request: () => ({ signerName: KUBELET_SERVING_SIGNER, nodeName: this.config.nodeName, hosts: [this.config.nodeName, this.hostIP] }),
+      log: this.log,
+      onIssued: async () => {
+        const pem = await fsp.readFile(store.currentPath);
+        api.setServingCertificate(pem, pem);
+      },
+    });
+    await this.servingCertificates.start();
   }
 
   /** The kubelet API (HTTPS, --kubelet-api-address). */
@@ -169,11 +219,12 @@ export class Agent {
       log: this.log,
       metrics: this.metrics,
       nodeLogDir: this.config.nodeLogDir,
+      servingCertificateFromCsr: Boolean(this.kube && this.config.rotateServerCertificates),
       configz: () =>
         kubeletConfigz(this.config, {
           port: this.kubeletApi?.port ?? 0,
-          rotateCertificates: Boolean(this.config.bootstrapKubeconfig),
-          serverTLSBootstrap: false,
+          rotateCertificates: this.config.rotateCertificates,
+          serverTLSBootstrap: this.config.rotateServerCertificates,
           authenticationWebhook: Boolean(this.kube),
         }),
     });
@@ -191,6 +242,8 @@ export class Agent {
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.housekeeping);
+    this.clientCertificates?.stop();
+    this.servingCertificates?.stop();
     this.logRotator?.stop();
     this.nodeReporter?.stop();
     this.staticSource?.stop();

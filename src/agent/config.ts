@@ -25,6 +25,12 @@ export interface AgentConfig {
   tlsCertFile?: string;
   tlsPrivateKeyFile?: string;
   clientCaFile?: string;
+  /** Where the node's certificates are kept (the kubelet's --cert-dir; default <root>/pki). */
+  certDir?: string;
+  /** Renew the client certificate through CSRs before it expires (the kubelet's rotateCertificates). */
+  rotateCertificates: boolean;
+  /** Get (and renew) the kubelet API's serving certificate through CSRs (kubelet-serving; serverTLSBootstrap). */
+  rotateServerCertificates: boolean;
   /** The node's log directory, served by the kubelet API under /logs/ (default /var/log). */
   nodeLogDir?: string;
   logLevel: string;
@@ -67,6 +73,8 @@ export function defaultAgentConfig(): AgentConfig {
     containerLogMonitorIntervalMs: 10_000,
     cgroupsPerQOS: true,
     cgroupRoot: '/',
+    rotateCertificates: false,
+    rotateServerCertificates: false,
   };
 }
 
@@ -95,6 +103,9 @@ const FLAG_OPTIONS = {
   'container-log-max-files': { type: 'string' },
   'cgroup-root': { type: 'string' },
   'cgroups-per-qos': { type: 'string' },
+  'cert-dir': { type: 'string' },
+  'rotate-certificates': { type: 'boolean' },
+  'rotate-server-certificates': { type: 'boolean' },
   help: { type: 'boolean' },
 } as const;
 
@@ -114,6 +125,10 @@ export const AGENT_USAGE = `usage: nodelet-agent [flags]
   --kubelet-api-address, --tls-cert-file, --tls-private-key-file, --client-ca-file
   --container-log-max-size Q, --container-log-max-files N   log rotation (default 10Mi, 5; config file:
                              containerLogMaxSize, containerLogMaxFiles, containerLogMonitorInterval)
+  --cert-dir DIR             node certificates (default <root>/pki): kubelet-client-current.pem, kubelet-server-current.pem
+  --rotate-certificates      renew the client certificate by CSR at 70-90% of its lifetime (config: rotateCertificates)
+  --rotate-server-certificates  the kubelet API's serving certificate by CSR (signer kubernetes.io/kubelet-serving,
+                             approved by an operator; config: serverTLSBootstrap)
   --cgroup-root PATH         pod cgroups go under PATH/kubepods (default /)
   --cgroups-per-qos BOOL     make the kubepods QoS and pod cgroups (default true)
   --config FILE              KubeletConfiguration-style YAML (flags win)
@@ -182,6 +197,9 @@ function applyConfigFile(cfg: AgentConfig, file: string): void {
   if (doc.containerLogMaxFiles !== undefined) cfg.containerLogMaxFiles = logMaxFiles(String(doc.containerLogMaxFiles), 'containerLogMaxFiles');
   if (doc.cgroupRoot) cfg.cgroupRoot = String(doc.cgroupRoot);
   if (doc.cgroupsPerQOS !== undefined) cfg.cgroupsPerQOS = doc.cgroupsPerQOS !== false && String(doc.cgroupsPerQOS) !== 'false';
+  if (doc.certDir) cfg.certDir = String(doc.certDir);
+  if (doc.rotateCertificates !== undefined) cfg.rotateCertificates = doc.rotateCertificates === true || String(doc.rotateCertificates) === 'true';
+  if (doc.serverTLSBootstrap !== undefined) cfg.rotateServerCertificates = doc.serverTLSBootstrap === true || String(doc.serverTLSBootstrap) === 'true';
   if (doc.containerLogMonitorInterval !== undefined) cfg.containerLogMonitorIntervalMs = parseDuration(String(doc.containerLogMonitorInterval), 'containerLogMonitorInterval');
 }
 
@@ -219,6 +237,9 @@ export function parseAgentFlags(argv: string[]): AgentConfig & { help: boolean }
   if (v['container-log-max-files']) cfg.containerLogMaxFiles = logMaxFiles(v['container-log-max-files'], '--container-log-max-files');
   if (v['cgroup-root']) cfg.cgroupRoot = v['cgroup-root'];
   if (v['cgroups-per-qos'] !== undefined) cfg.cgroupsPerQOS = v['cgroups-per-qos'] !== 'false';
+  if (v['cert-dir']) cfg.certDir = v['cert-dir'];
+  if (v['rotate-certificates']) cfg.rotateCertificates = true;
+  if (v['rotate-server-certificates']) cfg.rotateServerCertificates = true;
   if (!v.help && !cfg.kubeconfig && !cfg.podManifestPath) throw invalidArgument('need --kubeconfig, --pod-manifest-path or both');
   return { ...cfg, help: v.help ?? false };
 }

@@ -25,6 +25,8 @@ export interface ControlPlaneOptions {
   readyTimeoutMs?: number;
   /** Progress lines (default: none). */
   log?: (line: string) => void;
+  /** The controller-manager's --cluster-signing-duration (default: its own, a year): short to test rotation. */
+  clusterSigningDuration?: string;
 }
 
 export interface IssuedCert {
@@ -339,6 +341,7 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
         `--cluster-signing-key-file=${pki.caKey}`,
         `--service-cluster-ip-range=${serviceRange}`,
         '--controllers=*,bootstrapsigner,tokencleaner',
+        ...(opts.clusterSigningDuration ? [`--cluster-signing-duration=${opts.clusterSigningDuration}`] : []),
         // Its default is under /usr/libexec; nothing of ours goes outside the temp dir.
         `--flex-volume-plugin-dir=${path.join(dir, 'flexvolume')}`,
         '--v=1',

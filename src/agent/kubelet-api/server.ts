@@ -52,6 +52,8 @@ export interface KubeletApiOptions {
   configz?: () => object;
   /** The node's log directory served under /logs/ (default /var/log). */
   nodeLogDir?: string;
+  /** The serving certificate comes later through setServingCertificate (a CSR): until then handshakes fail. */
+  servingCertificateFromCsr?: boolean;
 }
 
 const PROMETHEUS_TEXT = 'text/plain; version=0.0.4; charset=utf-8';
@@ -93,6 +95,7 @@ export class KubeletApiServer {
   private readonly stats: NodeStatsSource;
   private readonly log: Logger;
   private boundPort = 0;
+  private clientCa?: Buffer;
 
   constructor(private readonly opts: KubeletApiOptions) {
     this.auth = new KubeletAuth({ nodeName: opts.nodeName, kube: opts.kube });
@@ -106,17 +109,19 @@ export class KubeletApiServer {
 
   async start(): Promise<void> {
     const { host, port } = parseHostPort(this.opts.address, 'kubelet API address');
-    const serving = await servingCertificate({
-      certFile: this.opts.tlsCertFile,
-      keyFile: this.opts.tlsPrivateKeyFile,
-      root: this.opts.root,
-      nodeName: this.opts.nodeName,
-      addresses: this.opts.addresses,
-    });
+    const serving = this.opts.servingCertificateFromCsr
+      ? undefined
+      : await servingCertificate({
+          certFile: this.opts.tlsCertFile,
+          keyFile: this.opts.tlsPrivateKeyFile,
+          root: this.opts.root,
+          nodeName: this.opts.nodeName,
+          addresses: this.opts.addresses,
+        });
     const clientCa = this.opts.clientCaFile ? await fsp.readFile(this.opts.clientCaFile) : undefined;
+    this.clientCa = clientCa;
     const server = https.createServer({
-      cert: serving.cert,
-      key: serving.key,
+      ...(serving ? { cert: serving.cert, key: serving.key } : {}),
       // Certificates are checked, not required: a caller may use a bearer token instead.
       ...(clientCa ? { requestCert: true, rejectUnauthorized: false, ca: clientCa } : {}),
     });
@@ -140,6 +145,13 @@ export class KubeletApiServer {
     this.server = server;
     this.boundPort = (server.address() as AddressInfo).port;
     this.log.info({ address: `${host}:${this.boundPort}`, clientCa: Boolean(clientCa), webhook: Boolean(this.opts.kube) }, 'kubelet API listening');
+  }
+
+  /** Serves with this certificate from the next handshake on (a rotated or newly issued one; PEM, may be one file). */
+  setServingCertificate(cert: Buffer, key: Buffer): void {
+    if (!this.server) throw new Error('kubelet API not started');
+    this.server.setSecureContext({ cert, key, ...(this.clientCa ? { ca: this.clientCa } : {}) });
+    this.log.info('kubelet API serving certificate updated');
   }
 
   async stop(): Promise<void> {

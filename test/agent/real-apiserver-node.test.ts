@@ -1,0 +1,286 @@
+// nodelet-agent joined to the real kube-apiserver the kubeadm way: TLS bootstrap with a bootstrap token, the client
+// certificate renewed by CSR before it expires (the controller-manager signs 3-minute certificates here and
+// approves node self-renewals), the kubelet API's serving certificate got by a kubelet-serving CSR an operator
+// approves, and the kubelet API endpoints read through the apiserver's node proxy (kubectl get --raw) and with a
+// service account token (TokenReview + SubjectAccessReview against the real RBAC).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { X509Certificate, randomBytes } from 'node:crypto';
+import { promises as fsp, readFileSync } from 'node:fs';
+import https from 'node:https';
+import os from 'node:os';
+import path from 'node:path';
+import tls from 'node:tls';
+import YAML from 'yaml';
+import { configureLogger } from '../../src/common/log.js';
+import { KUBELET_CLIENT_SIGNER, KUBELET_SERVING_SIGNER } from '../../src/agent/certificates.js';
+import { waitFor } from '../helpers/pods.js';
+import { startControlPlane, type ControlPlane } from '../conformance/control-plane.js';
+import { startAgentHarness, type AgentHarness } from './harness.js';
+
+configureLogger(process.env.NODELET_TEST_AGENT_LOG ?? 'silent');
+
+const nodeName = `join-${randomBytes(3).toString('hex')}`;
+const NS = 'default';
+
+/** The apiserver's node proxy refuses loopback addresses: the node reports the host's first other IPv4 address. */
+function hostAddress(): string {
+  for (const list of Object.values(os.networkInterfaces())) {
+    for (const a of list ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
+  }
+  throw new Error('this test needs a non-loopback IPv4 address (the node proxy refuses loopback)');
+}
+
+let cp: ControlPlane | undefined;
+let h: AgentHarness;
+let nodeIp: string;
+let nodeLogDir: string;
+
+before(async () => {
+  nodeIp = hostAddress();
+  // 3 minutes: certificates are backdated 5 minutes, so a renewal falls 0.6–2.2 minutes after issue.
+  cp = await startControlPlane({ clusterSigningDuration: '3m' });
+  const token = await cp.bootstrapToken();
+  h = await startAgentHarness({
+    name: 'nodelet-agent-join-',
+    nodeName,
+    api: false,
+    configure: async ({ base }) => {
+      const bootstrapKubeconfig = path.join(base, 'bootstrap-kubelet.conf');
+      await fsp.writeFile(bootstrapKubeconfig, YAML.stringify({
+        apiVersion: 'v1',
+        kind: 'Config',
+        clusters: [{ name: 'kubernetes', cluster: { server: cp!.server, 'certificate-authority': cp!.caPath } }],
+        users: [{ name: 'tls-bootstrap-token-user', user: { token } }],
+        contexts: [{ name: 'tls-bootstrap', context: { cluster: 'kubernetes', user: 'tls-bootstrap-token-user' } }],
+        'current-context': 'tls-bootstrap',
+      }), { mode: 0o600 });
+      nodeLogDir = path.join(base, 'varlog');
+      await fsp.mkdir(nodeLogDir);
+      await fsp.writeFile(path.join(nodeLogDir, 'node.log'), 'a node log line\n');
+      return {
+        bootstrapKubeconfig,
+        kubeconfig: path.join(base, 'kubelet.conf'),
+        certDir: path.join(base, 'pki'),
+        rotateCertificates: true,
+        rotateServerCertificates: true,
+        nodeIp,
+        kubeletApiAddress: `${nodeIp}:0`,
+        clientCaFile: cp!.caPath,
+        nodeLogDir,
+        leaseRenewSeconds: 1,
+        nodeStatusReportSeconds: 5,
+      };
+    },
+  });
+}, { timeout: 240_000 });
+
+after(async () => {
+  await h?.close();
+  await cp?.stop();
+});
+
+async function getJson(args: string[]): Promise<any> {
+  return JSON.parse(await cp!.kubectl([...args, '-o', 'json']));
+}
+
+async function csrsOf(signer: string): Promise<any[]> {
+  return (await getJson(['get', 'csr'])).items
+    .filter((c: any) => c.spec.signerName === signer && c.spec.username === `system:node:${nodeName}`)
+    .sort((a: any, b: any) => a.metadata.creationTimestamp.localeCompare(b.metadata.creationTimestamp));
+}
+
+/** The certificate the kubelet API presents, verified against the cluster CA for the node's address. */
+function servedCertificate(verify: boolean): Promise<X509Certificate> {
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({ host: nodeIp, port: h.agent.kubeletApi!.port, ca: readFileSync(cp!.caPath), rejectUnauthorized: verify }, () => {
+      const raw = socket.getPeerCertificate().raw;
+      socket.destroy();
+      resolve(new X509Certificate(raw));
+    });
+    socket.setTimeout(5000, () => socket.destroy(new Error('timeout')));
+    socket.on('error', reject);
+  });
+}
+
+const pendingApproval = (c: any) => !(c.status?.conditions ?? []).some((x: any) => x.type === 'Approved' || x.type === 'Denied');
+
+test('TLS bootstrap: the node joins with a bootstrap token; its kubeconfig points at kubelet-client-current.pem', async () => {
+  await waitFor('node Ready', async () => {
+    const n = await getJson(['get', 'nodes']);
+    return n.items.find((x: any) => x.metadata.name === nodeName)?.status?.conditions?.find((c: any) => c.type === 'Ready')?.status === 'True';
+  }, 60_000);
+  const kubeconfig = YAML.parse(await fsp.readFile(h.config.kubeconfig!, 'utf8'));
+  const current = path.join(h.config.certDir!, 'kubelet-client-current.pem');
+  assert.equal(kubeconfig.users[0].user['client-certificate'], current);
+  assert.equal(kubeconfig.users[0].user['client-key'], current);
+  assert.ok((await fsp.lstat(current)).isSymbolicLink());
+  const whoami = JSON.parse(await cp!.kubectl(['auth', 'whoami', '-o', 'json'], { kubeconfig: h.config.kubeconfig }));
+  assert.equal(whoami.status.userInfo.username, `system:node:${nodeName}`);
+  const [first] = (await getJson(['get', 'csr'])).items.filter((c: any) => c.spec.username.startsWith('system:bootstrap:'));
+  assert.equal(first.spec.signerName, KUBELET_CLIENT_SIGNER);
+  assert.ok(first.status.conditions.some((c: any) => c.type === 'Approved' && c.reason === 'AutoApproved'));
+});
+
+test('the serving certificate: a kubelet-serving CSR for the node\'s names, served once an operator approves it', async () => {
+  const [csr] = await waitFor('a kubelet-serving CSR', async () => {
+    const list = await csrsOf(KUBELET_SERVING_SIGNER);
+    return list.length ? list : undefined;
+  }, 30_000);
+  assert.ok(pendingApproval(csr), 'kubelet-serving CSRs wait for a person');
+  assert.deepEqual([...csr.spec.usages].sort(), ['digital signature', 'server auth']);
+  // Until it is issued the kubelet API has no certificate: handshakes fail.
+  await assert.rejects(servedCertificate(false));
+  await cp!.kubectl(['certificate', 'approve', csr.metadata.name]);
+  const served = await waitFor('the issued certificate served', () => servedCertificate(true).catch(() => undefined), 30_000);
+  assert.match(served.subject, new RegExp(`CN=system:node:${nodeName}`));
+  assert.match(served.subject, /O=system:nodes/);
+  assert.ok(served.checkIP(nodeIp), `${served.subjectAltName} covers ${nodeIp}`);
+  assert.ok(served.subjectAltName?.includes(`DNS:${nodeName}`), served.subjectAltName);
+  assert.ok(served.checkIssued(new X509Certificate(readFileSync(cp!.caPath))), 'issued by the cluster CA');
+});
+
+/** kubectl get --raw through the apiserver's node proxy (the apiserver's kubelet client certificate, then ours). */
+function proxyGet(subpath: string): Promise<string> {
+  return cp!.kubectl(['get', '--raw', `/api/v1/nodes/${nodeName}/proxy${subpath}`]);
+}
+
+function sample(text: string, name: string, pred: (labels: string) => boolean = () => true): number | undefined {
+  for (const line of text.split('\n')) {
+    const m = /^([\w:]+)(\{[^}]*\})? (\S+)/.exec(line);
+    if (m && m[1] === name && pred(m[2] ?? '')) return Number(m[3]);
+  }
+  return undefined;
+}
+
+test('kubelet API endpoints through the apiserver\'s node proxy: metrics, cadvisor, probes, pods, runningpods, configz, logs', async () => {
+  await cp!.kubectl(['apply', '-f', '-'], {
+    input: JSON.stringify({
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: 'probed', namespace: NS },
+      spec: {
+        terminationGracePeriodSeconds: 1,
+        containers: [{
+          name: 'main', image: h.busybox, imagePullPolicy: 'IfNotPresent', command: ['sh', '-c', 'trap "exit 0" TERM; while true; do sleep 0.2; done'],
+          readinessProbe: { exec: { command: ['true'] }, periodSeconds: 1 },
+        }],
+      },
+    }),
+  });
+  await waitFor('probed Ready', async () => {
+    const p = await getJson(['-n', NS, 'get', 'pod', 'probed']);
+    return p.status?.conditions?.find((c: any) => c.type === 'Ready')?.status === 'True';
+  }, 90_000);
+
+  const metrics = await proxyGet('/metrics');
+  assert.ok((sample(metrics, 'kubelet_running_pods') ?? 0) >= 1, 'running pods');
+  assert.ok((sample(metrics, 'kubelet_running_containers', (l) => l.includes('container_state="running"')) ?? 0) >= 1);
+  assert.ok((sample(metrics, 'kubelet_pod_start_duration_seconds_count') ?? 0) >= 1);
+  assert.ok((sample(metrics, 'kubelet_runtime_operations_total', (l) => l.includes('operation_type="run_podsandbox"')) ?? 0) >= 1);
+  assert.ok((sample(metrics, 'kubelet_certificate_manager_client_ttl_seconds') ?? 0) > 0);
+  assert.ok((sample(metrics, 'process_resident_memory_bytes') ?? 0) > 0);
+
+  const cadvisor = await proxyGet('/metrics/cadvisor');
+  assert.ok(
+    (sample(cadvisor, 'container_memory_working_set_bytes', (l) => l.includes('pod="probed"') && l.includes('container="main"') && l.includes(`namespace="${NS}"`) && /image="[^"]*busybox/.test(l)) ?? 0) > 0,
+    'a working set series for probed/main',
+  );
+
+  const probes = await waitFor('a readiness probe counted', async () => {
+    const text = await proxyGet('/metrics/probes');
+    return sample(text, 'prober_probe_total', (l) => l.includes('pod="probed"') && l.includes('probe_type="Readiness"') && l.includes('result="successful"')) ? text : undefined;
+  }, 15_000);
+  assert.match(probes, /^# TYPE prober_probe_total counter$/m);
+
+  const pods = JSON.parse(await proxyGet('/pods'));
+  assert.equal(pods.kind, 'PodList');
+  assert.ok(pods.items.some((p: any) => p.metadata.name === 'probed' && p.status.phase === 'Running'));
+  const running = JSON.parse(await proxyGet('/runningpods/'));
+  const probed = running.items.find((p: any) => p.metadata.name === 'probed');
+  assert.deepEqual(probed.spec.containers.map((c: any) => c.name), ['main']);
+  const { kubeletconfig } = JSON.parse(await proxyGet('/configz'));
+  assert.equal(kubeletconfig.rotateCertificates, true);
+  assert.equal(kubeletconfig.serverTLSBootstrap, true);
+  assert.equal(kubeletconfig.port, h.agent.kubeletApi!.port);
+  assert.match(await proxyGet('/logs/'), /<a href="node\.log">node\.log<\/a>/);
+  assert.equal(await proxyGet('/logs/node.log'), 'a node log line\n');
+});
+
+test('a service account token reaches the kubelet API as RBAC allows it: nodes/metrics yes, nodes/configz and nodes/log no', async () => {
+  await cp!.kubectl(['apply', '-f', '-'], {
+    input: YAML.stringify({
+      apiVersion: 'v1',
+      kind: 'List',
+      items: [
+        { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: 'scraper', namespace: NS } },
+        { apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRole', metadata: { name: 'nodelet-test-scraper' }, rules: [{ apiGroups: [''], resources: ['nodes/metrics', 'nodes/stats'], verbs: ['get'] }] },
+        {
+          apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRoleBinding', metadata: { name: 'nodelet-test-scraper' },
+          roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'nodelet-test-scraper' },
+          subjects: [{ kind: 'ServiceAccount', name: 'scraper', namespace: NS }],
+        },
+      ],
+    }),
+  });
+  const token = (await cp!.kubectl(['-n', NS, 'create', 'token', 'scraper'])).trim();
+  const get = (p: string) =>
+    new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const req = https.get(`https://${nodeIp}:${h.agent.kubeletApi!.port}${p}`, { ca: readFileSync(cp!.caPath), headers: { Authorization: `Bearer ${token}` }, timeout: 10_000 }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c) => (body += c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      });
+      req.on('timeout', () => req.destroy(new Error('timeout')));
+      req.on('error', reject);
+    });
+  const metrics = await get('/metrics/cadvisor');
+  assert.equal(metrics.status, 200, metrics.body);
+  assert.match(metrics.body, /^# TYPE container_cpu_usage_seconds_total counter$/m);
+  const configz = await get('/configz');
+  assert.equal(configz.status, 403);
+  assert.match(configz.body, /user=system:serviceaccount:default:scraper.*subresource\(s\)=\[configz proxy\]/);
+  assert.equal((await get('/logs/')).status, 403);
+});
+
+test('certificate rotation: before expiry the client certificate is renewed by an auto-approved CSR and used at once; a new serving CSR, approved, is served', { timeout: 240_000 }, async () => {
+  const currentLink = path.join(h.config.certDir!, 'kubelet-client-current.pem');
+  const firstTarget = await fsp.readlink(currentLink);
+  const first = new X509Certificate(await fsp.readFile(currentLink));
+  // The renewal is asked with the node's own certificate: the CSR's user is the node, approved as self-renewal.
+  const [renewal] = await waitFor('a client certificate renewal CSR', async () => {
+    const list = await csrsOf(KUBELET_CLIENT_SIGNER);
+    return list.some((c) => c.status?.certificate) ? list.filter((c) => c.status?.certificate) : undefined;
+  }, 200_000);
+  assert.ok(renewal.status.conditions.some((c: any) => c.type === 'Approved' && c.reason === 'AutoApproved'), JSON.stringify(renewal.status.conditions));
+  const renewed = await waitFor('kubelet-client-current.pem switched', async () => ((await fsp.readlink(currentLink)) !== firstTarget ? true : undefined), 30_000)
+    .then(async () => new X509Certificate(await fsp.readFile(currentLink)));
+  assert.notEqual(renewed.serialNumber, first.serialNumber);
+  assert.equal(renewed.subject, first.subject);
+  assert.ok(Date.now() < Date.parse(first.validTo), 'renewed before the old one expired');
+  assert.equal(h.agent.clientCertificates!.certificate!.serialNumber, renewed.serialNumber);
+  // The running agent's clients use the new pair (no restart): its next Lease renewal goes through with it.
+  const user = h.agent.config.kubeconfig && YAML.parse(await fsp.readFile(h.agent.config.kubeconfig, 'utf8')).users[0].user;
+  assert.equal(user['client-certificate'], currentLink);
+  const renewedAt = new Date().toISOString();
+  await waitFor('Lease renewed after the rotation', async () => {
+    const lease = await getJson(['-n', 'kube-node-lease', 'get', 'lease', nodeName]);
+    return lease.spec.renewTime > renewedAt ? true : undefined;
+  }, 15_000);
+  const whoami = JSON.parse(await cp!.kubectl(['auth', 'whoami', '-o', 'json'], { kubeconfig: h.config.kubeconfig }));
+  assert.equal(whoami.status.userInfo.username, `system:node:${nodeName}`);
+
+  // The serving certificate is renewed the same way; the new CSR waits for approval, then is served.
+  const before = await servedCertificate(false);
+  const next = await waitFor('a second kubelet-serving CSR', async () => {
+    const list = await csrsOf(KUBELET_SERVING_SIGNER);
+    return list.length >= 2 && pendingApproval(list.at(-1)) ? list.at(-1) : undefined;
+  }, 200_000);
+  await cp!.kubectl(['certificate', 'approve', next.metadata.name]);
+  const served = await waitFor('the renewed serving certificate served', async () => {
+    const c = await servedCertificate(true).catch(() => undefined);
+    return c && c.serialNumber !== before.serialNumber ? c : undefined;
+  }, 30_000);
+  assert.match(served.subject, new RegExp(`CN=system:node:${nodeName}`));
+});
