@@ -11,6 +11,9 @@ export interface MirrorConfig {
   fallbackToUpstream: boolean;
 }
 
+/** The backend of a handler given as NAME=PATH: the OCI runtime binary under a per-container conmon. */
+export const DEFAULT_HANDLER_TYPE = 'runc';
+
 export interface RuntimeHandlerConfig {
   /** Which backend runs this handler's containers (a key of the BackendFactory); absent: the default, an OCI runtime binary under a per-container monitor. */
   type?: string;

@@ -9,7 +9,7 @@ import { eventHandlers } from './events-handlers.js';
 import { statsHandlers } from './stats-handlers.js';
 import { streamingHandlers } from './streaming-handlers.js';
 import { StreamingServer } from '../streaming/server.js';
-import { StatsCollector } from '../stats/collector.js';
+import { StatsCollector, cgroupDirOf } from '../stats/collector.js';
 import { cgroupReaderFor } from '../stats/readers.js';
 import { ImageService } from '../image/image-service.js';
 import { RegistryClient } from '../image/registry.js';
@@ -77,7 +77,12 @@ export async function startDaemon(config: NodeletConfig): Promise<Daemon> {
   const stopHooks: Array<() => Promise<void>> = [];
   const ctx = runtime.ctx;
   const stats = new StatsCollector({
-    source: { containers: () => ctx.containers.list(), sandboxes: () => ctx.sandboxes.list(), upperDirOf: (id) => path.join(ctx.containers.pathOf(id), 'upper') },
+    source: {
+      containers: () => ctx.containers.list(),
+      sandboxes: () => ctx.sandboxes.list(),
+      upperDirOf: (id) => path.join(ctx.containers.pathOf(id), 'upper'),
+      cgroupOf: (rec, parent) => ctx.backends.get(rec.runtimeHandler)?.cgroupOf(rec.id, parent) ?? cgroupDirOf(parent, rec.id),
+    },
     reader: cgroupReaderFor(),
     periodMs: config.stats.periodSeconds * 1000,
     writableLayerPeriodMs: config.stats.writableLayerPeriodSeconds * 1000,

@@ -82,7 +82,7 @@ export function runtimeHandlers(rt: RuntimeService): ServiceHandlers {
           ['', ...rt.ctx.usableHandlers()].map(async (name) => ({
             name,
             features: {
-              recursive_read_only_mounts: await rt.ctx.backend(rt.ctx.handlerName(name)).supportsRecursiveReadOnly(),
+              recursive_read_only_mounts: (await rt.ctx.backend(rt.ctx.handlerName(name)).features()).recursiveReadOnlyMounts,
               user_namespaces: false,
             },
           })),

@@ -53,7 +53,7 @@ export class RuntimeMetrics implements CallObserver {
     });
     new Gauge({
       name: 'nodelet_monitor_processes',
-      help: 'Live conmon monitor processes of this daemon',
+      help: 'Live per-container monitor processes (the parent each backend keeps for a container) of this daemon',
       registers,
       async collect() {
         this.set(await counts.monitors());

@@ -4,7 +4,7 @@
 // outside those directories knows which one it talks to. Ids are the CRI ids; errors are the typed
 // domain errors of src/common/errors.ts (NotFound when the backend does not know the id).
 import type { Readable, Writable } from 'node:stream';
-import type { NodeletConfig, RuntimeHandlerConfig } from '../config/config.js';
+import { DEFAULT_HANDLER_TYPE, type NodeletConfig, type RuntimeHandlerConfig } from '../config/config.js';
 import type { OciMount, OciResources, OciSpec } from '../oci/types.js';
 
 /** What a container is to its backend. */
@@ -53,6 +53,8 @@ export interface ContainerExit {
   reason?: string;
   /** The kernel's OOM killer ended it (or a process of it). */
   oomKilled?: boolean;
+  /** The backend has no trace of the container left (not its record, its processes or its exit): exit code 255. */
+  lost?: boolean;
 }
 
 export interface BackendStopOptions {
@@ -237,7 +239,5 @@ export class BackendFactory {
 
 /** A handler without a type is an OCI runtime binary under the default backend. */
 export function handlerType(handler: RuntimeHandlerConfig): string {
-  return handler.type ?? DEFAULT_BACKEND_TYPE;
+  return handler.type ?? DEFAULT_HANDLER_TYPE;
 }
-
-export const DEFAULT_BACKEND_TYPE = 'runc';

@@ -1,10 +1,11 @@
 // Containers: overlay root filesystem over the image layers, an OCI spec from the pure builder,
-// conmon + runc through the backend; state kept in durable records.
+// run by the handler's RuntimeBackend; state kept in durable records.
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { constants as osConstants } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { RuntimeContext } from './context.js';
+import type { ContainerExit } from './backend.js';
 import type { ContainerRecord, SandboxRecord } from './records.js';
 import { nowNs, dateToNs } from './records.js';
 import { NodeletError, failedPrecondition, hasCode, internal, invalidArgument, notFound, errorMessage, isKind } from '../common/errors.js';
@@ -151,7 +152,7 @@ export class Containers {
       if (hasCode(err, 'EEXIST') || hasCode(err, 'ENOTDIR')) throw invalidArgument(`config.log_path ${rec.config.log_path}: a part of its directory is not a directory`);
       throw err;
     });
-    // conmon appends to whatever is there: never through a symbolic link, never to a device or directory.
+    // The backend appends to whatever is there: never through a symbolic link, never to a device or directory.
     const existing = await fsp.lstat(rec.logPath).catch(() => undefined);
     if (existing && !existing.isFile()) throw invalidArgument(`config.log_path ${rec.config.log_path || 'container.log'} exists and is not a regular file`);
     const sdir = this.ctx.sandboxes.pathOf(sandbox.id);
@@ -212,19 +213,15 @@ export class Containers {
       seccompLocalhostProfile,
       availableCapabilities: this.ctx.availableCapabilities,
       rlimits: this.ctx.rlimits,
-      recursiveReadOnlyMounts: await this.ctx.backend(rec.runtimeHandler).supportsRecursiveReadOnly(),
+      recursiveReadOnlyMounts: (await this.ctx.backend(rec.runtimeHandler).features()).recursiveReadOnlyMounts,
     });
     const { uid, gid, additionalGids } = spec.process.user;
     rec.user = { uid, gid, additionalGids: additionalGids ?? [] };
-    const bundle = path.join(dir, 'bundle');
-    await ensureDir(bundle, PRIVATE_DIR);
-    // Derived from the record; a crash before the record is ready undoes the whole creation anyway.
-    await fsp.writeFile(path.join(bundle, 'config.json'), JSON.stringify(spec), { mode: PRIVATE_FILE });
     const { pid } = await this.ctx
       .backend(rec.runtimeHandler)
       .create({
         id: rec.id,
-        bundleDir: bundle,
+        spec,
         logPath: rec.logPath,
         tty: rec.config.tty,
         stdin: rec.config.stdin,
@@ -233,7 +230,7 @@ export class Containers {
       .catch((err) => {
         throw requestFault(err, rec.config, spec.process.args[0] ?? '') ?? sysctlFault(err, sandbox.config.linux?.sysctls, 'sandbox config.linux.sysctls') ?? err;
       });
-    crashPoint('container.create.runc-created');
+    crashPoint('container.create.backend-created');
     rec.pid = pid;
   }
 
@@ -247,28 +244,23 @@ export class Containers {
 
   async refresh(rec: ContainerRecord): Promise<ContainerRecord> {
     if (rec.state !== 'CONTAINER_RUNNING') return rec;
-    const backend = this.ctx.backend(rec.runtimeHandler);
-    const exit = await backend.readExit(rec.id);
-    // No exit file: conmon may have been killed with (or after) the container, and nobody will ever write one.
-    const unmonitored = exit ? undefined : await backend.unmonitoredExit(rec.id);
-    if (!exit && !unmonitored) return rec;
+    const exit = await this.ctx.backend(rec.runtimeHandler).exitOf(rec.id);
+    if (!exit) return rec;
     return this.ctx.locks.run(rec.id, async () => {
       const cur = this.ctx.containers.get(rec.id);
       if (!cur || cur.state !== 'CONTAINER_RUNNING') return cur ?? rec;
-      if (exit) await this.recordExit(cur, exit.exitCode, exit.finishedAt);
-      else await this.recordExit(cur, unmonitored!.exitCode, new Date(), unmonitored!.message);
+      await this.recordExit(cur, exit);
       return cur;
     });
   }
 
-  private async recordExit(rec: ContainerRecord, exitCode: number, finishedAt: Date, message?: string): Promise<void> {
-    const oom = await this.ctx.backend(rec.runtimeHandler).wasOomKilled(rec.id).catch(() => false);
+  private async recordExit(rec: ContainerRecord, exit: Pick<ContainerExit, 'exitCode' | 'exitedAt' | 'reason' | 'oomKilled'>): Promise<void> {
     rec.state = 'CONTAINER_EXITED';
-    rec.exitCode = exitCode;
-    const finished = dateToNs(finishedAt);
+    rec.exitCode = exit.exitCode;
+    const finished = dateToNs(exit.exitedAt);
     rec.finishedAt = rec.startedAt && BigInt(finished) < BigInt(rec.startedAt) ? rec.startedAt : finished;
-    rec.reason = oom ? 'OOMKilled' : exitCode === 0 ? 'Completed' : 'Error';
-    if (message) rec.message = message;
+    rec.reason = exit.oomKilled ? 'OOMKilled' : exit.exitCode === 0 ? 'Completed' : 'Error';
+    if (exit.reason) rec.message = exit.reason;
     await this.ctx.containers.put(rec);
     this.ctx.emit('CONTAINER_STOPPED_EVENT', rec.id, rec.sandboxId);
   }
@@ -284,7 +276,7 @@ export class Containers {
       const startedAt = nowNs();
       try {
         await this.ctx.backend(rec.runtimeHandler).start(rec.id);
-        crashPoint('container.start.runc-started');
+        crashPoint('container.start.backend-started');
       } catch (err) {
         rec.state = 'CONTAINER_EXITED';
         rec.exitCode = 128;
@@ -335,8 +327,8 @@ export class Containers {
     await this.ctx.locks.run(found.id, async () => {
       const rec = this.ctx.containers.get(found.id);
       if (!rec || rec.state !== 'CONTAINER_RUNNING') return;
-      const exit = await backend.readExit(rec.id);
-      await this.recordExit(rec, exit?.exitCode ?? 137, exit?.finishedAt ?? new Date());
+      const exit = await backend.exitOf(rec.id);
+      await this.recordExit(rec, { exitCode: exit?.exitCode ?? 137, exitedAt: exit?.exitedAt ?? new Date(), oomKilled: exit?.oomKilled });
     });
   }
 
@@ -408,7 +400,7 @@ export class Containers {
     if (rec.state !== 'CONTAINER_RUNNING') throw failedPrecondition(`container ${rec.id} is not running`);
     // Node timers hold at most 2^31-1 ms; a longer timeout would fire at once. Longer is as good as none.
     const timeout = timeoutSeconds > 0 && timeoutSeconds <= MAX_TIMER_SECONDS ? timeoutSeconds : 0;
-    const res = await this.ctx.backend(rec.runtimeHandler).execSync(rec.id, cmd, timeout);
+    const res = await this.ctx.backend(rec.runtimeHandler).execSync(rec.id, cmd, { timeoutSec: timeout });
     if (res.timedOut) {
       // Same as the kubelet's own probes expect from containerd: a timeout is an error naming it.
       throw new NodeletError('DeadlineExceeded', `command ${JSON.stringify(cmd)} timed out after ${timeoutSeconds}s`);
@@ -451,6 +443,16 @@ export class Containers {
     await this.ctx.backend(rec.runtimeHandler).reopenLog(rec.id);
   }
 
+  /** A container the backend lost while we were away (host reboot): it is not running, and never will be. */
+  private async recordLost(rec: ContainerRecord): Promise<void> {
+    rec.state = 'CONTAINER_EXITED';
+    rec.exitCode = 255;
+    rec.reason = 'Unknown';
+    rec.message = 'container was lost while nodelet-cri was not running';
+    rec.finishedAt = rec.finishedAt ?? nowNs();
+    await this.ctx.containers.put(rec);
+  }
+
   /** After a restart: undo interrupted creations, record exits that happened while we were away. */
   async recover(): Promise<void> {
     for (const rec of this.ctx.containers.list()) {
@@ -463,32 +465,30 @@ export class Containers {
         }
         const backend = this.ctx.backend(rec.runtimeHandler);
         if (rec.state === 'CONTAINER_RUNNING' || rec.state === 'CONTAINER_CREATED') {
-          const exit = await backend.readExit(rec.id);
+          const exit = await backend.exitOf(rec.id);
           const state = await backend.state(rec.id);
-          if (rec.state === 'CONTAINER_CREATED' && (exit || (state && state.status !== 'created'))) {
+          const tracked = state && !state.untracked ? state : undefined;
+          if (exit?.lost) {
+            // The backend has no trace of it left (host reboot): it is not running, and never will be.
+            await this.recordLost(rec);
+            continue;
+          }
+          if (rec.state === 'CONTAINER_CREATED' && (exit || (tracked && tracked.status !== 'created'))) {
             // A StartContainer cut short after the runtime started the process: it runs (or ran).
             log.warn('recording the start of a container whose StartContainer was interrupted');
             rec.state = 'CONTAINER_RUNNING';
-            rec.startedAt = exit ? dateToNs(exit.finishedAt) : nowNs();
+            rec.startedAt = exit ? dateToNs(exit.exitedAt) : nowNs();
             await this.ctx.containers.put(rec);
             this.ctx.emit('CONTAINER_STARTED_EVENT', rec.id, rec.sandboxId);
           }
           if (exit && rec.state === 'CONTAINER_RUNNING') {
             // It exited while we were away: recorded now, so that lists are right from the first answer.
-            await this.recordExit(rec, exit.exitCode, exit.finishedAt);
-          } else if (!exit && !state && (await backend.cgroupProcesses(rec.id)).length > 0) {
-            // The runtime forgot it but its processes run on: it stays RUNNING (true), and a stop kills them by cgroup.
+            await this.recordExit(rec, exit);
+          } else if (!exit && state?.untracked) {
+            // The runtime forgot it but its processes run on: it stays RUNNING (true), and a stop kills them.
             log.warn('the runtime has no state for a container whose processes still run; stop or remove kills them');
           } else if (!exit && !state) {
-            // The runtime lost it (host reboot): it is not running, and never will be.
-            rec.state = 'CONTAINER_EXITED';
-            rec.exitCode = 255;
-            rec.reason = 'Unknown';
-            rec.message = 'container was lost while nodelet-cri was not running';
-            rec.finishedAt = rec.finishedAt ?? nowNs();
-            await this.ctx.containers.put(rec);
-          } else if (rec.state === 'CONTAINER_RUNNING') {
-            await this.refresh(rec); // its monitor was killed with it: nobody will write an exit file
+            await this.recordLost(rec);
           }
         }
       } catch (err) {
@@ -515,7 +515,7 @@ export function fitExecOutput(stdout: Buffer, stderr: Buffer, limit = EXEC_SYNC_
 }
 
 /**
- * runc refusing what the request asked for (a command that is not in the image, a mount of a file
+ * The runtime refusing what the request asked for (a command that is not in the image, a mount of a file
  * over a directory, a working directory that is a file): the request's fault, said naming the field,
  * not the runtime's INTERNAL error. Undefined when the failure is not one of these.
  */
@@ -543,7 +543,7 @@ function posixClean(p: string): string {
 }
 
 /**
- * The image's StopSignal when runc can send it (a name with or without SIG, a number, RTMIN+n):
+ * The image's StopSignal when the runtime can send it (a name with or without SIG, a number, RTMIN+n):
  * an image's typo must not make every StopContainer fail with the container still running.
  */
 export function imageStopSignal(signal: string | undefined): string {
@@ -556,7 +556,7 @@ export function imageStopSignal(signal: string | undefined): string {
   return 'SIGTERM';
 }
 
-/** CRI spells real-time signals SIGRTMINPLUS3 / SIGRTMAXMINUS2; runc wants RTMIN+3 / RTMAX-2. */
+/** CRI spells real-time signals SIGRTMINPLUS3 / SIGRTMAXMINUS2; OCI runtimes want RTMIN+3 / RTMAX-2. */
 export function runtimeSignalName(signal: string): string {
   const plus = /^SIGRTMINPLUS(\d+)$/.exec(signal);
   if (plus) return `RTMIN+${plus[1]}`;

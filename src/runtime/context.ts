@@ -5,10 +5,11 @@ import { EventBus, type ContainerEventType, type RuntimeEvent } from './events.j
 import type { SandboxRecord, ContainerRecord } from './records.js';
 import { nowNs } from './records.js';
 import { KeyedLock } from '../common/keyed-lock.js';
-import { failedPrecondition, invalidArgument } from '../common/errors.js';
+import { errorMessage, failedPrecondition, invalidArgument } from '../common/errors.js';
 import { logger } from '../common/log.js';
 import type { NodeletConfig } from '../config/config.js';
-import { RuncBackend } from './runc/backend.js';
+import type { BackendFactory, RuntimeBackend } from './backend.js';
+import { builtInBackendFactory } from './backends.js';
 import type { CniNetwork } from '../network/cni.js';
 import type { ImageService } from '../image/image-service.js';
 import { readFileSync } from 'node:fs';
@@ -29,6 +30,8 @@ export interface RuntimeContextOptions {
   /** Whether the host has a hugetlb cgroup controller; without it hugepage limits are dropped. */
   hugetlbController: boolean;
   appArmor: boolean;
+  /** Builds each handler's backend by its type (default: the backends built in). */
+  backendFactory?: BackendFactory;
 }
 
 export class RuntimeContext {
@@ -42,9 +45,11 @@ export class RuntimeContext {
   /** Serialises operations on one sandbox or container id. */
   readonly locks = new KeyedLock();
   readonly events = new EventBus();
-  readonly backends = new Map<string, RuncBackend>();
+  readonly backends = new Map<string, RuntimeBackend>();
   /** Handlers whose runtime failed the start-up check, with why (their records can still be cleaned up). */
   readonly unusableHandlers = new Map<string, string>();
+  /** Handlers whose backend could not be built, with why (checkHandlers makes them unusable ones). */
+  private readonly unbuildableHandlers = new Map<string, string>();
   readonly config: NodeletConfig;
   readonly network: CniNetwork;
   readonly images: ImageService;
@@ -71,24 +76,20 @@ export class RuntimeContext {
     this.rlimits = rlimitsWithin(hardNofileLimit());
     this.sandboxes = new RecordStore(path.join(opts.config.root, 'sandboxes'), 'sandbox.json');
     this.containers = new RecordStore(path.join(opts.config.root, 'containers'), 'container.json');
+    const factory = opts.backendFactory ?? builtInBackendFactory();
     for (const [name, handler] of Object.entries(opts.config.runtime.handlers)) {
-      this.backends.set(
-        name,
-        new RuncBackend({
-          conmonPath: opts.config.runtime.conmonPath,
-          runtimePath: handler.path,
-          runtimeRoot: handler.root ?? path.join(this.runDir, 'runtime', name),
-          exitDir: path.join(this.runDir, 'exits'),
-          socketDir: path.join(this.runDir, 's'),
-        }),
-      );
+      try {
+        this.backends.set(name, factory.create({ name, handler, config: opts.config }));
+      } catch (err) {
+        // No backend of this type in this build: refused like a handler whose runtime is missing.
+        this.unbuildableHandlers.set(name, errorMessage(err));
+      }
     }
   }
-
   handlerName(requested: string): string {
     const name = requested || this.config.runtime.defaultHandler;
-    if (!this.backends.has(name)) {
-      throw invalidArgument(`runtime_handler "${requested}" is not configured (known: ${[...this.backends.keys()].join(', ')})`);
+    if (!this.backends.has(name) && !this.unbuildableHandlers.has(name)) {
+      throw invalidArgument(`runtime_handler "${requested}" is not configured (known: ${[...this.backends.keys(), ...this.unbuildableHandlers.keys()].join(', ')})`);
     }
     const unusable = this.unusableHandlers.get(name);
     if (unusable) throw failedPrecondition(`runtime_handler "${name}" is not usable: ${unusable}`);
@@ -106,9 +107,10 @@ export class RuntimeContext {
    */
   async checkHandlers(): Promise<void> {
     const log = logger({ component: 'runtime-handlers' });
+    for (const [name, problem] of this.unbuildableHandlers) this.unusableHandlers.set(name, problem);
     await Promise.all(
       [...this.backends].map(async ([name, backend]) => {
-        const problem = await backend.checkRuntime();
+        const problem = await backend.check();
         if (problem) this.unusableHandlers.set(name, problem);
       }),
     );
@@ -117,7 +119,7 @@ export class RuntimeContext {
     for (const [name, problem] of this.unusableHandlers) log.warn({ handler: name, problem }, 'runtime handler is not usable; its pods will be refused');
   }
 
-  backend(handler: string): RuncBackend {
+  backend(handler: string): RuntimeBackend {
     const b = this.backends.get(handler);
     if (!b) throw invalidArgument(`runtime_handler "${handler}" is not configured`);
     return b;

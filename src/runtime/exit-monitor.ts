@@ -1,20 +1,20 @@
-// Notices container exits as conmon records them (the exit dir), so states and STOPPED events
-// follow without anyone asking; a periodic sweep catches what a watch event missed.
-import { watch, type FSWatcher } from 'node:fs';
-import { ensureDir } from '../common/fsutil.js';
+// Notices container exits as the backends report them, so states and STOPPED events follow without
+// anyone asking; a periodic sweep catches what a report missed.
 import { errorMessage } from '../common/errors.js';
 import { logger } from '../common/log.js';
+import type { RuntimeBackend } from './backend.js';
 
 export interface ExitTargets {
-  exitDir: string;
-  /** Called with an id whose exit file appeared (or might have); must be cheap when nothing changed. */
+  /** The backends whose exits are followed. */
+  backends: RuntimeBackend[];
+  /** Called with an id that exited (or might have); must be cheap when nothing changed. */
   onMaybeExited(id: string): Promise<void>;
   /** Ids believed running, for the sweep. */
   runningIds(): string[];
 }
 
 export class ExitMonitor {
-  private watcher?: FSWatcher;
+  private readonly stopping = new AbortController();
   private timer?: NodeJS.Timeout;
   private readonly log = logger({ component: 'exit-monitor' });
 
@@ -24,15 +24,7 @@ export class ExitMonitor {
   ) {}
 
   async start(): Promise<void> {
-    await ensureDir(this.targets.exitDir);
-    try {
-      this.watcher = watch(this.targets.exitDir, (_event, name) => {
-        if (name) this.check(String(name));
-      });
-      this.watcher.on('error', (err) => this.log.warn({ err: errorMessage(err) }, 'exit dir watch failed; sweeping only'));
-    } catch (err) {
-      this.log.warn({ err: errorMessage(err) }, 'cannot watch the exit dir; sweeping only');
-    }
+    for (const backend of this.targets.backends) void this.follow(backend);
     // The first sweep comes soon after start: exits that happened while the daemon was down.
     setTimeout(() => this.sweep(), 1000).unref();
     this.timer = setInterval(() => this.sweep(), this.sweepMs);
@@ -40,8 +32,16 @@ export class ExitMonitor {
   }
 
   stop(): void {
-    this.watcher?.close();
+    this.stopping.abort();
     if (this.timer) clearInterval(this.timer);
+  }
+
+  private async follow(backend: RuntimeBackend): Promise<void> {
+    try {
+      for await (const exit of backend.exits(this.stopping.signal)) this.check(exit.id);
+    } catch (err) {
+      if (!this.stopping.signal.aborted) this.log.warn({ backend: backend.type, err: errorMessage(err) }, 'following exits failed; sweeping only');
+    }
   }
 
   private sweep(): void {

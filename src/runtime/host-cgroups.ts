@@ -1,4 +1,4 @@
-// Which cgroup controllers this host offers, for settings runc fails on when the controller is missing.
+// Which cgroup controllers this host offers, for settings the OCI runtime fails on when the controller is missing.
 import { readFileSync } from 'node:fs';
 
 export interface CgroupHostFacts {
@@ -22,7 +22,7 @@ export function cgroupV1Controllers(mountinfo: string): Set<string> {
   return found;
 }
 
-/** Whether runc can apply hugepage limits: a v1 hierarchy with hugetlb, or hugetlb among the v2 root's controllers. */
+/** Whether the OCI runtime can apply hugepage limits: a v1 hierarchy with hugetlb, or hugetlb among the v2 root's controllers. */
 export function hasHugetlbController(facts: CgroupHostFacts): boolean {
   if (facts.cgroupV2) return facts.rootControllers.split(/\s+/).includes('hugetlb');
   return cgroupV1Controllers(facts.mountinfo).has('hugetlb');

@@ -7,7 +7,6 @@ import { logger } from '../common/log.js';
 import { errorMessage, hasCode } from '../common/errors.js';
 import { PRIVATE_DIR, PRIVATE_FILE } from './record-store.js';
 import { ensureDir } from '../common/fsutil.js';
-import { run } from '../common/exec.js';
 import { ExitMonitor } from './exit-monitor.js';
 import type { NameRegistrar } from './name-registrar.js';
 import path from 'node:path';
@@ -65,16 +64,7 @@ export class RuntimeService {
     await this.ctx.containers.load();
     // Temp files of atomic writes cut short by a kill: CNI attachments and monitor records.
     await removeStaleTempFiles(path.join(this.ctx.config.root, 'cni-cache'));
-    for (const backend of this.ctx.backends.values()) {
-      await removeStaleTempFiles(backend.persistRoot);
-      for (const id of await fsp.readdir(backend.persistRoot).catch(() => [] as string[])) {
-        await removeStaleTempFiles(path.join(backend.persistRoot, id));
-        // Exec process specs (they carry the container's env) and terminal exec session dirs of execs no one waits for any more.
-        for (const name of await fsp.readdir(path.join(backend.persistRoot, id)).catch(() => [] as string[])) {
-          if (/^exec-[^/.]+(\.(json|pid))?$/.test(name)) await fsp.rm(path.join(backend.persistRoot, id, name), { recursive: true, force: true });
-        }
-      }
-    }
+    for (const backend of this.ctx.backends.values()) await backend.cleanStale();
     await restrictRunState(path.join(this.ctx.runDir, 'sandboxes'), [...this.ctx.containers.list().map((c) => path.join(this.ctx.containers.pathOf(c.id), 'bundle'))]);
     // Duplicates made by older versions (the race this registrar closes) keep running; the first holds the name.
     const reserve = (names: NameRegistrar, name: string, id: string, what: string) => {
@@ -99,7 +89,7 @@ export class RuntimeService {
     // A moment after serving starts, as the exit monitor's first sweep: a subscriber connecting at once sees them.
     setTimeout(() => this.ctx.releaseEvents(), 1000).unref();
     this.monitor = new ExitMonitor({
-      exitDir: path.join(this.ctx.runDir, 'exits'),
+      backends: [...this.ctx.backends.values()],
       runningIds: () => [
         ...this.ctx.containers.list().filter((c) => c.state === 'CONTAINER_RUNNING').map((c) => c.id),
         ...this.ctx.sandboxes.list().filter((s) => s.state === 'SANDBOX_READY').map((s) => s.id),
@@ -117,11 +107,12 @@ export class RuntimeService {
     await this.monitor.start();
   }
 
-  /** conmon processes alive for our sandboxes and containers (metrics). */
+  /** Monitor processes (the backend's per-container parent) alive for our sandboxes and containers (metrics). */
   async liveMonitors(): Promise<number> {
     let n = 0;
     for (const { id, runtimeHandler } of [...this.ctx.containers.list(), ...this.ctx.sandboxes.list()]) {
-      const pid = await this.ctx.backend(runtimeHandler).conmonPid(id).catch(() => undefined);
+      const backend = this.ctx.backends.get(runtimeHandler);
+      const pid = backend ? await backend.monitorPid(id).catch(() => undefined) : undefined;
       if (pid && existsSync(`/proc/${pid}`)) n++;
     }
     return n;
@@ -143,12 +134,8 @@ export class RuntimeService {
   private runtimeChecked?: RuntimeCondition;
   private async runtimeReady(): Promise<RuntimeCondition> {
     if (this.runtimeChecked?.status) return this.runtimeChecked;
-    const problems: string[] = [];
-    const backend = this.ctx.config.runtime.handlers[this.ctx.config.runtime.defaultHandler]!;
-    for (const bin of [this.ctx.config.runtime.conmonPath, backend.path]) {
-      const res = await run(bin, ['--version'], { reject: false, timeoutMs: 5000 }).catch((e) => ({ exitCode: -1, stderr: errorMessage(e) }));
-      if (res.exitCode !== 0) problems.push(`${bin} is not usable`);
-    }
+    const backend = this.ctx.backends.get(this.ctx.config.runtime.defaultHandler);
+    const problems = backend ? await backend.readiness() : [`default runtime handler ${this.ctx.config.runtime.defaultHandler} has no backend`];
     if (!existsSync('/proc/filesystems') || !(await fsp.readFile('/proc/filesystems', 'utf8')).includes('overlay')) {
       problems.push('the kernel has no overlay filesystem');
     }

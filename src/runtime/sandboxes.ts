@@ -1,4 +1,4 @@
-// Pod sandboxes: namespaces held by an infra (pause) process under conmon, network by CNI,
+// Pod sandboxes: namespaces held by an infra (pause) process run by the handler's backend, network by CNI,
 // pod files (hostname, hosts, resolv.conf, /dev/shm). Every step is undone on failure.
 import { promises as fsp, readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -180,8 +180,6 @@ export class PodSandboxes {
       });
     }
     const infra = await this.infraRootfs(runDir);
-    const bundle = path.join(runDir, 'bundle');
-    await ensureDir(bundle, PRIVATE_DIR);
     const spec = buildSandboxSpec({
       sandboxId: rec.id,
       config,
@@ -195,12 +193,11 @@ export class PodSandboxes {
       availableCapabilities: this.ctx.availableCapabilities,
       rlimits: this.ctx.rlimits,
     });
-    await fsp.writeFile(path.join(bundle, 'config.json'), JSON.stringify(spec), { mode: PRIVATE_FILE });
     const { pid } = await this.ctx
       .backend(rec.runtimeHandler)
       .create({
         id: rec.id,
-        bundleDir: bundle,
+        spec,
         logPath: path.join(runDir, 'infra.log'),
         tty: false,
         stdin: false,
@@ -333,8 +330,8 @@ export class PodSandboxes {
   async refresh(rec: SandboxRecord): Promise<SandboxRecord> {
     if (rec.state !== 'SANDBOX_READY') return rec;
     const backend = this.ctx.backend(rec.runtimeHandler);
-    // No exit file and conmon gone (killed with the infra process): it is not ready either.
-    const exit = (await backend.readExit(rec.id)) ?? (await backend.unmonitoredExit(rec.id));
+    // Also an end the backend had to infer (its monitor killed with the infra process): it is not ready either.
+    const exit = await backend.exitOf(rec.id);
     if (exit) {
       await this.ctx.locks.run(rec.id, async () => {
         const cur = this.ctx.sandboxes.get(rec.id);

@@ -26,7 +26,7 @@ export const MAX_METADATA_BYTES = 256 * 1024;
 /** HOST_NAME_MAX. */
 export const MAX_HOSTNAME = 64;
 export const MAX_NAME = 253;
-/** The lowest memory limit a container can start under (Docker's floor; runc's own init needs memory). */
+/** The lowest memory limit a container can start under (Docker's floor; the OCI runtime's own init needs memory). */
 export const MIN_MEMORY_BYTES = 6 * 1024 * 1024;
 /** Kernel bounds of cpu.cfs_period_us, cpu.cfs_quota_us and cpu.shares (cgroup v1). */
 export const CPU_PERIOD = { min: 1000, max: 1_000_000 };
@@ -90,7 +90,7 @@ function checkUint(value: number | undefined, field: string, max: number, min = 
   if (!Number.isInteger(value) || value < min || value > max) throw invalidArgument(`${field} ${value} is out of range (${min}..${max})`);
 }
 
-/** Kernel namespaces a sysctl belongs to (runc's rule); undefined: not namespaced, so not settable for a pod. */
+/** Kernel namespaces a sysctl belongs to (the OCI runtimes' rule); undefined: not namespaced, so not settable for a pod. */
 function sysctlNamespace(name: string): 'ipc' | 'net' | 'uts' | undefined {
   if (['kernel.sem', 'kernel.msgmax', 'kernel.msgmnb', 'kernel.msgmni', 'kernel.shmall', 'kernel.shmmax', 'kernel.shmmni', 'kernel.shm_rmid_forced'].includes(name)) return 'ipc';
   if (name.startsWith('fs.mqueue.')) return 'ipc';
@@ -309,7 +309,7 @@ export function checkContainerConfig(config: ContainerConfig__Output, host: Host
   sc.readonly_paths.forEach((p, i) => checkAbsolutePath(p, `${at}.readonly_paths[${i}]`, { required: true }));
 }
 
-/** runc failing to write a sysctl the request named: the request's fault, naming the key. */
+/** The OCI runtime failing to write a sysctl the request named: the request's fault, naming the key. */
 export function sysctlFault(err: unknown, sysctls: Record<string, string> | undefined, field: string): NodeletError | undefined {
   const m = /write \/proc\/sys\/([^:"\s]+): ([^"]+)/.exec(err instanceof Error ? err.message : String(err));
   if (!m) return undefined;

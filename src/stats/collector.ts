@@ -19,6 +19,11 @@ export interface StatsSource {
   containers(): ContainerRecord[];
   sandboxes(): SandboxRecord[];
   upperDirOf(containerId: string): string;
+  /**
+   * The cgroup directory (relative to the hierarchy root) of a container or sandbox, as its backend
+   * places it; absent: where the spec builders' linux.cgroupsPath puts it (cgroupDirOf).
+   */
+  cgroupOf?(rec: { id: string; runtimeHandler: string }, cgroupParent: string | undefined): string;
 }
 
 export interface Clock {
@@ -90,7 +95,7 @@ export function nanoCoresBetween(prev: CpuPoint, cur: CpuPoint): number | undefi
   return Math.round((used / window) * 1e9);
 }
 
-/** The cgroup directory (relative to the hierarchy root) runc puts a container or sandbox in. */
+/** The cgroup directory (relative to the hierarchy root) the spec's linux.cgroupsPath names for a container or sandbox. */
 export function cgroupDirOf(parent: string | undefined, id: string): string {
   return cgroupDirFor(cgroupsPathFor(parent, id));
 }
@@ -128,6 +133,10 @@ export class StatsCollector {
   constructor(private readonly opts: StatsCollectorOptions) {
     this.clock = opts.clock ?? systemClock;
     this.procRoot = opts.procRoot ?? '/proc';
+  }
+
+  private cgroupOf(rec: { id: string; runtimeHandler: string }, parent: string | undefined): string {
+    return this.opts.source.cgroupOf ? this.opts.source.cgroupOf(rec, parent) : cgroupDirOf(parent, rec.id);
   }
 
   /** Takes the first samples now, then keeps refreshing in the background (timers do not hold the process). */
@@ -204,7 +213,7 @@ export class StatsCollector {
     if (rec.state !== 'CONTAINER_RUNNING') return Promise.resolve(undefined);
     return this.cachedMetrics(`c/${rec.id}`, async () => {
       const parent = this.sandboxRecord(rec.sandboxId)?.config.linux?.cgroup_parent;
-      const detail = await this.readDetail(cgroupDirOf(parent, rec.id));
+      const detail = await this.readDetail(this.cgroupOf(rec, parent));
       if (!detail) return undefined;
       const upper = this.opts.source.upperDirOf(rec.id);
       const [processes, layer, fs, blockDevices] = await Promise.all([
@@ -230,7 +239,7 @@ export class StatsCollector {
     return this.cachedMetrics(`s/${rec.id}`, async () => {
       const parent = rec.config.linux?.cgroup_parent;
       const podDir = podCgroupDir(parent);
-      const detail = (podDir ? await this.readDetail(podDir) : undefined) ?? (await this.readDetail(cgroupDirOf(parent, rec.id)));
+      const detail = (podDir ? await this.readDetail(podDir) : undefined) ?? (await this.readDetail(this.cgroupOf(rec, parent)));
       const [snapshot, processes, blockDevices] = await Promise.all([
         this.sandboxNow(rec),
         detail ? readProcessFigures(detail.procs, { rootPid: rec.infraPid, procRoot: this.procRoot }) : undefined,
@@ -304,7 +313,7 @@ export class StatsCollector {
 
   /** Reads one running container's cgroup and stores the snapshot; undefined when its cgroup is gone. */
   private async sampleContainer(c: ContainerRecord, parent: string | undefined): Promise<ContainerSnapshot | undefined> {
-    const sample = await this.readCgroup(cgroupDirOf(parent, c.id));
+    const sample = await this.readCgroup(this.cgroupOf(c, parent));
     if (!sample) return undefined;
     const snapshot: ContainerSnapshot = {
       id: c.id,
@@ -396,7 +405,7 @@ export class StatsCollector {
       snapshot.pids = podSample.pids;
     } else {
       // No pod cgroup of its own: the pod is the infra container plus its containers.
-      const infra = await this.readCgroup(cgroupDirOf(parent, s.id));
+      const infra = await this.readCgroup(this.cgroupOf(s, parent));
       const infraCpu = infra ? this.cpuOf(`s/${s.id}`, infra) : undefined;
       const parts: Array<{ cpu?: CpuStats; memory?: MemorySample; pids?: number }> = [];
       if (infra) parts.push({ cpu: infraCpu, memory: infra.memory, pids: infra.pids });

@@ -9,7 +9,7 @@ import type { AddressInfo, Socket } from 'node:net';
 // ws is loaded on the first WebSocket session: an idle daemon doesn't carry it.
 import type { WebSocket } from 'ws';
 import type { RuntimeService } from '../runtime/runtime-service.js';
-import type { RuncBackend } from '../runtime/runc/backend.js';
+import type { RuntimeBackend } from '../runtime/backend.js';
 import { errorMessage, failedPrecondition, invalidArgument } from '../common/errors.js';
 import { logger, type Logger } from '../common/log.js';
 import { TokenCache } from './tokens.js';
@@ -170,7 +170,7 @@ export class StreamingServer {
     const upgrade = String(req.headers.upgrade ?? '').toLowerCase();
     const log = this.log.child({ kind: request.kind, ...(request.kind === 'portforward' ? { sandboxId: request.sandboxId } : { containerId: request.containerId }) });
 
-    let target: { backend: RuncBackend } | PortForwardTarget;
+    let target: { backend: RuntimeBackend } | PortForwardTarget;
     try {
       target = this.resolve(request);
     } catch (err) {
@@ -212,7 +212,7 @@ export class StreamingServer {
       return undefined;
     });
     if (!streams) return;
-    await this.serveRemoteCommand(request, streams, target as { backend: RuncBackend }, log);
+    await this.serveRemoteCommand(request, streams, target as { backend: RuntimeBackend }, log);
   }
 
   private async serveWebSocket(
@@ -220,7 +220,7 @@ export class StreamingServer {
     socket: Duplex,
     head: Buffer,
     request: StreamRequest,
-    target: { backend: RuncBackend } | PortForwardTarget,
+    target: { backend: RuntimeBackend } | PortForwardTarget,
     url: URL,
     log: Logger,
   ): Promise<void> {
@@ -283,7 +283,7 @@ export class StreamingServer {
     ws: WebSocket,
     protocol: string,
     request: StreamRequest,
-    target: { backend: RuncBackend } | PortForwardTarget,
+    target: { backend: RuntimeBackend } | PortForwardTarget,
     url: URL,
     log: Logger,
   ): Promise<void> {
@@ -306,13 +306,13 @@ export class StreamingServer {
       return;
     }
     const streams = wsRemoteCommand(ws, protocol || 'channel.k8s.io', request);
-    await this.serveRemoteCommand(request, streams, target as { backend: RuncBackend }, log);
+    await this.serveRemoteCommand(request, streams, target as { backend: RuntimeBackend }, log);
   }
 
   private async serveRemoteCommand(
     request: ExecStreamRequest | AttachStreamRequest,
     streams: Parameters<typeof serveExec>[0],
-    target: { backend: RuncBackend },
+    target: { backend: RuntimeBackend },
     log: Logger,
   ): Promise<void> {
     if (request.kind === 'exec') {
@@ -323,7 +323,7 @@ export class StreamingServer {
   }
 
   /** The container's backend or the sandbox's netns, as they are now. */
-  private resolve(request: StreamRequest): { backend: RuncBackend } | PortForwardTarget {
+  private resolve(request: StreamRequest): { backend: RuntimeBackend } | PortForwardTarget {
     const rt = this.opts.runtime;
     if (request.kind === 'portforward') {
       const sandbox = rt.sandboxes.get(request.sandboxId);

@@ -448,7 +448,7 @@ const runPodSandbox: KillPoint[] = ['sandbox.run.record-written', 'sandbox.run.n
   leftovers: (lane) => [path.join(lane.logDir, step.replace(/\./g, '-'))],
 }));
 
-const createContainer: KillPoint[] = ['container.create.record-written', 'container.create.rootfs-mounted', 'container.create.runc-created', 'container.create.before-ready'].map((step) => ({
+const createContainer: KillPoint[] = ['container.create.record-written', 'container.create.rootfs-mounted', 'container.create.backend-created', 'container.create.before-ready'].map((step) => ({
   step,
   title: `CreateContainer killed at ${step}: the half-made container is undone at restart`,
   prepare: async (lane) => {
@@ -468,8 +468,8 @@ const podWithRunningContainer = async (lane: Lane): Promise<Pod> => {
 
 const containerLife: KillPoint[] = [
   {
-    step: 'container.start.runc-started',
-    title: 'StartContainer killed at container.start.runc-started: the container runc started is listed RUNNING',
+    step: 'container.start.backend-started',
+    title: 'StartContainer killed at container.start.backend-started: the container the backend started is listed RUNNING',
     prepare: async (lane) => {
       await lane.ensureImage();
       return lane.createCtr(await lane.runPod('start'), 'started');

@@ -111,16 +111,16 @@ test('state is root-only (0700 / 0600), also state written before, and stale tem
     path.join(d.root, 'sandboxes', podId),
     path.join(d.root, 'containers'),
     path.join(d.root, 'containers', ctrId),
-    path.join(d.root, 'containers', ctrId, 'bundle'),
+    path.join(d.runRoot, 'conmon', ctrId, 'bundle'),
     path.join(d.runRoot, 'sandboxes'),
     path.join(d.runRoot, 'sandboxes', podId),
-    path.join(d.runRoot, 'sandboxes', podId, 'bundle'),
+    path.join(d.runRoot, 'conmon', podId, 'bundle'),
   ];
   const privateFiles = [
     path.join(d.root, 'sandboxes', podId, 'sandbox.json'),
     path.join(d.root, 'containers', ctrId, 'container.json'),
-    path.join(d.root, 'containers', ctrId, 'bundle', 'config.json'),
-    path.join(d.runRoot, 'sandboxes', podId, 'bundle', 'config.json'),
+    path.join(d.runRoot, 'conmon', ctrId, 'bundle', 'config.json'),
+    path.join(d.runRoot, 'conmon', podId, 'bundle', 'config.json'),
   ];
   for (const p of privateDirs) assert.equal(await mode(p), '700', p);
   for (const p of privateFiles) assert.equal(await mode(p), '600', p);

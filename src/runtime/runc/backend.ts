@@ -686,7 +686,7 @@ export class RuncBackend {
    * When conmon is gone without writing an exit file (it was killed): what the container's end looks
    * like, or undefined while conmon lives or the container's processes still run.
    */
-  async unmonitoredExit(id: string): Promise<{ exitCode: number; message: string } | undefined> {
+  async unmonitoredExit(id: string): Promise<{ exitCode: number; message: string; lost?: boolean } | undefined> {
     if (await this.conmonPid(id)) return undefined;
     if (await this.readExit(id)) return undefined; // conmon finished normally: the exit file says it all
     const state = await this.state(id);
@@ -696,7 +696,7 @@ export class RuncBackend {
       return { exitCode: 137, message: 'the container monitor (conmon) was killed; the container is gone and its exit code is unknown' };
     }
     if ((await this.cgroupProcesses(id)).length > 0) return undefined;
-    return { exitCode: 255, message: 'the container monitor (conmon) and the runtime lost the container' };
+    return { exitCode: 255, message: 'the container monitor (conmon) and the runtime lost the container', lost: true };
   }
 
   // ---- exits ----

@@ -97,7 +97,7 @@ export class RuncRuntime implements RuntimeBackend {
     // No exit file: conmon may have been killed with (or after) the container, and nobody will ever write one.
     const unmonitored = await this.runc.unmonitoredExit(id);
     if (!unmonitored) return undefined;
-    return { id, exitCode: unmonitored.exitCode, exitedAt: new Date(), reason: unmonitored.message, oomKilled: await this.runc.wasOomKilled(id).catch(() => false) };
+    return { id, exitCode: unmonitored.exitCode, exitedAt: new Date(), reason: unmonitored.message, lost: unmonitored.lost, oomKilled: await this.runc.wasOomKilled(id).catch(() => false) };
   }
 
   async *exits(signal: AbortSignal): AsyncIterable<ContainerExit> {
