@@ -27,6 +27,7 @@ import { CertificateRotation, CertificateStore, KUBELET_CLIENT_SIGNER, KUBELET_S
 import { promises as fsp } from 'node:fs';
 import { PodEventRecorder } from './events.js';
 import { ContainerLogRotator } from './log-rotation.js';
+import { PodLifecycleEvents } from './pleg.js';
 
 const HOUSEKEEPING_MS = 2000;
 
@@ -54,6 +55,7 @@ export class Agent {
   readonly metrics: AgentMetrics;
   clientCertificates?: CertificateRotation;
   servingCertificates?: CertificateRotation;
+  pleg?: PodLifecycleEvents;
 
   constructor(readonly config: AgentConfig) {
     this.log = logger({ component: 'nodelet-agent', node: config.nodeName });
@@ -68,6 +70,14 @@ export class Agent {
     this.runtimeName = version.runtime_name;
     if (this.config.cgroupsPerQOS) this.podCgroups = await PodCgroups.detect(this.log);
     this.log.info({ runtime: `${version.runtime_name}://${version.runtime_version}`, hostIP: this.hostIP }, 'runtime connected');
+    this.pleg = new PodLifecycleEvents(this.cri, {
+      relistMs: this.config.plegRelistMs,
+      eventedRelistMs: this.config.plegEventedRelistMs,
+      evented: this.config.eventedPleg,
+      onPodChanged: (uid) => this.workers.get(uid)?.kick(),
+      log: this.log,
+    });
+    await this.pleg.start();
     if (this.config.kubeconfig && this.config.bootstrapKubeconfig) await this.bootstrap();
     if (this.config.kubeconfig) this.kube = kubeClientsFromFile(this.config.kubeconfig);
     if (this.kube && this.config.rotateCertificates) await this.startClientCertificateRotation();
@@ -244,6 +254,7 @@ export class Agent {
     clearTimeout(this.housekeeping);
     this.clientCertificates?.stop();
     this.servingCertificates?.stop();
+    this.pleg?.stop();
     this.logRotator?.stop();
     this.nodeReporter?.stop();
     this.staticSource?.stop();
@@ -420,10 +431,14 @@ export class Agent {
 
   /** Sandboxes of pods no source knows any more (deleted while the agent was away) are stopped and removed. */
   private async removeOrphans(): Promise<void> {
-    const { items } = await this.cri.runtime('ListPodSandbox', {});
-    for (const s of items as any[]) {
-      const uid = s.labels?.[POD_UID_LABEL];
-      if (!uid || this.workers.has(uid)) continue;
+    // The PLEG's last relist: no listing of our own.
+    const isOrphan = (s: any) => s.labels?.[POD_UID_LABEL] && !this.workers.has(s.labels[POD_UID_LABEL]);
+    if (!this.pleg?.sandboxes.some(isOrphan)) return;
+    // A relist from before a pod's worker finished would show its sandbox: judge on a fresh one.
+    await this.pleg.relist();
+    for (const s of this.pleg.sandboxes as any[]) {
+      if (!isOrphan(s)) continue;
+      const uid = s.labels[POD_UID_LABEL];
       const orphan: V1Pod = {
         metadata: { uid, name: s.metadata?.name, namespace: s.metadata?.namespace },
         spec: { containers: [], terminationGracePeriodSeconds: 30 },

@@ -34,8 +34,13 @@ export interface AgentConfig {
   /** The node's log directory, served by the kubelet API under /logs/ (default /var/log). */
   nodeLogDir?: string;
   logLevel: string;
-  /** How often each pod worker re-checks its containers through CRI. */
+  /** How often each pod worker re-checks its containers through CRI when nothing woke it (the kubelet's syncFrequency). */
   podResyncMs: number;
+  /** The PLEG's relist period (the kubelet's 1 s), and its safety-net period while GetContainerEvents delivers. */
+  plegRelistMs: number;
+  plegEventedRelistMs: number;
+  /** Use the runtime's GetContainerEvents stream when it has one (the kubelet's EventedPLEG). */
+  eventedPleg: boolean;
   /** How often a static pod manifest directory is re-read. */
   manifestPollMs: number;
   leaseRenewSeconds: number;
@@ -62,7 +67,10 @@ export function defaultAgentConfig(): AgentConfig {
     maxPods: 110,
     kubeletApiAddress: '0.0.0.0:10250',
     logLevel: 'info',
-    podResyncMs: 1000,
+    podResyncMs: 10_000,
+    plegRelistMs: 1000,
+    plegEventedRelistMs: 10_000,
+    eventedPleg: true,
     manifestPollMs: 1000,
     leaseRenewSeconds: 10,
     nodeStatusReportSeconds: 60,

@@ -43,6 +43,11 @@ export class CriClient {
     );
   }
 
+  /** A server-streaming RuntimeService call (GetContainerEvents): no deadline, cancel it to stop. */
+  runtimeStream(method: string, request: object = {}): grpc.ClientReadableStream<any> {
+    return (this.runtimeService as any)[method](request, new grpc.Metadata());
+  }
+
   close(): void {
     this.runtimeService.close();
     this.imageService.close();

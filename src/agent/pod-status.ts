@@ -258,7 +258,8 @@ export function computePodStatus(pod: V1Pod, observed: ObservedPod, ctx: StatusC
 /** Stable text of a status for change detection (Dates and strings compare alike). */
 export function statusFingerprint(status: V1PodStatus): string {
   return JSON.stringify(status, (_key, value) => {
-    if (typeof value === 'string' && /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$/.test(value)) return new Date(value).toISOString();
+    // The API keeps status times to the second: a time we computed and the same time read back are one.
+    if (typeof value === 'string' && /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$/.test(value)) return new Date(Math.floor(Date.parse(value) / 1000) * 1000).toISOString();
     return value;
   });
 }

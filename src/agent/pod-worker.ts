@@ -347,7 +347,12 @@ export class PodWorker {
   }
 
   private async maybeRestart(pod: V1Pod, c: V1Container, kind: ContainerKind, cur: ObservedContainer, sandbox: ObservedSandbox): Promise<void> {
-    const entry = this.backoff.get(c.name);
+    let entry = this.backoff.get(c.name);
+    if (!entry && cur.attempt > 0) {
+      // No memory of this container (the agent restarted): its restart count says where its back-off was.
+      entry = { delayMs: derivedBackoffMs(cur.attempt, this.deps.backoffInitialMs, this.deps.backoffMaxMs) };
+      this.backoff.set(c.name, entry);
+    }
     const finishedMs = cur.finishedAt / 1e6;
     if (entry) {
       // A container that ran long enough earns a fresh back-off.
@@ -362,7 +367,7 @@ export class PodWorker {
         this.schedule(due - now);
         return;
       }
-      entry.delayMs = Math.min(entry.delayMs * 2, this.deps.backoffMaxMs);
+      entry.delayMs = Math.max(this.deps.backoffInitialMs, Math.min(entry.delayMs * 2, this.deps.backoffMaxMs));
     } else {
       this.backoff.set(c.name, { delayMs: this.deps.backoffInitialMs });
     }
@@ -538,7 +543,7 @@ export class PodWorker {
     for (const r of d.restart) {
       this.deps.recordEvent?.(pod, 'Normal', 'Killing', `Container ${r.spec.name} resize requires restart`);
       await this.killContainer(pod, r.spec, r.id, this.podIP, pod.spec?.terminationGracePeriodSeconds ?? 30, 'resize');
-      this.backoff.delete(r.spec.name); // a restart for a resize is not a crash
+      this.backoff.set(r.spec.name, { delayMs: 0 }); // a restart for a resize is not a crash: no wait
     }
     if (this.deps.podCgroups && !(await this.deps.podCgroups.apply(cgroupPath, podLimits)) && !error) error = 'pod cgroup limits not applied';
     if (error) {
@@ -676,6 +681,11 @@ export class PodWorker {
     this.log.info('pod terminated');
     this.deps.onTerminated(this.uid);
   }
+}
+
+/** The crash-loop delay before restarting a container that exited as attempt `attempt` (≥ 1): the first restart is immediate, then initial·2ⁿ up to max. */
+export function derivedBackoffMs(attempt: number, initialMs: number, maxMs: number): number {
+  return Math.min(initialMs * 2 ** Math.min(attempt - 1, 30), maxMs);
 }
 
 class ContainerWaiting extends Error {

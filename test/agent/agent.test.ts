@@ -141,7 +141,10 @@ test('a pod runs and reports Running with its IP, promptly', async () => {
   const writes = () => api.requests.filter((r) => r.method === 'PUT' && r.path.endsWith('/web/status')).length;
   const before = writes();
   const syncs = countSyncs(agent, pod.metadata.uid);
-  await waitFor('three more syncs of the pod', () => syncs() >= 3, 10_000);
+  for (let i = 1; i <= 3; i++) {
+    agent.workers.get(pod.metadata.uid)!.kick();
+    await waitFor(`sync ${i} of the pod`, () => syncs() >= i, 5_000);
+  }
   assert.equal(writes(), before, 'no status writes for an unchanged pod');
   console.log(`# create → Running in ${elapsed} ms`);
 });
@@ -173,14 +176,54 @@ test('a crashing container is restarted with back-off and shows CrashLoopBackOff
   assert.match(cs.state.waiting.message, /back-off 10s restarting failed container=boom/);
   assert.equal(pod.status.phase, 'Running');
   assert.equal(pod.status.conditions.find((c: any) => c.type === 'Ready').status, 'False');
-  // Within the 10 s back-off nothing is restarted, however often the worker looks at the pod.
+  // Within the 10 s back-off nothing is restarted, however often the worker is woken.
   const count = (await containersOf(pod.metadata.uid)).length;
   const syncs = countSyncs(agent, pod.metadata.uid);
-  await waitFor('three more syncs of the pod', () => syncs() >= 3, 8_000);
+  for (let i = 1; i <= 3; i++) {
+    agent.workers.get(pod.metadata.uid)!.kick();
+    await waitFor(`sync ${i} of the pod`, () => syncs() >= i, 5_000);
+  }
   assert.equal((await containersOf(pod.metadata.uid)).length, count);
   assert.equal(getPod('crash').status.containerStatuses[0].state.waiting?.reason, 'CrashLoopBackOff');
   assert.ok(api.list('events').some((e) => e.reason === 'BackOff' && e.involvedObject.name === 'crash'));
   api.remove('pods', NS, 'crash', 0);
+});
+
+test('a crash-loop back-off survives an agent restart (derived from the restart count)', async () => {
+  api.create('pods', podManifest('crash-restart', { containers: [container('boom', ['sh', '-c', 'exit 3'])] }));
+  const pod = await waitPod('crash-restart', 'CrashLoopBackOff', (p) => p.status.containerStatuses?.[0]?.state?.waiting?.reason === 'CrashLoopBackOff');
+  const uid = pod.metadata.uid;
+  const ids = (await containersOf(uid)).map((c) => c.id).sort();
+  const newest = (await containersOf(uid)).sort((a, b) => b.metadata.attempt - a.metadata.attempt)[0];
+  const { status } = await d.client.runtime('ContainerStatus', { container_id: newest.id });
+  const backoffEnds = Number(status.finished_at) / 1e6 + 10_000;
+  agent = await h.restartAgent();
+  const syncs = countSyncs(agent, uid);
+  for (let i = 1; i <= 2; i++) {
+    agent.workers.get(uid)!.kick();
+    await waitFor(`sync ${i} of the pod by the new agent`, () => syncs() >= i, 5_000);
+  }
+  assert.ok(Date.now() < backoffEnds - 500, 'the check ran inside the back-off window');
+  assert.deepEqual((await containersOf(uid)).map((c) => c.id).sort(), ids, 'the new agent did not restart the container early');
+  assert.equal(getPod('crash-restart').status.containerStatuses[0].state.waiting?.reason, 'CrashLoopBackOff');
+  // And it is restarted once the back-off is over.
+  await waitFor('the restart after the back-off', async () => (await containersOf(uid)).length > ids.length, 20_000);
+  api.remove('pods', NS, 'crash-restart', 0);
+});
+
+test('a container exit wakes its worker through the runtime\'s event stream (evented PLEG)', async () => {
+  api.create('pods', podManifest('evented', { restartPolicy: 'Never', containers: [container('job', ['sh', '-c', 'sleep 1'])] }));
+  const pod = await waitPod('evented', 'Succeeded', (p) => p.status.phase === 'Succeeded', 15_000);
+  const seen = Date.now();
+  const [c] = await containersOf(pod.metadata.uid);
+  const { status } = await d.client.runtime('ContainerStatus', { container_id: c.id });
+  const noticedMs = seen - Number(status.finished_at) / 1e6;
+  assert.ok(agent.pleg!.isEvented, 'the PLEG follows GetContainerEvents');
+  assert.ok(agent.pleg!.events > 0);
+  // The resync is 5 s and the safety-net relist 10 s: only the event makes it this quick.
+  assert.ok(noticedMs < 2500, `exit noticed after ${noticedMs} ms`);
+  console.log(`# container exit → Succeeded in the API: ${Math.round(noticedMs)} ms`);
+  api.remove('pods', NS, 'evented', 0);
 });
 
 test('a restartPolicy Never pod that exits 0 Succeeds', async () => {

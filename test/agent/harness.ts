@@ -108,7 +108,9 @@ export async function startAgentHarness(opts: AgentHarnessOptions): Promise<Agen
       root: path.join(base, 'root'),
       podLogsDir: path.join(base, 'pods'),
       kubeletApiAddress: '127.0.0.1:0', // its own free port: parallel runs must not collide on 10250
-      podResyncMs: 300,
+      // Workers are woken by the PLEG (relist every 300 ms, or the runtime's events), not by their resync.
+      podResyncMs: 5000,
+      plegRelistMs: 300,
       cgroupRoot,
       ...(manifests ? { podManifestPath: manifests, manifestPollMs: 300 } : {}),
       ...(api ? { kubeconfig: api.kubeconfigPath, leaseRenewSeconds: 1, nodeStatusReportSeconds: 5 } : {}),
