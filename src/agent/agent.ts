@@ -98,7 +98,12 @@ export class Agent {
           runtimeVersion: version.runtime_version,
           kubeletPort: this.kubeletApi?.port || Number(this.config.kubeletApiAddress.split(':').pop()) || 10250,
         },
-        { leaseRenewSeconds: this.config.leaseRenewSeconds, statusReportSeconds: this.config.nodeStatusReportSeconds, log: this.log },
+        {
+          leaseRenewSeconds: this.config.leaseRenewSeconds,
+          statusReportSeconds: this.config.nodeStatusReportSeconds,
+          log: this.log,
+          volumesInUse: () => this.volumeData?.volumesInUse() ?? [],
+        },
       );
     }
     // Static pods need no apiserver: they start while the Node is still being registered.

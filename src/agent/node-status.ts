@@ -163,7 +163,7 @@ export class NodeStatusReporter {
     private readonly coordination: CoordinationV1Api,
     private readonly cri: CriClient,
     private readonly facts: NodeFacts,
-    private readonly opts: { leaseRenewSeconds: number; statusReportSeconds: number; log: Logger },
+    private readonly opts: { leaseRenewSeconds: number; statusReportSeconds: number; log: Logger; volumesInUse?: () => string[] },
   ) {}
 
   /**
@@ -262,7 +262,8 @@ export class NodeStatusReporter {
       const since = before && before.status === status ? before.lastTransitionTime! : now;
       return { type: f.type, status, reason: f.reason, message: f.message, lastHeartbeatTime: now, lastTransitionTime: since };
     });
-    const machine = machineStatus(this.facts);
+    // volumesInUse (volumes/sources.ts): the mounted volumes the attach/detach controller must not detach.
+    const machine: Record<string, any> = { ...machineStatus(this.facts), volumesInUse: this.opts.volumesInUse?.() ?? [] };
     const fingerprint = JSON.stringify({ machine: { ...machine, nodeInfo: machine.nodeInfo }, c: conditions.map((c) => [c.type, c.status, c.reason]) });
     const due = Date.now() - this.lastPatchAt >= this.opts.statusReportSeconds * 1000;
     if (!force && !due && fingerprint === this.lastFingerprint) return;

@@ -12,7 +12,7 @@ import type { PodCgroups } from './pod-cgroups.js';
 import { computePodActions, terminationOrder } from './pod-actions.js';
 import { isSidecar } from './qos.js';
 import { containerMountsFor } from './volumes/container-mounts.js';
-import { PodVolumes, VolumeSetUpError, type MountedVolume } from './volumes/pod-volumes.js';
+import { PodVolumes, VolumeSetUpError, type CsiPublisher, type MountedVolume } from './volumes/pod-volumes.js';
 import { noVolumeData, type VolumeDataSource } from './volumes/sources.js';
 import type { AgentMetrics } from './kubelet-api/metrics.js';
 import {
@@ -41,6 +41,8 @@ export interface PodWorkerDeps {
   log: Logger;
   /** The kubelet's metrics (probe results). */
   metrics?: AgentMetrics;
+  /** CSI node plugins, for csi PersistentVolumes. */
+  csi?: CsiPublisher;
   runtimeName: string;
   nodeName: string;
   hostIP: string;
@@ -117,7 +119,7 @@ export class PodWorker {
     this.pod = pod;
     this.allocate(pod);
     this.log = deps.log.child({ pod: `${pod.metadata!.namespace}/${pod.metadata!.name}`, uid: pod.metadata!.uid });
-    if (deps.volumeRoot) this.volumes = new PodVolumes(deps.volumeRoot, pod.metadata!.uid!, deps.volumeData ?? noVolumeData, this.log);
+    if (deps.volumeRoot) this.volumes = new PodVolumes(deps.volumeRoot, pod.metadata!.uid!, deps.volumeData ?? noVolumeData, this.log, deps.csi);
     this.probes = new PodProbes({
       cri: deps.cri,
       log: this.log,

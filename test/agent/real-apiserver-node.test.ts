@@ -284,3 +284,121 @@ test('certificate rotation: before expiry the client certificate is renewed by a
   }, 30_000);
   assert.match(served.subject, new RegExp(`CN=system:node:${nodeName}`));
 });
+
+/** Applies objects as admin. */
+async function apply(...items: object[]): Promise<void> {
+  await cp!.kubectl(['apply', '-f', '-'], { input: JSON.stringify({ apiVersion: 'v1', kind: 'List', items }) });
+}
+
+function writerPod(name: string, volume: object, extra: Record<string, unknown> = {}): object {
+  return {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name, namespace: NS },
+    spec: {
+      terminationGracePeriodSeconds: 1,
+      ...extra,
+      containers: [{
+        name: 'main', image: h.busybox, imagePullPolicy: 'IfNotPresent',
+        command: ['sh', '-c', `echo written-by-${name} > /data/${name}.txt; trap "exit 0" TERM; while true; do sleep 0.2; done`],
+        volumeMounts: [{ name: 'data', mountPath: '/data' }],
+      }],
+      volumes: [{ name: 'data', ...volume }],
+    },
+  };
+}
+
+function pv(name: string, storageClassName: string, source: object, extra: object = {}): object {
+  return {
+    apiVersion: 'v1',
+    kind: 'PersistentVolume',
+    metadata: { name },
+    spec: { capacity: { storage: '1Gi' }, accessModes: ['ReadWriteOnce'], persistentVolumeReclaimPolicy: 'Retain', storageClassName, ...source, ...extra },
+  };
+}
+
+function pvc(name: string, storageClassName: string): object {
+  return {
+    apiVersion: 'v1',
+    kind: 'PersistentVolumeClaim',
+    metadata: { name, namespace: NS },
+    spec: { accessModes: ['ReadWriteOnce'], storageClassName, resources: { requests: { storage: '1Gi' } } },
+  };
+}
+
+async function podPhase(name: string): Promise<any> {
+  return getJson(['-n', NS, 'get', 'pod', name]);
+}
+
+async function waitPodRunning(name: string, timeoutMs = 90_000): Promise<any> {
+  let last: any;
+  return waitFor(`${name} Running`, async () => {
+    last = await podPhase(name).catch(() => undefined);
+    return last?.status?.phase === 'Running' ? last : undefined;
+  }, timeoutMs).catch((err) => {
+    throw new Error(`${err.message}\nlast status: ${JSON.stringify(last?.status)}`);
+  });
+}
+
+async function deletePod(name: string): Promise<void> {
+  await cp!.kubectl(['-n', NS, 'delete', 'pod', name, '--wait=true', '--timeout=60s'], { timeoutMs: 90_000 });
+}
+
+test('a PVC volume waits until its claim is bound, then mounts the hostPath PV it is bound to', async () => {
+  const dir = await fsp.mkdtemp(path.join(h.base, 'pv-host-'));
+  // Bound to the node directly: the scheduler would not place a pod whose claim does not exist yet.
+  await apply(writerPod('claimer', { persistentVolumeClaim: { claimName: 'late-claim' } }, { nodeName }));
+  const uid = (await podPhase('claimer')).metadata.uid;
+  const failedMount = await waitFor('FailedMount while the claim is missing', async () => {
+    const events = await getJson(['-n', NS, 'get', 'events', '--field-selector', `involvedObject.uid=${uid},reason=FailedMount`]);
+    return events.items[0];
+  }, 30_000);
+  assert.match(failedMount.message, /MountVolume\.SetUp failed for volume "data" : error processing PVC default\/late-claim: PVC default\/late-claim not found/);
+  assert.equal((await podPhase('claimer')).status.phase, 'Pending');
+  // The controller-manager binds the claim to the PV; the agent, retrying, mounts it.
+  await apply(pv('host-pv', 'manual', { hostPath: { path: dir, type: 'Directory' } }), pvc('late-claim', 'manual'));
+  await waitPodRunning('claimer');
+  assert.equal(await fsp.readFile(path.join(dir, 'claimer.txt'), 'utf8'), 'written-by-claimer\n');
+  // hostPath is neither attachable nor device-mountable: the kubelet reports no volumesInUse for it.
+  const node = await getJson(['get', 'node', nodeName]);
+  assert.deepEqual(node.status.volumesInUse ?? [], []);
+  await deletePod('claimer');
+});
+
+test('a local PV: the pod is scheduled to the PV\'s node, mounts it, and node.status.volumesInUse names it while in use', async () => {
+  const dir = await fsp.mkdtemp(path.join(h.base, 'pv-local-'));
+  await apply(
+    pv('local-pv', 'local-manual', { local: { path: dir } }, {
+      nodeAffinity: { required: { nodeSelectorTerms: [{ matchExpressions: [{ key: 'kubernetes.io/hostname', operator: 'In', values: [nodeName] }] }] } },
+    }),
+    pvc('local-claim', 'local-manual'),
+  );
+  await waitFor('local-claim Bound', async () => (await getJson(['-n', NS, 'get', 'pvc', 'local-claim'])).status.phase === 'Bound', 60_000);
+  await apply(writerPod('local-user', { persistentVolumeClaim: { claimName: 'local-claim' } }));
+  const pod = await waitPodRunning('local-user');
+  assert.equal(pod.spec.nodeName, nodeName);
+  assert.equal(await fsp.readFile(path.join(dir, 'local-user.txt'), 'utf8'), 'written-by-local-user\n');
+  await waitFor('volumesInUse names the local PV', async () => {
+    const node = await getJson(['get', 'node', nodeName]);
+    return (node.status.volumesInUse ?? []).includes('kubernetes.io/local-volume/local-pv') ? true : undefined;
+  }, 20_000);
+  await deletePod('local-user');
+  await waitFor('volumesInUse empty again', async () => {
+    const node = await getJson(['get', 'node', nodeName]);
+    return (node.status.volumesInUse ?? []).length === 0 ? true : undefined;
+  }, 20_000);
+});
+
+test('a generic ephemeral volume: the controller-manager makes <pod>-<volume> from the template, it binds, the pod mounts it', async () => {
+  const dir = await fsp.mkdtemp(path.join(h.base, 'pv-eph-'));
+  await apply(pv('eph-pv', 'eph-manual', { hostPath: { path: dir, type: 'Directory' } }));
+  await apply(writerPod('eph', {
+    ephemeral: { volumeClaimTemplate: { spec: { accessModes: ['ReadWriteOnce'], storageClassName: 'eph-manual', resources: { requests: { storage: '1Gi' } } } } },
+  }));
+  const pod = await waitPodRunning('eph');
+  const claim = await getJson(['-n', NS, 'get', 'pvc', 'eph-data']);
+  assert.deepEqual(claim.metadata.ownerReferences.map((o: any) => [o.kind, o.name, o.uid, o.controller]), [['Pod', 'eph', pod.metadata.uid, true]]);
+  assert.equal(claim.spec.volumeName, 'eph-pv');
+  assert.equal(await fsp.readFile(path.join(dir, 'eph.txt'), 'utf8'), 'written-by-eph\n');
+  await deletePod('eph');
+});

@@ -10,6 +10,7 @@ import { writePayload, type Payload } from './atomic-writer.js';
 import { prepareHostPath } from './host-path.js';
 import { downwardApiPayload, keyedPayload, projectedPayload, type VolumeDataSource } from './sources.js';
 import { ensureTmpfs, unmountAllUnder } from './tmpfs.js';
+import { claimNameOf, claimNotReady, claimProblem, persistentMount, volumeInUseName, type PersistentMount } from './persistent.js';
 
 export const PLUGIN_DIRS = {
   emptyDir: 'kubernetes.io~empty-dir',
@@ -32,6 +33,14 @@ export class VolumeSetUpError extends Error {
   }
 }
 
+/** Mounts CSI volumes through their node plugins (csi/volumes.ts). */
+export interface CsiPublisher {
+  /** Stages (once per volume) and publishes the volume for the pod; answers the published path. */
+  publish(podUid: string, pvName: string, mount: Extract<PersistentMount, { kind: 'csi' }>): Promise<string>;
+  /** Unpublishes every CSI volume of the pod (and unstages those no other pod uses). */
+  unpublishPod(podUid: string): Promise<void>;
+}
+
 export function podDir(root: string, uid: string): string {
   return path.join(root, 'pods', uid);
 }
@@ -45,6 +54,7 @@ export class PodVolumes {
     readonly uid: string,
     private readonly data: VolumeDataSource,
     private readonly log: Logger,
+    private readonly csi?: CsiPublisher,
   ) {
     this.volumesDir = path.join(podDir(root, uid), 'volumes');
   }
@@ -56,12 +66,18 @@ export class PodVolumes {
   /** Makes every volume of the pod ready (idempotent: an adopted pod's volumes are found in place). */
   async setUp(pod: V1Pod): Promise<Map<string, MountedVolume>> {
     const mounted = new Map<string, MountedVolume>();
-    for (const v of pod.spec?.volumes ?? []) {
-      try {
-        mounted.set(v.name, await this.setUpOne(pod, v));
-      } catch (err) {
-        throw new VolumeSetUpError(v.name, errorMessage(err));
+    const inUse: string[] = [];
+    try {
+      for (const v of pod.spec?.volumes ?? []) {
+        try {
+          mounted.set(v.name, await this.setUpOne(pod, v, inUse));
+        } catch (err) {
+          throw new VolumeSetUpError(v.name, errorMessage(err));
+        }
       }
+    } finally {
+      // Reported before (and while) they are mounted, so nothing detaches a volume a pod is about to use.
+      this.data.setVolumesInUse?.(this.uid, inUse);
     }
     this.lastRefresh = Date.now();
     return mounted;
@@ -86,12 +102,16 @@ export class PodVolumes {
 
   async tearDown(): Promise<void> {
     const dir = podDir(this.root, this.uid);
+    // CSI volumes are the plugin's to unmount; whatever is left under the pod dir is ours.
+    await this.csi?.unpublishPod(this.uid);
+    this.data.setVolumesInUse?.(this.uid, []);
     await unmountAllUnder(dir);
     await fsp.rm(this.volumesDir, { recursive: true, force: true });
     await fsp.rmdir(dir).catch(() => undefined);
   }
 
-  private async setUpOne(pod: V1Pod, v: V1Volume): Promise<MountedVolume> {
+  private async setUpOne(pod: V1Pod, v: V1Volume, inUse: string[]): Promise<MountedVolume> {
+    if (v.persistentVolumeClaim || v.ephemeral) return this.setUpClaim(pod, v, inUse);
     if (v.hostPath) {
       await prepareHostPath(v.hostPath.path, v.hostPath.type);
       return { hostPath: v.hostPath.path, readOnly: false };
@@ -121,6 +141,32 @@ export class PodVolumes {
     }
     const kind = Object.keys(v).find((k) => k !== 'name') ?? 'unknown';
     throw invalidArgument(`volume type ${kind} is not supported by this node`);
+  }
+
+  /** A PVC (or generic ephemeral) volume: waits for the claim to be bound, then mounts its PersistentVolume. */
+  private async setUpClaim(pod: V1Pod, v: V1Volume, inUse: string[]): Promise<MountedVolume> {
+    if (!this.data.claim || !this.data.persistentVolume) throw invalidArgument('persistentVolumeClaim and ephemeral volumes need an API server');
+    const pvc = await this.data.claim(pod.metadata!.namespace!, claimNameOf(pod, v)!);
+    const pv = pvc?.status?.phase === 'Bound' && pvc.spec?.volumeName ? await this.data.persistentVolume(pvc.spec.volumeName) : undefined;
+    const problem = claimProblem(pod, v, pvc, pv);
+    if (problem) throw claimNotReady(problem);
+    const mount = persistentMount(pv!);
+    const name = volumeInUseName(pv!);
+    if (name) inUse.push(name);
+    const readOnly = Boolean(v.persistentVolumeClaim?.readOnly);
+    switch (mount.kind) {
+      case 'hostPath':
+        await prepareHostPath(mount.path, mount.type);
+        return { hostPath: mount.path, readOnly };
+      case 'local': {
+        const st = await fsp.stat(mount.path).catch(() => undefined);
+        if (!st) throw claimNotReady(`local volume ${pv!.metadata!.name}: path ${mount.path} does not exist`);
+        return { hostPath: mount.path, readOnly };
+      }
+      case 'csi':
+        if (!this.csi) throw invalidArgument(`PersistentVolume ${pv!.metadata!.name}: CSI volumes need the agent's CSI plugin manager`);
+        return { hostPath: await this.csi.publish(this.uid, pv!.metadata!.name!, mount), readOnly: readOnly || mount.readOnly };
+    }
   }
 
   private async payloadOf(pod: V1Pod, v: V1Volume): Promise<Payload> {

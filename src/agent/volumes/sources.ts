@@ -1,5 +1,5 @@
 // The files of API-backed volumes: configMap, secret, downwardAPI and projected, as payloads for the atomic writer.
-import type { CoreV1Api, V1KeyToPath, V1Pod, V1DownwardAPIVolumeFile, V1VolumeProjection } from '@kubernetes/client-node';
+import type { CoreV1Api, V1KeyToPath, V1Pod, V1DownwardAPIVolumeFile, V1VolumeProjection, V1PersistentVolume, V1PersistentVolumeClaim } from '@kubernetes/client-node';
 import { invalidArgument, notFound } from '../../common/errors.js';
 import { apiErrorCode } from '../kube-client.js';
 import { fieldRefValue, resourceFieldValue } from '../pod-spec.js';
@@ -13,6 +13,11 @@ export interface VolumeDataSource {
   configMap(namespace: string, name: string): Promise<Record<string, Buffer> | undefined>;
   secret(namespace: string, name: string): Promise<Record<string, Buffer> | undefined>;
   serviceAccountToken(pod: V1Pod, audience: string | undefined, expirationSeconds: number): Promise<string>;
+  /** PersistentVolumeClaims and PersistentVolumes (absent: a standalone agent has none). */
+  claim?(namespace: string, name: string): Promise<V1PersistentVolumeClaim | undefined>;
+  persistentVolume?(name: string): Promise<V1PersistentVolume | undefined>;
+  /** The pod's volumes that belong in node.status.volumesInUse (replaces what was recorded for it). */
+  setVolumesInUse?(uid: string, names: string[]): void;
 }
 
 export const noVolumeData: VolumeDataSource = {
@@ -31,8 +36,37 @@ interface CachedToken {
 /** Volume data read from the API; tokens cached until 80% of their lifetime (as the kubelet does). */
 export class KubeVolumeData implements VolumeDataSource {
   private readonly tokens = new Map<string, CachedToken>();
+  private readonly inUse = new Map<string, string[]>();
 
   constructor(private readonly core: CoreV1Api) {}
+
+  async claim(namespace: string, name: string): Promise<V1PersistentVolumeClaim | undefined> {
+    try {
+      return await this.core.readNamespacedPersistentVolumeClaim({ name, namespace });
+    } catch (err) {
+      if (apiErrorCode(err) === 404) return undefined;
+      throw err;
+    }
+  }
+
+  async persistentVolume(name: string): Promise<V1PersistentVolume | undefined> {
+    try {
+      return await this.core.readPersistentVolume({ name });
+    } catch (err) {
+      if (apiErrorCode(err) === 404) return undefined;
+      throw err;
+    }
+  }
+
+  setVolumesInUse(uid: string, names: string[]): void {
+    if (names.length) this.inUse.set(uid, names);
+    else this.inUse.delete(uid);
+  }
+
+  /** node.status.volumesInUse: every pod's, sorted, once each (node-status.ts reports it). */
+  volumesInUse(): string[] {
+    return [...new Set([...this.inUse.values()].flat())].sort();
+  }
 
   async configMap(namespace: string, name: string): Promise<Record<string, Buffer> | undefined> {
     try {
@@ -89,6 +123,7 @@ export class KubeVolumeData implements VolumeDataSource {
 
   /** Forgets a pod's cached tokens. */
   forget(uid: string): void {
+    this.inUse.delete(uid);
     for (const key of this.tokens.keys()) if (key.startsWith(`${uid}/`)) this.tokens.delete(key);
   }
 }
