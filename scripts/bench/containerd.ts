@@ -29,6 +29,8 @@ export interface BenchContainerd {
 export interface ContainerdOptions {
   registry: string;
   sandboxImage: string;
+  /** Upstream registries answered by `registry` (its mirror), e.g. registry.k8s.io for critest's images. */
+  mirrored?: string[];
 }
 
 
@@ -101,6 +103,13 @@ export async function startContainerd(opts: ContainerdOptions): Promise<BenchCon
     path.join(certsDir, opts.registry, 'hosts.toml'),
     `server = "http://${opts.registry}"\n\n[host."http://${opts.registry}"]\n  capabilities = ["pull", "resolve"]\n  skip_verify = true\n`,
   );
+  for (const upstream of opts.mirrored ?? []) {
+    await fsp.mkdir(path.join(certsDir, upstream), { recursive: true });
+    await fsp.writeFile(
+      path.join(certsDir, upstream, 'hosts.toml'),
+      `server = "https://${upstream}"\n\n[host."http://${opts.registry}"]\n  capabilities = ["pull", "resolve"]\n  skip_verify = true\n`,
+    );
+  }
   const configFile = path.join(base, 'config.toml');
   await fsp.writeFile(configFile, containerdConfig({ root, state, socket, cniConfDir, certsDir, sandboxImage: opts.sandboxImage }));
   const logFile = path.join(base, 'containerd.log');

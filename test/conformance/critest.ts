@@ -126,7 +126,7 @@ export function benchmarkLatencies(benchmark: string, data: unknown): OperationL
 }
 
 /** Every tag of every stand-in is in the registry (a cached storage may lack newer ones). */
-async function registryHasAll(host: string, images: StandInImages): Promise<boolean> {
+export async function registryHasAll(host: string, images: StandInImages): Promise<boolean> {
   for (const l of images.layouts) {
     for (const tag of l.tags) {
       const res = await fetch(`http://${host}/v2/${l.repository}/manifests/${tag}`, {

@@ -1,6 +1,6 @@
 // Starts a real nodelet-cri process with its own temp root, run root, socket and CNI config for a test.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { promises as fsp, existsSync } from 'node:fs';
+import { promises as fsp, existsSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -19,6 +19,8 @@ export interface TestDaemonOptions {
   network?: boolean;
   /** Extra environment of the first start (e.g. NODELET_TEST_CRASH_AT). */
   env?: Record<string, string>;
+  /** Run under `node` with these flags (plus the entry point's own), e.g. --cpu-prof. */
+  nodeFlags?: string[];
 }
 
 export interface TestDaemon {
@@ -77,7 +79,8 @@ export async function startTestDaemon(opts: TestDaemonOptions = {}): Promise<Tes
   const spawnDaemon = async (env?: Record<string, string>) => {
     const out = await fsp.open(logFile, 'a');
     // Run the executable itself, so the node flags of its #! line apply as in production.
-    const proc = spawn(args[0]!, args.slice(1), { stdio: ['ignore', out.fd, out.fd], env: { ...process.env, ...env } });
+    const [file, argv] = opts.nodeFlags ? [process.execPath, [...entryNodeFlags(), ...opts.nodeFlags, ...args]] : [args[0]!, args.slice(1)];
+    const proc = spawn(file, argv, { stdio: ['ignore', out.fd, out.fd], env: { ...process.env, ...env } });
     await out.close();
     await waitForSocket(socket, proc, logFile);
     return proc;
@@ -132,6 +135,12 @@ export async function startTestDaemon(opts: TestDaemonOptions = {}): Promise<Tes
     },
   };
   return daemon;
+}
+
+/** The node flags on the entry point's #! line. */
+function entryNodeFlags(): string[] {
+  const first = readFileSync(MAIN, 'utf8').split('\n')[0] ?? '';
+  return first.split(/\s+/).filter((w) => w.startsWith('--'));
 }
 
 async function removeBridge(name: string): Promise<void> {
