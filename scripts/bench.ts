@@ -4,7 +4,8 @@
 // then times nodelet-agent starting pods on each runtime, and writes the tables to docs/benchmark.md.
 //
 //   npm run bench -- [--iterations 20] [--parallel-rounds 3] [--runtimes nodelet,containerd]
-//                    [--agent-pods 10] [--only workload|agent]
+//                    [--agent-pods 10] [--only workload|agent|critest] [--list-large 1000] [--large-memory-containers 200]
+//                    [--critest-rounds 2] [--critest-samples 10]
 //                    [--nodelet-log-level info] [--nodelet-sandbox-image] [--out docs/benchmark.md | --no-write] [--keep-logs DIR]
 import { promises as fsp } from 'node:fs';
 import os from 'node:os';
@@ -20,6 +21,7 @@ import { findProcesses } from './bench/procs.js';
 import { agentTable, latencyTable, machineInfo, memoryTable, renderMarkdown, renderText, type MachineInfo } from './bench/report.js';
 import { runWorkload, type BenchTarget, type WorkloadOptions, type WorkloadResult } from './bench/workload.js';
 import { runAgentBench, type AgentBenchResult, type AgentBenchTarget } from './bench/agent.js';
+import { critestTable, runCritestBench, type CritestSamples } from './bench/critest.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -31,6 +33,12 @@ const FLAGS = {
   'memory-containers': { type: 'string', default: '50' },
   'parallel-pods': { type: 'string', default: '20' },
   'parallel-rounds': { type: 'string', default: '3' },
+  /** Containers for the large ListContainers/ListPodSandbox timings (0: skip). */
+  'list-large': { type: 'string', default: '1000' },
+  'large-memory-containers': { type: 'string', default: '200' },
+  /** critest -benchmark runs per runtime (interleaved) and samples per op in each run. */
+  'critest-rounds': { type: 'string', default: '2' },
+  'critest-samples': { type: 'string', default: '10' },
   /** Pods the agent starts one after another on each runtime. */
   'agent-pods': { type: 'string', default: '10' },
   /** Run one part alone: the CRI workload or the agent's pod starts (nothing is written then). */
@@ -61,7 +69,8 @@ async function main(): Promise<void> {
     process.stdout.write(
       'npm run bench -- [--iterations N] [--execs-per-container N] [--list-pods N] [--list-containers-per-pod N]\n' +
         '  [--memory-containers N] [--parallel-pods N] [--parallel-rounds N] [--runtimes nodelet,containerd]\n' +
-        '  [--agent-pods N] [--only workload|agent]\n' +
+        '  [--agent-pods N] [--only workload|agent|critest] [--list-large N] [--large-memory-containers N]\n' +
+        '  [--critest-rounds N] [--critest-samples N]\n' +
         '  [--nodelet-log-level LEVEL] [--nodelet-sandbox-image] [--out FILE | --no-write] [--keep-logs DIR]\n',
     );
     return;
@@ -69,7 +78,9 @@ async function main(): Promise<void> {
   const runtimes = new Set(values.runtimes.split(',').map((s) => s.trim()));
   for (const r of runtimes) if (r !== 'nodelet' && r !== 'containerd') throw new Error(`unknown runtime ${r}`);
   const only = values.only;
-  if (only !== undefined && only !== 'workload' && only !== 'agent') throw new Error(`--only must be workload or agent, got ${only}`);
+  if (only !== undefined && only !== 'workload' && only !== 'agent' && only !== 'critest') throw new Error(`--only must be workload, agent or critest, got ${only}`);
+  const listLarge = Number(values['list-large']);
+  const largeMemory = Number(values['large-memory-containers']);
   const agentPods = positiveInt('agent-pods', values['agent-pods']);
   const listPods = positiveInt('list-pods', values['list-pods']);
   const perPod = positiveInt('list-containers-per-pod', values['list-containers-per-pod']);
@@ -123,6 +134,8 @@ async function main(): Promise<void> {
       memoryContainers,
       parallelPods: positiveInt('parallel-pods', values['parallel-pods']),
       parallelRounds: positiveInt('parallel-rounds', values['parallel-rounds']),
+      largeListContainers: listLarge,
+      largeMemoryContainers: listLarge > 0 ? largeMemory : 0,
       images,
       log: say,
     };
@@ -180,9 +193,20 @@ async function main(): Promise<void> {
       });
     }
     let results = new Map<string, WorkloadResult>();
-    if (only !== 'agent') results = await runWorkload(targets, opts);
+    if (only === undefined || only === 'workload') results = await runWorkload(targets, opts);
+    let critest: CritestSamples = new Map();
+    if (only === undefined || only === 'critest') {
+      critest = await runCritestBench({
+        rounds: positiveInt('critest-rounds', values['critest-rounds']),
+        samples: positiveInt('critest-samples', values['critest-samples']),
+        runtimes: [...runtimes],
+        nodeletLogLevel: values['nodelet-log-level'],
+        keep: values['keep-logs'] ? path.join(values['keep-logs'], 'critest') : undefined,
+        log: say,
+      });
+    }
     let agentResults = new Map<string, AgentBenchResult>();
-    if (only !== 'workload') {
+    if (only === undefined || only === 'agent') {
       agentResults = await runAgentBench(agentTargets, { pods: agentPods, busybox: images.busybox, log: say, defer: (fn) => cleanups.push(fn) });
     }
 
@@ -190,9 +214,14 @@ async function main(): Promise<void> {
     const nodeletResult = results.get('nodelet');
     const containerdResult = results.get('containerd');
     const latency = latencyTable(nodeletResult, containerdResult);
-    const memory = memoryTable(nodeletResult, containerdResult, memoryContainers, listPods * perPod);
+    const memory = memoryTable(nodeletResult, containerdResult, memoryContainers, listPods * perPod, opts.largeMemoryContainers);
     const agent = agentTable(agentResults.get('nodelet'), agentResults.get('containerd'));
-    const tables = [...(only === 'agent' ? [] : [latency, memory]), ...(only === 'workload' ? [] : [agent])];
+    const critestRows = critestTable(critest);
+    const tables = [
+      ...(only === undefined || only === 'workload' ? [latency, memory] : []),
+      ...(only === undefined || only === 'critest' ? [critestRows] : []),
+      ...(only === undefined || only === 'agent' ? [agent] : []),
+    ];
     process.stdout.write(`\n${tables.map(renderText).join('\n\n')}\n\n${summary}\n`);
     if (only) {
       say(`--only ${only}: nothing written`);
@@ -201,7 +230,7 @@ async function main(): Promise<void> {
       await fsp.mkdir(path.dirname(values.out), { recursive: true });
       await fsp.writeFile(
         values.out,
-        markdownReport(machine, opts, latency, memory, agent, agentPods, summary, values['nodelet-log-level'], values['nodelet-sandbox-image']),
+        markdownReport(machine, opts, latency, memory, critestRows, agent, agentPods, summary, values['nodelet-log-level'], values['nodelet-sandbox-image']),
       );
       say(`wrote ${path.relative(process.cwd(), values.out) || values.out}`);
     }
@@ -216,6 +245,7 @@ function markdownReport(
   o: WorkloadOptions,
   latency: ReturnType<typeof latencyTable>,
   memory: ReturnType<typeof memoryTable>,
+  critest: ReturnType<typeof critestTable>,
   agent: ReturnType<typeof agentTable>,
   agentPods: number,
   summary: string,
@@ -255,6 +285,7 @@ client sees for each call.
   runtimes' RemoveImage; busybox and big share their base layer, so both are removed first), warm = PullImage of an image already present.
 - Lists: ${o.listPods} pods × ${o.listContainersPerPod} containers running \`sleep\`; ListContainers and ListPodSandbox
   ${o.iterations} times each with all of them present. Memory is read with ${o.memoryContainers} of them running.
+- Large lists: ${o.largeListContainers > 0 ? `pods of 100 \`sleep\` containers (8 created at a time) added to the 100 above up to ${o.largeListContainers} containers; ListContainers, ListContainers filtered by one pod and ListPodSandbox ${o.iterations} times each; memory read again at ${o.largeMemoryContainers} containers` : 'not run'}.
 - Parallel: ${o.parallelPods} RunPodSandbox calls at once, wall time until all returned, ${o.parallelRounds} rounds.
 - nodelet-cri logs at \`${nodeletLogLevel}\`, containerd at \`info\`. ${summary}.
 
@@ -273,6 +304,18 @@ monitor against one monitor does not compare the same unit of work; the totals d
 (RSS counts the pages of the shared binary and libraries once in every process).
 
 ${renderMarkdown(memory)}
+
+## critest -benchmark
+
+critest 1.36's own benchmark (\`critest -benchmark\`, binary from the Kubernetes tools directory) against each
+runtime in turn (nodelet then containerd, containerd then nodelet on the next round), with every image it
+pulls served by one local registry behind both runtimes' registry mirrors (critest's stand-in images, as in the
+conformance phase), one operation at a time (\`*NumberParallel: 1\`). Each runtime runs in its own daemon
+started for this phase (nodelet-cri at \`${nodeletLogLevel}\`). Samples of all rounds are pooled; p50 in
+milliseconds, ratio = nodelet / containerd. The pod + container start row comes from critest's own Ginkgo
+report (one sample a run).
+
+${renderMarkdown(critest)}
 
 ## Agent: pod created → running
 

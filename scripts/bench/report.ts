@@ -61,10 +61,16 @@ export function agentTable(nodelet: Samples | undefined, containerd: Samples | u
   return { ...table, header: ['agent, one pod at a time', ...table.header.slice(1)] };
 }
 
-export function memoryTable(nodelet: WorkloadResult | undefined, containerd: WorkloadResult | undefined, memoryContainers: number, listContainers: number): Table {
-  const row = (what: string, pick: (r: WorkloadResult) => MemoryFigures, field: keyof MemoryFigures) => {
-    const a = nodelet ? pick(nodelet)[field] : undefined;
-    const b = containerd ? pick(containerd)[field] : undefined;
+export function memoryTable(
+  nodelet: WorkloadResult | undefined,
+  containerd: WorkloadResult | undefined,
+  memoryContainers: number,
+  listContainers: number,
+  largeMemoryContainers = 0,
+): Table {
+  const row = (what: string, pick: (r: WorkloadResult) => MemoryFigures | undefined, field: keyof MemoryFigures) => {
+    const a = nodelet ? pick(nodelet)?.[field] : undefined;
+    const b = containerd ? pick(containerd)?.[field] : undefined;
     return [what, mib(a), mib(b), ratio(a, b)];
   };
   const nMon = nodelet?.memory.monitors.count ?? '?';
@@ -75,9 +81,11 @@ export function memoryTable(nodelet: WorkloadResult | undefined, containerd: Wor
       row('daemon RSS, idle (after warm-up)', (r) => r.memory.idle, 'rss'),
       row(`daemon RSS, ${memoryContainers} running containers`, (r) => r.memory.withContainers, 'rss'),
       row(`daemon RSS, ${listContainers} running containers`, (r) => r.memory.withAllListContainers, 'rss'),
+      ...(largeMemoryContainers > 0 ? [row(`daemon RSS, ${largeMemoryContainers} running containers`, (r) => r.memory.withLargeContainers, 'rss')] : []),
       row('daemon RSS, idle at the end of the run', (r) => r.memory.idleAfter, 'rss'),
       row('daemon PSS, idle (after warm-up)', (r) => r.memory.idle, 'pss'),
       row(`daemon PSS, ${memoryContainers} running containers`, (r) => r.memory.withContainers, 'pss'),
+      ...(largeMemoryContainers > 0 ? [row(`daemon PSS, ${largeMemoryContainers} running containers`, (r) => r.memory.withLargeContainers, 'pss')] : []),
       row('one monitor RSS (median conmon / containerd-shim-runc-v2)', (r) => r.memory.monitors.one, 'rss'),
       row('one monitor PSS (median)', (r) => r.memory.monitors.one, 'pss'),
       row(`all monitors RSS, ${memoryContainers} containers (${nMon} conmon / ${cMon} shims)`, (r) => r.memory.monitors.total, 'rss'),

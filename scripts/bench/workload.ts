@@ -31,6 +31,9 @@ export interface WorkloadOptions {
   memoryContainers: number;
   parallelPods: number;
   parallelRounds: number;
+  /** Containers for the large list phase (0: none), in pods of 100; memory read again at `largeMemoryContainers`. */
+  largeListContainers: number;
+  largeMemoryContainers: number;
   images: { busybox: string; big: string };
   log?: (line: string) => void;
 }
@@ -50,6 +53,8 @@ export interface WorkloadResult {
     idle: MemoryFigures;
     withContainers: MemoryFigures;
     withAllListContainers: MemoryFigures;
+    /** At largeMemoryContainers running containers (when the large list phase ran). */
+    withLargeContainers?: MemoryFigures;
     idleAfter: MemoryFigures;
     monitors: MonitorFigures;
   };
@@ -187,17 +192,20 @@ class Session {
   }
 
   /** Starts a pod with `count` containers running `sleep`; returns the pod id. */
-  async sleepersPod(busybox: string, count: number): Promise<string> {
+  async sleepersPod(busybox: string, count: number, concurrency = count): Promise<string> {
     const config = this.sandboxConfig('list');
     const { pod_sandbox_id } = await this.cri.runtime('RunPodSandbox', { config });
+    let next = 0;
     await Promise.all(
-      Array.from({ length: count }, async (_, c) => {
+      Array.from({ length: Math.min(count, concurrency) }, async () => {
+        for (let c = next++; c < count; c = next++) {
         const { container_id } = await this.cri.runtime('CreateContainer', {
           pod_sandbox_id,
           config: containerConfig(`sleeper-${c}`, busybox, ['sleep', '3600']),
           sandbox_config: config,
         });
         await this.cri.runtime('StartContainer', { container_id });
+        }
       }),
     );
     return pod_sandbox_id;
@@ -304,6 +312,47 @@ export async function runWorkload(targets: BenchTarget[], opts: WorkloadOptions)
       }
       await sleep(1000);
       for (const s of sessions) memory.get(s)!.withAllListContainers = await s.daemonMemory();
+
+      if (opts.largeListContainers > total) {
+        const perPod = 100;
+        say(`adding pods of ${perPod} sleepers up to ${opts.largeListContainers} containers on each runtime`);
+        let count = total;
+        let step = 0;
+        while (count < opts.largeListContainers) {
+          const n = Math.min(perPod, opts.largeListContainers - count);
+          await eachInTurn(sessions, step++, async (s) => {
+            listPods.get(s)!.push(await s.sleepersPod(busybox, n, 8));
+          });
+          const before = count;
+          count += n;
+          if (before < opts.largeMemoryContainers && count >= opts.largeMemoryContainers) {
+            await sleep(2000);
+            for (const s of sessions) memory.get(s)!.withLargeContainers = await s.daemonMemory();
+          }
+        }
+        for (const s of sessions) {
+          const { containers } = await s.cri.runtime('ListContainers', {});
+          if (containers.length !== count) throw new Error(`${s.target.name}: ListContainers gave ${containers.length}, want ${count}`);
+        }
+        const pods = listPods.get(sessions[0]!)!.length;
+        for (let i = 0; i < opts.iterations; i++) {
+          await eachInTurn(sessions, i, async (s) => {
+            await s.timed(`ListContainers (${count} containers)`, () => s.cri.runtime('ListContainers', {}));
+          });
+        }
+        for (let i = 0; i < opts.iterations; i++) {
+          await eachInTurn(sessions, i, async (s) => {
+            await s.timed(`ListPodSandbox (${pods} pods, ${count} containers)`, () => s.cri.runtime('ListPodSandbox', {}));
+          });
+        }
+        for (let i = 0; i < opts.iterations; i++) {
+          await eachInTurn(sessions, i, async (s) => {
+            await s.timed(`ListContainers, filtered by pod (${count} containers)`, () =>
+              s.cri.runtime('ListContainers', { filter: { pod_sandbox_id: listPods.get(s)![0]! } }),
+            );
+          });
+        }
+      }
     } finally {
       say('removing the list pods');
       await Promise.all(sessions.map((s) => s.removePods(listPods.get(s)!)));
@@ -326,6 +375,7 @@ export async function runWorkload(targets: BenchTarget[], opts: WorkloadOptions)
           idle: m.idle,
           withContainers: m.withContainers,
           withAllListContainers: m.withAllListContainers,
+          withLargeContainers: m.withLargeContainers,
           idleAfter: await s.daemonMemory(),
           monitors: m.monitors,
         },

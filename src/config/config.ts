@@ -1,7 +1,7 @@
 // One typed configuration object for nodelet-cri: built-in defaults, then the config file, then flags.
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { parse as parseYaml } from 'yaml';
+import { createRequire } from 'node:module';
 import { invalidArgument } from '../common/errors.js';
 
 export interface MirrorConfig {
@@ -245,7 +245,9 @@ function readConfigFile(file: string): unknown {
     throw invalidArgument(`config file ${file}: ${(err as Error).message}`);
   }
   try {
-    return parseYaml(text);
+    // yaml (~8 MiB of RSS) only when there is a config file to read.
+    const { parse } = createRequire(import.meta.url)('yaml') as typeof import('yaml');
+    return parse(text);
   } catch (err) {
     throw invalidArgument(`config file ${file}: ${(err as Error).message}`);
   }

@@ -12,7 +12,7 @@ import { StreamingServer } from '../streaming/server.js';
 import { StatsCollector, cgroupDirOf } from '../stats/collector.js';
 import { cgroupReaderFor } from '../stats/readers.js';
 import { ImageService } from '../image/image-service.js';
-import { RegistryClient } from '../image/registry.js';
+import type { RegistryClient } from '../image/registry.js';
 import { CniNetwork } from '../network/cni.js';
 import { RuntimeService } from '../runtime/runtime-service.js';
 import { detectHugetlbController } from '../runtime/host-cgroups.js';
@@ -31,13 +31,23 @@ export async function startDaemon(config: NodeletConfig): Promise<Daemon> {
   const log = logger();
   await ensureDir(config.root, 0o711);
   await ensureDir(config.runRoot, 0o711);
-  const registry = new RegistryClient({
-    insecure: config.registry.insecure,
-    mirrors: config.registry.mirrors,
-    requestTimeoutMs: config.registry.requestTimeoutSeconds * 1000,
-    retries: config.registry.retries,
-    stallTimeoutMs: config.registry.stallTimeoutSeconds * 1000,
-  });
+  // The registry client (undici: ~20 MiB of RSS loaded) is loaded by the first pull, not at start.
+  let registryClient: Promise<RegistryClient> | undefined;
+  const loadRegistry = () =>
+    (registryClient ??= import('../image/registry.js').then(
+      (m) =>
+        new m.RegistryClient({
+          insecure: config.registry.insecure,
+          mirrors: config.registry.mirrors,
+          requestTimeoutMs: config.registry.requestTimeoutSeconds * 1000,
+          retries: config.registry.retries,
+          stallTimeoutMs: config.registry.stallTimeoutSeconds * 1000,
+        }),
+    ));
+  const registry: Pick<RegistryClient, 'resolve' | 'downloadBlob'> = {
+    resolve: async (...args) => (await loadRegistry()).resolve(...args),
+    downloadBlob: async (...args) => (await loadRegistry()).downloadBlob(...args),
+  };
   let runtime: RuntimeService | undefined;
   // prom-client is only loaded when metrics are asked for.
   const metrics = config.metrics.address

@@ -10,7 +10,6 @@ import { createHash, type Hash } from 'node:crypto';
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
-import { pack as tarPack } from 'tar-stream';
 import { run, spawnChild } from '../common/exec.js';
 import { NodeletError, alreadyExists, deadlineExceeded, errorMessage, hasCode, internal, invalidArgument } from '../common/errors.js';
 import { logger } from '../common/log.js';
@@ -527,6 +526,8 @@ async function applyWhiteouts(destDir: string, scanner: TarLayerScanner): Promis
 
   if (devices.length > 0) {
     // One GNU tar run creates all the 0:0 character devices with the whiteouts' owners and times.
+    // tar-stream only when a layer has whiteout devices to make.
+    const { pack: tarPack } = await import('tar-stream');
     const packer = tarPack();
     const extractor = spawnChild('tar', ['-x', '-f', '-', '-C', destDir, '--numeric-owner', '--same-owner', '--same-permissions'], {
       stdin: 'pipe',

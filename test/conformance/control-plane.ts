@@ -8,7 +8,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import YAML from 'yaml';
-import { run, spawnChild } from '../../src/common/exec.js';
+import { run } from '../../src/common/exec.js';
+import { spawnChild } from '../helpers/spawn.js';
 import { freePort, stopChild } from '../helpers/registries.js';
 import { findTools, type Tools } from './tools.js';
 

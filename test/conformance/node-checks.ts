@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import YAML from 'yaml';
-import { spawnChild } from '../../src/common/exec.js';
+import { spawnChild } from '../helpers/spawn.js';
 import type { Tools } from './tools.js';
 import type { ConformanceReport } from './report.js';
 import { startControlPlane, type ControlPlane } from './control-plane.js';

@@ -8,7 +8,8 @@ import path from 'node:path';
 import { randomBytes, randomInt } from 'node:crypto';
 import { CniNetwork } from '../../src/network/cni.js';
 import { createNetns, netnsExists, netnsNameForSandbox, netnsStats, removeNetns } from '../../src/network/netns.js';
-import { run, spawnChild } from '../../src/common/exec.js';
+import { run } from '../../src/common/exec.js';
+import { spawnChild } from '../helpers/spawn.js';
 
 const PLUGIN_DIR = '/usr/lib/cni';
 
