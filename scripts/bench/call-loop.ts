@@ -12,7 +12,7 @@
 // --cpu-prof writes one .cpuprofile per nodelet daemon into DIR when it stops.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, promises as fsp } from 'node:fs';
+import { existsSync, promises as fsp, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -72,7 +72,7 @@ async function startNodelet(name: string, bin: string, opts: { logLevel: string;
   const logFile = path.join(base, 'daemon.log');
   const out = await fsp.open(logFile, 'a');
   // The entry point's own #! flags, plus the profiler when asked.
-  const nodeFlags = ['--max-semi-space-size=2', ...(opts.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', opts.cpuProfDir, '--cpu-prof-name', `${name}.cpuprofile`] : [])];
+  const nodeFlags = [...entryNodeFlags(bin), ...(opts.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', opts.cpuProfDir, '--cpu-prof-name', `${name}.cpuprofile`] : [])];
   const proc = spawn(process.execPath, [...nodeFlags, bin, '--socket', socket, '--root', path.join(base, 'root'), '--run-root', runRoot, '--cni-conf-dir', cniConfDir, '--log-level', opts.logLevel], {
     stdio: ['ignore', out.fd, out.fd],
   });
@@ -96,6 +96,12 @@ async function startNodelet(name: string, bin: string, opts: { logLevel: string;
       await fsp.rm(base, { recursive: true, force: true }).catch(() => undefined);
     },
   };
+}
+
+/** The node flags on an entry point's #! line (bin/nodelet-cri's), so they apply as in production. */
+function entryNodeFlags(bin: string): string[] {
+  const first = readFileSync(bin, 'utf8').split('\n')[0] ?? '';
+  return first.startsWith('#!') ? first.split(/\s+/).filter((w) => w.startsWith('--')) : [];
 }
 
 async function removeAllPods(client: CriClient): Promise<void> {
