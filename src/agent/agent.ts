@@ -25,6 +25,8 @@ import { KubeVolumeData } from './volumes/sources.js';
 import { bootstrapClientCertificate, kubeconfigClientCertificate, useClientCertificateFile } from './bootstrap.js';
 import { CertificateRotation, CertificateStore, KUBELET_CLIENT_SIGNER, KUBELET_SERVING_SIGNER } from './certificates.js';
 import { promises as fsp } from 'node:fs';
+import { CsiPlugins } from './csi/plugins.js';
+import { CsiVolumes } from './csi/volumes.js';
 import { PodEventRecorder } from './events.js';
 import { ContainerLogRotator } from './log-rotation.js';
 import { PodLifecycleEvents } from './pleg.js';
@@ -54,6 +56,8 @@ export class Agent {
   private podCgroups?: PodCgroups;
   readonly metrics: AgentMetrics;
   clientCertificates?: CertificateRotation;
+  csiPlugins?: CsiPlugins;
+  private csiVolumes?: CsiVolumes;
   servingCertificates?: CertificateRotation;
   pleg?: PodLifecycleEvents;
 
@@ -81,6 +85,13 @@ export class Agent {
     if (this.config.kubeconfig && this.config.bootstrapKubeconfig) await this.bootstrap();
     if (this.config.kubeconfig) this.kube = kubeClientsFromFile(this.config.kubeconfig);
     if (this.kube && this.config.rotateCertificates) await this.startClientCertificateRotation();
+    this.csiPlugins = new CsiPlugins({
+      registryDir: this.config.pluginsRegistryDir ?? path.join(this.config.root, 'plugins_registry'),
+      nodeName: this.config.nodeName,
+      kube: this.kube,
+      log: this.log,
+    });
+    this.csiVolumes = new CsiVolumes(this.config.root, this.csiPlugins, this.log);
     // Before registration, so the Node reports the port the kubelet API really listens on.
     await this.startKubeletApi();
     if (this.kube && this.config.rotateServerCertificates && this.kubeletApi) await this.startServingCertificateRotation(this.kubeletApi);
@@ -123,6 +134,8 @@ export class Agent {
       await this.staticSource.start();
     }
     await registered;
+    // After registration: a plugin's CSINode is owned by the Node.
+    if (!this.stopped) await this.csiPlugins.start();
     if (this.kube && !this.stopped) {
       const core = this.kube.core;
       // Like the kubelet, pods from the API start only once the Services are known (their env variables).
@@ -266,6 +279,7 @@ export class Agent {
     this.mirrors?.stop();
     await this.kubeletApi?.stop();
     await this.apiSource?.stop();
+    await this.csiPlugins?.stop();
     await this.serviceSource?.stop();
     for (const w of this.workers.values()) w.stop();
     const root = this.config.cgroupRoot;
@@ -319,6 +333,7 @@ export class Agent {
       cri: this.cri,
       log: this.log,
       metrics: this.metrics,
+      csi: this.csiVolumes,
       runtimeName: this.runtimeName,
       nodeName: this.config.nodeName,
       hostIP: this.hostIP,

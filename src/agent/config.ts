@@ -31,6 +31,8 @@ export interface AgentConfig {
   rotateCertificates: boolean;
   /** Get (and renew) the kubelet API's serving certificate through CSRs (kubelet-serving; serverTLSBootstrap). */
   rotateServerCertificates: boolean;
+  /** Where CSI plugins put their registration sockets (default <root>/plugins_registry). */
+  pluginsRegistryDir?: string;
   /** The node's log directory, served by the kubelet API under /logs/ (default /var/log). */
   nodeLogDir?: string;
   logLevel: string;

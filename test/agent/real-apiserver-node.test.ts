@@ -17,6 +17,7 @@ import { KUBELET_CLIENT_SIGNER, KUBELET_SERVING_SIGNER } from '../../src/agent/c
 import { waitFor } from '../helpers/pods.js';
 import { startControlPlane, type ControlPlane } from '../conformance/control-plane.js';
 import { startAgentHarness, type AgentHarness } from './harness.js';
+import { startTestCsiDriver } from '../helpers/csi-driver.js';
 
 configureLogger(process.env.NODELET_TEST_AGENT_LOG ?? 'silent');
 
@@ -401,4 +402,60 @@ test('a generic ephemeral volume: the controller-manager makes <pod>-<volume> fr
   assert.equal(claim.spec.volumeName, 'eph-pv');
   assert.equal(await fsp.readFile(path.join(dir, 'eph.txt'), 'utf8'), 'written-by-eph\n');
   await deletePod('eph');
+});
+
+test('a CSI volume: the plugin registers through plugins_registry (CSINode, nodeid annotation); a csi PV is staged, published, unpublished and unstaged', async () => {
+  const driverName = 'csi.nodelet.test';
+  const driver = await startTestCsiDriver({
+    name: driverName,
+    nodeId: `id-${nodeName}`,
+    dir: await fsp.mkdtemp(path.join(h.base, 'csi-')),
+    registryDir: path.join(h.config.root, 'plugins_registry'),
+  });
+  try {
+    await waitFor('the agent registered the plugin', async () => driver.registration?.plugin_registered === true, 30_000);
+    const csiNode = await waitFor('CSINode lists the driver', async () => {
+      const n = await getJson(['get', 'csinode', nodeName]).catch(() => undefined);
+      return n?.spec?.drivers?.some((d: any) => d.name === driverName) ? n : undefined;
+    }, 30_000);
+    assert.deepEqual(csiNode.spec.drivers.find((d: any) => d.name === driverName), { name: driverName, nodeID: `id-${nodeName}`, topologyKeys: null, allocatable: { count: 16 } });
+    assert.deepEqual(csiNode.metadata.ownerReferences.map((o: any) => [o.kind, o.name]), [['Node', nodeName]]);
+    const annotated = await getJson(['get', 'node', nodeName]);
+    assert.deepEqual(JSON.parse(annotated.metadata.annotations['csi.volume.kubernetes.io/nodeid']), { [driverName]: `id-${nodeName}` });
+
+    await apply(
+      { apiVersion: 'storage.k8s.io/v1', kind: 'CSIDriver', metadata: { name: driverName }, spec: { attachRequired: false, podInfoOnMount: false } },
+      pv('csi-pv', 'csi-manual', { csi: { driver: driverName, volumeHandle: 'vol-1', volumeAttributes: { flavour: 'test' } } }),
+      pvc('csi-claim', 'csi-manual'),
+    );
+    await apply(writerPod('csi-user', { persistentVolumeClaim: { claimName: 'csi-claim' } }));
+    const pod = await waitPodRunning('csi-user');
+    assert.equal(await fsp.readFile(path.join(driver.backing, 'vol-1', 'csi-user.txt'), 'utf8'), 'written-by-csi-user\n');
+    const stage = driver.calls.find((c) => c.method === 'NodeStageVolume')!.request;
+    const publish = driver.calls.find((c) => c.method === 'NodePublishVolume')!.request;
+    assert.match(stage.staging_target_path, new RegExp(`^${h.config.root}/plugins/kubernetes\\.io/csi/${driverName.replace(/\./g, '\\.')}/[0-9a-f]{64}/globalmount$`));
+    assert.deepEqual(stage.volume_capability.access_mode, { mode: 'SINGLE_NODE_WRITER' });
+    assert.deepEqual(stage.volume_context, { flavour: 'test' });
+    assert.equal(publish.staging_target_path, stage.staging_target_path);
+    assert.equal(publish.target_path, path.join(h.config.root, 'pods', pod.metadata.uid, 'volumes', 'kubernetes.io~csi', 'csi-pv', 'mount'));
+    assert.equal(publish.readonly, false);
+    await waitFor('volumesInUse names the CSI volume', async () => {
+      const node = await getJson(['get', 'node', nodeName]);
+      return (node.status.volumesInUse ?? []).includes(`kubernetes.io/csi/${driverName}^vol-1`) ? true : undefined;
+    }, 20_000);
+
+    await deletePod('csi-user');
+    await waitFor('unpublished and unstaged', async () => driver.calls.some((c) => c.method === 'NodeUnstageVolume'), 30_000);
+    const order = driver.calls.map((c) => c.method).filter((m) => m.startsWith('NodeStage') || m.startsWith('NodePublish') || m.startsWith('NodeUn'));
+    assert.deepEqual(order, ['NodeStageVolume', 'NodePublishVolume', 'NodeUnpublishVolume', 'NodeUnstageVolume']);
+    assert.equal(await fsp.readFile(path.join(driver.backing, 'vol-1', 'csi-user.txt'), 'utf8'), 'written-by-csi-user\n', 'the data stays with the volume');
+    await assert.rejects(fsp.access(stage.staging_target_path), 'staging dir removed');
+  } finally {
+    await driver.stop();
+  }
+  // A plugin that goes away is deregistered: CSINode no longer lists it.
+  await waitFor('CSINode without the driver', async () => {
+    const n = await getJson(['get', 'csinode', nodeName]);
+    return !(n.spec.drivers ?? []).some((d: any) => d.name === driverName) ? true : undefined;
+  }, 30_000);
 });

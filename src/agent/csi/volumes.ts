@@ -1,0 +1,129 @@
+// CSI volumes of pods, the kubelet's layout and calls: stage once per volume at
+// <root>/plugins/kubernetes.io/csi/<driver>/<sha256(handle)>/globalmount (NodeStageVolume, when the driver has
+// STAGE_UNSTAGE_VOLUME), publish per pod at <root>/pods/<uid>/volumes/kubernetes.io~csi/<pv>/mount
+// (NodePublishVolume); a vol_data.json beside each says what it is, so an agent restarted later can undo it:
+// NodeUnpublishVolume for the pod, NodeUnstageVolume once no other pod publishes that volume.
+import { createHash } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { errorMessage, failedPrecondition } from '../../common/errors.js';
+import type { Logger } from '../../common/log.js';
+import type { PersistentMount } from '../volumes/persistent.js';
+import type { CsiPublisher } from '../volumes/pod-volumes.js';
+import type { CsiPlugins } from './plugins.js';
+
+type CsiMount = Extract<PersistentMount, { kind: 'csi' }>;
+
+interface VolData {
+  driverName: string;
+  volumeHandle: string;
+  specVolID: string;
+  stagingPath?: string;
+}
+
+export const CSI_PLUGIN_DIR = 'kubernetes.io~csi';
+
+/** The volume capability the kubelet sends for a filesystem volume. */
+export function volumeCapability(m: CsiMount): object {
+  return { mount: { fs_type: m.fsType ?? '', mount_flags: m.mountOptions }, access_mode: { mode: m.accessMode } };
+}
+
+export class CsiVolumes implements CsiPublisher {
+  constructor(
+    private readonly root: string,
+    private readonly plugins: CsiPlugins,
+    private readonly log: Logger,
+  ) {}
+
+  stagingPath(driver: string, handle: string): string {
+    return path.join(this.root, 'plugins', 'kubernetes.io', 'csi', driver, createHash('sha256').update(handle).digest('hex'), 'globalmount');
+  }
+
+  private podCsiDir(podUid: string): string {
+    return path.join(this.root, 'pods', podUid, 'volumes', CSI_PLUGIN_DIR);
+  }
+
+  async publish(podUid: string, pvName: string, m: CsiMount): Promise<string> {
+    const driver = this.plugins.driver(m.driver);
+    if (!driver) throw failedPrecondition(`kubernetes.io/csi: driver name ${m.driver} not found in the list of registered CSI drivers`);
+    const capability = volumeCapability(m);
+    let stagingPath: string | undefined;
+    if (driver.stageUnstage) {
+      stagingPath = this.stagingPath(m.driver, m.volumeHandle);
+      await fsp.mkdir(stagingPath, { recursive: true, mode: 0o750 });
+      await writeVolData(path.dirname(stagingPath), { driverName: m.driver, volumeHandle: m.volumeHandle, specVolID: pvName });
+      await driver.node.call('NodeStageVolume', { volume_id: m.volumeHandle, staging_target_path: stagingPath, volume_capability: capability, volume_context: m.volumeAttributes }, 120_000);
+    }
+    const dir = path.join(this.podCsiDir(podUid), pvName);
+    const target = path.join(dir, 'mount');
+    // The parent and its vol_data.json are ours; the target itself is the plugin's to make (CSI spec).
+    await fsp.mkdir(dir, { recursive: true, mode: 0o750 });
+    await writeVolData(dir, { driverName: m.driver, volumeHandle: m.volumeHandle, specVolID: pvName, stagingPath });
+    await driver.node.call('NodePublishVolume', {
+      volume_id: m.volumeHandle,
+      staging_target_path: stagingPath ?? '',
+      target_path: target,
+      volume_capability: capability,
+      readonly: m.readOnly,
+      volume_context: m.volumeAttributes,
+    }, 120_000);
+    this.log.info({ driver: m.driver, volume: m.volumeHandle, pv: pvName, target }, 'CSI volume published');
+    return target;
+  }
+
+  async unpublishPod(podUid: string): Promise<void> {
+    const base = this.podCsiDir(podUid);
+    const names = await fsp.readdir(base).catch(() => [] as string[]);
+    for (const name of names) {
+      const dir = path.join(base, name);
+      const data = await readVolData(dir);
+      if (!data) continue;
+      const driver = this.plugins.driver(data.driverName);
+      if (!driver) {
+        this.log.warn({ driver: data.driverName, volume: data.volumeHandle }, 'CSI driver not registered; its volume is unmounted without it');
+        continue;
+      }
+      try {
+        await driver.node.call('NodeUnpublishVolume', { volume_id: data.volumeHandle, target_path: path.join(dir, 'mount') }, 120_000);
+        await fsp.rm(path.join(dir, 'vol_data.json'), { force: true });
+        await fsp.rmdir(path.join(dir, 'mount')).catch(() => undefined);
+        await fsp.rmdir(dir).catch(() => undefined);
+        if (data.stagingPath && !(await this.publishedElsewhere(podUid, data))) {
+          await driver.node.call('NodeUnstageVolume', { volume_id: data.volumeHandle, staging_target_path: data.stagingPath }, 120_000);
+          await fsp.rmdir(data.stagingPath).catch(() => undefined);
+          await fsp.rm(path.join(path.dirname(data.stagingPath), 'vol_data.json'), { force: true });
+          await fsp.rmdir(path.dirname(data.stagingPath)).catch(() => undefined);
+        }
+        this.log.info({ driver: data.driverName, volume: data.volumeHandle, pv: data.specVolID }, 'CSI volume unpublished');
+      } catch (err) {
+        this.log.warn({ driver: data.driverName, volume: data.volumeHandle, err: errorMessage(err) }, 'CSI unpublish failed');
+      }
+    }
+  }
+
+  /** Whether another pod still has this volume published (its staging must stay). */
+  private async publishedElsewhere(podUid: string, data: VolData): Promise<boolean> {
+    const podsDir = path.join(this.root, 'pods');
+    for (const uid of await fsp.readdir(podsDir).catch(() => [] as string[])) {
+      if (uid === podUid) continue;
+      const base = path.join(podsDir, uid, 'volumes', CSI_PLUGIN_DIR);
+      for (const name of await fsp.readdir(base).catch(() => [] as string[])) {
+        const other = await readVolData(path.join(base, name));
+        if (other?.driverName === data.driverName && other.volumeHandle === data.volumeHandle) return true;
+      }
+    }
+    return false;
+  }
+}
+
+async function writeVolData(dir: string, data: VolData): Promise<void> {
+  await fsp.writeFile(path.join(dir, 'vol_data.json'), JSON.stringify(data), { mode: 0o600 });
+}
+
+async function readVolData(dir: string): Promise<VolData | undefined> {
+  try {
+    return JSON.parse(await fsp.readFile(path.join(dir, 'vol_data.json'), 'utf8')) as VolData;
+  } catch {
+    return undefined;
+  }
+}
