@@ -91,7 +91,7 @@ export class Agent {
       kube: this.kube,
       log: this.log,
     });
-    this.csiVolumes = new CsiVolumes(this.config.root, this.csiPlugins, this.log);
+    this.csiVolumes = new CsiVolumes(this.config.root, this.csiPlugins, this.log, this.kube ? { config: this.kube.config, nodeName: this.config.nodeName } : undefined);
     // Before registration, so the Node reports the port the kubelet API really listens on.
     await this.startKubeletApi();
     if (this.kube && this.config.rotateServerCertificates && this.kubeletApi) await this.startServingCertificateRotation(this.kubeletApi);

@@ -18,6 +18,7 @@ import { waitFor } from '../helpers/pods.js';
 import { startControlPlane, type ControlPlane } from '../conformance/control-plane.js';
 import { startAgentHarness, type AgentHarness } from './harness.js';
 import { startTestCsiDriver } from '../helpers/csi-driver.js';
+import { volumeAttachmentName } from '../../src/agent/csi/volumes.js';
 
 configureLogger(process.env.NODELET_TEST_AGENT_LOG ?? 'silent');
 
@@ -458,4 +459,55 @@ test('a CSI volume: the plugin registers through plugins_registry (CSINode, node
     const n = await getJson(['get', 'csinode', nodeName]);
     return !(n.spec.drivers ?? []).some((d: any) => d.name === driverName) ? true : undefined;
   }, 30_000);
+});
+
+test('a CSI volume that needs attaching waits for its VolumeAttachment; once attached, its metadata is the publish_context; podInfoOnMount adds the pod', async () => {
+  const driverName = 'attach.nodelet.test';
+  const driver = await startTestCsiDriver({
+    name: driverName,
+    nodeId: `id-${nodeName}`,
+    dir: await fsp.mkdtemp(path.join(h.base, 'csi-attach-')),
+    registryDir: path.join(h.config.root, 'plugins_registry'),
+  });
+  try {
+    await waitFor('the agent registered the plugin', async () => driver.registration?.plugin_registered === true, 30_000);
+    await apply(
+      { apiVersion: 'storage.k8s.io/v1', kind: 'CSIDriver', metadata: { name: driverName }, spec: { attachRequired: true, podInfoOnMount: true } },
+      pv('csi-pv2', 'csi-attach', { csi: { driver: driverName, volumeHandle: 'vol-2' } }),
+      pvc('csi-claim2', 'csi-attach'),
+    );
+    await apply(writerPod('attached-user', { persistentVolumeClaim: { claimName: 'csi-claim2' } }));
+    // The attach/detach controller makes the VolumeAttachment (under the name the agent computes); nothing attaches it.
+    const va = await waitFor('a VolumeAttachment for csi-pv2', async () => {
+      const list = await getJson(['get', 'volumeattachments']);
+      return list.items.find((v: any) => v.spec.source.persistentVolumeName === 'csi-pv2' && v.spec.nodeName === nodeName);
+    }, 60_000);
+    assert.equal(va.metadata.name, volumeAttachmentName('vol-2', driverName, nodeName));
+    const uid = (await podPhase('attached-user')).metadata.uid;
+    const event = await waitFor('FailedMount: not attached yet', async () => {
+      const events = await getJson(['-n', NS, 'get', 'events', '--field-selector', `involvedObject.uid=${uid},reason=FailedMount`]);
+      return events.items.find((e: any) => /not attached yet/.test(e.message));
+    }, 30_000);
+    assert.match(event.message, new RegExp(`VolumeAttachment ${va.metadata.name}`));
+    assert.ok(!driver.calls.some((c) => c.method === 'NodeStageVolume'), 'nothing staged before the attach');
+    // What the driver's external-attacher would do.
+    await cp!.kubectl(['patch', 'volumeattachment', va.metadata.name, '--subresource=status', '--type=merge', '-p', JSON.stringify({ status: { attached: true, attachmentMetadata: { devicePath: '/dev/fake0' } } })]);
+    await waitPodRunning('attached-user');
+    assert.equal(await fsp.readFile(path.join(driver.backing, 'vol-2', 'attached-user.txt'), 'utf8'), 'written-by-attached-user\n');
+    const stage = driver.calls.find((c) => c.method === 'NodeStageVolume')!.request;
+    const publish = driver.calls.find((c) => c.method === 'NodePublishVolume')!.request;
+    assert.deepEqual(stage.publish_context, { devicePath: '/dev/fake0' });
+    assert.deepEqual(publish.publish_context, { devicePath: '/dev/fake0' });
+    assert.deepEqual(publish.volume_context, {
+      'csi.storage.k8s.io/pod.name': 'attached-user',
+      'csi.storage.k8s.io/pod.namespace': NS,
+      'csi.storage.k8s.io/pod.uid': uid,
+      'csi.storage.k8s.io/serviceAccount.name': 'default',
+      'csi.storage.k8s.io/ephemeral': 'false',
+    });
+    await deletePod('attached-user');
+    await waitFor('unstaged', async () => driver.calls.some((c) => c.method === 'NodeUnstageVolume'), 30_000);
+  } finally {
+    await driver.stop();
+  }
 });

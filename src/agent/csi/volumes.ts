@@ -6,7 +6,9 @@
 import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
+import { StorageV1Api, type KubeConfig, type V1CSIDriver, type V1Pod } from '@kubernetes/client-node';
 import { errorMessage, failedPrecondition } from '../../common/errors.js';
+import { apiErrorCode, makeApiClient } from '../kube-client.js';
 import type { Logger } from '../../common/log.js';
 import type { PersistentMount } from '../volumes/persistent.js';
 import type { CsiPublisher } from '../volumes/pod-volumes.js';
@@ -28,12 +30,60 @@ export function volumeCapability(m: CsiMount): object {
   return { mount: { fs_type: m.fsType ?? '', mount_flags: m.mountOptions }, access_mode: { mode: m.accessMode } };
 }
 
+/** The VolumeAttachment the attach/detach controller makes for a CSI volume on a node (the kubelet's name). */
+export function volumeAttachmentName(volumeHandle: string, driver: string, nodeName: string): string {
+  return `csi-${createHash('sha256').update(`${volumeHandle}${driver}${nodeName}`).digest('hex')}`;
+}
+
+/** The pod's identity in volume_context when the CSIDriver asks for it (podInfoOnMount). */
+export function podInfoContext(pod: V1Pod): Record<string, string> {
+  return {
+    'csi.storage.k8s.io/pod.name': pod.metadata?.name ?? '',
+    'csi.storage.k8s.io/pod.namespace': pod.metadata?.namespace ?? '',
+    'csi.storage.k8s.io/pod.uid': pod.metadata?.uid ?? '',
+    'csi.storage.k8s.io/serviceAccount.name': pod.spec?.serviceAccountName || 'default',
+    'csi.storage.k8s.io/ephemeral': 'false',
+  };
+}
+
 export class CsiVolumes implements CsiPublisher {
+  private readonly storage?: StorageV1Api;
+
   constructor(
     private readonly root: string,
     private readonly plugins: CsiPlugins,
     private readonly log: Logger,
-  ) {}
+    /** The cluster: CSIDriver (attachRequired, podInfoOnMount) and VolumeAttachment are read from it. */
+    private readonly cluster?: { config: KubeConfig; nodeName: string },
+  ) {
+    if (cluster) this.storage = makeApiClient(cluster.config, StorageV1Api);
+  }
+
+  private async csiDriver(name: string): Promise<V1CSIDriver | undefined> {
+    if (!this.storage) return undefined;
+    try {
+      return await this.storage.readCSIDriver({ name });
+    } catch (err) {
+      if (apiErrorCode(err) === 404) return undefined;
+      throw err;
+    }
+  }
+
+  /** WaitForAttach: with attachRequired (also when no CSIDriver says otherwise) the volume's VolumeAttachment must
+   * be attached (by the driver's external-attacher) before staging; its attachmentMetadata is the publish_context. */
+  private async attachment(m: CsiMount, csiDriver: V1CSIDriver | undefined): Promise<Record<string, string>> {
+    if (!this.storage || !this.cluster || csiDriver?.spec?.attachRequired === false) return {};
+    const name = volumeAttachmentName(m.volumeHandle, m.driver, this.cluster.nodeName);
+    const va = await this.storage.readVolumeAttachment({ name }).catch((err) => {
+      if (apiErrorCode(err) === 404) return undefined;
+      throw err;
+    });
+    if (!va?.status?.attached) {
+      const why = va?.status?.attachError?.message ? `: ${va.status.attachError.message}` : va ? '' : ' (not created yet)';
+      throw failedPrecondition(`volume ${m.volumeHandle} is not attached yet: waiting for the external-attacher of ${m.driver} to attach it (VolumeAttachment ${name}${why})`);
+    }
+    return va.status.attachmentMetadata ?? {};
+  }
 
   stagingPath(driver: string, handle: string): string {
     return path.join(this.root, 'plugins', 'kubernetes.io', 'csi', driver, createHash('sha256').update(handle).digest('hex'), 'globalmount');
@@ -43,16 +93,22 @@ export class CsiVolumes implements CsiPublisher {
     return path.join(this.root, 'pods', podUid, 'volumes', CSI_PLUGIN_DIR);
   }
 
-  async publish(podUid: string, pvName: string, m: CsiMount): Promise<string> {
+  async publish(pod: V1Pod, pvName: string, m: CsiMount): Promise<string> {
+    const podUid = pod.metadata!.uid!;
     const driver = this.plugins.driver(m.driver);
     if (!driver) throw failedPrecondition(`kubernetes.io/csi: driver name ${m.driver} not found in the list of registered CSI drivers`);
+    const csiDriver = await this.csiDriver(m.driver);
+    const publishContext = await this.attachment(m, csiDriver);
     const capability = volumeCapability(m);
+    const publishVolumeContext = csiDriver?.spec?.podInfoOnMount ? { ...m.volumeAttributes, ...podInfoContext(pod) } : m.volumeAttributes;
     let stagingPath: string | undefined;
     if (driver.stageUnstage) {
       stagingPath = this.stagingPath(m.driver, m.volumeHandle);
       await fsp.mkdir(stagingPath, { recursive: true, mode: 0o750 });
       await writeVolData(path.dirname(stagingPath), { driverName: m.driver, volumeHandle: m.volumeHandle, specVolID: pvName });
-      await driver.node.call('NodeStageVolume', { volume_id: m.volumeHandle, staging_target_path: stagingPath, volume_capability: capability, volume_context: m.volumeAttributes }, 120_000);
+      await driver.node.call('NodeStageVolume', {
+        volume_id: m.volumeHandle, publish_context: publishContext, staging_target_path: stagingPath, volume_capability: capability, volume_context: m.volumeAttributes,
+      }, 120_000);
     }
     const dir = path.join(this.podCsiDir(podUid), pvName);
     const target = path.join(dir, 'mount');
@@ -61,11 +117,12 @@ export class CsiVolumes implements CsiPublisher {
     await writeVolData(dir, { driverName: m.driver, volumeHandle: m.volumeHandle, specVolID: pvName, stagingPath });
     await driver.node.call('NodePublishVolume', {
       volume_id: m.volumeHandle,
+      publish_context: publishContext,
       staging_target_path: stagingPath ?? '',
       target_path: target,
       volume_capability: capability,
       readonly: m.readOnly,
-      volume_context: m.volumeAttributes,
+      volume_context: publishVolumeContext,
     }, 120_000);
     this.log.info({ driver: m.driver, volume: m.volumeHandle, pv: pvName, target }, 'CSI volume published');
     return target;

@@ -36,7 +36,7 @@ export class VolumeSetUpError extends Error {
 /** Mounts CSI volumes through their node plugins (csi/volumes.ts). */
 export interface CsiPublisher {
   /** Stages (once per volume) and publishes the volume for the pod; answers the published path. */
-  publish(podUid: string, pvName: string, mount: Extract<PersistentMount, { kind: 'csi' }>): Promise<string>;
+  publish(pod: V1Pod, pvName: string, mount: Extract<PersistentMount, { kind: 'csi' }>): Promise<string>;
   /** Unpublishes every CSI volume of the pod (and unstages those no other pod uses). */
   unpublishPod(podUid: string): Promise<void>;
 }
@@ -165,7 +165,7 @@ export class PodVolumes {
       }
       case 'csi':
         if (!this.csi) throw invalidArgument(`PersistentVolume ${pv!.metadata!.name}: CSI volumes need the agent's CSI plugin manager`);
-        return { hostPath: await this.csi.publish(this.uid, pv!.metadata!.name!, mount), readOnly: readOnly || mount.readOnly };
+        return { hostPath: await this.csi.publish(pod, pv!.metadata!.name!, mount), readOnly: readOnly || mount.readOnly };
     }
   }
 
