@@ -7,6 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { RuncBackend } from '../../src/runtime/runc/backend.js';
+import type { OciSpec } from '../../src/oci/types.js';
 import { preparePauseRootfs, ensurePauseRootfs } from '../../src/runtime/pause/pause.js';
 import { run } from '../../src/common/exec.js';
 import { signalDisposition, waitFor as waitForCondition } from '../helpers/wait.js';
@@ -51,10 +52,15 @@ async function makeBundle(id: string, args: string[], opts: BundleOptions = {}):
   return bundle;
 }
 
+/** The spec of a bundle made by makeBundle (the backend writes its own bundle from it). */
+async function specOf(bundle: string): Promise<OciSpec> {
+  return JSON.parse(await fsp.readFile(path.join(bundle, 'config.json'), 'utf8')) as OciSpec;
+}
+
 async function createAndStart(id: string, args: string[], opts: BundleOptions & { logName?: string } = {}) {
   const bundleDir = await makeBundle(id, args, opts);
   const logPath = path.join(tmp, 'logs', `${opts.logName ?? id}.log`);
-  const res = await backend.create({ id, bundleDir, logPath, tty: opts.tty ?? false, stdin: false, stdinOnce: false });
+  const res = await backend.create({ id, spec: await specOf(bundleDir), logPath, tty: opts.tty ?? false, stdin: false, stdinOnce: false });
   await backend.start(id);
   return { ...res, bundleDir, logPath };
 }
@@ -117,7 +123,7 @@ describe('runc backend (conmon + runc)', { concurrency: false }, () => {
         // gone
       }
     }
-    const left = await backend.list();
+    const left = await backend.cli.list();
     await fsp.rm(tmp, { recursive: true, force: true });
     assert.deepEqual(left.map((c) => c.id), [], 'runc list under our root is empty');
   });
@@ -127,11 +133,11 @@ describe('runc backend (conmon + runc)', { concurrency: false }, () => {
     const bundleDir = await makeBundle(id, ['sh', '-c', 'echo hello; printf partial; sleep 1; echo oops >&2; exit 3']);
     const logPath = path.join(tmp, 'logs', `${id}.log`);
     const t0 = performance.now();
-    const { pid, conmonPid } = await backend.create({ id, bundleDir, logPath, tty: false, stdin: false, stdinOnce: false });
+    const { pid, monitorPid: conmonPid } = await backend.create({ id, spec: await specOf(bundleDir), logPath, tty: false, stdin: false, stdinOnce: false });
     const t1 = performance.now();
     assert.ok(pid > 0 && conmonPid > 0);
     await assert.rejects(
-      backend.create({ id, bundleDir, logPath, tty: false, stdin: false, stdinOnce: false }),
+      backend.create({ id, spec: await specOf(bundleDir), logPath, tty: false, stdin: false, stdinOnce: false }),
       { kind: 'FailedPrecondition' },
     );
     const createdState = await backend.state(id);
@@ -144,14 +150,14 @@ describe('runc backend (conmon + runc)', { concurrency: false }, () => {
     const runningState = await backend.state(id);
     assert.ok(runningState?.status === 'running' || runningState?.status === 'stopped');
 
-    const stat = await fsp.stat(backend.attachSocketPath(id));
+    const stat = await fsp.stat(backend.paths.attachSocket(id));
     assert.ok(stat.isSocket(), 'attach socket exists');
     assert.notEqual(await parentPid(conmonPid), process.pid, 'conmon is not our child');
 
-    const exit = await backend.waitExit(id, AbortSignal.timeout(10_000));
+    const exit = await backend.exitFiles.wait(id, AbortSignal.timeout(10_000));
     assert.equal(exit.exitCode, 3);
     assert.ok(Math.abs(exit.finishedAt.getTime() - Date.now()) < 10_000);
-    assert.deepEqual(await backend.readExit(id), exit);
+    assert.deepEqual(await backend.exitFiles.read(id), exit);
     assert.equal((await backend.state(id))?.status, 'stopped');
 
     const lines = (await readLog(logPath)).trimEnd().split('\n');
@@ -163,13 +169,13 @@ describe('runc backend (conmon + runc)', { concurrency: false }, () => {
       ['stdout', 'P', 'partial'],
       ['stderr', 'F', 'oops'],
     ]);
-    assert.equal(await backend.wasOomKilled(id), false);
+    assert.equal(await backend.exitFiles.oomKilled(id), false);
 
     await backend.delete(id);
     await backend.delete(id);
     assert.equal(await backend.state(id), undefined);
-    assert.equal(await backend.readExit(id), undefined);
-    await assert.rejects(fsp.stat(backend.persistDir(id)), { code: 'ENOENT' });
+    assert.equal(await backend.exitFiles.read(id), undefined);
+    await assert.rejects(fsp.stat(backend.paths.persistDir(id)), { code: 'ENOENT' });
   });
 
   test('stop: SIGTERM ignored → SIGKILL after the timeout; timeout 0 kills at once; stopped is a no-op', async () => {
@@ -181,7 +187,7 @@ describe('runc backend (conmon + runc)', { concurrency: false }, () => {
     await backend.stop(stubborn, 2);
     let elapsed = Date.now() - t0;
     assert.ok(elapsed >= 1900 && elapsed < 8000, `stopped after ${elapsed} ms`);
-    assert.equal((await backend.readExit(stubborn))?.exitCode, 137);
+    assert.equal((await backend.exitFiles.read(stubborn))?.exitCode, 137);
     assert.equal((await backend.state(stubborn))?.status, 'stopped');
     t0 = Date.now();
     await backend.stop(stubborn, 10); // already stopped
@@ -194,7 +200,7 @@ describe('runc backend (conmon + runc)', { concurrency: false }, () => {
     t0 = Date.now();
     await backend.stop(polite, 10);
     assert.ok(Date.now() - t0 < 5000);
-    assert.equal((await backend.readExit(polite))?.exitCode, 0);
+    assert.equal((await backend.exitFiles.read(polite))?.exitCode, 0);
 
     const instant = newId('instant');
     await createAndStart(instant, ['sleep', '1000']);
@@ -202,7 +208,7 @@ describe('runc backend (conmon + runc)', { concurrency: false }, () => {
     await backend.stop(instant, 0);
     elapsed = Date.now() - t0;
     assert.ok(elapsed < 1500, `timeout 0 took ${elapsed} ms`);
-    assert.equal((await backend.readExit(instant))?.exitCode, 137);
+    assert.equal((await backend.exitFiles.read(instant))?.exitCode, 137);
 
     await assert.rejects(backend.stop(`t${runTag}-never`, 1), { kind: 'NotFound' });
     for (const id of [stubborn, polite, instant]) await backend.delete(id);
@@ -213,37 +219,37 @@ describe('runc backend (conmon + runc)', { concurrency: false }, () => {
     await createAndStart(id, ['sleep', '1000'], { env: ['FROM_SPEC=spec-value'] });
     await waitFor('running', async () => (await backend.state(id))?.status === 'running');
 
-    const hello = await backend.execSync(id, ['echo', 'hello'], 10);
+    const hello = await backend.execSync(id, ['echo', 'hello'], { timeoutSec: 10 });
     assert.equal(hello.stdout.toString(), 'hello\n');
     assert.equal(hello.exitCode, 0);
     assert.equal(hello.timedOut, false);
 
-    const failing = await backend.execSync(id, ['sh', '-c', 'echo bad >&2; exit 5'], 10);
+    const failing = await backend.execSync(id, ['sh', '-c', 'echo bad >&2; exit 5'], { timeoutSec: 10 });
     assert.equal(failing.exitCode, 5);
     assert.equal(failing.stderr.toString(), 'bad\n');
 
-    const env = await backend.execSync(id, ['sh', '-c', 'echo "$FROM_SPEC $EXTRA"'], 10, { env: ['EXTRA=extra-value'] });
+    const env = await backend.execSync(id, ['sh', '-c', 'echo "$FROM_SPEC $EXTRA"'], { timeoutSec: 10, env: ['EXTRA=extra-value'] });
     assert.equal(env.stdout.toString(), 'spec-value extra-value\n');
 
     const t0 = Date.now();
-    const slow = await backend.execSync(id, ['sleep', '100'], 1);
+    const slow = await backend.execSync(id, ['sleep', '100'], { timeoutSec: 1 });
     const elapsed = Date.now() - t0;
     assert.equal(slow.timedOut, true);
     assert.ok(elapsed >= 900 && elapsed < 5000, `timed out after ${elapsed} ms`);
-    const ps = await backend.execSync(id, ['ps'], 10);
+    const ps = await backend.execSync(id, ['ps'], { timeoutSec: 10 });
     assert.doesNotMatch(ps.stdout.toString(), /sleep 100$/m);
 
-    const big = await backend.execSync(id, ['sh', '-c', 'head -c 3000000 /dev/zero | tr "\\0" x'], 20);
+    const big = await backend.execSync(id, ['sh', '-c', 'head -c 3000000 /dev/zero | tr "\\0" x'], { timeoutSec: 20 });
     assert.equal(big.stdout.length, 3_000_000);
 
     // A command that cannot be run is the shell's answer, 127 with runc's reason, not an error of the runtime.
-    const missing = await backend.execSync(id, ['/no/such/cmd'], 10);
+    const missing = await backend.execSync(id, ['/no/such/cmd'], { timeoutSec: 10 });
     assert.equal(missing.exitCode, 127);
     assert.match(missing.stderr.toString(), /no such file/);
     await backend.stop(id, 0);
-    await assert.rejects(backend.execSync(id, ['true'], 10), { kind: 'FailedPrecondition' });
+    await assert.rejects(backend.execSync(id, ['true'], { timeoutSec: 10 }), { kind: 'FailedPrecondition' });
     await backend.delete(id);
-    await assert.rejects(backend.execSync(id, ['true'], 10), { kind: 'NotFound' });
+    await assert.rejects(backend.execSync(id, ['true'], { timeoutSec: 10 }), { kind: 'NotFound' });
   });
 
   test('the container outlives the process that created it', async () => {
@@ -251,28 +257,28 @@ describe('runc backend (conmon + runc)', { concurrency: false }, () => {
     const bundleDir = await makeBundle(id, ['sleep', '1000']);
     const logPath = path.join(tmp, 'logs', `${id}.log`);
     const backendModule = new URL('../../src/runtime/runc/backend.js', import.meta.url).href;
-    const options = { conmonPath: 'conmon', runtimePath: 'runc', runtimeRoot: backend.runtimeRoot, exitDir: backend.exitDir, socketDir: backend.socketDir, persistRoot: backend.persistRoot };
+    const options = { conmonPath: 'conmon', runtimePath: 'runc', runtimeRoot: backend.paths.runtimeRoot, exitDir: backend.paths.exitDir, socketDir: backend.paths.socketDir, persistRoot: backend.paths.persistRoot };
     const script = `
       const { RuncBackend } = await import(${JSON.stringify(backendModule)});
       const b = new RuncBackend(${JSON.stringify(options)});
-      const r = await b.create(${JSON.stringify({ id, bundleDir, logPath, tty: false, stdin: false, stdinOnce: false })});
+      const r = await b.create(${JSON.stringify({ id, spec: await specOf(bundleDir), logPath, tty: false, stdin: false, stdinOnce: false })});
       await b.start(${JSON.stringify(id)});
       process.stdout.write(JSON.stringify(r));`;
     const res = await run(process.execPath, ['--input-type=module', '-e', script], { timeoutMs: 30_000 });
-    const { pid, conmonPid } = JSON.parse(res.stdout) as { pid: number; conmonPid: number };
+    const { pid, monitorPid: conmonPid } = JSON.parse(res.stdout) as { pid: number; monitorPid: number };
     // Its creator has exited: the container still runs and answers an exec from this process.
     assert.equal(res.exitCode, 0);
-    const alive = await backend.execSync(id, ['echo', 'still-here'], 10);
+    const alive = await backend.execSync(id, ['echo', 'still-here'], { timeoutSec: 10 });
     assert.equal(alive.stdout.toString(), 'still-here\n');
     const state = await backend.state(id);
     assert.equal(state?.status, 'running');
     assert.equal(state?.pid, pid);
-    assert.equal(await backend.conmonPid(id), conmonPid);
+    assert.equal(await backend.monitorPid(id), conmonPid);
     assert.notEqual(await parentPid(conmonPid), process.pid);
     await backend.stop(id, 0);
-    assert.equal((await backend.readExit(id))?.exitCode, 137);
+    assert.equal((await backend.exitFiles.read(id))?.exitCode, 137);
     await backend.delete(id);
-    assert.equal(await backend.conmonPid(id), undefined);
+    assert.equal(await backend.monitorPid(id), undefined);
   });
 
   test('reopenLog after rotation writes to a new file', async () => {
@@ -298,13 +304,13 @@ describe('runc backend (conmon + runc)', { concurrency: false }, () => {
     const id = newId('tty');
     const bundleDir = await makeBundle(id, ['sh', '-c', 'sleep 1; stty size'], { tty: true });
     const logPath = path.join(tmp, 'logs', `${id}.log`);
-    await backend.create({ id, bundleDir, logPath, tty: true, stdin: true, stdinOnce: true });
-    await backend.resizeTerminal(id, 100, 40);
+    await backend.create({ id, spec: await specOf(bundleDir), logPath, tty: true, stdin: true, stdinOnce: true });
+    await backend.resize(id, 100, 40);
     await backend.start(id);
-    const exit = await backend.waitExit(id, AbortSignal.timeout(10_000));
+    const exit = await backend.exitFiles.wait(id, AbortSignal.timeout(10_000));
     assert.equal(exit.exitCode, 0);
     assert.match(await readLog(logPath), /stdout F 40 100\r?$/m);
-    await assert.rejects(backend.resizeTerminal(id, 5000, 1), { kind: 'InvalidArgument' });
+    await assert.rejects(backend.resize(id, 5000, 1), { kind: 'InvalidArgument' });
     await backend.delete(id);
   });
 
@@ -312,7 +318,7 @@ describe('runc backend (conmon + runc)', { concurrency: false }, () => {
     const id = newId('attach');
     const bundleDir = await makeBundle(id, ['sh', '-c', 'cat; echo bye >&2']);
     const logPath = path.join(tmp, 'logs', `${id}.log`);
-    await backend.create({ id, bundleDir, logPath, tty: false, stdin: true, stdinOnce: true });
+    await backend.create({ id, spec: await specOf(bundleDir), logPath, tty: false, stdin: true, stdinOnce: true });
     const session = await backend.attach(id);
     let out = '';
     let err = '';
@@ -322,7 +328,7 @@ describe('runc backend (conmon + runc)', { concurrency: false }, () => {
     session.stdin.write('hi there\n');
     await waitFor('echo on stdout', async () => out === 'hi there\n');
     session.stdin.end();
-    const exit = await backend.waitExit(id, AbortSignal.timeout(10_000));
+    const exit = await backend.exitFiles.wait(id, AbortSignal.timeout(10_000));
     assert.equal(exit.exitCode, 0);
     await waitFor('stderr line', async () => err === 'bye\n');
     const closedInTime = await Promise.race([
@@ -338,28 +344,28 @@ describe('runc backend (conmon + runc)', { concurrency: false }, () => {
 
   test('delete of a running container kills it and its conmon and leaves no files', async () => {
     const id = newId('delrun');
-    const { conmonPid } = await createAndStart(id, ['sleep', '1000']);
+    const { monitorPid: conmonPid } = await createAndStart(id, ['sleep', '1000']);
     await backend.delete(id);
     assert.equal(await backend.state(id), undefined);
-    assert.equal(await backend.conmonPid(id), undefined);
+    assert.equal(await backend.monitorPid(id), undefined);
     const cmdline = await fsp.readFile(`/proc/${conmonPid}/cmdline`, 'utf8').catch(() => '');
     assert.ok(!cmdline.includes(id), 'the container\'s conmon has exited');
-    assert.equal(await backend.readExit(id), undefined);
-    await assert.rejects(fsp.lstat(path.join(backend.socketDir, id)), { code: 'ENOENT' });
-    await assert.rejects(fsp.stat(backend.persistDir(id)), { code: 'ENOENT' });
+    assert.equal(await backend.exitFiles.read(id), undefined);
+    await assert.rejects(fsp.lstat(path.join(backend.paths.socketDir, id)), { code: 'ENOENT' });
+    await assert.rejects(fsp.stat(backend.paths.persistDir(id)), { code: 'ENOENT' });
   });
 
   test('a failing create reports the runtime error and leaves nothing behind', async () => {
     const id = newId('broken');
     const bundleDir = await makeBundle(id, ['/no/such/binary']);
     await assert.rejects(
-      backend.create({ id, bundleDir, logPath: path.join(tmp, 'logs', `${id}.log`), tty: false, stdin: false, stdinOnce: false }),
+      backend.create({ id, spec: await specOf(bundleDir), logPath: path.join(tmp, 'logs', `${id}.log`), tty: false, stdin: false, stdinOnce: false }),
       (err: Error) => /no such file|not found|executable/i.test(err.message),
     );
     assert.equal(await backend.state(id), undefined);
-    await assert.rejects(fsp.stat(backend.persistDir(id)), { code: 'ENOENT' });
+    await assert.rejects(fsp.stat(backend.paths.persistDir(id)), { code: 'ENOENT' });
     await assert.rejects(
-      backend.create({ id: '../evil', bundleDir, logPath: '/tmp/x.log', tty: false, stdin: false, stdinOnce: false }),
+      backend.create({ id: '../evil', spec: await specOf(bundleDir), logPath: '/tmp/x.log', tty: false, stdin: false, stdinOnce: false }),
       { kind: 'InvalidArgument' },
     );
   });
@@ -369,9 +375,9 @@ describe('runc backend (conmon + runc)', { concurrency: false }, () => {
     await createAndStart(id, ['sh', '-c', 'x=$(head -c 200000000 /dev/zero | tr "\\0" a); echo survived'], {
       memoryLimit: 16 * 1024 * 1024,
     });
-    const exit = await backend.waitExit(id, AbortSignal.timeout(30_000));
+    const exit = await backend.exitFiles.wait(id, AbortSignal.timeout(30_000));
     assert.notEqual(exit.exitCode, 0);
-    assert.equal(await backend.wasOomKilled(id), true);
+    assert.equal(await backend.exitFiles.oomKilled(id), true);
     await backend.delete(id);
   });
 
@@ -392,14 +398,14 @@ describe('runc backend (conmon + runc)', { concurrency: false }, () => {
       const t0 = Date.now();
       await backend.stop(id, 10);
       assert.ok(Date.now() - t0 < 3000, 'pause stops promptly on SIGTERM');
-      assert.equal((await backend.readExit(id))?.exitCode, 0);
+      assert.equal((await backend.exitFiles.read(id))?.exitCode, 0);
       await backend.delete(id);
     }
   });
 
   test('no conmon is left for our root', async () => {
     assert.deepEqual(await strayConmons(), []);
-    assert.deepEqual(await backend.list(), []);
+    assert.deepEqual(await backend.cli.list(), []);
   });
 });
 
