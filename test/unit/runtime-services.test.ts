@@ -1,0 +1,305 @@
+// The sandbox and container services over the in-memory FakeBackend (no runc): creation, undo of a
+// creation whose step fails (nothing left half-made), stop/remove idempotence, recovery from records
+// after a "crash", and exits the backend reports. Real records, real overlay and tmpfs mounts (root).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, promises as fsp, readFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { defaultConfig, type NodeletConfig } from '../../src/config/config.js';
+import { notFound } from '../../src/common/errors.js';
+import { criProto } from '../../src/cri/grpc.js';
+import { BackendFactory } from '../../src/runtime/backend.js';
+import { RuntimeService } from '../../src/runtime/runtime-service.js';
+import type { CniNetwork } from '../../src/network/cni.js';
+import type { ImageService } from '../../src/image/image-service.js';
+import type { ContainerConfig__Output } from '../../src/cri/generated/runtime/v1/ContainerConfig.js';
+import type { PodSandboxConfig__Output } from '../../src/cri/generated/runtime/v1/PodSandboxConfig.js';
+import { FakeBackend, FakeHost } from '../helpers/fake-backend.js';
+
+let tmp: string;
+let layerDir: string;
+const daemons: RuntimeService[] = [];
+
+before(async () => {
+  tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'nodelet-fake-backend-'));
+  layerDir = path.join(tmp, 'layer');
+  await fsp.mkdir(path.join(layerDir, 'bin'), { recursive: true });
+  await fsp.writeFile(path.join(layerDir, 'pause'), '');
+});
+
+after(async () => {
+  for (const d of daemons) d.stopMonitoring();
+  // Whatever a test left mounted under the temp dir (it failed half-way): unmount before removing.
+  const mounts = readFileSync('/proc/mounts', 'utf8').split('\n').map((l) => l.split(' ')[1] ?? '').filter((m) => m.startsWith(tmp));
+  const { run } = await import('../../src/common/exec.js');
+  for (const m of mounts.sort((a, b) => b.length - a.length)) await run('umount', ['-l', m], { reject: false });
+  await fsp.rm(tmp, { recursive: true, force: true });
+});
+
+/** One image for everything (the pause entrypoint included); `missing` is not there. */
+function images(): ImageService {
+  return {
+    resolveImage: async (ref: string) => {
+      if (ref.includes('missing')) throw notFound(`image ${ref} not found`);
+      return { record: { id: 'sha256:' + 'a'.repeat(64), repoDigests: [], config: { config: { Entrypoint: ['/pause'] } } }, layerDirs: [layerDir] };
+    },
+    lookup: () => undefined,
+    pull: async () => undefined,
+  } as unknown as ImageService;
+}
+
+/** Pods here are host-network: the network is never asked to set anything up. */
+const network = {
+  status: async () => ({ ready: true }),
+  setUp: async () => {
+    throw new Error('host-network pods need no network set-up');
+  },
+  tearDown: async () => undefined,
+} as unknown as CniNetwork;
+
+/** A daemon over `root` whose every handler runs on the fake host. */
+async function startDaemon(root: string, host: FakeHost, configure: (config: NodeletConfig) => void = () => undefined): Promise<RuntimeService> {
+  const config = defaultConfig();
+  config.root = path.join(root, 'lib');
+  config.runRoot = path.join(root, 'run');
+  config.runtime.sandboxImage = 'example.test/pause:1';
+  configure(config);
+  const rt = new RuntimeService({
+    config,
+    network,
+    images: images(),
+    restrictOomScoreAdj: false,
+    cgroupV2: existsSync('/sys/fs/cgroup/cgroup.controllers'),
+    hugetlbController: false,
+    appArmor: false,
+    backendFactory: new BackendFactory({ runc: () => new FakeBackend(host) }),
+  });
+  await rt.start();
+  daemons.push(rt);
+  return rt;
+}
+
+/** The configs as the gRPC layer hands them over (proto defaults filled in). */
+function podConfig(name: string): PodSandboxConfig__Output {
+  const svc = criProto().runtime.v1.RuntimeService.service;
+  const config = {
+    metadata: { name, namespace: 'fake', uid: `uid-${name}`, attempt: 0 },
+    log_directory: path.join(tmp, 'logs', name),
+    linux: { security_context: { namespace_options: { network: 'NODE', pid: 'CONTAINER', ipc: 'POD' } } },
+  };
+  return svc.RunPodSandbox.requestDeserialize(svc.RunPodSandbox.requestSerialize({ config } as never)).config!;
+}
+
+function ctrConfig(name: string, image = 'example.test/busybox:1'): ContainerConfig__Output {
+  const svc = criProto().runtime.v1.RuntimeService.service;
+  const config = { metadata: { name, attempt: 0 }, image: { image }, command: ['sleep', '600'], log_path: `${name}.log` };
+  return svc.CreateContainer.requestDeserialize(svc.CreateContainer.requestSerialize({ config } as never)).config!;
+}
+
+function mounted(dir: string): boolean {
+  return readFileSync('/proc/mounts', 'utf8').split('\n').some((l) => l.split(' ')[1] === dir);
+}
+
+async function waitFor(what: string, check: () => boolean | Promise<boolean>, ms = 5000): Promise<void> {
+  const until = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+test('a pod and a container: the backend gets their specs, the records are ready, start makes it RUNNING', async () => {
+  const host = new FakeHost();
+  const rt = await startDaemon(path.join(tmp, 'create'), host);
+  const podId = await rt.sandboxes.run(podConfig('web'), '');
+  assert.equal(rt.sandboxes.get(podId).state, 'SANDBOX_READY');
+  assert.equal(host.containers.get(podId)?.status, 'running', 'the infra container was created and started');
+  assert.deepEqual(host.containers.get(podId)?.spec.process.args, ['/pause']);
+
+  const ctrId = await rt.containers.create(podId, ctrConfig('app'));
+  const created = host.containers.get(ctrId)!;
+  assert.deepEqual(created.spec.process.args, ['sleep', '600']);
+  assert.equal(created.spec.root.path, path.join(rt.ctx.containers.pathOf(ctrId), 'rootfs'));
+  assert.ok(mounted(created.spec.root.path), 'the rootfs is mounted before the backend creates the container');
+  assert.equal((await rt.containers.get(ctrId)).state, 'CONTAINER_CREATED');
+  await rt.containers.start(ctrId);
+  assert.equal((await rt.containers.get(ctrId)).state, 'CONTAINER_RUNNING');
+  assert.equal(created.status, 'running');
+
+  const res = await rt.containers.execSync(ctrId, ['echo', 'hi'], 5);
+  assert.equal(res.stdout.toString(), 'hi\n');
+  await rt.sandboxes.stop(podId);
+  await rt.sandboxes.remove(podId);
+  assert.equal(host.containers.size, 0, 'nothing left in the backend');
+  assert.equal(mounted(created.spec.root.path), false);
+});
+
+test('a container whose backend create fails is undone: no record, no mount, no backend state, the name is free', async () => {
+  const host = new FakeHost();
+  const rt = await startDaemon(path.join(tmp, 'undo-ctr'), host);
+  const podId = await rt.sandboxes.run(podConfig('undo'), '');
+  host.failNext('create', 'runtime create failed: the test says so');
+  await assert.rejects(rt.containers.create(podId, ctrConfig('app')), /the test says so/);
+  assert.deepEqual(rt.ctx.containersOf(podId), [], 'no record');
+  assert.deepEqual(await fsp.readdir(path.join(tmp, 'undo-ctr', 'lib', 'containers')), [], 'no container directory');
+  assert.equal(host.containers.size, 1, 'only the infra container in the backend');
+  const undone = host.calls.filter((c) => c.startsWith('delete '));
+  assert.equal(undone.length, 1, 'the backend was asked to delete what it may have half-made');
+  assert.equal(readFileSync('/proc/mounts', 'utf8').includes(path.join(tmp, 'undo-ctr', 'lib', 'containers')), false, 'no rootfs mount left');
+  assert.equal(existsSync(path.join(tmp, 'logs', 'undo', 'app.log')), false, 'no log file of the failed creation');
+
+  // A missing image fails before anything is made, with NotFound.
+  await assert.rejects(rt.containers.create(podId, ctrConfig('app', 'example.test/missing:1')), { kind: 'NotFound' });
+  const ctrId = await rt.containers.create(podId, ctrConfig('app'));
+  assert.ok(ctrId, 'the name is free again');
+  await rt.sandboxes.stop(podId);
+  await rt.sandboxes.remove(podId);
+});
+
+test('a pod whose infra start fails is undone: no record, no shm mount, no run directory, no backend state', async () => {
+  const host = new FakeHost();
+  const rt = await startDaemon(path.join(tmp, 'undo-pod'), host);
+  host.failNext('start');
+  await assert.rejects(rt.sandboxes.run(podConfig('broken'), ''), /injected start failure/);
+  assert.deepEqual(rt.ctx.sandboxes.list(), []);
+  assert.deepEqual(await fsp.readdir(path.join(tmp, 'undo-pod', 'lib', 'sandboxes')), []);
+  assert.deepEqual(await fsp.readdir(path.join(tmp, 'undo-pod', 'run', 'sandboxes')), [], 'run directory (shm, rootfs) removed');
+  assert.equal(readFileSync('/proc/mounts', 'utf8').includes(path.join(tmp, 'undo-pod')), false, 'no shm or rootfs mount left');
+  assert.equal(host.containers.size, 0);
+  assert.equal(existsSync(path.join(tmp, 'logs', 'broken')), false, 'the log directory it made is gone');
+  const podId = await rt.sandboxes.run(podConfig('broken'), '');
+  assert.ok(podId, 'the name is free again');
+  await rt.sandboxes.remove(podId);
+});
+
+test('stop and remove are idempotent, and succeed for ids never seen', async () => {
+  const host = new FakeHost();
+  const rt = await startDaemon(path.join(tmp, 'idempotent'), host);
+  const podId = await rt.sandboxes.run(podConfig('twice'), '');
+  const ctrId = await rt.containers.create(podId, ctrConfig('app'));
+  await rt.containers.start(ctrId);
+  await rt.containers.stop(ctrId, 10);
+  const stopped = await rt.containers.get(ctrId);
+  assert.equal(stopped.state, 'CONTAINER_EXITED');
+  assert.equal(stopped.exitCode, 0, 'it stopped on its stop signal');
+  await rt.containers.stop(ctrId, 10);
+  assert.equal((await rt.containers.get(ctrId)).finishedAt, stopped.finishedAt, 'a second stop changes nothing');
+  await rt.containers.remove(ctrId);
+  await rt.containers.remove(ctrId);
+  await rt.containers.stop('f'.repeat(64), 0);
+  await rt.containers.remove('f'.repeat(64));
+  await rt.sandboxes.stop(podId);
+  await rt.sandboxes.stop(podId);
+  await rt.sandboxes.remove(podId);
+  await rt.sandboxes.remove(podId);
+  await rt.sandboxes.stop('e'.repeat(64));
+  await rt.sandboxes.remove('e'.repeat(64));
+  assert.equal(host.containers.size, 0);
+
+  // A stubborn container stops only on SIGKILL: 137.
+  const pod2 = await rt.sandboxes.run(podConfig('stubborn'), '');
+  const ctr2 = await rt.containers.create(pod2, ctrConfig('app'));
+  await rt.containers.start(ctr2);
+  host.containers.get(ctr2)!.stubborn = true;
+  await rt.containers.stop(ctr2, 1);
+  assert.equal((await rt.containers.get(ctr2)).exitCode, 137);
+  await rt.sandboxes.remove(pod2);
+});
+
+test('recovery from records: exits while down are recorded, a lost container is EXITED Unknown, a cut-short creation is undone', async () => {
+  const host = new FakeHost();
+  const root = path.join(tmp, 'recover');
+  const a = await startDaemon(root, host);
+  const podId = await a.sandboxes.run(podConfig('recover'), '');
+  const exited = await a.containers.create(podId, ctrConfig('exited'));
+  const lost = await a.containers.create(podId, ctrConfig('lost'));
+  const running = await a.containers.create(podId, ctrConfig('running'));
+  const halfMade = await a.containers.create(podId, ctrConfig('half-made'));
+  for (const id of [exited, lost, running]) await a.containers.start(id);
+  const halfMadeRootfs = (await a.containers.get(halfMade)).rootfs;
+
+  // The daemon dies; meanwhile one container exits, one is forgotten by the runtime, and one record
+  // is as a creation killed half-way left it.
+  a.stopMonitoring();
+  host.exit(exited, 3);
+  host.lose(lost);
+  const recordFile = path.join(a.ctx.containers.pathOf(halfMade), 'container.json');
+  const rec = JSON.parse(await fsp.readFile(recordFile, 'utf8'));
+  await fsp.writeFile(recordFile, JSON.stringify({ ...rec, phase: 'creating' }));
+
+  const b = await startDaemon(root, host);
+  const e = await b.containers.get(exited);
+  assert.equal(e.state, 'CONTAINER_EXITED');
+  assert.equal(e.exitCode, 3);
+  assert.equal(e.reason, 'Error');
+  const l = await b.containers.get(lost);
+  assert.equal(l.state, 'CONTAINER_EXITED');
+  assert.equal(l.exitCode, 255);
+  assert.equal(l.reason, 'Unknown');
+  assert.equal((await b.containers.get(running)).state, 'CONTAINER_RUNNING');
+  assert.equal(b.ctx.containers.get(halfMade), undefined, 'the cut-short creation is undone');
+  assert.equal(host.containers.has(halfMade), false, 'and gone from the backend');
+  assert.equal(mounted(halfMadeRootfs), false, 'and its rootfs unmounted');
+  assert.equal(b.sandboxes.get(podId).state, 'SANDBOX_READY');
+  await b.containers.create(podId, ctrConfig('half-made')).then((id) => b.containers.remove(id));
+
+  await b.sandboxes.stop(podId);
+  await b.sandboxes.remove(podId);
+  assert.equal(host.containers.size, 0);
+});
+
+test('exits the backend reports update the records and emit CONTAINER_STOPPED; an OOM kill says OOMKilled', async () => {
+  const host = new FakeHost();
+  const rt = await startDaemon(path.join(tmp, 'exits'), host);
+  await rt.startMonitoring();
+  const podId = await rt.sandboxes.run(podConfig('exits'), '');
+  const done = await rt.containers.create(podId, ctrConfig('done'));
+  const oom = await rt.containers.create(podId, ctrConfig('oom'));
+  for (const id of [done, oom]) await rt.containers.start(id);
+  const subscription = rt.ctx.events.subscribe();
+  host.exit(done, 0);
+  host.exit(oom, 137, { oomKilled: true });
+  await waitFor('both exits recorded', () => rt.ctx.containers.get(done)?.state === 'CONTAINER_EXITED' && rt.ctx.containers.get(oom)?.state === 'CONTAINER_EXITED');
+  assert.equal(rt.ctx.containers.get(done)?.reason, 'Completed');
+  assert.equal(rt.ctx.containers.get(oom)?.reason, 'OOMKilled');
+  const stopped = new Set<string>();
+  while (stopped.size < 2) {
+    const ev = await Promise.race([subscription.next(), new Promise<undefined>((r) => setTimeout(r, 5000))]);
+    assert.ok(ev, 'a CONTAINER_STOPPED_EVENT for each exit');
+    if (ev.type === 'CONTAINER_STOPPED_EVENT') stopped.add(ev.containerId);
+  }
+  assert.deepEqual([...stopped].sort(), [done, oom].sort());
+
+  // The infra process dying makes the pod NOTREADY.
+  host.exit(podId, 137);
+  await waitFor('pod not ready', () => rt.ctx.sandboxes.get(podId)?.state === 'SANDBOX_NOTREADY');
+  subscription.close();
+  rt.stopMonitoring();
+  await rt.sandboxes.remove(podId);
+  assert.equal(host.containers.size, 0);
+});
+
+test('a handler whose type has no backend in this build is unusable: left out at start, its pods refused naming why', async () => {
+  const host = new FakeHost();
+  const rt = await startDaemon(path.join(tmp, 'no-backend'), host, (config) => {
+    config.runtime.handlers.shim = { type: 'containerd', path: '', runtimeType: 'io.containerd.runc.v2' };
+  });
+  assert.deepEqual(rt.ctx.usableHandlers().sort(), ['crun', 'runc']);
+  await assert.rejects(rt.sandboxes.run(podConfig('shim'), 'shim'), (err: Error & { kind?: string }) => {
+    assert.equal(err.kind, 'FailedPrecondition');
+    assert.match(err.message, /runtime_handler "shim" is not usable: its type containerd has no backend in this build/);
+    return true;
+  });
+  await assert.rejects(rt.sandboxes.run(podConfig('nosuch'), 'nosuch'), { kind: 'InvalidArgument' });
+  assert.equal(host.containers.size, 0);
+
+  // As the default handler, it stops the daemon from starting, saying why.
+  await assert.rejects(
+    startDaemon(path.join(tmp, 'no-backend-default'), host, (config) => {
+      config.runtime.handlers.shim = { type: 'containerd', path: '', runtimeType: 'io.containerd.runc.v2' };
+      config.runtime.defaultHandler = 'shim';
+    }),
+    /default runtime handler "shim" is not usable: its type containerd has no backend in this build/,
+  );
+});
