@@ -46,6 +46,13 @@ export interface NodeletConfig {
     conmonPath: string;
     /** Image for the sandbox infra container; empty means the built-in pause. */
     sandboxImage: string;
+    /** The containerd that handlers of type containerd run on. */
+    containerd: {
+      /** Its gRPC socket (a path, or unix://path). */
+      address: string;
+      /** The containerd namespace our containers, tasks and snapshots live in. */
+      namespace: string;
+    };
   };
   streaming: {
     address: string;
@@ -76,6 +83,7 @@ export function defaultConfig(): NodeletConfig {
       handlers: { runc: { path: 'runc' }, crun: { path: 'crun' } },
       conmonPath: 'conmon',
       sandboxImage: '',
+      containerd: { address: '/run/containerd/containerd.sock', namespace: 'nodelet' },
     },
     streaming: { address: '127.0.0.1:0', idleTimeoutSeconds: 4 * 60 * 60, streamCreationTimeoutSeconds: 30 },
     metrics: { address: '' },
@@ -110,6 +118,8 @@ const FLAGS = {
   'runtime-handler': { type: 'string', multiple: true },
   'default-runtime': { type: 'string' },
   conmon: { type: 'string' },
+  'containerd-address': { type: 'string' },
+  'containerd-namespace': { type: 'string' },
   'sandbox-image': { type: 'string' },
   'streaming-address': { type: 'string' },
   'streaming-tls-cert': { type: 'string' },
@@ -135,9 +145,13 @@ export const USAGE = `Usage: nodelet-cri [flags]
                                 less than 1 KiB in this long (e.g. 60s, 2m; default 60s)
   --cni-conf-dir DIR            CNI configs (default /etc/cni/net.d)
   --cni-bin-dir DIR             CNI plugins (repeatable; default /usr/lib/cni, /opt/cni/bin)
-  --runtime-handler NAME=PATH   an OCI runtime handler (repeatable; runc and crun built in)
+  --runtime-handler NAME=PATH   an OCI runtime handler run under conmon (repeatable; runc and crun built in)
+  --runtime-handler NAME=containerd:RUNTIME_TYPE
+                                a handler containerd runs (e.g. shim=containerd:io.containerd.runc.v2)
   --default-runtime NAME        handler for an empty runtime_handler (default runc)
   --conmon PATH                 conmon binary (default conmon)
+  --containerd-address ADDR     containerd socket for containerd handlers (default /run/containerd/containerd.sock)
+  --containerd-namespace NS     containerd namespace of our containers (default nodelet)
   --sandbox-image REF           infra image instead of the built-in pause
   --streaming-address HOST:PORT exec/attach/port-forward server (default 127.0.0.1:0)
   --stream-idle-timeout DURATION  close an exec/attach/port-forward connection idle this long
@@ -189,12 +203,14 @@ export function loadConfig(argv: string[]): ParsedCommandLine {
   if (values['cni-conf-dir']) config.cni.confDir = values['cni-conf-dir'];
   if (values['cni-bin-dir']?.length) config.cni.binDirs = [...values['cni-bin-dir']];
   for (const spec of values['runtime-handler'] ?? []) {
-    const eq = spec.indexOf('=');
-    if (eq <= 0) throw invalidArgument(`--runtime-handler ${spec}: want NAME=PATH`);
-    config.runtime.handlers[spec.slice(0, eq)] = { path: spec.slice(eq + 1) };
+    const { name, handler } = parseRuntimeHandler(spec);
+    config.runtime.handlers[name] = handler;
   }
   if (values['default-runtime']) config.runtime.defaultHandler = values['default-runtime'];
   if (values.conmon) config.runtime.conmonPath = values.conmon;
+  if (values['containerd-address'] !== undefined) config.runtime.containerd.address = values['containerd-address'];
+  if (values['containerd-namespace'] !== undefined) config.runtime.containerd.namespace = values['containerd-namespace'];
+  checkRuntimeConfig(config);
   if (values['sandbox-image'] !== undefined) config.runtime.sandboxImage = values['sandbox-image'];
   if (values['streaming-address']) config.streaming.address = values['streaming-address'];
   if (values['streaming-tls-cert']) config.streaming.tlsCert = values['streaming-tls-cert'];
@@ -224,6 +240,58 @@ export function loadConfig(argv: string[]): ParsedCommandLine {
     throw invalidArgument(`default runtime ${config.runtime.defaultHandler} is not a configured handler`);
   }
   return { config, help: Boolean(values.help), version: Boolean(values.version) };
+}
+
+const HANDLER_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/i;
+/** containerd's runtime type names: io.containerd.runc.v2, io.containerd.kata.v2, ... */
+const CONTAINERD_RUNTIME_TYPE = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
+const CONTAINERD_NAMESPACE = /^[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$/;
+
+/**
+ * `--runtime-handler` values: `NAME=PATH` (an OCI runtime binary under conmon, e.g. crun=/usr/bin/crun)
+ * or `NAME=containerd:RUNTIME_TYPE` (containerd runs it, e.g. shim=containerd:io.containerd.runc.v2).
+ */
+export function parseRuntimeHandler(spec: string): { name: string; handler: RuntimeHandlerConfig } {
+  const eq = spec.indexOf('=');
+  const name = eq > 0 ? spec.slice(0, eq) : '';
+  const value = eq > 0 ? spec.slice(eq + 1) : '';
+  if (!HANDLER_NAME.test(name) || value === '') {
+    throw invalidArgument(`--runtime-handler ${spec}: want NAME=PATH or NAME=containerd:RUNTIME_TYPE (NAME: letters, digits and dashes)`);
+  }
+  if (value.startsWith('containerd:')) {
+    const runtimeType = value.slice('containerd:'.length);
+    if (!CONTAINERD_RUNTIME_TYPE.test(runtimeType)) {
+      throw invalidArgument(`--runtime-handler ${spec}: want NAME=containerd:RUNTIME_TYPE with a runtime type such as io.containerd.runc.v2`);
+    }
+    return { name, handler: { type: 'containerd', path: '', runtimeType } };
+  }
+  return { name, handler: { path: value } };
+}
+
+/** What flags and the config file said about runtimes, checked once both are merged. */
+function checkRuntimeConfig(config: NodeletConfig): void {
+  for (const [name, h] of Object.entries(config.runtime.handlers)) {
+    const where = `runtime.handlers.${name}`;
+    if (!HANDLER_NAME.test(name)) throw invalidArgument(`${where}: a handler name is letters, digits and dashes`);
+    if (!h || typeof h !== 'object') throw invalidArgument(`${where}: want a mapping (path, or type: containerd and runtimeType)`);
+    const type = h.type ?? DEFAULT_HANDLER_TYPE;
+    if (type === 'containerd') {
+      if (typeof h.runtimeType !== 'string' || !CONTAINERD_RUNTIME_TYPE.test(h.runtimeType)) {
+        throw invalidArgument(`${where}.runtimeType: want a containerd runtime type such as io.containerd.runc.v2, not ${JSON.stringify(h.runtimeType)}`);
+      }
+      h.path ??= '';
+    } else if (type === DEFAULT_HANDLER_TYPE) {
+      if (typeof h.path !== 'string' || h.path === '') throw invalidArgument(`${where}.path: want the OCI runtime binary (a path or a name in PATH)`);
+      if (h.runtimeType !== undefined) throw invalidArgument(`${where}.runtimeType: only for handlers of type containerd`);
+    } else {
+      throw invalidArgument(`${where}.type: want ${DEFAULT_HANDLER_TYPE} or containerd, not ${JSON.stringify(type)}`);
+    }
+  }
+  const { address, namespace } = config.runtime.containerd;
+  if (typeof address !== 'string' || address.replace(/^unix:\/\//, '') === '') throw invalidArgument('runtime.containerd.address: want the socket path of containerd (or unix://path)');
+  if (typeof namespace !== 'string' || !CONTAINERD_NAMESPACE.test(namespace)) {
+    throw invalidArgument(`runtime.containerd.namespace: want letters, digits, '.', '_' and '-', not ${JSON.stringify(namespace)}`);
+  }
 }
 
 /** A Go-style duration (`4h`, `30m`, `1h30m`, `90s`, `500ms`) or a plain number of seconds, in seconds. */

@@ -232,7 +232,7 @@ export class BackendFactory {
   create(env: BackendEnvironment): RuntimeBackend {
     const type = handlerType(env.handler);
     const make = this.constructors.get(type);
-    if (!make) throw new Error(`runtime handler "${env.name}" has type "${type}", which this build has no backend for (known: ${this.types().join(', ')})`);
+    if (!make) throw new Error(`its type ${type} has no backend in this build (backends: ${this.types().join(', ')})`);
     return make(env);
   }
 }
