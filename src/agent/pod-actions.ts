@@ -106,6 +106,13 @@ export function computePodActions(pod: V1Pod, byName: Map<string, ObservedContai
     }
   }
 
+  // Ephemeral containers start once, whatever the pod's initialization, and are never restarted.
+  for (const e of spec.ephemeralContainers ?? []) {
+    const [cur] = byName.get(e.name) ?? [];
+    if (!cur) actions.start.push({ spec: e as V1Container, kind: 'ephemeral' });
+    else if (cur.state !== 'CONTAINER_CREATED') actions.settled.push(e.name);
+  }
+
   if ((initialized && appDone) || initFailed) {
     for (const c of [...sidecars].reverse()) {
       const [cur] = byName.get(c.name) ?? [];

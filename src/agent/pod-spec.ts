@@ -4,6 +4,7 @@ import path from 'node:path';
 import { invalidArgument } from '../common/errors.js';
 import { containerLinuxResources, qosClassOf } from './qos.js';
 
+import { TERMINATION_MESSAGE_PATH_ANNOTATION, TERMINATION_MESSAGE_POLICY_ANNOTATION } from './termination-message.js';
 export const POD_UID_LABEL = 'io.kubernetes.pod.uid';
 export const POD_NAME_LABEL = 'io.kubernetes.pod.name';
 export const POD_NAMESPACE_LABEL = 'io.kubernetes.pod.namespace';
@@ -109,7 +110,8 @@ export function sandboxConfigFor(pod: V1Pod, attempt: number, dns: ResolvedDns, 
         namespace_options: namespaceOptions(pod),
         run_as_user: sc.runAsUser !== undefined ? { value: sc.runAsUser } : undefined,
         run_as_group: sc.runAsGroup !== undefined ? { value: sc.runAsGroup } : undefined,
-        supplemental_groups: sc.supplementalGroups ?? [],
+        supplemental_groups: supplementalGroups(pod),
+        seccomp: seccompProfile(sc.seccompProfile, '/var/lib/kubelet/seccomp'),
       },
       sysctls: Object.fromEntries((sc.sysctls ?? []).map((s) => [s.name, s.value])),
     },
@@ -218,7 +220,8 @@ export async function resolveEnv(pod: V1Pod, container: V1Container, ctx: EnvCon
   return env;
 }
 
-export type ContainerKind = 'init' | 'app';
+/** ephemeral: a debug container added through the pods/ephemeralcontainers subresource (`kubectl debug`), run once. */
+export type ContainerKind = 'init' | 'app' | 'ephemeral';
 
 export function containerConfigFor(
   pod: V1Pod,
@@ -228,7 +231,14 @@ export function containerConfigFor(
   env: Map<string, string>,
   mounts: object[] = [],
   resources: Record<string, number> = containerLinuxResources(container, qosClassOf(pod)),
+  extra: {
+    /** An ephemeral container's targetContainerName, running: its process namespace is joined. */
+    targetId?: string;
+    /** Where Localhost seccomp profiles are (the kubelet's <root-dir>/seccomp). */
+    seccompRoot?: string;
+  } = {},
 ): Record<string, any> {
+  const { targetId, seccompRoot = '/var/lib/kubelet/seccomp' } = extra;
   const m = pod.metadata!;
   const sc = { ...(pod.spec!.securityContext ?? {}), ...(container.securityContext ?? {}) } as Record<string, any>;
   const expand = (list: string[] | undefined) => (list ?? []).map((s) => expandVars(s, env));
@@ -249,7 +259,8 @@ export function containerConfigFor(
     annotations: {
       [RESTART_COUNT_ANNOTATION]: String(attempt),
       [CONTAINER_KIND_ANNOTATION]: kind,
-      'io.kubernetes.container.terminationMessagePath': container.terminationMessagePath ?? '/dev/termination-log',
+      [TERMINATION_MESSAGE_PATH_ANNOTATION]: container.terminationMessagePath ?? '/dev/termination-log',
+      [TERMINATION_MESSAGE_POLICY_ANNOTATION]: container.terminationMessagePolicy ?? 'File',
     },
     log_path: path.join(container.name, `${attempt}.log`),
     stdin: container.stdin ?? false,
@@ -258,7 +269,7 @@ export function containerConfigFor(
     linux: {
       resources,
       security_context: {
-        namespace_options: namespaceOptions(pod),
+        namespace_options: targetId ? { ...namespaceOptions(pod), pid: 'TARGET', target_id: targetId } : namespaceOptions(pod),
         privileged: sc.privileged ?? false,
         readonly_rootfs: sc.readOnlyRootFilesystem ?? false,
         run_as_user: sc.runAsUser !== undefined ? { value: sc.runAsUser } : undefined,
@@ -266,10 +277,48 @@ export function containerConfigFor(
         run_as_username: '',
         no_new_privs: sc.allowPrivilegeEscalation === false,
         capabilities: sc.capabilities ? { add_capabilities: sc.capabilities.add ?? [], drop_capabilities: sc.capabilities.drop ?? [] } : undefined,
-        supplemental_groups: pod.spec!.securityContext?.supplementalGroups ?? [],
+        supplemental_groups: supplementalGroups(pod),
+        seccomp: seccompProfile(sc.seccompProfile, seccompRoot),
+        ...(sc.appArmorProfile ? { apparmor: appArmorProfile(sc.appArmorProfile) } : {}),
+        // procMount Default: the kubelet's masked and read-only /proc paths; Unmasked: none.
+        masked_paths: container.securityContext?.procMount === 'Unmasked' ? [] : [...DEFAULT_MASKED_PATHS],
+        readonly_paths: container.securityContext?.procMount === 'Unmasked' ? [] : [...DEFAULT_READONLY_PATHS],
       },
     },
   };
+}
+
+/** The kubelet's defaults for procMount Default (pkg/securitycontext). */
+export const DEFAULT_MASKED_PATHS = [
+  '/proc/asound', '/proc/acpi', '/proc/kcore', '/proc/keys', '/proc/latency_stats', '/proc/timer_list',
+  '/proc/timer_stats', '/proc/sched_debug', '/proc/scsi', '/sys/firmware', '/sys/devices/virtual/powercap',
+];
+export const DEFAULT_READONLY_PATHS = ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'];
+
+/** The pod's supplementalGroups, and its fsGroup: the containers can use their volumes through it. */
+export function supplementalGroups(pod: V1Pod): number[] {
+  const sc = pod.spec?.securityContext;
+  const groups = [...(sc?.supplementalGroups ?? [])];
+  if (sc?.fsGroup !== undefined && sc.fsGroup !== null && !groups.includes(sc.fsGroup)) groups.push(sc.fsGroup);
+  return groups;
+}
+
+/** seccompProfile → CRI; none means Unconfined, as the kubelet without SeccompDefault. */
+export function seccompProfile(p: { type?: string; localhostProfile?: string } | undefined, root: string): Record<string, string> {
+  switch (p?.type) {
+    case 'RuntimeDefault':
+      return { profile_type: 'RuntimeDefault' };
+    case 'Localhost':
+      return { profile_type: 'Localhost', localhost_ref: path.join(root, p.localhostProfile ?? '') };
+    default:
+      return { profile_type: 'Unconfined' };
+  }
+}
+
+/** appArmorProfile → CRI (a Localhost profile by its loaded name). */
+export function appArmorProfile(p: { type?: string; localhostProfile?: string }): Record<string, string> {
+  if (p.type === 'Localhost') return { profile_type: 'Localhost', localhost_ref: p.localhostProfile ?? '' };
+  return { profile_type: p.type === 'Unconfined' ? 'Unconfined' : 'RuntimeDefault' };
 }
 
 /** imagePullPolicy as the apiserver defaults it (static pods are not defaulted by anyone else). */

@@ -248,6 +248,11 @@ export function computePodStatus(pod: V1Pod, observed: ObservedPod, ctx: StatusC
     qosClass: qos,
   };
   if (initSpecs.length > 0) status.initContainerStatuses = initStatuses;
+  const ephemeral = spec.ephemeralContainers ?? [];
+  if (ephemeral.length > 0) {
+    // As the kubelet: never ready (no probes), never restarted.
+    status.ephemeralContainerStatuses = ephemeral.map((e) => ({ ...containerStatus(e as V1Container, byName.get(e.name), ctx, 'ContainerCreating'), ready: false }));
+  }
   if (podIP) {
     status.podIP = podIP;
     status.podIPs = [...new Set(podIPs)].map((ip) => ({ ip }));

@@ -10,6 +10,9 @@ import { PodProbes, type ProbeKind, type RunningContainer } from './probes/pod-p
 import { containerLinuxResources, podCgroupLimits, podCgroupParent, qosClassOf, type QosClass } from './qos.js';
 import type { PodCgroups } from './pod-cgroups.js';
 import { computePodActions, terminationOrder } from './pod-actions.js';
+import { createTerminationMessageFile, terminationMessage } from './termination-message.js';
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
 import { isSidecar } from './qos.js';
 import { containerMountsFor } from './volumes/container-mounts.js';
 import { PodVolumes, VolumeSetUpError, type CsiPublisher, type MountedVolume } from './volumes/pod-volumes.js';
@@ -114,6 +117,8 @@ export class PodWorker {
   /** The resources admitted per container: the spec's, until a resize the node cannot fit. */
   private readonly allocated = new Map<string, V1ResourceRequirements | undefined>();
   private resizeState: { infeasible?: string; error?: string } = {};
+  /** Termination messages of exited containers (they never change once read). */
+  private readonly exitMessages = new Map<string, string>();
 
   constructor(pod: V1Pod, private readonly deps: PodWorkerDeps) {
     this.pod = pod;
@@ -216,6 +221,7 @@ export class PodWorker {
     for (const name of actions.settled) this.waiting.delete(name);
     for (const a of actions.start) {
       if (a.previous) await this.maybeRestart(pod, a.spec, a.kind, a.previous, sandbox);
+      else if (a.kind === 'ephemeral') await this.startEphemeral(pod, a.spec, sandbox, byName);
       else await this.startContainer(pod, a.spec, a.kind, 0, sandbox);
     }
     for (const k of actions.killSidecars) {
@@ -300,6 +306,15 @@ export class PodWorker {
       const res = await cri.runtime('ContainerStatus', { container_id: c.id }).catch(() => undefined);
       const st = res?.status;
       if (!st) continue;
+      let message = st.message ?? '';
+      if (st.state === 'CONTAINER_EXITED') {
+        let extra = this.exitMessages.get(c.id);
+        if (extra === undefined) {
+          extra = await terminationMessage({ exitCode: st.exit_code, reason: st.reason ?? '', annotations: st.annotations, mounts: st.mounts, logPath: st.log_path }).catch(() => '');
+          this.exitMessages.set(c.id, extra);
+        }
+        if (extra) message = message ? `${message}: ${extra}` : extra;
+      }
       observed.push({
         id: c.id,
         sandboxId: c.pod_sandbox_id,
@@ -311,11 +326,12 @@ export class PodWorker {
         finishedAt: Number(st.finished_at),
         exitCode: st.exit_code,
         reason: st.reason ?? '',
-        message: st.message ?? '',
+        message,
         imageRef: st.image_ref ?? '',
         resources: st.resources?.linux ?? null,
       });
     }
+    for (const id of this.exitMessages.keys()) if (!observed.some((c) => c.id === id)) this.exitMessages.delete(id);
     return { sandbox, sandboxes, containers: observed };
   }
 
@@ -437,7 +453,23 @@ export class PodWorker {
     return undefined;
   }
 
-  private async startContainer(pod: V1Pod, c: V1Container, kind: ContainerKind, attempt: number, sandbox: ObservedSandbox): Promise<void> {
+  /** An ephemeral (debug) container: in the pod's sandbox, in its target container's process namespace when it names one. */
+  private async startEphemeral(pod: V1Pod, c: V1Container, sandbox: ObservedSandbox, byName: Map<string, ObservedContainer[]>): Promise<void> {
+    const targetName = (c as { targetContainerName?: string }).targetContainerName;
+    let targetId: string | undefined;
+    if (targetName) {
+      const [target] = byName.get(targetName) ?? [];
+      if (target?.state !== 'CONTAINER_RUNNING') {
+        // The kubelet waits for the target to run rather than start the debugger in a namespace of its own.
+        this.waiting.set(c.name, { reason: 'ContainerCreating', message: `target container ${targetName} is not running` });
+        return;
+      }
+      targetId = target.id;
+    }
+    await this.startContainer(pod, c, 'ephemeral', 0, sandbox, targetId);
+  }
+
+  private async startContainer(pod: V1Pod, c: V1Container, kind: ContainerKind, attempt: number, sandbox: ObservedSandbox, targetId?: string): Promise<void> {
     const cri = this.deps.cri;
     const sandboxConfig = this.sandboxConfig(pod, sandbox.attempt);
     try {
@@ -461,7 +493,16 @@ export class PodWorker {
       } catch (err) {
         throw new ContainerWaiting('CreateContainerConfigError', errorMessage(err));
       }
-      const config = containerConfigFor(pod, c, kind, attempt, env, mounts, containerLinuxResources(c, qosClassOf(pod), this.deps.memoryCapacity, this.allocatedOf(c)));
+      const messagePath = c.terminationMessagePath ?? '/dev/termination-log';
+      if (this.deps.volumeRoot && messagePath) {
+        // The kubelet's termination-log file: the container writes its last words there, read once it exited.
+        const hostFile = await createTerminationMessageFile(this.deps.volumeRoot, this.uid, c.name);
+        mounts = [...mounts, { container_path: messagePath, host_path: hostFile, readonly: false }];
+      }
+      const config = containerConfigFor(pod, c, kind, attempt, env, mounts, containerLinuxResources(c, qosClassOf(pod), this.deps.memoryCapacity, this.allocatedOf(c)), {
+        targetId,
+        ...(this.deps.volumeRoot ? { seccompRoot: path.join(this.deps.volumeRoot, 'seccomp') } : {}),
+      });
       let containerId: string;
       try {
         ({ container_id: containerId } = await cri.runtime('CreateContainer', { pod_sandbox_id: sandbox.id, config, sandbox_config: sandboxConfig }));
@@ -670,6 +711,7 @@ export class PodWorker {
       await cri.runtime('StopPodSandbox', { pod_sandbox_id: s.id });
       await cri.runtime('RemovePodSandbox', { pod_sandbox_id: s.id });
     }
+    if (this.deps.volumeRoot) await fsp.rm(path.join(this.deps.volumeRoot, 'pods', this.uid, 'containers'), { recursive: true, force: true }).catch(() => undefined);
     await this.volumes?.tearDown().catch((err) => this.log.warn({ err: errorMessage(err) }, 'volume tear-down failed'));
     if (this.deps.podCgroups) {
       // Every QoS path: an orphan's spec is not known, so neither is its class.

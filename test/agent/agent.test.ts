@@ -233,6 +233,51 @@ test('a restartPolicy Never pod that exits 0 Succeeds', async () => {
   assert.equal(pod.status.containerStatuses[0].restartCount, 0);
 });
 
+test('termination messages: the file at terminationMessagePath, or the log tail with FallbackToLogsOnError', async () => {
+  api.create('pods', podManifest('last-words', {
+    restartPolicy: 'Never',
+    containers: [
+      container('file', ['sh', '-c', 'echo -n "bye from file" > /dev/termination-log; exit 1']),
+      container('custom', ['sh', '-c', 'echo -n custom > /tmp/last; exit 0'], { terminationMessagePath: '/tmp/last' }),
+      container('logs', ['sh', '-c', 'for i in $(seq 1 100); do echo line $i; done; exit 2'], { terminationMessagePolicy: 'FallbackToLogsOnError' }),
+      container('logs-ok', ['sh', '-c', 'echo fine; exit 0'], { terminationMessagePolicy: 'FallbackToLogsOnError' }),
+    ],
+  }));
+  const pod = await waitPod('last-words', 'Failed', (p) => p.status.phase === 'Failed');
+  const term = (name: string) => pod.status.containerStatuses.find((c: any) => c.name === name).state.terminated;
+  assert.equal(term('file').message, 'bye from file');
+  assert.equal(term('custom').message, 'custom');
+  const lines = term('logs').message.trimEnd().split('\n');
+  assert.equal(lines.length, 80, 'the last 80 lines of the log');
+  assert.equal(lines[0], 'line 21');
+  assert.equal(lines.at(-1), 'line 100');
+  assert.equal(term('logs-ok').message, undefined, 'no fallback for a container that succeeded');
+  api.remove('pods', NS, 'last-words', 0);
+});
+
+test('fsGroup: the volumes belong to the group (setgid directories), the container has it as a supplemental group; seccomp and procMount reach the runtime', async () => {
+  api.create('configmaps', { metadata: { name: 'fsg-cm', namespace: NS }, data: { greeting: 'hi' } });
+  api.create('pods', podManifest('fsgroup', {
+    securityContext: { fsGroup: 4321, runAsUser: 1000, fsGroupChangePolicy: 'OnRootMismatch', seccompProfile: { type: 'RuntimeDefault' } },
+    volumes: [{ name: 'scratch', emptyDir: {} }, { name: 'cm', configMap: { name: 'fsg-cm' } }],
+    containers: [container('main', ['sh', '-c', `echo x > /scratch/made-by-app; ${LOOP_SCRIPT}`], {
+      volumeMounts: [{ name: 'scratch', mountPath: '/scratch' }, { name: 'cm', mountPath: '/cm' }],
+    })],
+  }));
+  const pod = await waitPod('fsgroup', 'Running', (p) => p.status.phase === 'Running');
+  const id = pod.status.containerStatuses[0].containerID.replace('nodelet://', '');
+  assert.match(await execIn(id, ['id', '-G']), /\b4321\b/, 'fsGroup is a supplemental group');
+  assert.equal((await execIn(id, ['stat', '-c', '%g %a', '/scratch'])).trim(), '4321 2777', 'emptyDir: group, setgid');
+  await waitFor('the app\'s file', async () => (await execIn(id, ['ls', '/scratch'])).includes('made-by-app'), 10_000);
+  assert.equal((await execIn(id, ['stat', '-c', '%g', '/scratch/made-by-app'])).trim(), '4321', 'new files inherit the group');
+  assert.equal((await execIn(id, ['stat', '-L', '-c', '%g %a', '/cm/greeting'])).trim(), '4321 644');
+  assert.equal((await execIn(id, ['cat', '/cm/greeting'])).trim(), 'hi');
+  // RuntimeDefault seccomp: the container's process is filtered (Seccomp: 2); default procMount masks /proc/kcore.
+  assert.match(await execIn(id, ['grep', 'Seccomp:', '/proc/self/status']), /Seccomp:\s+2/);
+  assert.equal((await execIn(id, ['sh', '-c', 'test -s /proc/kcore && echo readable || echo masked'])).trim(), 'masked');
+  api.remove('pods', NS, 'fsgroup', 0);
+});
+
 test('env from literals, fieldRefs, a configMap and a secret is seen inside the container', async () => {
   api.create('configmaps', { metadata: { name: 'settings', namespace: NS }, data: { colour: 'teal', size: 'xl' } });
   api.create('secrets', { metadata: { name: 'creds', namespace: NS }, type: 'Opaque', data: { password: Buffer.from('s3cr3t-value').toString('base64') } });

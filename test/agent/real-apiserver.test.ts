@@ -271,6 +271,95 @@ test('the kubelet API serves /stats/summary and /metrics/resource covering the r
   assert.match(metrics, /^node_cpu_usage_seconds_total [\d.e+]+ \d+$/m);
 });
 
+test('kubectl debug: ephemeral containers run in the pod (one in its target\'s process namespace), report their status, and are never restarted', async () => {
+  await cp!.kubectl(['apply', '-f', '-'], { input: podManifest('debugged', 'trap "exit 0" TERM; while true; do sleep 0.2; done') });
+  await waitRunning('debugged');
+  const debug = (name: string, extra: string[], command: string) =>
+    cp!.kubectl(['-n', NS, 'debug', 'debugged', `--image=${h.busybox}`, '--image-pull-policy=IfNotPresent', '-c', name, ...extra, '--', 'sh', '-c', command]);
+  await debug('debugger', ['--target=main'], 'ps; trap "exit 0" TERM; while true; do sleep 0.2; done');
+  await debug('oneshot', [], 'exit 3');
+  const statusOf = (pod: any, name: string) => pod?.status?.ephemeralContainerStatuses?.find((c: any) => c.name === name);
+  const pod = await waitFor('both ephemeral containers reported', async () => {
+    const p = await getOptional(['-n', NS, 'get', 'pod', 'debugged']);
+    return statusOf(p, 'debugger')?.state?.running && statusOf(p, 'oneshot')?.state?.terminated ? p : undefined;
+  }, 60_000);
+  assert.equal(statusOf(pod, 'oneshot').state.terminated.exitCode, 3);
+  assert.equal(statusOf(pod, 'debugger').ready, false);
+  assert.match(statusOf(pod, 'debugger').containerID, /^nodelet:\/\//);
+  // --target=main: the debugger sees the main container's processes.
+  const logs = await waitFor('the debugger\'s ps output', async () => {
+    const out = await cp!.kubectl(['-n', NS, 'logs', 'debugged', '-c', 'debugger']);
+    return /while true/.test(out) ? out : undefined;
+  }, 20_000);
+  assert.match(logs, /sleep 0\.2|while true/);
+  // The exited one stays exited; the pod stays Running and Ready.
+  await new Promise((r) => setTimeout(r, 3000));
+  const after = await getJson(['-n', NS, 'get', 'pod', 'debugged']);
+  assert.equal(statusOf(after, 'oneshot').restartCount, 0);
+  assert.ok(statusOf(after, 'oneshot').state.terminated);
+  assert.equal(after.status.phase, 'Running');
+  assert.equal(after.status.conditions.find((c: any) => c.type === 'Ready').status, 'True');
+  const { containers } = await h.daemon!.client.runtime('ListContainers', {
+    filter: { label_selector: { 'io.kubernetes.pod.uid': after.metadata.uid, 'io.kubernetes.container.name': 'oneshot' } },
+  });
+  assert.equal(containers.length, 1, 'one oneshot container, never recreated');
+  await cp!.kubectl(['-n', NS, 'delete', 'pod', 'debugged', '--wait=true', '--timeout=60s'], { timeoutMs: 90_000 });
+});
+
+test('termination messages reach the API: the termination-log file, and the log tail with FallbackToLogsOnError', async () => {
+  const c = (name: string, script: string, extra: object = {}) => ({ name, image: h.busybox, imagePullPolicy: 'IfNotPresent', command: ['sh', '-c', script], ...extra });
+  await cp!.kubectl(['apply', '-f', '-'], {
+    input: JSON.stringify({
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: 'last-words', namespace: NS },
+      spec: {
+        restartPolicy: 'Never',
+        terminationGracePeriodSeconds: 1,
+        containers: [
+          c('file', 'echo -n "bye from file" > /dev/termination-log; exit 1'),
+          c('logs', 'echo first; echo second; exit 2', { terminationMessagePolicy: 'FallbackToLogsOnError' }),
+        ],
+      },
+    }),
+  });
+  const pod = await waitFor('last-words Failed', async () => {
+    const p = await getOptional(['-n', NS, 'get', 'pod', 'last-words']);
+    return p?.status?.phase === 'Failed' ? p : undefined;
+  }, 60_000);
+  const term = (name: string) => pod.status.containerStatuses.find((s: any) => s.name === name).state.terminated;
+  assert.equal(term('file').message, 'bye from file');
+  assert.equal(term('logs').message, 'first\nsecond\n');
+  await cp!.kubectl(['-n', NS, 'delete', 'pod', 'last-words', '--wait=true', '--timeout=60s'], { timeoutMs: 90_000 });
+});
+
+test('fsGroup: a non-root container shares its volumes (emptyDir, the service-account token) through the group', async () => {
+  await cp!.kubectl(['apply', '-f', '-'], {
+    input: JSON.stringify({
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: 'grouped', namespace: NS },
+      spec: {
+        terminationGracePeriodSeconds: 1,
+        securityContext: { runAsUser: 1000, fsGroup: 4321, fsGroupChangePolicy: 'OnRootMismatch', seccompProfile: { type: 'RuntimeDefault' } },
+        volumes: [{ name: 'scratch', emptyDir: {} }],
+        containers: [{
+          name: 'main', image: h.busybox, imagePullPolicy: 'IfNotPresent', command: ['sh', '-c', 'trap "exit 0" TERM; while true; do sleep 0.2; done'],
+          volumeMounts: [{ name: 'scratch', mountPath: '/scratch' }],
+        }],
+      },
+    }),
+  });
+  await waitRunning('grouped');
+  const exec = (cmd: string) => cp!.kubectl(['-n', NS, 'exec', 'grouped', '--', 'sh', '-c', cmd]);
+  assert.match(await exec('id -G'), /\b4321\b/);
+  assert.equal((await exec('stat -c "%g %a" /scratch')).trim(), '4321 2777');
+  assert.equal((await exec('stat -L -c "%g %a" /var/run/secrets/kubernetes.io/serviceaccount/token')).trim(), '4321 640');
+  assert.ok((await exec('cat /var/run/secrets/kubernetes.io/serviceaccount/token')).length > 100, 'uid 1000 reads the token through the group');
+  assert.match(await exec('grep Seccomp: /proc/self/status'), /Seccomp:\s+2/);
+  await cp!.kubectl(['-n', NS, 'delete', 'pod', 'grouped', '--wait=true', '--timeout=60s'], { timeoutMs: 90_000 });
+});
+
 test('a repeatedly failing probe is one Unhealthy event whose count grows', async () => {
   await cp!.kubectl(['apply', '-f', '-'], {
     input: JSON.stringify({

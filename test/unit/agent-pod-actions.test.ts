@@ -85,3 +85,29 @@ test('status with sidecars: Initialized while they run, phase from the app conta
   st = computePodStatus(p, toObserved({ setup: 0, proxy: 0, migrate: 0, logs: 0, app: 0, web: 3 }), ctx);
   assert.equal(st.phase, 'Failed');
 });
+
+test('ephemeral containers start once, even before initialization, and are never restarted', () => {
+  const withDebug = (p: V1Pod): V1Pod => ({ ...p, spec: { ...p.spec!, ephemeralContainers: [{ name: 'debug', image: 'i' }] } });
+  const starts = (p: V1Pod, states: Record<string, St>) => computePodActions(p, observed(states), READY).start.map((a) => `${a.kind}:${a.spec.name}`);
+  assert.deepEqual(starts(withDebug(pod([], [c('app')])), { app: 'run' }), ['ephemeral:debug'], 'added to a running pod: started');
+  assert.deepEqual(starts(withDebug(pod([c('init')], [c('app')])), { init: 'run' }), ['ephemeral:debug'], 'while an init container runs');
+  assert.deepEqual(starts(withDebug(pod([], [c('app')])), { app: 'run', debug: 'run' }), [], 'running: nothing to do');
+  assert.deepEqual(starts(withDebug(pod([], [c('app')])), { app: 'run', debug: 1 }), [], 'exited: never restarted, whatever the policy');
+  assert.ok(computePodActions(withDebug(pod([], [c('app')])), observed({ app: 'run', debug: 1 }), READY).settled.includes('debug'));
+});
+
+test('an ephemeral container has a status of its own, never ready, and does not change the pod phase', () => {
+  const p: V1Pod = { ...pod([], [c('app')]), spec: { ...pod([], [c('app')]).spec!, ephemeralContainers: [{ name: 'debug', image: 'i' }] } };
+  const obs = (states: Record<string, St>) => ({ sandbox: { id: 's', attempt: 0, ready: true, createdAt: 1, ip: '10.0.0.2', ips: [] }, sandboxes: [], containers: [...observed(states).values()].flat() });
+  const ctx = { runtimeName: 'r', hostIP: '1.2.3.4', now: new Date(0), waiting: new Map() };
+  const running = computePodStatus(p, obs({ app: 'run', debug: 'run' }), ctx);
+  assert.equal(running.phase, 'Running');
+  assert.equal(running.ephemeralContainerStatuses?.[0]?.name, 'debug');
+  assert.ok(running.ephemeralContainerStatuses?.[0]?.state?.running);
+  assert.equal(running.ephemeralContainerStatuses?.[0]?.ready, false);
+  assert.equal(running.conditions?.find((x) => x.type === 'Ready')?.status, 'True', 'the debug container does not make the pod unready');
+  const exited = computePodStatus(p, obs({ app: 'run', debug: 2 }), ctx);
+  assert.equal(exited.phase, 'Running');
+  assert.equal(exited.ephemeralContainerStatuses?.[0]?.state?.terminated?.exitCode, 2);
+  assert.equal(computePodStatus(pod([], [c('app')]), obs({ app: 'run' }), ctx).ephemeralContainerStatuses, undefined);
+});

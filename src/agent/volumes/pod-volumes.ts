@@ -11,6 +11,7 @@ import { prepareHostPath } from './host-path.js';
 import { downwardApiPayload, keyedPayload, projectedPayload, type VolumeDataSource } from './sources.js';
 import { ensureTmpfs, unmountAllUnder } from './tmpfs.js';
 import { claimNameOf, claimNotReady, claimProblem, persistentMount, volumeInUseName, type PersistentMount } from './persistent.js';
+import { applyFsGroup, fsGroupOf, payloadWithFsGroup } from './fs-group.js';
 
 export const PLUGIN_DIRS = {
   emptyDir: 'kubernetes.io~empty-dir',
@@ -90,9 +91,12 @@ export class PodVolumes {
     for (const v of pod.spec?.volumes ?? []) {
       if (!(v.configMap || v.secret || v.downwardAPI || v.projected)) continue;
       try {
-        const payload = await this.payloadOf(pod, v);
+        const payload = payloadWithFsGroup(await this.payloadOf(pod, v), fsGroupOf(pod));
         const dir = this.dirOf(pluginOf(v), v.name);
-        if (await writePayload(dir, payload)) this.log.info({ volume: v.name }, 'volume contents updated');
+        if (await writePayload(dir, payload)) {
+          await applyFsGroup(dir, fsGroupOf(pod), { readOnly: true, policyApplies: false });
+          this.log.info({ volume: v.name }, 'volume contents updated');
+        }
       } catch (err) {
         // The kubelet keeps the last good contents when an object disappears or cannot be read.
         this.log.debug({ volume: v.name, err: errorMessage(err) }, 'volume refresh failed');
@@ -124,10 +128,12 @@ export class PodVolumes {
         await ensureTmpfs(dir, size);
       } else if (medium === '') {
         await fsp.mkdir(dir, { recursive: true, mode: 0o777 });
-        await fsp.chmod(dir, 0o777);
+        // 0777, keeping a setgid bit an fsGroup put there (an adopted pod's volume).
+        await fsp.chmod(dir, ((await fsp.stat(dir)).mode & 0o7000) | 0o777);
       } else {
         throw invalidArgument(`emptyDir medium ${JSON.stringify(medium)} is not supported`);
       }
+      await applyFsGroup(dir, fsGroupOf(pod), { readOnly: false, policyApplies: true });
       return { hostPath: dir, readOnly: false };
     }
     if (v.configMap || v.secret || v.downwardAPI || v.projected) {
@@ -136,7 +142,8 @@ export class PodVolumes {
       // Secrets and tokens never touch the disk.
       if (plugin === 'secret' || plugin === 'projected') await ensureTmpfs(dir);
       else await fsp.mkdir(dir, { recursive: true, mode: 0o755 });
-      await writePayload(dir, await this.payloadOf(pod, v));
+      await writePayload(dir, payloadWithFsGroup(await this.payloadOf(pod, v), fsGroupOf(pod)));
+      await applyFsGroup(dir, fsGroupOf(pod), { readOnly: true, policyApplies: false });
       return { hostPath: dir, readOnly: true };
     }
     const kind = Object.keys(v).find((k) => k !== 'name') ?? 'unknown';

@@ -218,7 +218,9 @@ export async function projectedPayload(
     } else if (s.serviceAccountToken) {
       const t = s.serviceAccountToken;
       const token = await data.serviceAccountToken(pod, t.audience, t.expirationSeconds ?? DEFAULT_TOKEN_SECONDS);
-      add(payload, t.path, Buffer.from(token), defaultMode ?? DEFAULT_VOLUME_MODE, 'serviceAccountToken');
+      // As the kubelet: with an fsGroup the token is 0600 (0640 once the group is applied), not world-readable.
+      const mode = pod.spec?.securityContext?.fsGroup !== undefined && pod.spec?.securityContext?.fsGroup !== null ? 0o600 : (defaultMode ?? DEFAULT_VOLUME_MODE);
+      add(payload, t.path, Buffer.from(token), mode, 'serviceAccountToken');
     } else {
       throw invalidArgument('projected volume source not supported (clusterTrustBundle, podCertificate)');
     }
