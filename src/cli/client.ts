@@ -1,6 +1,6 @@
-// The CLI's CRI connection: typed promise calls on the RuntimeService and ImageService of one endpoint.
-import * as grpc from '@grpc/grpc-js';
-import { criProto } from '../cri/grpc.js';
+// The CLI's CRI connection: the shared client (src/cri-client) seen through typed calls, and how the
+// endpoint is chosen.
+import { CriClient as SharedCriClient, type CriCallOptions } from '../cri-client/client.js';
 import type { ContainerStatusRequest } from '../cri/generated/runtime/v1/ContainerStatusRequest.js';
 import type { ContainerStatusResponse__Output } from '../cri/generated/runtime/v1/ContainerStatusResponse.js';
 import type { CreateContainerRequest } from '../cri/generated/runtime/v1/CreateContainerRequest.js';
@@ -69,15 +69,11 @@ export interface ImageCalls {
   ImageFsInfo: [ImageFsInfoRequest, ImageFsInfoResponse__Output];
 }
 
-export interface CallOptions {
-  /** Deadline in milliseconds from now; none when 0 or absent. */
-  timeoutMs?: number;
-}
-
+/** The CLI's typed view of the shared client: each method it calls, with its request and reply types. */
 export interface CriClient {
   readonly endpoint: string;
-  runtime<M extends keyof RuntimeCalls>(method: M, request: RuntimeCalls[M][0], opts?: CallOptions): Promise<RuntimeCalls[M][1]>;
-  image<M extends keyof ImageCalls>(method: M, request: ImageCalls[M][0], opts?: CallOptions): Promise<ImageCalls[M][1]>;
+  runtime<M extends keyof RuntimeCalls>(method: M, request: RuntimeCalls[M][0], opts?: CriCallOptions): Promise<RuntimeCalls[M][1]>;
+  image<M extends keyof ImageCalls>(method: M, request: ImageCalls[M][0], opts?: CriCallOptions): Promise<ImageCalls[M][1]>;
   close(): void;
 }
 
@@ -88,37 +84,8 @@ export function resolveEndpoint(flag: string | undefined, env: NodeJS.ProcessEnv
   return raw.startsWith('/') ? `unix://${raw}` : raw;
 }
 
-type UnaryMethod = (request: object, metadata: grpc.Metadata, options: grpc.CallOptions, callback: (err: grpc.ServiceError | null, response: unknown) => void) => unknown;
-
-function unary<Res>(client: grpc.Client, method: string, request: object, opts: CallOptions = {}): Promise<Res> {
-  const fn = (client as unknown as Record<string, UnaryMethod>)[method];
-  if (typeof fn !== 'function') return Promise.reject(new Error(`no such CRI method ${method}`));
-  const options: grpc.CallOptions = opts.timeoutMs ? { deadline: Date.now() + opts.timeoutMs } : {};
-  return new Promise((resolve, reject) => {
-    fn.call(client, request, new grpc.Metadata(), options, (err, response) => (err ? reject(err) : resolve(response as Res)));
-  });
-}
-
 export function connectCri(endpoint: string): CriClient {
-  const proto = criProto();
-  const credentials = grpc.credentials.createInsecure();
-  const channelOptions = { 'grpc.max_receive_message_length': 64 * 1024 * 1024 };
-  const runtimeClient = new proto.runtime.v1.RuntimeService(endpoint, credentials, channelOptions);
-  const imageClient = new proto.runtime.v1.ImageService(endpoint, credentials, channelOptions);
-  return {
-    endpoint,
-    runtime: (method, request, opts) => unary(runtimeClient, method, request, opts),
-    image: (method, request, opts) => unary(imageClient, method, request, opts),
-    close() {
-      runtimeClient.close();
-      imageClient.close();
-    },
-  };
+  return new SharedCriClient(endpoint, { maxReceiveMessageBytes: 64 * 1024 * 1024 });
 }
 
-/** True for a gRPC error (it carries a status code and details). */
-export function isServiceError(err: unknown): err is grpc.ServiceError {
-  return typeof err === 'object' && err !== null && typeof (err as { code?: unknown }).code === 'number' && 'details' in err;
-}
-
-export { status as GrpcStatus } from '@grpc/grpc-js';
+export { isServiceError, GrpcStatus } from '../cri-client/client.js';

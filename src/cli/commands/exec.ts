@@ -107,7 +107,7 @@ export const execCommand: Command = {
       return runRemoteCommand(ctx, url, { family, stdin, tty, insecure: args.flag('insecure') });
     }
     const id = await resolveContainerId(client, wanted!);
-    const res = await client.runtime('ExecSync', { container_id: id, cmd: args.verbatim, timeout }, timeout ? { timeoutMs: (timeout + 30) * 1000 } : {});
+    const res = await client.runtime('ExecSync', { container_id: id, cmd: args.verbatim, timeout }, timeout ? { deadlineMs: (timeout + 30) * 1000 } : {});
     if (res.stdout.length > 0) ctx.stdout.write(res.stdout);
     if (res.stderr.length > 0) ctx.stderr.write(res.stderr);
     return res.exit_code;
