@@ -288,7 +288,8 @@ function checkRuntimeConfig(config: NodeletConfig): void {
     }
   }
   const { address, namespace } = config.runtime.containerd;
-  if (typeof address !== 'string' || address.replace(/^unix:\/\//, '') === '') throw invalidArgument('runtime.containerd.address: want the socket path of containerd (or unix://path)');
+  // Empty is left to the containerd backend to give a meaning (a containerd of its own); unix:// alone names nothing.
+  if (typeof address !== 'string' || address === 'unix://') throw invalidArgument('runtime.containerd.address: want the socket path of containerd (or unix://path)');
   if (typeof namespace !== 'string' || !CONTAINERD_NAMESPACE.test(namespace)) {
     throw invalidArgument(`runtime.containerd.namespace: want letters, digits, '.', '_' and '-', not ${JSON.stringify(namespace)}`);
   }

@@ -43,7 +43,8 @@ test('--containerd-address and --containerd-namespace; a containerd handler can 
   assert.equal(config.runtime.defaultHandler, 'shim');
   assert.deepEqual(config.runtime.containerd, { address: 'unix:///run/k3s/containerd.sock', namespace: 'k8s.io' });
   assert.throws(() => loadConfig(['--containerd-namespace', 'bad/ns']), /runtime\.containerd\.namespace/);
-  assert.throws(() => loadConfig(['--containerd-address', '']), /runtime\.containerd\.address/);
+  assert.throws(() => loadConfig(['--containerd-address', 'unix://']), /runtime\.containerd\.address/);
+  assert.equal(loadConfig(['--containerd-address', '']).config.runtime.containerd.address, '', 'empty: the containerd backend decides (a containerd of its own)');
 });
 
 test('config file: containerd handlers, address and namespace; flags win; bad handlers named by key', () => {
