@@ -85,13 +85,14 @@ export class Agent {
     if (this.config.kubeconfig && this.config.bootstrapKubeconfig) await this.bootstrap();
     if (this.config.kubeconfig) this.kube = kubeClientsFromFile(this.config.kubeconfig);
     if (this.kube && this.config.rotateCertificates) await this.startClientCertificateRotation();
+    const kube = this.kube;
     this.csiPlugins = new CsiPlugins({
       registryDir: this.config.pluginsRegistryDir ?? path.join(this.config.root, 'plugins_registry'),
       nodeName: this.config.nodeName,
       kube: this.kube,
       log: this.log,
     });
-    this.csiVolumes = new CsiVolumes(this.config.root, this.csiPlugins, this.log, this.kube ? { config: this.kube.config, nodeName: this.config.nodeName } : undefined);
+    this.csiVolumes = new CsiVolumes(this.config.root, this.csiPlugins, this.log, kube ? { config: kube.config, nodeName: this.config.nodeName, secret: (ns, name) => (this.volumeData ??= new KubeVolumeData(kube.core)).secret(ns, name) } : undefined);
     // Before registration, so the Node reports the port the kubelet API really listens on.
     await this.startKubeletApi();
     if (this.kube && this.config.rotateServerCertificates && this.kubeletApi) await this.startServingCertificateRotation(this.kubeletApi);

@@ -18,7 +18,7 @@ import { waitFor } from '../helpers/pods.js';
 import { startControlPlane, type ControlPlane } from '../conformance/control-plane.js';
 import { startAgentHarness, type AgentHarness } from './harness.js';
 import { startTestCsiDriver } from '../helpers/csi-driver.js';
-import { volumeAttachmentName } from '../../src/agent/csi/volumes.js';
+import { inlineVolumeHandle, volumeAttachmentName } from '../../src/agent/csi/volumes.js';
 
 configureLogger(process.env.NODELET_TEST_AGENT_LOG ?? 'silent');
 
@@ -507,6 +507,38 @@ test('a CSI volume that needs attaching waits for its VolumeAttachment; once att
     });
     await deletePod('attached-user');
     await waitFor('unstaged', async () => driver.calls.some((c) => c.method === 'NodeUnstageVolume'), 30_000);
+  } finally {
+    await driver.stop();
+  }
+});
+
+test('an inline CSI volume (pod spec): published, never staged, under the kubelet\'s csi-<hash> handle, with its nodePublishSecretRef', async () => {
+  const driverName = 'inline.nodelet.test';
+  const driver = await startTestCsiDriver({
+    name: driverName,
+    nodeId: `id-${nodeName}`,
+    dir: await fsp.mkdtemp(path.join(h.base, 'csi-inline-')),
+    registryDir: path.join(h.config.root, 'plugins_registry'),
+  });
+  try {
+    await waitFor('the agent registered the plugin', async () => driver.registration?.plugin_registered === true, 30_000);
+    await apply(
+      { apiVersion: 'storage.k8s.io/v1', kind: 'CSIDriver', metadata: { name: driverName }, spec: { attachRequired: false, volumeLifecycleModes: ['Ephemeral'] } },
+      { apiVersion: 'v1', kind: 'Secret', metadata: { name: 'inline-creds', namespace: NS }, stringData: { user: 'u1', password: 'p1' } },
+    );
+    await apply(writerPod('inline-user', { csi: { driver: driverName, volumeAttributes: { size: '1Mi' }, nodePublishSecretRef: { name: 'inline-creds' } } }));
+    const pod = await waitPodRunning('inline-user');
+    const handle = inlineVolumeHandle(pod.metadata.uid, 'data');
+    assert.equal(await fsp.readFile(path.join(driver.backing, handle, 'inline-user.txt'), 'utf8'), 'written-by-inline-user\n');
+    const publish = driver.calls.find((c) => c.method === 'NodePublishVolume')!.request;
+    assert.equal(publish.volume_id, handle);
+    assert.equal(publish.staging_target_path, '');
+    assert.deepEqual(publish.secrets, { user: 'u1', password: 'p1' });
+    assert.deepEqual(publish.volume_context, { size: '1Mi', 'csi.storage.k8s.io/ephemeral': 'true' });
+    assert.equal(publish.target_path, path.join(h.config.root, 'pods', pod.metadata.uid, 'volumes', 'kubernetes.io~csi', 'data', 'mount'));
+    await deletePod('inline-user');
+    await waitFor('unpublished', async () => driver.calls.some((c) => c.method === 'NodeUnpublishVolume'), 30_000);
+    assert.deepEqual(driver.calls.map((c) => c.method).filter((m) => /^Node(Stage|Publish|Unstage|Unpublish)Volume$/.test(m)), ['NodePublishVolume', 'NodeUnpublishVolume']);
   } finally {
     await driver.stop();
   }

@@ -88,8 +88,8 @@ export async function startTestCsiDriver(opts: { name: string; nodeId: string; d
     }),
     NodePublishVolume: record('NodePublishVolume', async (req) => {
       if (!req.volume_id || !req.target_path) throw invalid('volume_id and target_path are required');
-      const source = opts.stageUnstage === false ? path.join(backing, req.volume_id) : req.staging_target_path;
-      if (!source) throw invalid('staging_target_path is required (STAGE_UNSTAGE_VOLUME)');
+      // Unstaged (no STAGE_UNSTAGE_VOLUME, or an inline ephemeral volume): straight from the backing dir.
+      const source = req.staging_target_path || path.join(backing, req.volume_id);
       await fsp.mkdir(source, { recursive: true });
       await fsp.mkdir(req.target_path, { recursive: true });
       if (!(await isMountpoint(req.target_path))) {

@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { StorageV1Api, type KubeConfig, type V1CSIDriver, type V1Pod } from '@kubernetes/client-node';
+import { StorageV1Api, type KubeConfig, type V1CSIDriver, type V1Pod, type V1Volume } from '@kubernetes/client-node';
 import { errorMessage, failedPrecondition } from '../../common/errors.js';
 import { apiErrorCode, makeApiClient } from '../kube-client.js';
 import type { Logger } from '../../common/log.js';
@@ -35,6 +35,28 @@ export function volumeAttachmentName(volumeHandle: string, driver: string, nodeN
   return `csi-${createHash('sha256').update(`${volumeHandle}${driver}${nodeName}`).digest('hex')}`;
 }
 
+/** An inline CSI volume's handle: the kubelet's csi-<sha256(pod uid + volume name)>. */
+export function inlineVolumeHandle(podUid: string, volumeName: string): string {
+  return `csi-${createHash('sha256').update(`${podUid}${volumeName}`).digest('hex')}`;
+}
+
+/** How an inline (pod-spec) CSI volume mounts: published only, read-write once unless readOnly. */
+export function inlineCsiMount(pod: V1Pod, v: V1Volume): CsiMount {
+  const csi = v.csi!;
+  return {
+    kind: 'csi',
+    driver: csi.driver,
+    volumeHandle: inlineVolumeHandle(pod.metadata!.uid!, v.name),
+    fsType: csi.fsType,
+    readOnly: Boolean(csi.readOnly),
+    volumeAttributes: csi.volumeAttributes ?? {},
+    mountOptions: [],
+    accessMode: 'SINGLE_NODE_WRITER',
+    ...(csi.nodePublishSecretRef?.name ? { publishSecret: { namespace: pod.metadata!.namespace!, name: csi.nodePublishSecretRef.name } } : {}),
+    ephemeral: true,
+  };
+}
+
 /** The pod's identity in volume_context when the CSIDriver asks for it (podInfoOnMount). */
 export function podInfoContext(pod: V1Pod): Record<string, string> {
   return {
@@ -53,8 +75,8 @@ export class CsiVolumes implements CsiPublisher {
     private readonly root: string,
     private readonly plugins: CsiPlugins,
     private readonly log: Logger,
-    /** The cluster: CSIDriver (attachRequired, podInfoOnMount) and VolumeAttachment are read from it. */
-    private readonly cluster?: { config: KubeConfig; nodeName: string },
+    /** The cluster: CSIDriver (attachRequired, podInfoOnMount) and VolumeAttachment are read from it, secrets too. */
+    private readonly cluster?: { config: KubeConfig; nodeName: string; secret(namespace: string, name: string): Promise<Record<string, Buffer> | undefined> },
   ) {
     if (cluster) this.storage = makeApiClient(cluster.config, StorageV1Api);
   }
@@ -93,21 +115,33 @@ export class CsiVolumes implements CsiPublisher {
     return path.join(this.root, 'pods', podUid, 'volumes', CSI_PLUGIN_DIR);
   }
 
+  private async secrets(ref: { namespace: string; name: string } | undefined): Promise<Record<string, string>> {
+    if (!ref) return {};
+    const data = await this.cluster?.secret(ref.namespace, ref.name);
+    if (!data) throw failedPrecondition(`secret ${ref.namespace}/${ref.name} not found`);
+    return Object.fromEntries(Object.entries(data).map(([k, v]) => [k, v.toString()]));
+  }
+
   async publish(pod: V1Pod, pvName: string, m: CsiMount): Promise<string> {
     const podUid = pod.metadata!.uid!;
     const driver = this.plugins.driver(m.driver);
     if (!driver) throw failedPrecondition(`kubernetes.io/csi: driver name ${m.driver} not found in the list of registered CSI drivers`);
     const csiDriver = await this.csiDriver(m.driver);
-    const publishContext = await this.attachment(m, csiDriver);
+    if (m.ephemeral && !(csiDriver?.spec?.volumeLifecycleModes ?? []).includes('Ephemeral')) {
+      throw failedPrecondition(`volume mode "Ephemeral" not supported by driver ${m.driver} (only supports ${JSON.stringify(csiDriver?.spec?.volumeLifecycleModes ?? ['Persistent'])})`);
+    }
+    const publishContext = m.ephemeral ? {} : await this.attachment(m, csiDriver);
     const capability = volumeCapability(m);
-    const publishVolumeContext = csiDriver?.spec?.podInfoOnMount ? { ...m.volumeAttributes, ...podInfoContext(pod) } : m.volumeAttributes;
+    let publishVolumeContext = csiDriver?.spec?.podInfoOnMount ? { ...m.volumeAttributes, ...podInfoContext(pod) } : m.volumeAttributes;
+    if (m.ephemeral) publishVolumeContext = { ...publishVolumeContext, 'csi.storage.k8s.io/ephemeral': 'true' };
     let stagingPath: string | undefined;
-    if (driver.stageUnstage) {
+    if (driver.stageUnstage && !m.ephemeral) {
       stagingPath = this.stagingPath(m.driver, m.volumeHandle);
       await fsp.mkdir(stagingPath, { recursive: true, mode: 0o750 });
       await writeVolData(path.dirname(stagingPath), { driverName: m.driver, volumeHandle: m.volumeHandle, specVolID: pvName });
       await driver.node.call('NodeStageVolume', {
         volume_id: m.volumeHandle, publish_context: publishContext, staging_target_path: stagingPath, volume_capability: capability, volume_context: m.volumeAttributes,
+        secrets: await this.secrets(m.stageSecret),
       }, 120_000);
     }
     const dir = path.join(this.podCsiDir(podUid), pvName);
@@ -122,6 +156,7 @@ export class CsiVolumes implements CsiPublisher {
       target_path: target,
       volume_capability: capability,
       readonly: m.readOnly,
+      secrets: await this.secrets(m.publishSecret),
       volume_context: publishVolumeContext,
     }, 120_000);
     this.log.info({ driver: m.driver, volume: m.volumeHandle, pv: pvName, target }, 'CSI volume published');

@@ -36,7 +36,21 @@ export function claimProblem(pod: V1Pod, v: V1Volume, pvc: V1PersistentVolumeCla
 export type PersistentMount =
   | { kind: 'hostPath'; path: string; type?: string }
   | { kind: 'local'; path: string }
-  | { kind: 'csi'; driver: string; volumeHandle: string; fsType?: string; readOnly: boolean; volumeAttributes: Record<string, string>; mountOptions: string[]; accessMode: string };
+  | {
+      kind: 'csi';
+      driver: string;
+      volumeHandle: string;
+      fsType?: string;
+      readOnly: boolean;
+      volumeAttributes: Record<string, string>;
+      mountOptions: string[];
+      accessMode: string;
+      /** Secrets for NodeStageVolume and NodePublishVolume (namespace/name). */
+      stageSecret?: { namespace: string; name: string };
+      publishSecret?: { namespace: string; name: string };
+      /** An inline (pod-spec) ephemeral volume: published only, never staged. */
+      ephemeral?: boolean;
+    };
 
 /** How a bound PV is mounted; a source this node can't mount is an InvalidArgument naming it. */
 export function persistentMount(pv: V1PersistentVolume): PersistentMount {
@@ -63,6 +77,8 @@ export function persistentMount(pv: V1PersistentVolume): PersistentMount {
       volumeAttributes: spec.csi.volumeAttributes ?? {},
       mountOptions: spec.mountOptions ?? [],
       accessMode,
+      ...(spec.csi.nodeStageSecretRef?.name ? { stageSecret: { namespace: spec.csi.nodeStageSecretRef.namespace ?? 'default', name: spec.csi.nodeStageSecretRef.name } } : {}),
+      ...(spec.csi.nodePublishSecretRef?.name ? { publishSecret: { namespace: spec.csi.nodePublishSecretRef.namespace ?? 'default', name: spec.csi.nodePublishSecretRef.name } } : {}),
     };
   }
   const kind = Object.keys(spec).find((k) => !['accessModes', 'capacity', 'claimRef', 'persistentVolumeReclaimPolicy', 'storageClassName', 'mountOptions', 'volumeMode', 'nodeAffinity', 'volumeAttributesClassName'].includes(k));

@@ -10,6 +10,7 @@ import { writePayload, type Payload } from './atomic-writer.js';
 import { prepareHostPath } from './host-path.js';
 import { downwardApiPayload, keyedPayload, projectedPayload, type VolumeDataSource } from './sources.js';
 import { ensureTmpfs, unmountAllUnder } from './tmpfs.js';
+import { inlineCsiMount } from '../csi/volumes.js';
 import { claimNameOf, claimNotReady, claimProblem, persistentMount, volumeInUseName, type PersistentMount } from './persistent.js';
 import { applyFsGroup, fsGroupOf, payloadWithFsGroup } from './fs-group.js';
 
@@ -116,6 +117,10 @@ export class PodVolumes {
 
   private async setUpOne(pod: V1Pod, v: V1Volume, inUse: string[]): Promise<MountedVolume> {
     if (v.persistentVolumeClaim || v.ephemeral) return this.setUpClaim(pod, v, inUse);
+    if (v.csi) {
+      if (!this.csi) throw invalidArgument('csi volumes need the agent\'s CSI plugin manager');
+      return { hostPath: await this.csi.publish(pod, v.name, inlineCsiMount(pod, v)), readOnly: Boolean(v.csi.readOnly) };
+    }
     if (v.hostPath) {
       await prepareHostPath(v.hostPath.path, v.hostPath.type);
       return { hostPath: v.hostPath.path, readOnly: false };
