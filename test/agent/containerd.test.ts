@@ -122,3 +122,28 @@ test('deleting a pod on containerd stops it and removes it from the API', async 
   assert.deepEqual(await sandboxesOf(uid), []);
   assert.deepEqual(await containersOf(uid), []);
 });
+
+test('the kubelet API on containerd: /metrics/cadvisor from container stats (no CRI metrics RPCs in 1.6), /runningpods, /metrics', async () => {
+  api.create('pods', podManifest('measured', { containers: [container('main', LOOP)] }));
+  await waitPod('measured', 'Running', (p) => p.status.phase === 'Running');
+  const get = (p: string) =>
+    new Promise<{ status: number; body: string }>((resolve, reject) => {
+      https
+        .get(`https://127.0.0.1:${agent.kubeletApi!.port}${p}`, { rejectUnauthorized: false, headers: { Authorization: `Bearer ${USER_TOKEN}` } }, (r) => {
+          let text = '';
+          r.on('data', (chunk: Buffer) => (text += chunk.toString()));
+          r.on('end', () => resolve({ status: r.statusCode ?? 0, body: text }));
+        })
+        .on('error', reject);
+    });
+  const line = await waitFor('a working set series for measured/main', async () => {
+    const res = await get('/metrics/cadvisor');
+    assert.equal(res.status, 200, res.body);
+    return res.body.split('\n').find((l) => l.startsWith('container_memory_working_set_bytes{') && l.includes('pod="measured"') && l.includes('container="main"'));
+  }, 20_000);
+  assert.match(line, new RegExp(`^container_memory_working_set_bytes\\{container="main",id="[0-9a-f]{64}",image="[^"]*busybox[^"]*",name="[0-9a-f]{64}",namespace="${NS}",pod="measured"\\} \\d+`));
+  const running = JSON.parse((await get('/runningpods/')).body);
+  assert.deepEqual(running.items.find((p: any) => p.metadata.name === 'measured')?.spec.containers.map((c: any) => c.name), ['main']);
+  const metrics = (await get('/metrics')).body;
+  assert.match(metrics, /^kubelet_runtime_operations_total\{operation_type="run_podsandbox"\} [1-9]/m);
+});
