@@ -332,15 +332,59 @@ export class Containers {
     });
   }
 
+  /**
+   * Answers once the container is durably marked removed (gone from every list and status, its name free);
+   * the runtime's delete and the unmounts, the slow part, run in the background, as containerd's
+   * RemoveContainer leaves them to its shim. A daemon killed before they finish completes them at start.
+   * A second RemoveContainer, or the removal of the pod, waits for them.
+   */
   async remove(id: string): Promise<void> {
     if (!id) throw invalidArgument('container_id is required');
     const found = this.ctx.containers.get(id);
     if (!found) return;
     await this.ctx.locks.run(found.id, async () => {
       const rec = this.ctx.containers.get(found.id);
+      if (!rec) return;
       // A record still "creating" once its lock is free is a leftover of a creation that never finished: undo it all.
-      if (rec) await this.destroy(rec, { force: rec.phase === 'creating' });
+      if (rec.phase === 'creating') return this.destroy(rec, { force: true });
+      if (rec.phase === 'ready') {
+        if (rec.state !== 'CONTAINER_EXITED') {
+          // Its processes die before the answer: a removed container never runs on.
+          const backend = this.ctx.backends.get(rec.runtimeHandler);
+          await backend?.stop(rec.id, 0, 'SIGKILL').catch(() => undefined);
+          rec.state = 'CONTAINER_EXITED';
+        }
+        rec.phase = 'removing';
+        await this.ctx.containers.put(rec);
+        crashPoint('container.remove.marked');
+        this.ctx.containerNames.release(rec.reservedName, rec.id);
+        this.ctx.emit('CONTAINER_DELETED_EVENT', rec.id, rec.sandboxId);
+      }
     });
+    // A first removal answers now; a repeated one (or the pod's) waits for the teardown to end.
+    await this.finishRemoval(found.id, found.phase === 'removing');
+  }
+
+  private readonly removals = new Map<string, Promise<void>>();
+
+  /**
+   * The background part of a removal (started once per id; a failed one is retried by the next call).
+   * `wait`: resolve when it is done (a second RemoveContainer, the pod's removal), or at once.
+   */
+  private finishRemoval(id: string, wait = false): Promise<void> {
+    let running = this.removals.get(id);
+    if (!running) {
+      running = this.ctx.locks
+        .run(id, async () => {
+          const rec = this.ctx.containers.get(id);
+          if (rec?.phase === 'removing') await this.destroy(rec);
+        })
+        .catch((err: unknown) => logger({ container: id.slice(0, 12) }).warn({ err: errorMessage(err) }, 'removing a container in the background failed; the next RemoveContainer or a restart retries'))
+        .finally(() => this.removals.delete(id));
+      this.removals.set(id, running);
+      if (!wait) return Promise.resolve();
+    }
+    return wait ? running : Promise.resolve();
   }
 
   /**
@@ -376,7 +420,12 @@ export class Containers {
   }
 
   async removeAllOf(sandboxId: string): Promise<void> {
-    await Promise.all(this.ctx.containersOf(sandboxId).map((c) => this.remove(c.id)));
+    await Promise.all(
+      this.ctx.containersOf(sandboxId).map(async (c) => {
+        await this.remove(c.id);
+        await this.finishRemoval(c.id, true);
+      }),
+    );
   }
 
   async list(filter: ContainerFilter__Output | null | undefined): Promise<ContainerRecord[]> {
@@ -461,6 +510,11 @@ export class Containers {
         if (rec.phase === 'creating') {
           log.warn('undoing a container whose creation was interrupted');
           await this.destroy(rec, { force: true });
+          continue;
+        }
+        if (rec.phase === 'removing') {
+          log.info('finishing the removal of a container');
+          await this.destroy(rec);
           continue;
         }
         const backend = this.ctx.backend(rec.runtimeHandler);

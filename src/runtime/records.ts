@@ -4,8 +4,11 @@ import type { ContainerConfig__Output } from '../cri/generated/runtime/v1/Contai
 import type { LinuxContainerResources__Output } from '../cri/generated/runtime/v1/LinuxContainerResources.js';
 import type { ImageVolume } from './image-volumes.js';
 
-/** 'creating' marks a record whose set-up did not finish: recovery undoes it. */
-export type Phase = 'creating' | 'ready';
+/**
+ * 'creating' marks a record whose set-up did not finish: recovery undoes it. 'removing' (containers):
+ * RemoveContainer answered, the teardown runs in the background; recovery finishes it.
+ */
+export type Phase = 'creating' | 'ready' | 'removing';
 
 export type SandboxState = 'SANDBOX_READY' | 'SANDBOX_NOTREADY';
 

@@ -485,8 +485,9 @@ const containerLife: KillPoint[] = [
     },
     trigger: (lane, id: string) => lane.d.client.runtime('StopContainer', { container_id: id, timeout: 0 }),
   },
-  // The runtime's delete and the unmount run side by side: "rootfs" is before either is done, "delete.done" after runc's.
-  ...['container.undo.rootfs', 'container.undo.delete.done', 'container.undo.record'].map(
+  // RemoveContainer answers once the record is marked removed ("remove.marked"); the runtime's delete and the
+  // unmount then run side by side in the background: "rootfs" is before either is done, "delete.done" after runc's.
+  ...['container.remove.marked', 'container.undo.rootfs', 'container.undo.delete.done', 'container.undo.record'].map(
     (step): KillPoint => ({
       step,
       title: `RemoveContainer killed at ${step}: the container is listed or gone, never half`,
