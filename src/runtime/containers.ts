@@ -342,6 +342,8 @@ export class Containers {
     if (!id) throw invalidArgument('container_id is required');
     const found = this.ctx.containers.get(id);
     if (!found) return;
+    // Read before the lock: the record object itself turns 'removing' below.
+    const repeated = found.phase === 'removing';
     await this.ctx.locks.run(found.id, async () => {
       const rec = this.ctx.containers.get(found.id);
       if (!rec) return;
@@ -362,7 +364,7 @@ export class Containers {
       }
     });
     // A first removal answers now; a repeated one (or the pod's) waits for the teardown to end.
-    await this.finishRemoval(found.id, found.phase === 'removing');
+    await this.finishRemoval(found.id, repeated);
   }
 
   private readonly removals = new Map<string, Promise<void>>();
