@@ -108,6 +108,8 @@ test('an image volume shows the merged image layers read-only; the image stays w
 
   await d.client.runtime('StopContainer', { container_id: id, timeout: 0 });
   await d.client.runtime('RemoveContainer', { container_id: id });
+  // The teardown runs after the answer; a repeated RemoveContainer waits for it.
+  await d.client.runtime('RemoveContainer', { container_id: id });
   assert.deepEqual(await hostMountsUnder(containerDir), [], 'rootfs and volume unmounted');
   assert.equal(await exists(containerDir), false);
   await removePod(pod.id);
@@ -132,6 +134,7 @@ test('image_sub_path mounts one directory of the image (single-layer image)', as
   assert.equal((await exec(id, ['ls', '/data'])).stdout, 'b\n');
   assert.match((await exec(id, ['touch', '/cfg/x'])).stderr, /Read-only file system/);
   await d.client.runtime('RemoveContainer', { container_id: id });
+  await d.client.runtime('RemoveContainer', { container_id: id }); // waits for the background teardown
   assert.deepEqual(await hostMountsUnder(path.join(d.root, 'containers', id)), []);
   await removePod(pod.id);
 });

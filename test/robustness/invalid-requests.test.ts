@@ -512,6 +512,8 @@ test(`${cases.length} invalid requests: each answered with its code, naming the 
   await d.client.runtime('RemovePodSandbox', { pod_sandbox_id: okPod.pod_sandbox_id });
   const okCtr = await d.client.runtime('CreateContainer', ctrReq());
   await d.client.runtime('RemoveContainer', { container_id: okCtr.container_id });
+  // The teardown runs after the answer; a repeated RemoveContainer waits for it (the snapshot below counts mounts).
+  await d.client.runtime('RemoveContainer', { container_id: okCtr.container_id });
   await fsp.rm(path.join(logDir, `bad-${seq - 1}`), { recursive: true, force: true });
   for (const f of await fsp.readdir(path.join(logDir, 'pod'))) if (f.startsWith('c')) await fsp.rm(path.join(logDir, 'pod', f), { force: true });
 
@@ -525,7 +527,10 @@ test(`${cases.length} invalid requests: each answered with its code, naming the 
     const got = await call(c);
     const label = `${c.rpc} / ${c.title}`;
     if (got.code !== c.code) wrong.push(`${label}: expected ${c.code}, got ${got.code} ${got.message.slice(0, 200)} ${got.message.slice(-300)}`);
-    if (got.code === 'OK' && c.rpc === 'CreateContainer') await d.client.runtime('RemoveContainer', { container_id: got.res.container_id });
+    if (got.code === 'OK' && c.rpc === 'CreateContainer') {
+      await d.client.runtime('RemoveContainer', { container_id: got.res.container_id });
+      await d.client.runtime('RemoveContainer', { container_id: got.res.container_id }); // waits for the teardown
+    }
     const says = typeof c.says === 'function' ? c.says() : c.says;
     if (got.code !== c.code) continue;
     if (says && !got.message.includes(says)) wrong.push(`${label}: message does not name ${JSON.stringify(says)}: ${got.message.slice(0, 200)}`);
