@@ -63,10 +63,11 @@ export async function serveExec(streams: RemoteCommandStreams, target: ExecTarge
   try {
     if (exec.message !== undefined && streams.stdout && !streams.stdout.destroyed) streams.stdout.write(`${exec.message}\r\n`);
     let done = false;
+    const resizeExec = inOrder((width, height) => exec.resize(width, height), (err) => log.debug({ err: errorMessage(err) }, 'exec resize failed'));
     if (target.tty) {
       apply = (width, height) => {
         if (done) return;
-        exec.resize(width, height).catch((err: unknown) => log.debug({ err: errorMessage(err) }, 'exec resize failed'));
+        resizeExec(width, height);
       };
       // A size that came while the command was being started.
       if (size.width !== started.width || size.height !== started.height) apply(size.width, size.height);
@@ -110,9 +111,11 @@ export async function serveAttach(streams: RemoteCommandStreams, target: AttachT
   session.stdin.on('error', () => undefined);
   if (streams.stdin) relay(streams.stdin, session.stdin, { end: true, maxChunk: session.maxStdinChunk });
   if (target.tty) {
-    streams.onResize((size) => {
-      target.backend.resize(target.containerId, size.width, size.height).catch((err: unknown) => log.debug({ err: errorMessage(err) }, 'attach resize failed'));
-    });
+    const resizeAttached = inOrder(
+      (width, height) => target.backend.resize(target.containerId, width, height),
+      (err) => log.debug({ err: errorMessage(err) }, 'attach resize failed'),
+    );
+    streams.onResize((size) => resizeAttached(size.width, size.height));
   }
   const which = await Promise.race([session.closed.then(() => 'container' as const), streams.gone.then(() => 'client' as const)]);
   if (which === 'client') {
@@ -120,4 +123,26 @@ export async function serveAttach(streams: RemoteCommandStreams, target: AttachT
     return;
   }
   await streams.finish({ exitCode: 0 });
+}
+
+/**
+ * Applies terminal sizes one at a time, the latest winning: two resizes sent back to back (`stty cols 77 rows 22`)
+ * must not reach the terminal out of order, and sizes that queued up meanwhile collapse into the last one.
+ */
+function inOrder(resize: (width: number, height: number) => Promise<void>, onError: (err: unknown) => void): (width: number, height: number) => void {
+  let running = false;
+  let pending: { width: number; height: number } | undefined;
+  const next = async (): Promise<void> => {
+    running = true;
+    while (pending) {
+      const { width, height } = pending;
+      pending = undefined;
+      await resize(width, height).catch(onError);
+    }
+    running = false;
+  };
+  return (width, height) => {
+    pending = { width, height };
+    if (!running) void next();
+  };
 }
