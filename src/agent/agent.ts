@@ -55,6 +55,9 @@ export class Agent {
   private volumeData?: KubeVolumeData;
   private podCgroups?: PodCgroups;
   readonly metrics: AgentMetrics;
+  /** Settles with the reason when the agent can't go on (its main exits; a restart recovers, as with the kubelet). */
+  readonly failed: Promise<Error>;
+  private fail!: (err: Error) => void;
   clientCertificates?: CertificateRotation;
   csiPlugins?: CsiPlugins;
   private csiVolumes?: CsiVolumes;
@@ -65,6 +68,7 @@ export class Agent {
     this.log = logger({ component: 'nodelet-agent', node: config.nodeName });
     this.cri = new CriClient(config.criEndpoint);
     this.metrics = new AgentMetrics(this.cri, config.nodeName);
+    this.failed = new Promise((resolve) => (this.fail = resolve));
     this.cri.observer = (method, seconds, failed) => this.metrics.runtimeOperation(method, seconds, failed);
     this.hostIP = config.nodeIp ?? detectNodeIp();
   }
@@ -211,6 +215,8 @@ export class Agent {
         useClientCertificateFile(kube.config, store.currentPath);
         this.metrics.clientCertificateExpires(Date.parse(cert.validTo));
       },
+      // The kubelet exits 5 minutes after its client certificate expired unrenewed; restarted, it bootstraps again.
+      onExpired: (cert) => this.fail(new Error(`the client certificate expired at ${cert.validTo} and could not be renewed`)),
     });
     await this.clientCertificates.start(initial);
   }

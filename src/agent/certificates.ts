@@ -144,6 +144,15 @@ export interface RotationOptions {
   pollMs?: number;
   /** Bound on waiting for one CSR (default 15 min: a serving CSR waits for a person). */
   timeoutMs?: number;
+  /** The certificate expired this long ago (default 5 min) and no renewal came: the kubelet exits, so a restart
+   * bootstraps again; this is told instead (once). */
+  onExpired?(cert: X509Certificate): void;
+  expiredGraceMs?: number;
+}
+
+/** Whether a certificate has been expired for longer than the grace period. */
+export function expiredTooLong(validTo: string, graceMs: number, now = Date.now()): boolean {
+  return now > Date.parse(validTo) + graceMs;
 }
 
 /** Keeps one certificate fresh: gets one when the store has none (or an expired one), renews at the deadline. */
@@ -153,6 +162,7 @@ export class CertificateRotation {
   private failures = 0;
   private current?: X509Certificate;
   private renewing?: Promise<void>;
+  private expiredTold = false;
 
   constructor(private readonly opts: RotationOptions) {}
 
@@ -173,6 +183,8 @@ export class CertificateRotation {
       this.current = initial;
       this.schedule();
     } else {
+      // An expired one is kept only to say since when it has been expired.
+      this.current = stored?.cert ?? initial;
       this.schedule(0);
     }
   }
@@ -222,6 +234,12 @@ export class CertificateRotation {
     } catch (err) {
       if (this.abort.signal.aborted) return;
       this.failures++;
+      const current = this.current;
+      if (current && this.opts.onExpired && !this.expiredTold && expiredTooLong(current.validTo, this.opts.expiredGraceMs ?? 5 * 60_000)) {
+        this.expiredTold = true;
+        this.opts.log.error({ kind: this.opts.store.kind, expired: current.validTo }, 'the certificate has expired and could not be renewed');
+        this.opts.onExpired(current);
+      }
       // The kubelet backs off exponentially, capped at 5 minutes (and never past the certificate's expiry).
       const backoff = Math.min(2000 * 2 ** (this.failures - 1), 5 * 60_000);
       this.opts.log.warn({ kind: this.opts.store.kind, err: errorMessage(err), failures: this.failures, retryInSeconds: backoff / 1000 }, 'certificate renewal failed');

@@ -31,6 +31,10 @@ export async function main(argv: string[]): Promise<void> {
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
+  void agent.failed.then((err) => {
+    log.fatal({ err: errorMessage(err) }, 'nodelet-agent cannot go on; exiting');
+    agent.stop().finally(() => process.exit(1));
+  });
   try {
     await agent.start();
     log.info('nodelet-agent running');

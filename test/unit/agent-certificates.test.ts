@@ -30,3 +30,44 @@ test('--rotate-certificates, --rotate-server-certificates and --cert-dir', () =>
   assert.equal(on.rotateServerCertificates, true);
   assert.equal(on.certDir, '/var/lib/kubelet/pki');
 });
+
+test('a certificate expired past the grace period and not renewable is reported once (the agent then exits)', async () => {
+  const { CertificateRotation, CertificateStore, expiredTooLong } = await import('../../src/agent/certificates.js');
+  const { KubeConfig } = await import('@kubernetes/client-node');
+  const { logger } = await import('../../src/common/log.js');
+  const os = await import('node:os');
+  const { promises: fsp } = await import('node:fs');
+  const path = await import('node:path');
+  assert.equal(expiredTooLong('Sat, 28 Nov 2026 10:00:00 GMT', 60_000, Date.parse('2026-11-28T10:00:59Z')), false);
+  assert.equal(expiredTooLong('Sat, 28 Nov 2026 10:00:00 GMT', 60_000, Date.parse('2026-11-28T10:01:01Z')), true);
+
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'nodelet-cert-expired-'));
+  // An apiserver that is not there: every renewal fails.
+  const kube = new KubeConfig();
+  kube.loadFromOptions({
+    clusters: [{ name: 'c', server: 'https://127.0.0.1:1', skipTLSVerify: true }],
+    users: [{ name: 'u', token: 'x' }],
+    contexts: [{ name: 'x', cluster: 'c', user: 'u' }],
+    currentContext: 'x',
+  });
+  const expired: string[] = [];
+  const rotation = new CertificateRotation({
+    store: new CertificateStore(dir, 'kubelet-client'),
+    kube: () => kube,
+    request: () => ({ signerName: 'kubernetes.io/kube-apiserver-client-kubelet', nodeName: 'n1' }),
+    log: logger({ component: 'test' }),
+    onIssued: () => undefined,
+    onExpired: (cert) => void expired.push(cert.validTo),
+    expiredGraceMs: 1000,
+  });
+  const validTo = new Date(Date.now() - 10 * 60_000).toUTCString();
+  try {
+    await rotation.start({ validFrom: new Date(Date.now() - 3600_000).toUTCString(), validTo, serialNumber: '01' } as any);
+    const deadline = Date.now() + 10_000;
+    while (expired.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(expired, [validTo]);
+  } finally {
+    rotation.stop();
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
+});
