@@ -66,6 +66,7 @@ function now(): string {
  */
 export class CriLogFile {
   private out: WriteStream | undefined;
+  private draining: Promise<void> | undefined;
   private readonly pending = new Map<LogStream, Buffer>();
   private readonly flushTimers = new Map<LogStream, NodeJS.Timeout>();
 
@@ -121,13 +122,21 @@ export class CriLogFile {
     return this.out.write(Buffer.concat(records.map((r) => formatLogRecord(time, stream, r))));
   }
 
+  /** Resolves when the file caught up; one wait is shared by every caller (both streams pause on it). */
   drain(): Promise<void> {
     const out = this.out;
     if (!out || !out.writableNeedDrain) return Promise.resolve();
-    return new Promise((resolve) => {
-      out.once('drain', resolve);
-      out.once('close', resolve);
+    this.draining ??= new Promise<void>((resolve) => {
+      const done = (): void => {
+        out.off('drain', done);
+        out.off('close', done);
+        this.draining = undefined;
+        resolve();
+      };
+      out.on('drain', done);
+      out.on('close', done);
     });
+    return this.draining;
   }
 
   /** Closes the current file (flushing what is queued) and opens the path again: the kubelet rotated it. */
