@@ -154,6 +154,8 @@ export interface ChildOptions {
   stderr?: StdioSpec;
   /** A file opened as the child's stdin. */
   inputFile?: string;
+  /** A file opened for appending as the child's stdout and stderr (a daemon's log that outlives us). */
+  outputFile?: string;
   env?: Record<string, string | undefined>;
   /** Keep the parent's environment under `env` (default true). */
   extendEnv?: boolean;
@@ -193,12 +195,15 @@ export function spawnChild(file: string, args: readonly string[], options: Child
   const stdio: (StdioSpec | number)[] = options.stdio ? [...options.stdio] : [options.stdin ?? 'pipe', options.stdout ?? 'pipe', options.stderr ?? 'pipe'];
   let inputFd: number | undefined;
   if (options.inputFile !== undefined) stdio[0] = inputFd = openSync(options.inputFile, 'r');
+  let outputFd: number | undefined;
+  if (options.outputFile !== undefined) stdio[1] = stdio[2] = outputFd = openSync(options.outputFile, 'a');
   const env = options.extendEnv === false ? options.env : options.env ? { ...process.env, ...options.env } : undefined;
   let child: ChildProcess;
   try {
     child = spawn(file, args, { cwd: options.cwd, env, detached: options.detached, stdio });
   } finally {
     if (inputFd !== undefined) closeSync(inputFd);
+    if (outputFd !== undefined) closeSync(outputFd);
   }
   const keep = (which: 'stdout' | 'stderr') =>
     typeof options.buffer === 'object' ? options.buffer[which] !== false : options.buffer !== false;

@@ -1,5 +1,5 @@
 // Starts a real nodelet-cri process with its own temp root, run root, socket and CNI config for a test.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { promises as fsp, existsSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { connectCri, type CriClient } from './cri-client.js';
 import { testConflist } from './cni.js';
 import { socketAnswers } from '../../src/common/unix-socket.js';
+import { findProcesses } from '../../scripts/bench/procs.js';
 
 // dist/test/helpers → the repository's bin/nodelet-cri (which loads dist/src/cri/main.js).
 const MAIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'bin', 'nodelet-cri');
@@ -21,7 +22,21 @@ export interface TestDaemonOptions {
   env?: Record<string, string>;
   /** Run under `node` with these flags (plus the entry point's own), e.g. --cpu-prof. */
   nodeFlags?: string[];
+  /** Which backend runs the default handler (default: NODELET_TEST_BACKEND, else runc). */
+  backend?: TestBackend;
 }
+
+export type TestBackend = 'runc' | 'containerd';
+
+/** The backends a backend-neutral test file runs once each for: NODELET_TEST_BACKENDS (comma-separated), else both. */
+export function testBackends(): TestBackend[] {
+  const list = (process.env.NODELET_TEST_BACKENDS ?? 'runc,containerd').split(',').map((b) => b.trim()).filter(Boolean);
+  for (const b of list) if (b !== 'runc' && b !== 'containerd') throw new Error(`NODELET_TEST_BACKENDS: unknown backend ${b}`);
+  return list as TestBackend[];
+}
+
+/** The containerd namespace nodelet-cri uses by default (its containers live there). */
+export const TEST_CONTAINERD_NAMESPACE = 'nodelet';
 
 export interface TestDaemon {
   socket: string;
@@ -33,6 +48,15 @@ export interface TestDaemon {
   client: CriClient;
   proc: ChildProcess;
   logFile: string;
+  backend: TestBackend;
+  /** The containerd nodelet-cri started for itself (containerd backend): its socket. */
+  containerdSocket?: string;
+  /** The handler names RuntimeStatus lists besides the default (''), extra handlers of the test included. */
+  handlerNames: string[];
+  /** The exit of a container is on record in the backend (conmon's exit file; a stopped containerd task), daemon up or not. */
+  exitRecorded(id: string): Promise<boolean>;
+  /** Ids of the containers (sandboxes included) the default handler's backend still has. */
+  backendContainers(): Promise<string[]>;
   /** SIGKILLs the daemon (containers keep running under conmon). */
   kill(): Promise<void>;
   /** Starts the daemon again on the same state (with `env` added to the test's environment, if given). */
@@ -67,6 +91,17 @@ export async function startTestDaemon(opts: TestDaemonOptions = {}): Promise<Tes
   await fsp.mkdir(cniConfDir, { recursive: true });
   await fsp.writeFile(path.join(cniConfDir, '10-test.conflist'), testConflist(`nodelet-test-${tag}`, bridge, subnet, path.join(base, 'ipam')));
   const logFile = path.join(base, 'daemon.log');
+  const backend = opts.backend ?? ((process.env.NODELET_TEST_BACKEND as TestBackend | undefined) || 'runc');
+  const backendArgs: string[] = [];
+  if (backend === 'containerd') {
+    // The default handler on containerd's runc shim, nodelet-cri running its own containerd under root/run root.
+    const configFile = path.join(base, 'nodelet-cri.yaml');
+    await fsp.writeFile(
+      configFile,
+      JSON.stringify({ runtime: { handlers: { 'containerd-runc': { type: 'containerd', path: '', runtimeType: 'io.containerd.runc.v2' } }, defaultHandler: 'containerd-runc' } }),
+    );
+    backendArgs.push('--config', configFile);
+  }
   const args = [
     MAIN,
     '--socket', socket,
@@ -74,6 +109,7 @@ export async function startTestDaemon(opts: TestDaemonOptions = {}): Promise<Tes
     '--run-root', runRoot,
     '--cni-conf-dir', cniConfDir,
     '--log-level', 'debug',
+    ...backendArgs,
     ...(opts.args ?? []),
   ];
   const spawnDaemon = async (env?: Record<string, string>) => {
@@ -93,8 +129,25 @@ export async function startTestDaemon(opts: TestDaemonOptions = {}): Promise<Tes
     await fsp.rm(runRoot, { recursive: true, force: true });
     throw err;
   }
+  const extraHandlers = (opts.args ?? []).flatMap((a, i, all) => (all[i - 1] === '--runtime-handler' ? [a.split('=')[0]!] : []));
+  const ctr = async (ctrArgs: string[]): Promise<string> =>
+    execFileSync('ctr', ['--address', path.join(runRoot, 'containerd', 'containerd.sock'), '-n', TEST_CONTAINERD_NAMESPACE, ...ctrArgs], { encoding: 'utf8', timeout: 20_000 });
   const daemon: TestDaemon = {
-    socket, root, runRoot, cniConfDir, bridge, subnet, logFile, proc,
+    handlerNames: [...new Set(['runc', 'crun', ...(backend === 'containerd' ? ['containerd-runc'] : []), ...extraHandlers])],
+    async exitRecorded(id) {
+      if (backend === 'runc') return existsSync(path.join(runRoot, 'exits', id));
+      const rows = (await ctr(['tasks', 'ls']).catch(() => '')).split('\n').map((l) => l.trim().split(/\s+/));
+      return rows.some((r) => r[0] === id && r[2] === 'STOPPED');
+    },
+    async backendContainers() {
+      if (backend === 'runc') {
+        const out = execFileSync('runc', ['--root', path.join(runRoot, 'runtime', 'runc'), 'list', '-q'], { encoding: 'utf8' });
+        return out.split('\n').filter(Boolean);
+      }
+      return (await ctr(['containers', 'ls', '-q'])).split('\n').filter(Boolean);
+    },
+    socket, root, runRoot, cniConfDir, bridge, subnet, logFile, proc, backend,
+    containerdSocket: backend === 'containerd' ? path.join(runRoot, 'containerd', 'containerd.sock') : undefined,
     client: connectCri(socket),
     async kill() {
       daemon.client.close();
@@ -128,6 +181,7 @@ export async function startTestDaemon(opts: TestDaemonOptions = {}): Promise<Tes
           proc.kill('SIGTERM');
           await exited;
         }
+        if (backend === 'containerd') await stopTestContainerd(root, runRoot);
         await removeBridge(bridge);
         await fsp.rm(runRoot, { recursive: true, force: true }).catch(() => undefined);
         await fsp.rm(base, { recursive: true, force: true }).catch(() => undefined);
@@ -141,6 +195,36 @@ export async function startTestDaemon(opts: TestDaemonOptions = {}): Promise<Tes
 function entryNodeFlags(): string[] {
   const first = readFileSync(MAIN, 'utf8').split('\n')[0] ?? '';
   return first.split(/\s+/).filter((w) => w.startsWith('--'));
+}
+
+/**
+ * After nodelet-cri is gone: the containerd it ran (still up when the daemon was SIGKILLed), shims of tasks a
+ * failed test left behind, and mounts under the daemon's dirs.
+ */
+async function stopTestContainerd(root: string, runRoot: string): Promise<void> {
+  const socket = path.join(runRoot, 'containerd', 'containerd.sock');
+  const configFile = path.join(runRoot, 'containerd', 'config.toml');
+  const procs = await findProcesses((a) => (a[0]?.endsWith('/containerd') === true && a.includes(configFile)) || (a[0]?.includes('containerd-shim') === true && a.includes(socket)));
+  for (const p of procs) {
+    try {
+      process.kill(p.pid, 'SIGKILL');
+    } catch {
+      // gone
+    }
+  }
+  for (let i = 0; i < 100 && procs.some((p) => existsSync(`/proc/${p.pid}`)); i++) await new Promise((r) => setTimeout(r, 50));
+  const mounts = (await fsp.readFile('/proc/self/mounts', 'utf8'))
+    .split('\n')
+    .map((l) => l.split(' ')[1] ?? '')
+    .filter((m) => m.startsWith(`${root}/`) || m.startsWith(`${runRoot}/`))
+    .reverse();
+  for (const m of mounts) {
+    await new Promise<void>((resolve) => {
+      const p = spawn('umount', ['-l', m], { stdio: 'ignore' });
+      p.on('exit', () => resolve());
+      p.on('error', () => resolve());
+    });
+  }
 }
 
 async function removeBridge(name: string): Promise<void> {

@@ -145,7 +145,10 @@ describe('containerd backend (containerd 1.6 + runc shim)', { concurrency: false
     for (const m of mounts.reverse()) await run('umount', ['-l', m], { reject: false });
     await fsp.rm(runRoot, { recursive: true, force: true });
     await fsp.rm(base, { recursive: true, force: true });
-    await fsp.rmdir('/sys/fs/cgroup/nodelet-ctd-test').catch(() => undefined);
+    // The parent cgroup of the test's containers, in every hierarchy (v1 controllers or v2).
+    for (const hierarchy of ['', ...(await fsp.readdir('/sys/fs/cgroup').catch(() => [] as string[]))]) {
+      await fsp.rmdir(path.join('/sys/fs/cgroup', hierarchy, 'nodelet-ctd-test')).catch(() => undefined);
+    }
     assert.equal(leftContainers, '', 'no container left in our containerd namespace');
     assert.equal(leftTasks, '', 'no task left in our containerd namespace');
     assert.deepEqual(mounts, [], 'no mount left under our dirs');

@@ -2,7 +2,9 @@
 // client, the managed daemon (when nodelet-cri runs its own), the exit events and the stdio of the tasks.
 // Exits come from the events service (/tasks/exit, /tasks/oom); when the stream breaks (containerd restarted)
 // it is opened again and the tasks are read back with Tasks.List, so an exit missed meanwhile is still found.
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
+import { cgroupDirFor } from '../../stats/cgroup.js';
 import { errorMessage, isKind } from '../../common/errors.js';
 import { logger } from '../../common/log.js';
 import type { ContainerExit } from '../backend.js';
@@ -94,18 +96,6 @@ export class ContainerdConnection {
       this.managed = new ManagedContainerd({ root: this.opts.root, runRoot: this.opts.runRoot, binary: this.opts.containerdBinary });
       await this.managed.start();
       address = this.managed.socket;
-      const managed = this.managed;
-      // A SIGTERM on the way out: containerd stops, its shims and their tasks do not.
-      process.once('exit', () => {
-        const pid = managed.pid;
-        if (pid) {
-          try {
-            process.kill(pid, 'SIGTERM');
-          } catch {
-            // gone
-          }
-        }
-      });
     }
     this.client = new ContainerdClient(address, this.opts.namespace);
     await this.client.version(10_000);
@@ -195,7 +185,7 @@ export class ContainerdConnection {
     if (env.topic !== '/tasks/exit') return;
     const exit: ProcessExit = { exitCode: event.exit_status ?? 0, exitedAt: timestampToDate(event.exited_at) ?? new Date() };
     if (!event.id || event.id === event.container_id) {
-      this.recordExit(event.container_id, exit);
+      void this.recordExit(event.container_id, exit);
       return;
     }
     const waiter = this.execWaiters.get(event.id);
@@ -207,13 +197,34 @@ export class ContainerdConnection {
     }
   }
 
-  recordExit(id: string, exit: ProcessExit): ContainerExit {
+  /** Remembers a container's exit (once) and tells the listeners; an OOM kill is read from its cgroup first. */
+  async recordExit(id: string, exit: ProcessExit): Promise<ContainerExit> {
     const known = this.containerExits.get(id);
     if (known) return known;
+    // The /tasks/oom event may come after /tasks/exit: the cgroup (kept until Tasks.Delete) says it for sure.
+    if (!this.oomKilled.has(id) && (await this.cgroupSawOomKill(id))) this.oomKilled.add(id);
+    const again = this.containerExits.get(id);
+    if (again) return again;
     const full: ContainerExit = { id, exitCode: exit.exitCode, exitedAt: exit.exitedAt, oomKilled: this.oomKilled.has(id) };
     this.containerExits.set(id, full);
     for (const l of this.exitListeners) l(full);
     return full;
+  }
+
+  /** cgroupsPath of each container created or recovered here (for the OOM check). */
+  readonly cgroupPaths = new Map<string, string>();
+
+  private async cgroupSawOomKill(id: string): Promise<boolean> {
+    const cgroupsPath = this.cgroupPaths.get(id);
+    if (!cgroupsPath) return false;
+    const dir = cgroupDirFor(cgroupsPath);
+    for (const file of [path.join('/sys/fs/cgroup', dir, 'memory.events'), path.join('/sys/fs/cgroup/memory', dir, 'memory.oom_control'), path.join('/sys/fs/cgroup/unified', dir, 'memory.events')]) {
+      const text = await readFile(file, 'utf8').catch(() => undefined);
+      if (text === undefined) continue;
+      const m = /^oom_kill (\d+)$/m.exec(text);
+      return m !== null && Number(m[1]) > 0;
+    }
+    return false;
   }
 
   private async labelOom(id: string): Promise<void> {
@@ -242,7 +253,7 @@ export class ContainerdConnection {
   private async reconcileExits(): Promise<void> {
     for (const [id, t] of await this.listTasks()) {
       if (t.status === 'STOPPED' && !this.containerExits.has(id)) {
-        this.recordExit(id, { exitCode: t.exit_status, exitedAt: timestampToDate(t.exited_at) ?? new Date() });
+        await this.recordExit(id, { exitCode: t.exit_status, exitedAt: timestampToDate(t.exited_at) ?? new Date() });
       }
     }
   }
@@ -253,10 +264,12 @@ export class ContainerdConnection {
     for (const c of await this.listContainers()) {
       const labels = c.labels ?? {};
       if (labels[LABEL_OOM_KILLED] === 'true') this.oomKilled.add(c.id);
+      const cgroupsPath = specCgroupsPath(c.spec?.value);
+      if (cgroupsPath) this.cgroupPaths.set(c.id, cgroupsPath);
       const task = tasks.get(c.id);
       if (!task) continue;
       if (task.status === 'STOPPED') {
-        this.recordExit(c.id, { exitCode: task.exit_status, exitedAt: timestampToDate(task.exited_at) ?? new Date() });
+        await this.recordExit(c.id, { exitCode: task.exit_status, exitedAt: timestampToDate(task.exited_at) ?? new Date() });
         continue;
       }
       try {
@@ -300,6 +313,17 @@ export class ContainerdConnection {
     this.ios.clear();
     this.client?.close();
     await this.managed?.stop();
+  }
+}
+
+/** linux.cgroupsPath of a container's spec (JSON in its Any). */
+export function specCgroupsPath(value: Buffer | Uint8Array | null | undefined): string | undefined {
+  if (!value?.length) return undefined;
+  try {
+    const spec = JSON.parse(Buffer.from(value).toString('utf8')) as { linux?: { cgroupsPath?: string } };
+    return spec.linux?.cgroupsPath || undefined;
+  } catch {
+    return undefined;
   }
 }
 

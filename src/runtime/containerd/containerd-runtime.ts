@@ -211,6 +211,7 @@ export class ContainerdRuntime implements RuntimeBackend {
       undo.push(() => io.remove());
       conn.containerExits.delete(id);
       conn.oomKilled.delete(id);
+      if (spec.linux?.cgroupsPath) conn.cgroupPaths.set(id, spec.linux.cgroupsPath);
       const res = await conn.client.tasks<CreateTaskResponse__Output>(
         'Create',
         {
@@ -332,6 +333,7 @@ export class ContainerdRuntime implements RuntimeBackend {
     else await fsp.rm(conn.ioDir(id), { recursive: true, force: true });
     conn.containerExits.delete(id);
     conn.oomKilled.delete(id);
+    conn.cgroupPaths.delete(id);
   }
 
   async state(id: string): Promise<BackendState | undefined> {

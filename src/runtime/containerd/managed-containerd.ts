@@ -72,8 +72,9 @@ export function buildContainerdConfig(p: ContainerdPaths): string {
   ].join('\n');
 }
 
+/** Held (not unref'd): during start-up nothing else may keep the process alive while we wait. */
 function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 function processCommand(pid: number): string[] | undefined {
@@ -160,14 +161,11 @@ export class ManagedContainerd {
   }
 
   private async launch(): Promise<void> {
-    const log = { file: this.paths.logFile, append: true } as const;
-    // cleanup: false: a nodelet-cri that dies must not take containerd down with it half-way through a call.
+    // Killed (SIGTERM) when nodelet-cri exits: containerd stops, its shims and their tasks do not.
     const child = spawnChild(this.binary, ['--config', this.paths.config], {
       stdin: 'ignore',
-      stdout: log,
-      stderr: log,
+      outputFile: this.paths.logFile,
       buffer: false,
-      cleanup: false,
     });
     this.child = child;
     const startedAt = Date.now();
@@ -175,7 +173,7 @@ export class ManagedContainerd {
     void child.then(
       (res) => {
         exited = true;
-        this.onExit(child, res.exitCode, res.signal, Date.now() - startedAt);
+        this.onExit(child, res.exitCode, res.signal ?? undefined, Date.now() - startedAt);
       },
       () => {
         exited = true;
