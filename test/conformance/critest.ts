@@ -5,6 +5,7 @@
 // Every spec becomes one report line `critest: <spec>`; skipped specs are reported as not run.
 // NODELET_CRITEST_LOGS=DIR keeps critest's output, its JUnit files and the daemon log there.
 // NODELET_CRITEST_FOCUS=REGEX runs only the matching specs (diagnosis).
+// NODELET_CONFORMANCE_BACKEND=containerd runs the daemon's default handler on containerd (its own, runc shim).
 import { promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -312,7 +313,8 @@ export async function runCritestPhase(tools: Tools, report: ConformanceReport): 
     });
 
     const mirrors = UPSTREAM_REGISTRIES.flatMap((r) => ['--registry-mirror', `${r}=http://${startedRegistry.host}`]);
-    daemonStart = startTestDaemon({ args: [...mirrors, '--insecure-registry', startedRegistry.host] });
+    const backend = process.env.NODELET_CONFORMANCE_BACKEND === 'containerd' ? 'containerd' : undefined;
+    daemonStart = startTestDaemon({ backend, args: [...mirrors, '--insecure-registry', startedRegistry.host] });
     daemon = await step(daemonStart);
 
     // The validation suite.
