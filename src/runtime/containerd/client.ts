@@ -62,7 +62,7 @@ function eventTypes(): protobuf.Root {
   if (!cachedEventTypes) {
     const root = new protobuf.Root();
     const base = protoRoot();
-    root.resolvePath = (_origin, target) => (target.startsWith('google/') ? target : path.join(base, target));
+    root.resolvePath = (_origin, target) => (path.isAbsolute(target) || target.startsWith('google/') ? target : path.join(base, target));
     root.loadSync(path.join(base, 'events/task.proto'), { keepCase: true });
     cachedEventTypes = root;
   }

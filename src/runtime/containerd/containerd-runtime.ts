@@ -80,7 +80,8 @@ function checkId(id: string): string {
 export function signalNumber(signal: string | number): number {
   if (typeof signal === 'number') return signal;
   if (/^\d+$/.test(signal)) return Number(signal);
-  const name = (signal.startsWith('SIG') ? signal : `SIG${signal}`).toUpperCase() as keyof typeof osConstants.signals;
+  const upper = signal.toUpperCase();
+  const name = (upper.startsWith('SIG') ? upper : `SIG${upper}`) as keyof typeof osConstants.signals;
   const n = osConstants.signals[name];
   if (n === undefined) throw invalidArgument(`unknown signal ${signal}`);
   return n;
