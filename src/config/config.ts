@@ -48,7 +48,7 @@ export interface NodeletConfig {
     sandboxImage: string;
     /** The containerd that handlers of type containerd run on. */
     containerd: {
-      /** Its gRPC socket (a path, or unix://path). */
+      /** Its gRPC socket (a path, or unix://path); empty: nodelet-cri runs its own containerd (root under --root, socket under --run-root). */
       address: string;
       /** The containerd namespace our containers, tasks and snapshots live in. */
       namespace: string;
@@ -83,7 +83,7 @@ export function defaultConfig(): NodeletConfig {
       handlers: { runc: { path: 'runc' }, crun: { path: 'crun' } },
       conmonPath: 'conmon',
       sandboxImage: '',
-      containerd: { address: '/run/containerd/containerd.sock', namespace: 'nodelet' },
+      containerd: { address: '', namespace: 'nodelet' },
     },
     streaming: { address: '127.0.0.1:0', idleTimeoutSeconds: 4 * 60 * 60, streamCreationTimeoutSeconds: 30 },
     metrics: { address: '' },
@@ -150,7 +150,8 @@ export const USAGE = `Usage: nodelet-cri [flags]
                                 a handler containerd runs (e.g. shim=containerd:io.containerd.runc.v2)
   --default-runtime NAME        handler for an empty runtime_handler (default runc)
   --conmon PATH                 conmon binary (default conmon)
-  --containerd-address ADDR     containerd socket for containerd handlers (default /run/containerd/containerd.sock)
+  --containerd-address ADDR     containerd socket for containerd handlers (default: none, nodelet-cri
+                                starts its own /usr/bin/containerd under --root and --run-root)
   --containerd-namespace NS     containerd namespace of our containers (default nodelet)
   --sandbox-image REF           infra image instead of the built-in pause
   --streaming-address HOST:PORT exec/attach/port-forward server (default 127.0.0.1:0)

@@ -9,7 +9,6 @@ import { connectCri, type CriClient } from './cri-client.js';
 import { testConflist } from './cni.js';
 import { socketAnswers } from '../../src/common/unix-socket.js';
 import { findProcesses } from '../../scripts/bench/procs.js';
-import { parse as parseYaml } from 'yaml';
 
 // dist/test/helpers → the repository's bin/nodelet-cri (which loads dist/src/cri/main.js).
 const MAIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'bin', 'nodelet-cri');
@@ -93,23 +92,8 @@ export async function startTestDaemon(opts: TestDaemonOptions = {}): Promise<Tes
   await fsp.writeFile(path.join(cniConfDir, '10-test.conflist'), testConflist(`nodelet-test-${tag}`, bridge, subnet, path.join(base, 'ipam')));
   const logFile = path.join(base, 'daemon.log');
   const backend = opts.backend ?? ((process.env.NODELET_TEST_BACKEND as TestBackend | undefined) || 'runc');
-  const backendArgs: string[] = [];
-  let testArgs = opts.args ?? [];
-  if (backend === 'containerd') {
-    // The default handler on containerd's runc shim, nodelet-cri running its own containerd under root/run root;
-    // merged into the test's own config file when it passes one.
-    const given = testArgs.indexOf('--config');
-    const fileConfig = given >= 0 ? ((parseYaml(await fsp.readFile(testArgs[given + 1]!, 'utf8')) ?? {}) as Record<string, any>) : {};
-    if (given >= 0) testArgs = [...testArgs.slice(0, given), ...testArgs.slice(given + 2)];
-    fileConfig.runtime = {
-      ...(fileConfig.runtime ?? {}),
-      handlers: { ...(fileConfig.runtime?.handlers ?? {}), 'containerd-runc': { type: 'containerd', path: '', runtimeType: 'io.containerd.runc.v2' } },
-      defaultHandler: 'containerd-runc',
-    };
-    const configFile = path.join(base, 'nodelet-cri.json');
-    await fsp.writeFile(configFile, JSON.stringify(fileConfig));
-    backendArgs.push('--config', configFile);
-  }
+  // containerd: the default handler on containerd's runc shim, nodelet-cri running its own containerd.
+  const backendArgs = backend === 'containerd' ? ['--runtime-handler', 'containerd-runc=containerd:io.containerd.runc.v2', '--default-runtime', 'containerd-runc'] : [];
   const args = [
     MAIN,
     '--socket', socket,
@@ -118,7 +102,7 @@ export async function startTestDaemon(opts: TestDaemonOptions = {}): Promise<Tes
     '--cni-conf-dir', cniConfDir,
     '--log-level', 'debug',
     ...backendArgs,
-    ...testArgs,
+    ...(opts.args ?? []),
   ];
   const spawnDaemon = async (env?: Record<string, string>) => {
     const out = await fsp.open(logFile, 'a');

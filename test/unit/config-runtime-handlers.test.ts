@@ -17,7 +17,7 @@ test('--runtime-handler: NAME=PATH and NAME=containerd:RUNTIME_TYPE side by side
   assert.deepEqual(config.runtime.handlers.shim, { type: 'containerd', path: '', runtimeType: 'io.containerd.runc.v2' });
   assert.equal(config.runtime.handlers.gvisor?.runtimeType, 'io.containerd.runsc.v1');
   assert.deepEqual(Object.keys(config.runtime.handlers).sort(), ['crun', 'gvisor', 'kata', 'runc', 'shim'], 'the built-in handlers stay');
-  assert.deepEqual(config.runtime.containerd, { address: '/run/containerd/containerd.sock', namespace: 'nodelet' }, 'defaults');
+  assert.deepEqual(config.runtime.containerd, { address: '', namespace: 'nodelet' }, 'defaults: nodelet-cri runs its own containerd');
 });
 
 test('--runtime-handler: what is refused, naming the flag and the form wanted', () => {

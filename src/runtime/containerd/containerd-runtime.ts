@@ -639,19 +639,15 @@ export class ContainerdRuntime implements RuntimeBackend {
   }
 }
 
-interface ContainerdConfigView {
-  containerd?: { address?: string; namespace?: string; binary?: string };
-}
-
 /** The containerd backend of a handler (`NAME=containerd:RUNTIME_TYPE`): one shared connection per containerd. */
 export function containerdBackendFor(env: BackendEnvironment): ContainerdRuntime {
-  const cd = (env.config as unknown as ContainerdConfigView).containerd ?? {};
+  const cd = env.config.runtime.containerd;
   const connection = connectionFor({
-    address: cd.address || undefined,
-    namespace: cd.namespace || DEFAULT_CONTAINERD_NAMESPACE,
+    // No address: nodelet-cri runs its own containerd.
+    address: cd?.address || undefined,
+    namespace: cd?.namespace || DEFAULT_CONTAINERD_NAMESPACE,
     root: env.config.root,
     runRoot: env.config.runRoot,
-    containerdBinary: cd.binary,
   });
   return new ContainerdRuntime({ runtimeType: env.handler.runtimeType || DEFAULT_SHIM, runtimeBinary: env.handler.path, connection });
 }
