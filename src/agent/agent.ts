@@ -20,6 +20,7 @@ import os from 'node:os';
 import { KubeletApiServer } from './kubelet-api/server.js';
 import { AgentMetrics } from './kubelet-api/metrics.js';
 import { kubeletConfigz } from './kubelet-api/node-info.js';
+import { claimVolumeStats } from './kubelet-api/volume-stats.js';
 import { MirrorPods, isMirrorPod } from './mirror-pods.js';
 import { KubeVolumeData } from './volumes/sources.js';
 import { bootstrapClientCertificate, kubeconfigClientCertificate, useClientCertificateFile } from './bootstrap.js';
@@ -69,6 +70,7 @@ export class Agent {
     this.cri = new CriClient(config.criEndpoint);
     this.metrics = new AgentMetrics(this.cri, config.nodeName);
     this.failed = new Promise((resolve) => (this.fail = resolve));
+    this.metrics.volumeStats = () => claimVolumeStats(this.volumeData?.claimMounts() ?? []);
     this.cri.observer = (method, seconds, failed) => this.metrics.runtimeOperation(method, seconds, failed);
     this.hostIP = config.nodeIp ?? detectNodeIp();
   }
@@ -255,6 +257,7 @@ export class Agent {
       metrics: this.metrics,
       nodeLogDir: this.config.nodeLogDir,
       servingCertificateFromCsr: Boolean(this.kube && this.config.rotateServerCertificates),
+      claimMounts: () => this.volumeData?.claimMounts() ?? [],
       configz: () =>
         kubeletConfigz(this.config, {
           port: this.kubeletApi?.port ?? 0,

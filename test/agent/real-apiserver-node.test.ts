@@ -384,7 +384,17 @@ test('a local PV: the pod is scheduled to the PV\'s node, mounts it, and node.st
     const node = await getJson(['get', 'node', nodeName]);
     return (node.status.volumesInUse ?? []).includes('kubernetes.io/local-volume/local-pv') ? true : undefined;
   }, 20_000);
+  // Its figures: /stats/summary pods[].volume with the claim, and kubelet_volume_stats_* (what PVC alerts read).
+  const summary = JSON.parse(await proxyGet('/stats/summary'));
+  const volume = summary.pods.find((p: any) => p.podRef.name === 'local-user').volume.find((v: any) => v.name === 'data');
+  assert.deepEqual(volume.pvcRef, { name: 'local-claim', namespace: NS });
+  assert.ok(volume.capacityBytes > 0 && volume.availableBytes > 0 && volume.usedBytes > 0 && volume.inodes > 0, JSON.stringify(volume));
+  const metrics = await proxyGet('/metrics');
+  assert.equal(sample(metrics, 'kubelet_volume_stats_capacity_bytes', (l) => l === `{namespace="${NS}",persistentvolumeclaim="local-claim"}`), volume.capacityBytes);
+  assert.ok((sample(metrics, 'kubelet_volume_stats_inodes_used', (l) => l.includes('persistentvolumeclaim="local-claim"')) ?? 0) > 0);
   await deletePod('local-user');
+  const after = await proxyGet('/metrics');
+  assert.equal(sample(after, 'kubelet_volume_stats_capacity_bytes', (l) => l.includes('persistentvolumeclaim="local-claim"')), undefined, 'gone with the pod');
   await waitFor('volumesInUse empty again', async () => {
     const node = await getJson(['get', 'node', nodeName]);
     return (node.status.volumesInUse ?? []).length === 0 ? true : undefined;

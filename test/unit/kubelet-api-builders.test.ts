@@ -82,3 +82,16 @@ test('directory listings are sorted, directories end in a slash, names are escap
     '<!doctype html>\n<meta name="viewport" content="width=device-width">\n<pre>\n<a href="a%20b%3C/">a b&lt;/</a>\n<a href="z.log">z.log</a>\n</pre>\n',
   );
 });
+
+test('claim volume figures from statfs: capacity, available to users, used, inodes', async () => {
+  const { volumeStatsFromStatfs } = await import('../../src/agent/kubelet-api/volume-stats.js');
+  const stats = volumeStatsFromStatfs(
+    { podUid: 'u', namespace: 'ns', pod: 'p', volume: 'data', claim: 'c1', path: '/x' },
+    { bsize: 4096, blocks: 1000, bfree: 400, bavail: 350, files: 100, ffree: 60 },
+    Date.parse('2026-01-01T00:00:00.5Z'),
+  );
+  assert.deepEqual(stats, {
+    time: '2026-01-01T00:00:00Z', name: 'data', pvcRef: { name: 'c1', namespace: 'ns' },
+    capacityBytes: 4096000, availableBytes: 1433600, usedBytes: 2457600, inodes: 100, inodesFree: 60, inodesUsed: 40,
+  });
+});

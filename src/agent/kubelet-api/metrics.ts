@@ -4,6 +4,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { V1Pod } from '@kubernetes/client-node';
 import type { CriClient } from '../cri-client.js';
+import type { VolumeStats } from './volume-stats.js';
 
 export type ProbeResult = 'successful' | 'failed' | 'unknown';
 const PROBE_TYPES = { liveness: 'Liveness', readiness: 'Readiness', startup: 'Startup' } as const;
@@ -30,6 +31,8 @@ export class AgentMetrics {
   private readonly firstSeen = new Map<string, number>();
   private readonly started = new Set<string>();
   private clientCertExpiry?: number;
+  /** The mounted claims' figures (kubelet_volume_stats_*), set by the agent once it has volumes. */
+  volumeStats?: () => Promise<VolumeStats[]>;
 
   constructor(cri: CriClient, nodeName: string) {
     const registers = [this.registry];
@@ -87,6 +90,26 @@ export class AgentMetrics {
         if (self.clientCertExpiry !== undefined) this.set((self.clientCertExpiry - Date.now()) / 1000);
       },
     });
+    const volumeGauges: [string, string, (v: VolumeStats) => number][] = [
+      ['kubelet_volume_stats_capacity_bytes', 'Capacity in bytes of the volume', (v) => v.capacityBytes],
+      ['kubelet_volume_stats_available_bytes', 'Number of available bytes in the volume', (v) => v.availableBytes],
+      ['kubelet_volume_stats_used_bytes', 'Number of used bytes in the volume', (v) => v.usedBytes],
+      ['kubelet_volume_stats_inodes', 'Maximum number of inodes in the volume', (v) => v.inodes],
+      ['kubelet_volume_stats_inodes_free', 'Number of free inodes in the volume', (v) => v.inodesFree],
+      ['kubelet_volume_stats_inodes_used', 'Number of used inodes in the volume', (v) => v.inodesUsed],
+    ];
+    for (const [name, help, pick] of volumeGauges) {
+      new Gauge({
+        name,
+        help: `[ALPHA] ${help}`,
+        labelNames: ['namespace', 'persistentvolumeclaim'],
+        registers,
+        async collect() {
+          this.reset();
+          for (const v of (await self.volumeStats?.().catch(() => [])) ?? []) this.set({ namespace: v.pvcRef.namespace, persistentvolumeclaim: v.pvcRef.name }, pick(v));
+        },
+      });
+    }
     this.probes = new Counter({
       name: 'prober_probe_total',
       help: '[ALPHA] Cumulative number of a liveness, readiness or startup probe for a container by result.',

@@ -23,6 +23,7 @@ import { NodeStatsSource, resourceMetricsText } from './stats.js';
 import type { AgentMetrics } from './metrics.js';
 import { cadvisorMetrics } from './cadvisor.js';
 import { runningPodList, serveNodeLog } from './node-info.js';
+import { claimVolumeStats, type ClaimMount } from './volume-stats.js';
 
 export interface KubeletApiHost {
   /** The pods this node runs (from the API and static manifests), each with its latest status. */
@@ -52,6 +53,8 @@ export interface KubeletApiOptions {
   configz?: () => object;
   /** The node's log directory served under /logs/ (default /var/log). */
   nodeLogDir?: string;
+  /** The pods' mounted claim volumes (pods[].volume in /stats/summary). */
+  claimMounts?: () => ClaimMount[];
   /** The serving certificate comes later through setServingCertificate (a CSR): until then handshakes fail. */
   servingCertificateFromCsr?: boolean;
 }
@@ -191,6 +194,11 @@ export class KubeletApiServer {
       case 'stats': {
         if (parts.length > 2 || (parts[1] ?? 'summary') !== 'summary') throw new ApiError(404, '404 page not found');
         const summary = await this.stats.summary();
+        const volumes = await claimVolumeStats(this.opts.claimMounts?.() ?? []);
+        for (const pod of summary.pods as any[]) {
+          const own = volumes.filter((v) => v.podUid === pod.podRef.uid).map(({ podUid: _, ...v }) => v);
+          if (own.length) pod.volume = own;
+        }
         res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify(summary));
         return;
       }

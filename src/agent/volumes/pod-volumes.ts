@@ -81,6 +81,14 @@ export class PodVolumes {
       // Reported before (and while) they are mounted, so nothing detaches a volume a pod is about to use.
       this.data.setVolumesInUse?.(this.uid, inUse);
     }
+    this.data.setClaimMounts?.(
+      this.uid,
+      (pod.spec?.volumes ?? []).flatMap((v) => {
+        const claim = claimNameOf(pod, v);
+        const m = mounted.get(v.name);
+        return claim && m ? [{ podUid: this.uid, namespace: pod.metadata!.namespace!, pod: pod.metadata!.name!, volume: v.name, claim, path: m.hostPath }] : [];
+      }),
+    );
     this.lastRefresh = Date.now();
     return mounted;
   }
@@ -110,6 +118,7 @@ export class PodVolumes {
     // CSI volumes are the plugin's to unmount; whatever is left under the pod dir is ours.
     await this.csi?.unpublishPod(this.uid);
     this.data.setVolumesInUse?.(this.uid, []);
+    this.data.setClaimMounts?.(this.uid, []);
     await unmountAllUnder(dir);
     await fsp.rm(this.volumesDir, { recursive: true, force: true });
     await fsp.rmdir(dir).catch(() => undefined);

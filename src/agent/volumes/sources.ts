@@ -4,6 +4,7 @@ import { invalidArgument, notFound } from '../../common/errors.js';
 import { apiErrorCode } from '../kube-client.js';
 import { fieldRefValue, resourceFieldValue } from '../pod-spec.js';
 import { checkPayloadPath, type Payload } from './atomic-writer.js';
+import type { ClaimMount } from '../kubelet-api/volume-stats.js';
 
 export const DEFAULT_VOLUME_MODE = 0o644;
 const DEFAULT_TOKEN_SECONDS = 3600;
@@ -18,6 +19,8 @@ export interface VolumeDataSource {
   persistentVolume?(name: string): Promise<V1PersistentVolume | undefined>;
   /** The pod's volumes that belong in node.status.volumesInUse (replaces what was recorded for it). */
   setVolumesInUse?(uid: string, names: string[]): void;
+  /** The pod's mounted claim volumes, for their statistics (replaces what was recorded for it). */
+  setClaimMounts?(uid: string, mounts: ClaimMount[]): void;
 }
 
 export const noVolumeData: VolumeDataSource = {
@@ -37,6 +40,7 @@ interface CachedToken {
 export class KubeVolumeData implements VolumeDataSource {
   private readonly tokens = new Map<string, CachedToken>();
   private readonly inUse = new Map<string, string[]>();
+  private readonly claimMountsByPod = new Map<string, ClaimMount[]>();
 
   constructor(private readonly core: CoreV1Api) {}
 
@@ -56,6 +60,15 @@ export class KubeVolumeData implements VolumeDataSource {
       if (apiErrorCode(err) === 404) return undefined;
       throw err;
     }
+  }
+
+  setClaimMounts(uid: string, mounts: ClaimMount[]): void {
+    if (mounts.length) this.claimMountsByPod.set(uid, mounts);
+    else this.claimMountsByPod.delete(uid);
+  }
+
+  claimMounts(): ClaimMount[] {
+    return [...this.claimMountsByPod.values()].flat();
   }
 
   setVolumesInUse(uid: string, names: string[]): void {
@@ -124,6 +137,7 @@ export class KubeVolumeData implements VolumeDataSource {
   /** Forgets a pod's cached tokens. */
   forget(uid: string): void {
     this.inUse.delete(uid);
+    this.claimMountsByPod.delete(uid);
     for (const key of this.tokens.keys()) if (key.startsWith(`${uid}/`)) this.tokens.delete(key);
   }
 }
