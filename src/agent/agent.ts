@@ -31,6 +31,7 @@ import { CsiVolumes } from './csi/volumes.js';
 import { PodEventRecorder } from './events.js';
 import { ContainerLogRotator } from './log-rotation.js';
 import { PodLifecycleEvents } from './pleg.js';
+import { NodePressure } from './node-pressure.js';
 
 const HOUSEKEEPING_MS = 2000;
 
@@ -64,10 +65,17 @@ export class Agent {
   private csiVolumes?: CsiVolumes;
   servingCertificates?: CertificateRotation;
   pleg?: PodLifecycleEvents;
+  /** Pressure conditions, eviction and image GC. */
+  readonly nodePressure: NodePressure;
 
   constructor(readonly config: AgentConfig) {
     this.log = logger({ component: 'nodelet-agent', node: config.nodeName });
     this.cri = new CriClient(config.criEndpoint);
+    this.nodePressure = new NodePressure(this.cri, config, {
+      pods: () => [...this.workers.values()].map((w) => ({ pod: w.current, isStatic: this.staticUids.has(w.uid), evicted: w.isEvicted })),
+      evict: (uid, message) => this.workers.get(uid)?.evict(message),
+      pressureChanged: () => void this.nodeReporter?.updateStatus(false).catch(() => undefined),
+    }, this.log);
     this.metrics = new AgentMetrics(this.cri, config.nodeName);
     this.failed = new Promise((resolve) => (this.fail = resolve));
     this.metrics.volumeStats = () => claimVolumeStats(this.volumeData?.claimMounts() ?? []);
@@ -115,12 +123,16 @@ export class Agent {
           runtimeName: version.runtime_name,
           runtimeVersion: version.runtime_version,
           kubeletPort: this.kubeletApi?.port || Number(this.config.kubeletApiAddress.split(':').pop()) || 10250,
+          reserved: sumReserved(this.config.kubeReserved, this.config.systemReserved),
+          evictionHard: this.config.evictionHard,
         },
         {
           leaseRenewSeconds: this.config.leaseRenewSeconds,
           statusReportSeconds: this.config.nodeStatusReportSeconds,
           log: this.log,
           volumesInUse: () => this.volumeData?.volumesInUse() ?? [],
+          pressure: () => this.nodePressure.pressure,
+          images: () => this.nodePressure.statusImages(),
         },
       );
     }
@@ -166,6 +178,7 @@ export class Agent {
       await this.apiSource.start();
     }
     this.scheduleHousekeeping();
+    this.nodePressure.start();
     this.logRotator = new ContainerLogRotator(this.cri, {
       maxSizeBytes: this.config.containerLogMaxSizeBytes,
       maxFiles: this.config.containerLogMaxFiles,
@@ -283,6 +296,7 @@ export class Agent {
     this.clientCertificates?.stop();
     this.servingCertificates?.stop();
     this.pleg?.stop();
+    this.nodePressure.stop();
     this.logRotator?.stop();
     this.nodeReporter?.stop();
     this.staticSource?.stop();
@@ -479,4 +493,11 @@ export class Agent {
       worker.remove();
     }
   }
+}
+
+/** --kube-reserved plus --system-reserved, per resource. */
+function sumReserved(a: Record<string, number>, b: Record<string, number>): Record<string, number> {
+  const out: Record<string, number> = { ...a };
+  for (const [k, v] of Object.entries(b)) out[k] = (out[k] ?? 0) + v;
+  return out;
 }

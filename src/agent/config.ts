@@ -5,6 +5,7 @@ import { parse as parseYaml } from 'yaml';
 import os from 'node:os';
 import { invalidArgument } from '../common/errors.js';
 import { parseQuantity } from './pod-spec.js';
+import { DEFAULT_EVICTION_HARD, parseEvictionHard, type Threshold } from './eviction.js';
 
 export interface AgentConfig {
   kubeconfig?: string;
@@ -56,6 +57,18 @@ export interface AgentConfig {
   /** Pod cgroups under <cgroupRoot>/kubepods[/burstable|/besteffort]/pod<uid> (the kubelet's cgroupsPerQOS, cgroupfs driver). */
   cgroupsPerQOS: boolean;
   cgroupRoot: string;
+  /** --eviction-hard: node pressure conditions and eviction (the kubelet's defaults). */
+  evictionHard: Threshold[];
+  /** How often the signals are observed and one pod may be evicted (the kubelet's 10 s housekeeping). */
+  evictionIntervalMs: number;
+  /** --kube-reserved / --system-reserved: taken off the capacity in allocatable (cpu in cores, others in bytes). */
+  kubeReserved: Record<string, number>;
+  systemReserved: Record<string, number>;
+  /** Image GC (--image-gc-high-threshold, --image-gc-low-threshold, --minimum-image-ttl-duration). */
+  imageGcHighThresholdPercent: number;
+  imageGcLowThresholdPercent: number;
+  imageMinimumGcAgeMs: number;
+  imageGcIntervalMs: number;
 }
 
 export function defaultAgentConfig(): AgentConfig {
@@ -85,6 +98,14 @@ export function defaultAgentConfig(): AgentConfig {
     cgroupRoot: '/',
     rotateCertificates: false,
     rotateServerCertificates: false,
+    evictionHard: parseEvictionHard(DEFAULT_EVICTION_HARD),
+    evictionIntervalMs: 10_000,
+    kubeReserved: {},
+    systemReserved: {},
+    imageGcHighThresholdPercent: 85,
+    imageGcLowThresholdPercent: 80,
+    imageMinimumGcAgeMs: 120_000,
+    imageGcIntervalMs: 300_000,
   };
 }
 
@@ -113,6 +134,12 @@ const FLAG_OPTIONS = {
   'container-log-max-files': { type: 'string' },
   'cgroup-root': { type: 'string' },
   'cgroups-per-qos': { type: 'string' },
+  'eviction-hard': { type: 'string' },
+  'kube-reserved': { type: 'string' },
+  'system-reserved': { type: 'string' },
+  'image-gc-high-threshold': { type: 'string' },
+  'image-gc-low-threshold': { type: 'string' },
+  'minimum-image-ttl-duration': { type: 'string' },
   'cert-dir': { type: 'string' },
   'rotate-certificates': { type: 'boolean' },
   'rotate-server-certificates': { type: 'boolean' },
@@ -141,6 +168,11 @@ export const AGENT_USAGE = `usage: nodelet-agent [flags]
                              approved by an operator; config: serverTLSBootstrap)
   --cgroup-root PATH         pod cgroups go under PATH/kubepods (default /)
   --cgroups-per-qos BOOL     make the kubepods QoS and pod cgroups (default true)
+  --eviction-hard LIST       e.g. memory.available<100Mi,nodefs.available<10% (default the kubelet's:
+                             ${DEFAULT_EVICTION_HARD})
+  --kube-reserved, --system-reserved cpu=100m,memory=100Mi,ephemeral-storage=1Gi   off the allocatable
+  --image-gc-high-threshold N, --image-gc-low-threshold N   percent of the image filesystem (default 85, 80)
+  --minimum-image-ttl-duration D   an image is not collected before this age (default 2m)
   --config FILE              KubeletConfiguration-style YAML (flags win)
   --log-level LEVEL`;
 
@@ -176,6 +208,29 @@ export function parseDuration(value: string, field: string): number {
   const ms = parts.reduce((sum, p) => sum + Number(p[1]) * DURATION_UNITS[p[2]!]!, 0);
   if (!(ms > 0)) throw invalidArgument(`${field} must be positive, got ${JSON.stringify(value)}`);
   return ms;
+}
+
+/** "cpu=100m,memory=100Mi" → cpu in cores, memory and ephemeral-storage in bytes. */
+export function parseReserved(value: string, flag: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const entry of value.split(',').map((s) => s.trim()).filter(Boolean)) {
+    const [key, quantity] = entry.split('=');
+    if (!key || quantity === undefined || !['cpu', 'memory', 'ephemeral-storage', 'pid'].includes(key)) {
+      throw invalidArgument(`${flag}: ${JSON.stringify(entry)} is not cpu=, memory=, ephemeral-storage= or pid=<quantity>`);
+    }
+    try {
+      out[key] = parseQuantity(quantity);
+    } catch {
+      throw invalidArgument(`${flag}: ${JSON.stringify(quantity)} is not a quantity`);
+    }
+  }
+  return out;
+}
+
+function percent(value: string, flag: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0 || n > 100) throw invalidArgument(`${flag} must be an integer percentage 0-100, got ${JSON.stringify(value)}`);
+  return n;
 }
 
 function splitList(values: readonly string[] | string | undefined): string[] {
@@ -250,6 +305,13 @@ export function parseAgentFlags(argv: string[]): AgentConfig & { help: boolean }
   if (v['cert-dir']) cfg.certDir = v['cert-dir'];
   if (v['rotate-certificates']) cfg.rotateCertificates = true;
   if (v['rotate-server-certificates']) cfg.rotateServerCertificates = true;
+  if (v['eviction-hard'] !== undefined) cfg.evictionHard = parseEvictionHard(v['eviction-hard']);
+  if (v['kube-reserved']) cfg.kubeReserved = parseReserved(v['kube-reserved'], '--kube-reserved');
+  if (v['system-reserved']) cfg.systemReserved = parseReserved(v['system-reserved'], '--system-reserved');
+  if (v['image-gc-high-threshold']) cfg.imageGcHighThresholdPercent = percent(v['image-gc-high-threshold'], '--image-gc-high-threshold');
+  if (v['image-gc-low-threshold']) cfg.imageGcLowThresholdPercent = percent(v['image-gc-low-threshold'], '--image-gc-low-threshold');
+  if (v['minimum-image-ttl-duration']) cfg.imageMinimumGcAgeMs = parseDuration(v['minimum-image-ttl-duration'], '--minimum-image-ttl-duration');
+  if (cfg.imageGcLowThresholdPercent > cfg.imageGcHighThresholdPercent) throw invalidArgument('--image-gc-low-threshold must not be above --image-gc-high-threshold');
   if (!v.help && !cfg.kubeconfig && !cfg.podManifestPath) throw invalidArgument('need --kubeconfig, --pod-manifest-path or both');
   return { ...cfg, help: v.help ?? false };
 }

@@ -8,6 +8,7 @@ import type { Logger } from '../common/log.js';
 import type { CriClient } from './cri-client.js';
 import { apiTime } from './pod-status.js';
 import { apiErrorCode } from './kube-client.js';
+import { thresholdValue, type PressureCondition, type Threshold } from './eviction.js';
 
 export const AGENT_KUBELET_VERSION = 'v1.36.0-nodelet';
 export const LEASE_NAMESPACE = 'kube-node-lease';
@@ -47,6 +48,10 @@ export interface NodeFacts {
   runtimeName: string;
   runtimeVersion: string;
   kubeletPort: number;
+  /** --kube-reserved plus --system-reserved (cpu in cores, memory and ephemeral-storage in bytes). */
+  reserved?: Record<string, number>;
+  /** --eviction-hard: its memory.available and nodefs.available thresholds come off the allocatable too. */
+  evictionHard?: Threshold[];
 }
 
 export function nodeLabels(nodeName: string): Record<string, string> {
@@ -71,6 +76,24 @@ function ephemeralStorageBytes(dir: string): { capacity: number; available: numb
   return { capacity: 0, available: 0 };
 }
 
+/** Capacity less the reserved resources and the hard eviction thresholds (the kubelet's node allocatable). Pure. */
+export function allocatableOf(machine: { cpu: number; memory: number; storage: number }, facts: Pick<NodeFacts, 'reserved' | 'evictionHard' | 'maxPods'>): Record<string, string> {
+  const r = facts.reserved ?? {};
+  const hard = (signal: string, capacity: number) => {
+    const t = facts.evictionHard?.find((x) => x.signal === signal);
+    return t ? thresholdValue(t, capacity) : 0;
+  };
+  const cpuMilli = Math.max(0, Math.round(machine.cpu * 1000 - (r.cpu ?? 0) * 1000));
+  const memory = Math.max(0, machine.memory - (r.memory ?? 0) - hard('memory.available', machine.memory));
+  const storage = Math.max(0, machine.storage - (r['ephemeral-storage'] ?? 0) - hard('nodefs.available', machine.storage));
+  return {
+    cpu: cpuMilli % 1000 === 0 ? String(cpuMilli / 1000) : `${cpuMilli}m`,
+    memory: `${Math.floor(memory / 1024)}Ki`,
+    pods: String(facts.maxPods),
+    'ephemeral-storage': String(Math.floor(storage)),
+  };
+}
+
 /** The status fields that describe the machine; conditions come separately. */
 export function machineStatus(facts: NodeFacts): Record<string, any> {
   const storage = ephemeralStorageBytes(facts.root);
@@ -82,7 +105,7 @@ export function machineStatus(facts: NodeFacts): Record<string, any> {
   };
   return {
     capacity,
-    allocatable: { ...capacity },
+    allocatable: allocatableOf({ cpu: os.cpus().length, memory: os.totalmem(), storage: storage.capacity }, facts),
     addresses: [
       { type: 'InternalIP', address: facts.nodeIp },
       { type: 'Hostname', address: facts.nodeName },
@@ -110,7 +133,7 @@ interface ConditionFact {
   message: string;
 }
 
-export async function conditionFacts(cri: CriClient, root: string): Promise<ConditionFact[]> {
+export async function conditionFacts(cri: CriClient, root: string, pressure?: ReadonlySet<PressureCondition>): Promise<ConditionFact[]> {
   let runtimeProblem = '';
   try {
     const { status } = await cri.runtime('Status', {}, { deadlineMs: 5000 });
@@ -119,10 +142,15 @@ export async function conditionFacts(cri: CriClient, root: string): Promise<Cond
     runtimeProblem = `container runtime is down: ${errorMessage(err)}`;
   }
   const storage = ephemeralStorageBytes(root);
-  const memoryLow = os.freemem() < 100 * 1024 * 1024;
-  const diskLow = storage.capacity > 0 && storage.available / storage.capacity < 0.1;
+  let memoryLow = os.freemem() < 100 * 1024 * 1024;
+  let diskLow = storage.capacity > 0 && storage.available / storage.capacity < 0.1;
   let pidsHigh = false;
-  try {
+  if (pressure) {
+    // The eviction manager's view: the --eviction-hard thresholds it observed crossed.
+    memoryLow = pressure.has('MemoryPressure');
+    diskLow = pressure.has('DiskPressure');
+    pidsHigh = pressure.has('PIDPressure');
+  } else try {
     const max = Number(readTrimmed('/proc/sys/kernel/pid_max'));
     const used = Number(readTrimmed('/proc/loadavg').split(' ')[3]?.split('/')[1]);
     pidsHigh = max > 0 && used / max > 0.9;
@@ -163,7 +191,16 @@ export class NodeStatusReporter {
     private readonly coordination: CoordinationV1Api,
     private readonly cri: CriClient,
     private readonly facts: NodeFacts,
-    private readonly opts: { leaseRenewSeconds: number; statusReportSeconds: number; log: Logger; volumesInUse?: () => string[] },
+    private readonly opts: {
+      leaseRenewSeconds: number;
+      statusReportSeconds: number;
+      log: Logger;
+      volumesInUse?: () => string[];
+      /** The pressure conditions the eviction manager sees now. */
+      pressure?: () => ReadonlySet<PressureCondition>;
+      /** node.status.images (the 50 largest). */
+      images?: () => Array<{ names: string[]; sizeBytes: number }>;
+    },
   ) {}
 
   /**
@@ -254,7 +291,7 @@ export class NodeStatusReporter {
 
   /** Patches the node status when it changed, or when the report period passed; re-registers a deleted Node. */
   async updateStatus(force: boolean): Promise<void> {
-    const facts = await conditionFacts(this.cri, this.facts.root);
+    const facts = await conditionFacts(this.cri, this.facts.root, this.opts.pressure?.());
     const now = apiTime(Date.now());
     const conditions: V1NodeCondition[] = facts.map((f) => {
       const status = f.ok === (f.type === 'Ready') ? 'True' : 'False';
@@ -264,6 +301,8 @@ export class NodeStatusReporter {
     });
     // volumesInUse (volumes/sources.ts): the mounted volumes the attach/detach controller must not detach.
     const machine: Record<string, any> = { ...machineStatus(this.facts), volumesInUse: this.opts.volumesInUse?.() ?? [] };
+    const images = this.opts.images?.();
+    if (images?.length) machine.images = images;
     const fingerprint = JSON.stringify({ machine: { ...machine, nodeInfo: machine.nodeInfo }, c: conditions.map((c) => [c.type, c.status, c.reason]) });
     const due = Date.now() - this.lastPatchAt >= this.opts.statusReportSeconds * 1000;
     if (!force && !due && fingerprint === this.lastFingerprint) return;

@@ -117,11 +117,15 @@ export class PodWorker {
   /** The resources admitted per container: the spec's, until a resize the node cannot fit. */
   private readonly allocated = new Map<string, V1ResourceRequirements | undefined>();
   private resizeState: { infeasible?: string; error?: string } = {};
+  /** The eviction manager evicted the pod: it is stopped and reported Failed, reason Evicted, for good. */
+  private evicted?: { message: string };
   /** Termination messages of exited containers (they never change once read). */
   private readonly exitMessages = new Map<string, string>();
 
   constructor(pod: V1Pod, private readonly deps: PodWorkerDeps) {
     this.pod = pod;
+    // Evicted before an agent restart: still evicted (the phase alone would be recomputed from the containers).
+    if (pod.status?.phase === 'Failed' && pod.status.reason === 'Evicted') this.evicted = { message: pod.status.message ?? '' };
     this.allocate(pod);
     this.log = deps.log.child({ pod: `${pod.metadata!.namespace}/${pod.metadata!.name}`, uid: pod.metadata!.uid });
     if (deps.volumeRoot) this.volumes = new PodVolumes(deps.volumeRoot, pod.metadata!.uid!, deps.volumeData ?? noVolumeData, this.log, deps.csi);
@@ -155,6 +159,18 @@ export class PodWorker {
   /** The pod left its source (deleted in the API or its manifest removed): stop it. */
   remove(): void {
     this.removed = true;
+    this.kick();
+  }
+
+  get isEvicted(): boolean {
+    return Boolean(this.evicted);
+  }
+
+  /** Node pressure: stop the pod and report it Failed, reason Evicted (the kubelet's eviction manager). */
+  evict(message: string): void {
+    if (this.evicted) return;
+    this.evicted = { message };
+    this.deps.recordEvent?.(this.pod, 'Warning', 'Evicted', message);
     this.kick();
   }
 
@@ -200,6 +216,10 @@ export class PodWorker {
       await this.terminate(pod);
       return;
     }
+    if (this.evicted) {
+      await this.stopEvicted(pod);
+      return;
+    }
     await this.killUnhealthy(pod);
     let observed = await this.observe();
     const phase = pod.status?.phase;
@@ -242,7 +262,19 @@ export class PodWorker {
     }
   }
 
-  private async report(pod: V1Pod, observed: ObservedPod): Promise<V1PodStatus> {
+  /** An evicted pod's containers are stopped at once (hard eviction: the minimum grace) and its sandbox too. */
+  private async stopEvicted(pod: V1Pod): Promise<void> {
+    this.probes.stopAll();
+    this.waiting.clear();
+    const observed = await this.observe();
+    const running = observed.containers.filter((c) => c.state === 'CONTAINER_RUNNING' || c.state === 'CONTAINER_CREATED');
+    if (running.length) this.log.info({ containers: running.length }, 'evicting pod: stopping its containers');
+    await Promise.all(running.map((c) => this.deps.cri.runtime('StopContainer', { container_id: c.id, timeout: MIN_GRACE_SECONDS }, { deadlineMs: 60_000 }).catch(() => undefined)));
+    for (const s of observed.sandboxes) if (s.ready) await this.deps.cri.runtime('StopPodSandbox', { pod_sandbox_id: s.id }).catch(() => undefined);
+    await this.report(pod, running.length ? await this.observe() : observed, true);
+  }
+
+  private async report(pod: V1Pod, observed: ObservedPod, evictionDone = false): Promise<V1PodStatus> {
     const status = computePodStatus(pod, observed, {
       runtimeName: this.deps.runtimeName,
       hostIP: this.deps.hostIP,
@@ -251,7 +283,21 @@ export class PodWorker {
       probes: (spec, containerId) => this.probes.statusOf(spec, containerId),
       allocated: (spec) => this.allocatedOf(spec),
       resize: this.resizeState,
+      ...(this.evicted ? { deleted: true } : {}),
     });
+    // Evicted during this sync: the Failed status waits until stopEvicted stopped the containers.
+    if (this.evicted && !evictionDone) return status;
+    if (this.evicted) {
+      // As the kubelet reports an evicted pod: Failed, reason Evicted, and a DisruptionTarget condition.
+      status.phase = 'Failed';
+      status.reason = 'Evicted';
+      status.message = this.evicted.message;
+      const before = pod.status?.conditions?.find((c) => c.type === 'DisruptionTarget');
+      status.conditions = [
+        ...(status.conditions ?? []).filter((c) => c.type !== 'DisruptionTarget'),
+        { type: 'DisruptionTarget', status: 'True', reason: 'TerminationByKubelet', message: this.evicted.message, lastProbeTime: null as any, lastTransitionTime: before?.lastTransitionTime ?? new Date() },
+      ];
+    }
     const fingerprint = statusFingerprint(status);
     if (fingerprint !== this.lastWritten) {
       const resourceVersion = await this.deps.writeStatus(pod, status);

@@ -16,6 +16,7 @@ import { bootstrapClientCertificate, KUBELET_CLIENT_SIGNER } from '../../src/age
 import { waitFor } from '../helpers/pods.js';
 import { startControlPlane, type ControlPlane } from '../conformance/control-plane.js';
 import { startAgentHarness, type AgentHarness } from './harness.js';
+import { DEFAULT_EVICTION_HARD, parseEvictionHard } from '../../src/agent/eviction.js';
 
 configureLogger(process.env.NODELET_TEST_AGENT_LOG ?? 'silent');
 
@@ -84,7 +85,7 @@ before(async () => {
       const file = path.join(base, 'kubelet.kubeconfig');
       await fsp.writeFile(file, YAML.stringify(kubeconfig), { mode: 0o600 });
       // The apiserver reaches the kubelet API on the node's InternalIP with its kubelet client cert (cluster CA).
-      return { kubeconfig: file, nodeIp: '127.0.0.1', clientCaFile: cp!.caPath, leaseRenewSeconds: 1, nodeStatusReportSeconds: 5 };
+      return { kubeconfig: file, nodeIp: '127.0.0.1', clientCaFile: cp!.caPath, leaseRenewSeconds: 1, nodeStatusReportSeconds: 5, evictionIntervalMs: 1000 };
     },
   });
 }, { timeout: 240_000 });
@@ -500,4 +501,33 @@ test('a deleted Node registers again, and its Lease follows the new Node', async
     return l?.metadata?.ownerReferences?.[0]?.uid === again.metadata.uid ? l : undefined;
   }, 90_000);
   await waitFor('renewTime advances', async () => ((await leaseRenewTime()) > lease.spec.renewTime ? true : undefined), 15_000);
+});
+
+test('node pressure: node.status.images is accepted; a crossed threshold sets MemoryPressure and evicts a pod (Failed, Evicted, DisruptionTarget), never the static pod', async () => {
+  const node = await waitFor('node.status.images', async () => {
+    const n = await getJson(['get', 'node', nodeName]);
+    return n.status.images?.length ? n : undefined;
+  }, 60_000);
+  assert.ok(node.status.images.some((i: any) => i.names.some((n: string) => n.includes('nodelet-test/busybox')) && i.sizeBytes > 0), JSON.stringify(node.status.images));
+  await cp!.kubectl(['apply', '-f', '-'], { input: podManifest('evictee', 'trap "exit 0" TERM; while true; do sleep 0.2; done') });
+  await waitRunning('evictee');
+  h.agent.config.evictionHard = parseEvictionHard('memory.available<1000Ti');
+  try {
+    const pod = await waitFor('evictee Evicted', async () => {
+      const p = await getOptional(['-n', NS, 'get', 'pod', 'evictee']);
+      return p?.status?.phase === 'Failed' && p.status.reason === 'Evicted' ? p : undefined;
+    }, 60_000);
+    assert.match(pod.status.message, /The node was low on resource: memory/);
+    const target = pod.status.conditions.find((c: any) => c.type === 'DisruptionTarget');
+    assert.equal(target?.status, 'True');
+    assert.equal(target?.reason, 'TerminationByKubelet');
+    await waitFor('MemoryPressure True', async () => (await getJson(['get', 'node', nodeName])).status.conditions.find((c: any) => c.type === 'MemoryPressure')?.status === 'True', 30_000);
+    // The static pod is critical: its mirror still shows it running.
+    const mirrors = (await getJson(['-n', NS, 'get', 'pods'])).items.filter((p: any) => p.metadata.annotations?.['kubernetes.io/config.mirror']);
+    for (const m of mirrors) assert.notEqual(m.status.reason, 'Evicted', m.metadata.name);
+  } finally {
+    h.agent.config.evictionHard = parseEvictionHard(DEFAULT_EVICTION_HARD);
+  }
+  await waitFor('MemoryPressure False', async () => (await getJson(['get', 'node', nodeName])).status.conditions.find((c: any) => c.type === 'MemoryPressure')?.status === 'False', 30_000);
+  await cp!.kubectl(['-n', NS, 'delete', 'pod', 'evictee', '--wait=true', '--timeout=60s'], { timeoutMs: 90_000 });
 });
