@@ -22,7 +22,7 @@ import {
   type StandInImages,
 } from '../../scripts/conformance/critest-images.js';
 import { Cleanup } from './cleanup.js';
-import type { Tools } from './tools.js';
+import { conformanceBackend, type Tools } from './tools.js';
 import type { ConformanceReport } from './report.js';
 
 const SUITE_TIMEOUT_MS = 20 * 60_000;
@@ -313,8 +313,7 @@ export async function runCritestPhase(tools: Tools, report: ConformanceReport): 
     });
 
     const mirrors = UPSTREAM_REGISTRIES.flatMap((r) => ['--registry-mirror', `${r}=http://${startedRegistry.host}`]);
-    const backend = process.env.NODELET_CONFORMANCE_BACKEND === 'containerd' ? 'containerd' : undefined;
-    daemonStart = startTestDaemon({ backend, args: [...mirrors, '--insecure-registry', startedRegistry.host] });
+    daemonStart = startTestDaemon({ backend: conformanceBackend(), args: [...mirrors, '--insecure-registry', startedRegistry.host] });
     daemon = await step(daemonStart);
 
     // The validation suite.

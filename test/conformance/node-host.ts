@@ -14,7 +14,7 @@ import { freePort, stopChild } from '../helpers/registries.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
 import type { ControlPlane } from './control-plane.js';
 import type { Cleanup } from './cleanup.js';
-import { REPO_ROOT, type Tools } from './tools.js';
+import { conformanceBackend, REPO_ROOT, type Tools } from './tools.js';
 
 type Child = ReturnType<typeof spawnChild>;
 
@@ -73,9 +73,9 @@ export async function addNodeAddress(cleanup: Cleanup): Promise<HostAddress> {
   return { iface, ip };
 }
 
-/** nodelet-cri with its own root, socket, bridge and subnet; docker.io served by the local registry. */
+/** nodelet-cri with its own root, socket, bridge and subnet; docker.io served by the local registry; NODELET_CONFORMANCE_BACKEND picks its default handler's backend. */
 export async function startNodeRuntime(tools: Tools, registryHost: string, cleanup: Cleanup): Promise<NodeRuntime> {
-  const daemon = await startTestDaemon({ network: true, args: ['--registry-mirror', `docker.io=http://${registryHost}`] });
+  const daemon = await startTestDaemon({ network: true, backend: conformanceBackend(), args: ['--registry-mirror', `docker.io=http://${registryHost}`] });
   cleanup.add('nodelet-cri: remove pods, stop, remove its dirs and bridge', async () => {
     // A Ctrl-C reaches the daemon too: bring it back on the same state so it can remove what it ran.
     if (daemon.proc.exitCode !== null || daemon.proc.signalCode !== null) await daemon.restart();

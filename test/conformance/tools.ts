@@ -15,6 +15,14 @@ export type Tools = Record<ToolName, string> & { dir: string };
 // dist/test/conformance → the repository root.
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 
+/** The backend NODELET_CONFORMANCE_BACKEND names for nodelet-cri's default handler (undefined: the test daemon's default, runc). */
+export function conformanceBackend(): 'containerd' | undefined {
+  const name = process.env.NODELET_CONFORMANCE_BACKEND;
+  if (!name || name === 'runc') return undefined;
+  if (name !== 'containerd') throw new Error(`NODELET_CONFORMANCE_BACKEND: unknown backend ${name} (runc, containerd)`);
+  return 'containerd';
+}
+
 /** The tools directory, or an Error saying in one line what is missing. */
 export function findTools(): Tools {
   let dir = process.env.NODELET_K8S_TOOLS;
