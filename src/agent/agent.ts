@@ -51,6 +51,7 @@ export class Agent {
   private readonly hostIP: string;
   private readonly log: Logger;
   private housekeeping?: NodeJS.Timeout;
+  private housekeepingAt = Date.now();
   private stopped = false;
   private events?: PodEventRecorder;
   private logRotator?: ContainerLogRotator;
@@ -271,6 +272,8 @@ export class Agent {
       nodeLogDir: this.config.nodeLogDir,
       servingCertificateFromCsr: Boolean(this.kube && this.config.rotateServerCertificates),
       claimMounts: () => this.volumeData?.claimMounts() ?? [],
+      // The kubelet fails syncloop when its loop has not run for a while; ours is the housekeeping loop.
+      syncLoopHealthy: () => Date.now() - this.housekeepingAt < 10 * HOUSEKEEPING_MS + 60_000,
       configz: () =>
         kubeletConfigz(this.config, {
           port: this.kubeletApi?.port ?? 0,
@@ -468,6 +471,7 @@ export class Agent {
   private scheduleHousekeeping(): void {
     if (this.stopped) return;
     this.housekeeping = setTimeout(async () => {
+      this.housekeepingAt = Date.now();
       await this.removeOrphans().catch((err) => this.log.warn({ err: errorMessage(err) }, 'housekeeping failed'));
       this.scheduleHousekeeping();
     }, HOUSEKEEPING_MS);

@@ -501,3 +501,17 @@ test('/logs/ lists and reads node log files, and nothing outside the log directo
   assert.equal((await kubeletGet('/logs/nope')).status, 404);
   assert.equal((await kubeletGet('/logs/syslog', { token: MALLORY_TOKEN })).status, 403);
 });
+
+test('/healthz runs the kubelet\'s checks (ping, log, syncloop, each also alone); /metrics/slis reports them', async () => {
+  assert.equal((await kubeletGet('/healthz', {})).body, 'ok');
+  for (const name of ['ping', 'log', 'syncloop']) assert.deepEqual(await kubeletGet(`/healthz/${name}`, {}).then((r) => [r.status, r.body]), [200, 'ok'], name);
+  assert.equal((await kubeletGet('/healthz/nope', {})).status, 404);
+  const slis = await kubeletGet('/metrics/slis');
+  assert.equal(slis.status, 200);
+  assert.match(slis.body, /^# TYPE kubernetes_healthcheck gauge$/m);
+  for (const name of ['ping', 'log', 'syncloop']) {
+    assert.deepEqual(samples(slis.body, 'kubernetes_healthcheck').find((s) => s.labels.name === name), { labels: { name, type: 'healthz' }, value: 1 });
+    assert.ok(samples(slis.body, 'kubernetes_healthchecks_total').find((s) => s.labels.name === name && s.labels.status === 'success')!.value >= 2);
+  }
+  assert.equal((await kubeletGet('/metrics/slis', { token: MALLORY_TOKEN })).status, 403);
+});

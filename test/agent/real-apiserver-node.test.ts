@@ -206,6 +206,8 @@ test('kubelet API endpoints through the apiserver\'s node proxy: metrics, cadvis
   assert.equal(kubeletconfig.serverTLSBootstrap, true);
   assert.equal(kubeletconfig.port, h.agent.kubeletApi!.port);
   assert.match(await proxyGet('/logs/'), /<a href="node\.log">node\.log<\/a>/);
+  assert.equal(await proxyGet('/healthz/syncloop'), 'ok');
+  assert.match(await proxyGet('/metrics/slis'), /^kubernetes_healthcheck\{name="syncloop",type="healthz"\} 1$/m);
   assert.equal(await proxyGet('/logs/node.log'), 'a node log line\n');
 });
 

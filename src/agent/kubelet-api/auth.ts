@@ -137,7 +137,7 @@ export class KubeletAuth {
 
   /** Authenticates and authorises a request; /healthz needs neither. */
   async check(req: IncomingMessage, pathname: string): Promise<AuthOutcome> {
-    if (pathname === '/healthz') return { ok: true };
+    if (pathname === '/healthz' || pathname.startsWith('/healthz/')) return { ok: true };
     const user = await this.authenticate(req);
     if (!user) return { ok: false, code: 401, message: 'Unauthorized' };
     const attrs = kubeletAccessAttributes(req.method ?? 'GET', pathname);

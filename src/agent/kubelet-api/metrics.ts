@@ -23,6 +23,10 @@ const POD_START_BUCKETS = [0.5, 1, 2, 3, 4, 5, 6, 8, 10, 20, 30, 45, 60, 120, 18
 export class AgentMetrics {
   readonly registry = new Registry();
   readonly probeRegistry = new Registry();
+  /** /metrics/slis: the health checks' results. */
+  readonly slisRegistry = new Registry();
+  private readonly healthGauge: Gauge<'name' | 'type'>;
+  private readonly healthTotal: Counter<'name' | 'status' | 'type'>;
   private readonly operations: Counter<'operation_type'>;
   private readonly operationErrors: Counter<'operation_type'>;
   private readonly operationSeconds: Histogram<'operation_type'>;
@@ -110,6 +114,8 @@ export class AgentMetrics {
         },
       });
     }
+    this.healthGauge = new Gauge({ name: 'kubernetes_healthcheck', help: '[STABLE] This metric records the result of a single healthcheck.', labelNames: ['name', 'type'], registers: [this.slisRegistry] });
+    this.healthTotal = new Counter({ name: 'kubernetes_healthchecks_total', help: '[STABLE] This metric records the results of all healthcheck.', labelNames: ['name', 'status', 'type'], registers: [this.slisRegistry] });
     this.probes = new Counter({
       name: 'prober_probe_total',
       help: '[ALPHA] Cumulative number of a liveness, readiness or startup probe for a container by result.',
@@ -154,6 +160,16 @@ export class AgentMetrics {
       namespace: pod.metadata?.namespace ?? '',
       pod_uid: pod.metadata?.uid ?? '',
     });
+  }
+
+  /** One /healthz check's result. */
+  healthcheck(name: string, ok: boolean): void {
+    this.healthGauge.set({ name, type: 'healthz' }, ok ? 1 : 0);
+    this.healthTotal.inc({ name, status: ok ? 'success' : 'error', type: 'healthz' });
+  }
+
+  async slisText(): Promise<string> {
+    return this.slisRegistry.metrics();
   }
 
   clientCertificateExpires(at: number): void {

@@ -53,6 +53,8 @@ export interface KubeletApiOptions {
   configz?: () => object;
   /** The node's log directory served under /logs/ (default /var/log). */
   nodeLogDir?: string;
+  /** The sync loop's health check (/healthz/syncloop): false when the agent's loop has stalled. */
+  syncLoopHealthy?: () => boolean;
   /** The pods' mounted claim volumes (pods[].volume in /stats/summary). */
   claimMounts?: () => ClaimMount[];
   /** The serving certificate comes later through setServingCertificate (a CSR): until then handshakes fail. */
@@ -183,8 +185,7 @@ export class KubeletApiServer {
     await this.authorizeRequest(req, url.pathname);
     switch (parts[0]) {
       case 'healthz':
-        res.writeHead(200, { 'Content-Type': 'text/plain; charset=utf-8' }).end('ok');
-        return;
+        return this.healthz(res, parts.slice(1));
       case 'pods': {
         if (parts.length > 1) throw new ApiError(404, '404 page not found');
         const items = this.opts.host.pods().map((p) => ({ apiVersion: 'v1', kind: 'Pod', ...p }));
@@ -232,6 +233,21 @@ export class KubeletApiServer {
     }
   }
 
+  /** The kubelet's /healthz checks: ping, log, syncloop; /healthz/<name> runs one. */
+  private healthz(res: ServerResponse, rest: string[]): void {
+    const checks: Record<string, () => boolean> = { ping: () => true, log: () => true, syncloop: () => this.opts.syncLoopHealthy?.() ?? true };
+    if (rest.length > 1 || (rest.length === 1 && !checks[rest[0]!])) throw new ApiError(404, '404 page not found');
+    const names = rest.length ? [rest[0]!] : Object.keys(checks);
+    const results = names.map((name) => {
+      const ok = checks[name]!();
+      this.opts.metrics?.healthcheck(name, ok);
+      return { name, ok };
+    });
+    if (results.every((r) => r.ok)) return void res.writeHead(200, { 'Content-Type': 'text/plain; charset=utf-8' }).end('ok');
+    const lines = results.map((r) => (r.ok ? `[+]${r.name} ok` : `[-]${r.name} failed: reason withheld`));
+    res.writeHead(500, { 'Content-Type': 'text/plain; charset=utf-8' }).end(`${lines.join('\n')}\nhealthz check failed\n`);
+  }
+
   private async metricsText(res: ServerResponse, parts: string[]): Promise<void> {
     const which = parts.length === 1 ? '' : parts.length === 2 ? parts[1] : undefined;
     let text: string;
@@ -239,6 +255,7 @@ export class KubeletApiServer {
     else if (which === 'cadvisor') text = await cadvisorMetrics(this.opts.host.cri);
     else if (which === '' && this.opts.metrics) text = await this.opts.metrics.text();
     else if (which === 'probes' && this.opts.metrics) text = await this.opts.metrics.probesText();
+    else if (which === 'slis' && this.opts.metrics) text = await this.opts.metrics.slisText();
     else throw new ApiError(404, '404 page not found');
     res.writeHead(200, { 'Content-Type': PROMETHEUS_TEXT }).end(text);
   }
