@@ -285,7 +285,7 @@ client sees for each call.
   runtimes' RemoveImage; busybox and big share their base layer, so both are removed first), warm = PullImage of an image already present.
 - Lists: ${o.listPods} pods × ${o.listContainersPerPod} containers running \`sleep\`; ListContainers and ListPodSandbox
   ${o.iterations} times each with all of them present. Memory is read with ${o.memoryContainers} of them running.
-- Large lists: ${o.largeListContainers > 0 ? `pods of 100 \`sleep\` containers (8 created at a time) added to the 100 above up to ${o.largeListContainers} containers; ListContainers, ListContainers filtered by one pod and ListPodSandbox ${o.iterations} times each; memory read again at ${o.largeMemoryContainers} containers` : 'not run'}.
+- Large lists: ${o.largeListContainers > 0 ? `pods of 50 \`sleep\` containers (8 created at a time) added to the 100 above up to ${o.largeListContainers} containers; ListContainers, ListContainers filtered by one pod and ListPodSandbox ${o.iterations} times each; memory read again at ${o.largeMemoryContainers} containers` : 'not run'}.
 - Parallel: ${o.parallelPods} RunPodSandbox calls at once, wall time until all returned, ${o.parallelRounds} rounds.
 - nodelet-cri logs at \`${nodeletLogLevel}\`, containerd at \`info\`. ${summary}.
 
