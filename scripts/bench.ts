@@ -332,8 +332,8 @@ ${renderMarkdown(agent)}
 
 ## Commentary
 
-Where nodelet is slower, by how much and why, and how far the daemon is from 100 MB RSS with 50
-containers: [benchmark-commentary.md](benchmark-commentary.md) (written by hand after a measured run).
+Where the time goes (CPU profile, per-step trace of each RPC), which goals are met, and what stands in the
+way of the others: [benchmark-commentary.md](benchmark-commentary.md) (written by hand after a measured run).
 `;
 }
 
