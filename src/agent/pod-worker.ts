@@ -645,11 +645,10 @@ export class PodWorker {
     }
   }
 
-  /** Keeps the newest two attempts of each container (the current one and lastState's). */
+  /** Dead-container GC with the kubelet's MaxPerPodContainer 1: the newest exited container of each name stays (lastState's), older ones go. */
   private async removeOldAttempts(byName: Map<string, ObservedContainer[]>): Promise<void> {
     for (const list of byName.values()) {
-      for (const old of list.slice(2)) {
-        if (old.state !== 'CONTAINER_EXITED') continue;
+      for (const old of list.filter((c) => c.state === 'CONTAINER_EXITED').slice(1)) {
         await this.deps.cri.runtime('RemoveContainer', { container_id: old.id }).catch(() => undefined);
       }
     }
