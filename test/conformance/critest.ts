@@ -2,17 +2,17 @@
 // (temp root, run root, socket, CNI bridge and subnet), with every image critest names served by our
 // stand-ins from a local docker-registry behind the runtime's registry mirrors. Everything it starts
 // is undone at the end, or on SIGINT/SIGTERM through run.ts's cleanups.
-// Every spec becomes one report line `critest: <spec>`; skipped specs are reported as not run.
-// NODELET_CRITEST_LOGS=DIR keeps critest's output, its JUnit files and the daemon log there.
+// Every spec becomes one report line `<label>: <spec>` (label: the phase, critest or critest-containerd);
+// skipped specs are reported as not run.
+// NODELET_CRITEST_LOGS=DIR keeps critest's output, its JUnit files and the daemon log there (critest-containerd: in DIR/critest-containerd).
 // NODELET_CRITEST_FOCUS=REGEX runs only the matching specs (diagnosis).
-// NODELET_CONFORMANCE_BACKEND=containerd runs the daemon's default handler on containerd (its own, runc shim).
 import { promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { pathExists } from '../../src/common/fsutil.js';
 import { run } from '../../src/common/exec.js';
-import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
+import { startTestDaemon, type TestBackend, type TestDaemon } from '../helpers/daemon.js';
 import { startRegistryProcess, stopChild, type RegistryProcess } from '../helpers/registries.js';
 import {
   buildCritestImages,
@@ -22,7 +22,7 @@ import {
   type StandInImages,
 } from '../../scripts/conformance/critest-images.js';
 import { Cleanup } from './cleanup.js';
-import { conformanceBackend, type Tools } from './tools.js';
+import type { Tools } from './tools.js';
 import type { ConformanceReport } from './report.js';
 
 const SUITE_TIMEOUT_MS = 20 * 60_000;
@@ -243,9 +243,15 @@ async function tail(file: string, lines = 30): Promise<string> {
   return text.split('\n').slice(-lines).join('\n');
 }
 
-export async function runCritestPhase(tools: Tools, report: ConformanceReport): Promise<void> {
+/**
+ * One critest run on a nodelet-cri whose default handler runs on `backend` (undefined: the test daemon's
+ * default, runc); every report line starts with `label`.
+ */
+export async function runCritestPhase(tools: Tools, report: ConformanceReport, backend: TestBackend | undefined, label: string): Promise<void> {
   const work = await fsp.mkdtemp(path.join(os.tmpdir(), 'nodelet-critest-'));
-  const keep = process.env.NODELET_CRITEST_LOGS;
+  // The first phase keeps its logs in NODELET_CRITEST_LOGS itself, any other in a subdirectory named after it.
+  const keepRoot = process.env.NODELET_CRITEST_LOGS;
+  const keep = keepRoot && label !== 'critest' ? path.join(keepRoot, label) : keepRoot;
   const children: Children = new Set<ChildProcess>();
   let registry: RegistryProcess | undefined;
   let daemon: TestDaemon | undefined;
@@ -307,13 +313,13 @@ export async function runCritestPhase(tools: Tools, report: ConformanceReport): 
     }
     const registryMs = Date.now() - started;
     report.add({
-      name: 'critest: stand-in images served',
+      name: `${label}: stand-in images served`,
       passed: true,
       detail: `${images.layouts.reduce((n, l) => n + l.tags.length, 0)} tags in ${images.layouts.length} repositories on ${registry.host} (${images.busyboxSource}; build ${imagesMs} ms, registry ${registryMs} ms)`,
     });
 
     const mirrors = UPSTREAM_REGISTRIES.flatMap((r) => ['--registry-mirror', `${r}=http://${startedRegistry.host}`]);
-    daemonStart = startTestDaemon({ backend: conformanceBackend(), args: [...mirrors, '--insecure-registry', startedRegistry.host] });
+    daemonStart = startTestDaemon({ backend, args: [...mirrors, '--insecure-registry', startedRegistry.host] });
     daemon = await step(daemonStart);
 
     // The validation suite.
@@ -345,14 +351,14 @@ export async function runCritestPhase(tools: Tools, report: ConformanceReport): 
     const cases = (await junitCases(suiteDir)).filter((c) => !isBenchmark(c) && !(isSuiteNode(c) && c.status === 'passed'));
     if (cases.length === 0) {
       report.add({
-        name: 'critest: validation suite ran',
+        name: `${label}: validation suite ran`,
         passed: false,
         detail: `no JUnit report (exit ${suite.exitCode}${suite.timedOut ? ', timed out' : ''}):\n${await tail(suite.outputFile)}`,
       });
     }
-    const counts = reportCases(report, 'critest', cases, true);
-    if (suite.timedOut) report.add({ name: 'critest: validation suite finished in time', passed: false, detail: `stopped after ${SUITE_TIMEOUT_MS / 60_000} min` });
-    process.stdout.write(`critest validation: ${counts.passed} passed, ${counts.failed} failed, ${counts.skipped} skipped in ${suiteSeconds.toFixed(0)} s (exit ${suite.exitCode})\n`);
+    const counts = reportCases(report, label, cases, true);
+    if (suite.timedOut) report.add({ name: `${label}: validation suite finished in time`, passed: false, detail: `stopped after ${SUITE_TIMEOUT_MS / 60_000} min` });
+    process.stdout.write(`${label} validation: ${counts.passed} passed, ${counts.failed} failed, ${counts.skipped} skipped in ${suiteSeconds.toFixed(0)} s (exit ${suite.exitCode})\n`);
 
     // The streaming specs again, over WebSocket (v5.channel.k8s.io, v2.portforward.k8s.io) instead of SPDY.
     const focused = process.env.NODELET_CRITEST_FOCUS;
@@ -372,11 +378,11 @@ export async function runCritestPhase(tools: Tools, report: ConformanceReport): 
       );
       if (cleaning) throw new Error('critest phase interrupted');
       const wsCases = (await junitCases(wsDir)).filter((c) => !isBenchmark(c) && !(isSuiteNode(c) && c.status === 'passed'));
-      const wsCounts = reportCases(report, 'critest (websocket)', wsCases, false);
+      const wsCounts = reportCases(report, `${label} (websocket)`, wsCases, false);
       if (wsCases.length === 0 || ws.timedOut) {
-        report.add({ name: 'critest (websocket): streaming specs ran', passed: false, detail: `exit ${ws.exitCode}${ws.timedOut ? ', timed out' : ''}:\n${await tail(ws.outputFile)}` });
+        report.add({ name: `${label} (websocket): streaming specs ran`, passed: false, detail: `exit ${ws.exitCode}${ws.timedOut ? ', timed out' : ''}:\n${await tail(ws.outputFile)}` });
       }
-      process.stdout.write(`critest streaming over WebSocket: ${wsCounts.passed} passed, ${wsCounts.failed} failed in ${((Date.now() - started) / 1000).toFixed(0)} s\n`);
+      process.stdout.write(`${label} streaming over WebSocket: ${wsCounts.passed} passed, ${wsCounts.failed} failed in ${((Date.now() - started) / 1000).toFixed(0)} s\n`);
     }
 
     // The benchmarks.
@@ -406,12 +412,12 @@ export async function runCritestPhase(tools: Tools, report: ConformanceReport): 
     }
     const benchCases = (await junitCases(benchReport)).filter((c) => isBenchmark(c) || (isSuiteNode(c) && c.status !== 'passed'));
     for (const c of benchCases) {
-      if (c.status === 'passed') report.add({ name: `critest benchmark: ${c.name}`, passed: true });
-      else if (c.status === 'skipped') report.skip(`critest benchmark: ${c.name}`, firstLine(c.message) || 'skipped by critest');
-      else report.add({ name: `critest benchmark: ${c.name}`, passed: false, detail: `${c.status}: ${firstLine(c.message)}` });
+      if (c.status === 'passed') report.add({ name: `${label} benchmark: ${c.name}`, passed: true });
+      else if (c.status === 'skipped') report.skip(`${label} benchmark: ${c.name}`, firstLine(c.message) || 'skipped by critest');
+      else report.add({ name: `${label} benchmark: ${c.name}`, passed: false, detail: `${c.status}: ${firstLine(c.message)}` });
     }
     report.add({
-      name: 'critest benchmark: ran to the end',
+      name: `${label} benchmark: ran to the end`,
       passed: bench.exitCode === 0 && !bench.timedOut,
       detail:
         `exit ${bench.exitCode}${bench.timedOut ? ' (timed out)' : ''} in ${benchSeconds.toFixed(0)} s; p50 ms: ` +
@@ -419,7 +425,7 @@ export async function runCritestPhase(tools: Tools, report: ConformanceReport): 
         (bench.exitCode === 0 ? '' : `\n${await tail(bench.outputFile, 15)}`),
     });
     if (latencies.length > 0) {
-      process.stdout.write('critest benchmark p50 (ms):\n');
+      process.stdout.write(`${label} benchmark p50 (ms):\n`);
       for (const l of latencies) process.stdout.write(`  ${l.benchmark.padEnd(22)} ${l.operation.padEnd(28)} ${l.p50Ms.toFixed(1).padStart(9)}  (n=${l.samples})\n`);
     }
   } finally {

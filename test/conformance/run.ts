@@ -1,18 +1,22 @@
 // `npm run conformance [-- PHASE...]`: the real components judge nodelet.
 // Phases (default: all, in this order):
-//   critest  critest's validation suite and benchmark against nodelet-cri (stand-in images from a local registry)
-//   kubelet  node checks: the real kubelet on nodelet-cri, joined to a control plane of our own on 127.0.0.1
-//   agent    the same node checks with nodelet-agent on nodelet-cri
+//   critest             critest's validation suite and benchmark against nodelet-cri (stand-in images from a local registry)
+//   critest-containerd  the same, nodelet-cri's default handler on the containerd backend (its own containerd, runc shim):
+//                       the same specs must pass on both backends
+//   kubelet             node checks: the real kubelet on nodelet-cri, joined to a control plane of our own on 127.0.0.1
+//   agent               the same node checks with nodelet-agent on nodelet-cri
 // kubelet and agent share one control plane and registry (started by the first, stopped after the last);
+// NODELET_CONFORMANCE_BACKEND=containerd runs critest, kubelet and agent on the containerd backend instead of
+// runc (critest-containerd is then left out of the default list: it would repeat critest).
 // SIGINT/SIGTERM run every pending cleanup before exiting 130.
 // Exits non-zero on any failure; the last line is `conformance: N passed, M failed`.
-import { findTools } from './tools.js';
+import { conformanceBackend, findTools } from './tools.js';
 import { ConformanceReport } from './report.js';
 import { runCritestPhase } from './critest.js';
 import { runNodeChecksPhase, SharedCluster } from './node-checks.js';
 import { Cleanup, runAllCleanups } from './cleanup.js';
 
-const PHASES = ['critest', 'kubelet', 'agent'] as const;
+const PHASES = ['critest', 'critest-containerd', 'kubelet', 'agent'] as const;
 type Phase = (typeof PHASES)[number];
 
 async function main(): Promise<number> {
@@ -22,14 +26,16 @@ async function main(): Promise<number> {
     process.stderr.write(`conformance: unknown phase ${unknown.join(', ')} (phases: ${PHASES.join(', ')})\n`);
     return 2;
   }
-  const phases: Phase[] = asked.length > 0 ? (asked as Phase[]) : [...PHASES];
   let tools;
+  let backend;
   try {
+    backend = conformanceBackend();
     tools = findTools();
   } catch (err) {
     process.stderr.write(`${(err as Error).message}\n`);
     return 2;
   }
+  const phases: Phase[] = asked.length > 0 ? (asked as Phase[]) : PHASES.filter((p) => !(p === 'critest-containerd' && backend === 'containerd'));
   const report = new ConformanceReport();
   // The node phases share one control plane and registry, stopped after the last phase.
   const clusterCleanup = new Cleanup();
@@ -47,7 +53,8 @@ async function main(): Promise<number> {
     const started = Date.now();
     process.stdout.write(`== conformance phase ${phase}\n`);
     try {
-      if (phase === 'critest') await runCritestPhase(tools, report);
+      if (phase === 'critest') await runCritestPhase(tools, report, backend, 'critest');
+      else if (phase === 'critest-containerd') await runCritestPhase(tools, report, 'containerd', 'critest-containerd');
       else await runNodeChecksPhase(tools, report, phase === 'kubelet' ? 'kubelet' : 'nodelet-agent', cluster);
     } catch (err) {
       report.add({ name: `${phase}: phase ran to the end`, passed: false, detail: (err as Error)?.stack ?? String(err) });
