@@ -1,4 +1,4 @@
-// The critest phase: critest's validation suite, then its benchmarks, against a nodelet-cri of its own
+// The critest phases: critest's validation suite, then its benchmarks, against a nodelet-cri of its own
 // (temp root, run root, socket, CNI bridge and subnet), with every image critest names served by our
 // stand-ins from a local docker-registry behind the runtime's registry mirrors. Everything it starts
 // is undone at the end, or on SIGINT/SIGTERM through run.ts's cleanups.
@@ -245,9 +245,11 @@ async function tail(file: string, lines = 30): Promise<string> {
 
 /**
  * One critest run on a nodelet-cri whose default handler runs on `backend` (undefined: the test daemon's
- * default, runc); every report line starts with `label`.
+ * default, runc); every report line starts with `label`; the benchmark only `withBenchmark`.
  */
-export async function runCritestPhase(tools: Tools, report: ConformanceReport, backend: TestBackend | undefined, label: string): Promise<void> {
+export async function runCritestPhase(
+  tools: Tools, report: ConformanceReport, backend: TestBackend | undefined, label: string, withBenchmark = true,
+): Promise<void> {
   const work = await fsp.mkdtemp(path.join(os.tmpdir(), 'nodelet-critest-'));
   // The first phase keeps its logs in NODELET_CRITEST_LOGS itself, any other in a subdirectory named after it.
   const keepRoot = process.env.NODELET_CRITEST_LOGS;
@@ -386,7 +388,7 @@ export async function runCritestPhase(tools: Tools, report: ConformanceReport, b
     }
 
     // The benchmarks.
-    if (process.env.NODELET_CRITEST_FOCUS) return;
+    if (process.env.NODELET_CRITEST_FOCUS || !withBenchmark) return;
     const benchDir = path.join(work, 'benchmark');
     const benchReport = path.join(benchDir, 'junit');
     await fsp.mkdir(benchReport, { recursive: true });

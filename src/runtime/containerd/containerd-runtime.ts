@@ -4,7 +4,7 @@
 // through FIFOs nodelet reads into the CRI log. Everything lives in one containerd namespace (default `nodelet`).
 import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
-import { constants as osConstants } from 'node:os';
+import { constants as osConstants, release as osRelease } from 'node:os';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import protobuf from 'protobufjs';
@@ -18,6 +18,7 @@ import {
   notFound,
 } from '../../common/errors.js';
 import { logger } from '../../common/log.js';
+import { run } from '../../common/exec.js';
 import { cgroupDirFor } from '../../stats/cgroup.js';
 import { cgroupsPathFor } from '../../oci/container-spec.js';
 import type { OciProcess, OciResources, OciSpec } from '../../oci/types.js';
@@ -135,6 +136,7 @@ export class ContainerdRuntime implements RuntimeBackend {
   readonly conn: ContainerdConnection;
   private readonly runtimeBinary: string | undefined;
   private readonly log = logger({ component: 'containerd-backend' });
+  private recursiveReadOnly: Promise<boolean> | undefined;
 
   constructor(opts: ContainerdRuntimeOptions) {
     this.runtimeType = opts.runtimeType;
@@ -173,8 +175,28 @@ export class ContainerdRuntime implements RuntimeBackend {
   }
 
   async features(): Promise<BackendFeatures> {
-    // The runc shim passes rro through to runc 1.1+, which the host's runc is.
-    return { recursiveReadOnlyMounts: false };
+    return { recursiveReadOnlyMounts: await this.supportsRecursiveReadOnly() };
+  }
+
+  /**
+   * The runc shim hands the spec's mounts to its OCI runtime untouched: "rro" works when that runtime's
+   * `features` lists it and the kernel has mount_setattr (5.12+). Other shims: not known, so no. Asked once.
+   */
+  private supportsRecursiveReadOnly(): Promise<boolean> {
+    this.recursiveReadOnly ??= (async () => {
+      if (!this.runtimeType.startsWith('io.containerd.runc.')) return false;
+      const [major = 0, minor = 0] = osRelease().split('.').map((n) => parseInt(n, 10));
+      if (major < 5 || (major === 5 && minor < 12)) return false;
+      const res = await run(this.runtimeBinary ?? 'runc', ['features'], { reject: false, timeoutMs: 10_000 }).catch(() => undefined);
+      if (!res || res.exitCode !== 0) return false;
+      try {
+        const features = JSON.parse(res.stdout) as { mountOptions?: unknown };
+        return Array.isArray(features.mountOptions) && features.mountOptions.includes('rro');
+      } catch {
+        return false;
+      }
+    })();
+    return this.recursiveReadOnly;
   }
 
   // ---- lifecycle ----
