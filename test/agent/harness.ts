@@ -7,6 +7,7 @@ import { Agent } from '../../src/agent/agent.js';
 import { defaultAgentConfig, type AgentConfig } from '../../src/agent/config.js';
 import { unmountAllUnder } from '../../src/agent/volumes/tmpfs.js';
 import { PodCgroups } from '../../src/agent/pod-cgroups.js';
+import { parseEvictionHard } from '../../src/agent/eviction.js';
 import { logger } from '../../src/common/log.js';
 import { randomBytes } from 'node:crypto';
 import { startTestDaemon, type TestDaemon } from '../helpers/daemon.js';
@@ -112,6 +113,10 @@ export async function startAgentHarness(opts: AgentHarnessOptions): Promise<Agen
       podResyncMs: 5000,
       plegRelistMs: 300,
       cgroupRoot,
+      // A shared test disk must not make the node evict pods or collect images (tests that want them set their own).
+      evictionHard: parseEvictionHard('memory.available<1Mi,nodefs.available<1%,imagefs.available<1%,nodefs.inodesFree<1%'),
+      imageGcHighThresholdPercent: 100,
+      imageGcLowThresholdPercent: 99,
       ...(manifests ? { podManifestPath: manifests, manifestPollMs: 300 } : {}),
       ...(api ? { kubeconfig: api.kubeconfigPath, leaseRenewSeconds: 1, nodeStatusReportSeconds: 5 } : {}),
       ...overrides,

@@ -450,6 +450,10 @@ export async function startAgent(
     '--kubelet-api-address', `${address.ip}:${port}`,
     '--client-ca-file', cp.caPath,
     '--cgroup-root', cgroupRoot,
+    // As the kubelet's config above: a shared test disk must not make the node evict pods or collect images.
+    '--eviction-hard', 'memory.available<1Mi,nodefs.available<1%,imagefs.available<1%,nodefs.inodesFree<1%',
+    '--image-gc-high-threshold', '100',
+    '--image-gc-low-threshold', '99',
     '--log-level', 'debug',
   ], dirs.log);
   return nodeUnderTest('nodelet-agent', nodeName, address.ip, dirs, child, cleanup);
