@@ -4,7 +4,7 @@
 // through FIFOs nodelet reads into the CRI log. Everything lives in one containerd namespace (default `nodelet`).
 import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
-import { constants as osConstants, release as osRelease } from 'node:os';
+import { constants as osConstants } from 'node:os';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import protobuf from 'protobufjs';
@@ -18,7 +18,7 @@ import {
   notFound,
 } from '../../common/errors.js';
 import { logger } from '../../common/log.js';
-import { run } from '../../common/exec.js';
+import { ociRuntimeSupportsRecursiveReadOnly } from '../oci-runtime-features.js';
 import { cgroupDirFor } from '../../stats/cgroup.js';
 import { cgroupsPathFor } from '../../oci/container-spec.js';
 import type { OciProcess, OciResources, OciSpec } from '../../oci/types.js';
@@ -183,19 +183,9 @@ export class ContainerdRuntime implements RuntimeBackend {
    * `features` lists it and the kernel has mount_setattr (5.12+). Other shims: not known, so no. Asked once.
    */
   private supportsRecursiveReadOnly(): Promise<boolean> {
-    this.recursiveReadOnly ??= (async () => {
-      if (!this.runtimeType.startsWith('io.containerd.runc.')) return false;
-      const [major = 0, minor = 0] = osRelease().split('.').map((n) => parseInt(n, 10));
-      if (major < 5 || (major === 5 && minor < 12)) return false;
-      const res = await run(this.runtimeBinary ?? 'runc', ['features'], { reject: false, timeoutMs: 10_000 }).catch(() => undefined);
-      if (!res || res.exitCode !== 0) return false;
-      try {
-        const features = JSON.parse(res.stdout) as { mountOptions?: unknown };
-        return Array.isArray(features.mountOptions) && features.mountOptions.includes('rro');
-      } catch {
-        return false;
-      }
-    })();
+    this.recursiveReadOnly ??= this.runtimeType.startsWith('io.containerd.runc.')
+      ? ociRuntimeSupportsRecursiveReadOnly(this.runtimeBinary ?? 'runc')
+      : Promise.resolve(false);
     return this.recursiveReadOnly;
   }
 

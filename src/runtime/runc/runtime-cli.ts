@@ -1,9 +1,9 @@
 // The OCI runtime's command line (runc or crun, same verbs): every call under our own --root so that
 // several daemons never see each other's containers.
 import { promises as fsp } from 'node:fs';
-import { release as osRelease } from 'node:os';
 import path from 'node:path';
 import { run } from '../../common/exec.js';
+import { ociRuntimeSupportsRecursiveReadOnly } from '../oci-runtime-features.js';
 import { errorMessage, failedPrecondition, hasCode, internal, notFound } from '../../common/errors.js';
 import { pathExists } from '../../common/fsutil.js';
 import { checkId } from './paths.js';
@@ -155,18 +155,7 @@ export class RuntimeCli {
    * lists it) on a kernel with mount_setattr (5.12+). Asked once.
    */
   supportsRecursiveReadOnly(): Promise<boolean> {
-    this.recursiveReadOnly ??= (async () => {
-      const [major = 0, minor = 0] = osRelease().split('.').map((n) => parseInt(n, 10));
-      if (major < 5 || (major === 5 && minor < 12)) return false;
-      const res = await run(await this.binary(), ['features'], { reject: false, timeoutMs: 10_000 }).catch(() => undefined);
-      if (!res || res.exitCode !== 0) return false;
-      try {
-        const features = JSON.parse(res.stdout) as { mountOptions?: unknown };
-        return Array.isArray(features.mountOptions) && features.mountOptions.includes('rro');
-      } catch {
-        return false;
-      }
-    })();
+    this.recursiveReadOnly ??= this.binary().then(ociRuntimeSupportsRecursiveReadOnly);
     return this.recursiveReadOnly;
   }
 
