@@ -133,6 +133,12 @@ export interface ExecSyncResult {
 export interface BackendFeatures {
   /** The "rro" mount option (recursive read-only) is applied. */
   recursiveReadOnlyMounts: boolean;
+  /**
+   * The backend mounts a container's root filesystem itself from BackendCreateOptions.rootfsMounts (a
+   * shim that runs containers in a VM needs the mount spec, not a host path): the caller hands it the
+   * overlay unmounted, as overlay refuses a second mount on the same upper and work dirs.
+   */
+  mountsRootfs?: boolean;
 }
 
 export interface RuntimeBackend {

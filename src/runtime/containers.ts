@@ -15,13 +15,14 @@ import { checkCommand, checkContainerConfig, checkResources, sysctlFault } from 
 import { logger } from '../common/log.js';
 import { crashPoint } from '../common/crash-point.js';
 import { undoSteps } from './undo-steps.js';
-import { mountOverlay, unmountIfMounted } from './mounts.js';
+import { mountOverlay, overlayMountSpec, unmountIfMounted } from './mounts.js';
 import { reportUnsupportedSecurity } from './host-security.js';
 import { readLocalhostSeccompProfile } from './seccomp-profile.js';
 import { imageVolumeRequests, isImageVolume, mountImageLayers, mountsWithImageSources, resolveInRoot, type ImageVolume } from './image-volumes.js';
 import { matchLabels } from './sandboxes.js';
 import { readRootfsFile } from './rootfs-files.js';
 import { buildContainerSpec, resourcesFor, type HostDevice } from '../oci/container-spec.js';
+import type { OciMount } from '../oci/types.js';
 import type { ContainerConfig__Output } from '../cri/generated/runtime/v1/ContainerConfig.js';
 import type { ContainerFilter__Output } from '../cri/generated/runtime/v1/ContainerFilter.js';
 import type { LinuxContainerResources__Output } from '../cri/generated/runtime/v1/LinuxContainerResources.js';
@@ -173,6 +174,17 @@ export class Containers {
     }
     // Resolved inside the rootfs, regular files only, size-capped: the image controls these paths.
     const readEtc = async (name: string) => (await readRootfsFile(rec.rootfs, `/etc/${name}`)) ?? '';
+    const passwd = await readEtc('passwd');
+    const group = await readEtc('group');
+    const backend = this.ctx.backend(rec.runtimeHandler);
+    const features = await backend.features();
+    // A backend that mounts the rootfs itself gets the overlay as a mount spec, so ours must go first.
+    let rootfsMounts: OciMount[] | undefined;
+    if (features.mountsRootfs) {
+      await unmountIfMounted(rec.rootfs);
+      rec.rootfsMounted = false;
+      rootfsMounts = [overlayMountSpec(layerDirs, path.join(dir, 'upper'), path.join(dir, 'work'))];
+    }
     const seccompLocalhostProfile = await readLocalhostSeccompProfile(rec.config.linux?.security_context, 'linux.security_context');
     const infraPid = sandbox.infraPid;
     const targetId = rec.config.linux?.security_context?.namespace_options?.target_id;
@@ -190,8 +202,8 @@ export class Containers {
       image: imageFile?.config ?? {},
       imageName: rec.imageName,
       rootfsPath: rec.rootfs,
-      passwd: await readEtc('passwd'),
-      group: await readEtc('group'),
+      passwd,
+      group,
       sandboxPaths: {
         hostname: path.join(sdir, 'hostname'),
         hosts: path.join(sdir, 'hosts'),
@@ -213,15 +225,15 @@ export class Containers {
       seccompLocalhostProfile,
       availableCapabilities: this.ctx.availableCapabilities,
       rlimits: this.ctx.rlimits,
-      recursiveReadOnlyMounts: (await this.ctx.backend(rec.runtimeHandler).features()).recursiveReadOnlyMounts,
+      recursiveReadOnlyMounts: features.recursiveReadOnlyMounts,
     });
     const { uid, gid, additionalGids } = spec.process.user;
     rec.user = { uid, gid, additionalGids: additionalGids ?? [] };
-    const { pid } = await this.ctx
-      .backend(rec.runtimeHandler)
+    const { pid } = await backend
       .create({
         id: rec.id,
         spec,
+        rootfsMounts,
         logPath: rec.logPath,
         tty: rec.config.tty,
         stdin: rec.config.stdin,

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { run } from '../common/exec.js';
 import { ensureDir } from '../common/fsutil.js';
+import type { OciMount } from '../oci/types.js';
 
 /** The kernel takes mount options up to one page; leave room for the rest of the string. */
 const MOUNT_OPTIONS_MAX = 4000;
@@ -42,6 +43,20 @@ export async function mountOverlay(lowerDirs: string[], upperDir: string, workDi
   const upper = path.resolve(upperDir);
   const work = path.resolve(workDir);
   await mountWithLowers(lowerDirs, target, (lowers) => `lowerdir=${lowers},upperdir=${upper},workdir=${work}`);
+}
+
+/**
+ * The mount mountOverlay makes, as a mount spec for whoever mounts it (absolute paths: no cwd there;
+ * containerd shortens a lowerdir list longer than a page itself).
+ */
+export function overlayMountSpec(lowerDirs: string[], upperDir: string, workDir: string): OciMount {
+  if (lowerDirs.length === 0) throw new Error('overlay needs at least one lower dir');
+  return {
+    destination: '/',
+    type: 'overlay',
+    source: 'overlay',
+    options: [`lowerdir=${lowerDirs.map((d) => path.resolve(d)).join(':')}`, `upperdir=${path.resolve(upperDir)}`, `workdir=${path.resolve(workDir)}`],
+  };
 }
 
 /** An overlay of lower dirs only (top first; at least two): read-only by construction, nothing to write to. */

@@ -169,6 +169,21 @@ describe(`runtime (${backend})`, { concurrency: false }, () => {
     await d.client.runtime('RemovePodSandbox', { pod_sandbox_id: pod.id });
   });
 
+  test('the root filesystem is one overlay mount on the container\'s own upper dir, writable, gone after RemoveContainer', async () => {
+    // On containerd the shim mounts it from the task's rootfs mounts (what a VM shim needs), else nodelet does.
+    const overlaysOf = async (id: string) =>
+      (await fsp.readFile('/proc/self/mountinfo', 'utf8')).split('\n').filter((l) => / - overlay /.test(l) && l.includes(`/${id}/upper`));
+    const pod = await newPod('rootfs-mount');
+    const id = await runContainer(d.client, pod.id, pod.config, containerConfig('rootfs', BUSYBOX, ['sleep', '3600']));
+    assert.equal((await overlaysOf(id)).length, 1, (await overlaysOf(id)).join('\n'));
+    assert.equal((await exec(id, ['sh', '-c', 'echo kept > /written && cat /written'])).stdout, 'kept\n');
+    await d.client.runtime('StopContainer', { container_id: id, timeout: 0 });
+    await d.client.runtime('RemoveContainer', { container_id: id });
+    // The backend's delete and the unmount finish in the background after RemoveContainer answers.
+    await waitFor('the rootfs unmounted after RemoveContainer', async () => (await overlaysOf(id)).length === 0);
+    await d.client.runtime('RemovePodSandbox', { pod_sandbox_id: pod.id });
+  });
+
   test('a mapped port is reachable on 127.0.0.1', async () => {
     const hostPort = await freePort();
     const pod = await newPod('ports', { port_mappings: [{ protocol: 'TCP', container_port: 8080, host_port: hostPort }] });

@@ -175,7 +175,8 @@ export class ContainerdRuntime implements RuntimeBackend {
   }
 
   async features(): Promise<BackendFeatures> {
-    return { recursiveReadOnlyMounts: await this.supportsRecursiveReadOnly() };
+    // Tasks get the rootfs as mounts so any shim (Kata's too) can mount it where it runs the container.
+    return { recursiveReadOnlyMounts: await this.supportsRecursiveReadOnly(), mountsRootfs: true };
   }
 
   /**
