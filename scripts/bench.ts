@@ -21,7 +21,7 @@ import { findProcesses } from './bench/procs.js';
 import { agentTable, latencyTable, machineInfo, memoryTable, renderMarkdown, renderText, type MachineInfo } from './bench/report.js';
 import { runWorkload, type BenchTarget, type WorkloadOptions, type WorkloadResult } from './bench/workload.js';
 import { runAgentBench, type AgentBenchResult, type AgentBenchTarget } from './bench/agent.js';
-import { critestTable, runCritestBench, type CritestSamples } from './bench/critest.js';
+import { critestTable, runCritestBench, CRITEST_RUNTIMES, type CritestSamples } from './bench/critest.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -199,7 +199,8 @@ async function main(): Promise<void> {
       critest = await runCritestBench({
         rounds: positiveInt('critest-rounds', values['critest-rounds']),
         samples: positiveInt('critest-samples', values['critest-samples']),
-        runtimes: [...runtimes],
+        // nodelet-cri on its containerd backend too, beside the runc backend, when nodelet is measured.
+        runtimes: CRITEST_RUNTIMES.filter((r) => runtimes.has(r === 'nodelet-containerd' ? 'nodelet' : r)),
         nodeletLogLevel: values['nodelet-log-level'],
         keep: values['keep-logs'] ? path.join(values['keep-logs'], 'critest') : undefined,
         log: say,
@@ -308,11 +309,12 @@ ${renderMarkdown(memory)}
 ## critest -benchmark
 
 critest 1.36's own benchmark (\`critest -benchmark\`, binary from the Kubernetes tools directory) against each
-runtime in turn (nodelet then containerd, containerd then nodelet on the next round), with every image it
-pulls served by one local registry behind both runtimes' registry mirrors (critest's stand-in images, as in the
+runtime in turn (nodelet-cri on its runc backend, nodelet-cri on its containerd backend — the handler
+\`containerd:io.containerd.runc.v2\`, a containerd of its own — and containerd's CRI; the reverse order on the
+next round), with every image it pulls served by one local registry behind the runtimes' registry mirrors (critest's stand-in images, as in the
 conformance phase), one operation at a time (\`*NumberParallel: 1\`). Each runtime runs in its own daemon
 started for this phase (nodelet-cri at \`${nodeletLogLevel}\`). Samples of all rounds are pooled; p50 in
-milliseconds, ratio = nodelet / containerd. The pod + container start row comes from critest's own Ginkgo
+milliseconds, ratio = nodelet-cri (each backend) / containerd's CRI. The pod + container start row comes from critest's own Ginkgo
 report (one sample a run).
 
 ${renderMarkdown(critest)}

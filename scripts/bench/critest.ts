@@ -1,9 +1,9 @@
-// critest's own benchmark (`critest -benchmark`) against nodelet-cri and containerd's CRI in one run:
-// both daemons up at once, the stand-in images critest pulls served by one local registry behind both
-// runtimes' registry mirrors, critest run against each in turn (A, B then B, A on the next round) so load
-// from elsewhere falls on both alike. Per operation the samples of all rounds are pooled; p50 per op.
+// critest's own benchmark (`critest -benchmark`) against nodelet-cri (on each backend) and containerd's CRI in one run:
+// all daemons up at once, the stand-in images critest pulls served by one local registry behind all
+// runtimes' registry mirrors, critest run against each in turn (A, B, C then C, B, A on the next round) so load
+// from elsewhere falls on all alike. Per operation the samples of all rounds are pooled; p50 per op.
 //
-//   node dist/scripts/bench/critest.js [--rounds 2] [--samples 10] [--runtimes nodelet,containerd]
+//   node dist/scripts/bench/critest.js [--rounds 2] [--samples 10] [--runtimes nodelet,nodelet-containerd,containerd]
 //        [--nodelet-log-level info] [--cpu-prof DIR] [--nodelet-node-flags '--flag ...'] [--keep DIR]
 import { spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
@@ -113,18 +113,21 @@ export async function runCritestBench(o: CritestBenchOptions): Promise<CritestSa
     const registry = await serveStandIns(work, o.log);
     undo.push(() => stopChild(registry.child));
     const endpoints: { name: string; endpoint: string; pid: number }[] = [];
-    if (o.runtimes.includes('nodelet')) {
+    // nodelet-cri once per backend: runc through conmon ("nodelet"), containerd's shims ("nodelet-containerd").
+    for (const [name, backend] of [['nodelet', 'runc'], ['nodelet-containerd', 'containerd']] as const) {
+      if (!o.runtimes.includes(name)) continue;
       const mirrors = UPSTREAM_REGISTRIES.flatMap((r) => ['--registry-mirror', `${r}=http://${registry.host}`]);
       const daemon: TestDaemon = await startTestDaemon({
         network: true,
+        backend,
         args: [...mirrors, '--insecure-registry', registry.host, '--log-level', o.nodeletLogLevel],
         nodeFlags: o.nodeletNodeFlags,
       });
       undo.push(async () => {
-        if (o.keep) await fsp.copyFile(daemon.logFile, path.join(o.keep, 'nodelet-cri.log')).catch(() => undefined);
+        if (o.keep) await fsp.copyFile(daemon.logFile, path.join(o.keep, `${name}-cri.log`)).catch(() => undefined);
         await daemon.cleanup();
       });
-      endpoints.push({ name: 'nodelet', endpoint: `unix://${daemon.socket}`, pid: daemon.proc.pid! });
+      endpoints.push({ name, endpoint: `unix://${daemon.socket}`, pid: daemon.proc.pid! });
     }
     if (o.runtimes.includes('containerd')) {
       const c: BenchContainerd = await startContainerd({ registry: registry.host, sandboxImage: 'registry.k8s.io/pause:3.10', mirrored: [...UPSTREAM_REGISTRIES] });
@@ -150,21 +153,33 @@ export async function runCritestBench(o: CritestBenchOptions): Promise<CritestSa
   return result;
 }
 
-/** One row per operation: p50 on each runtime and the ratio. */
+/** The runtimes critest's benchmark can run against, in table order. */
+export const CRITEST_RUNTIMES = ['nodelet', 'nodelet-containerd', 'containerd'] as const;
+
+/** One row per operation: p50 on each runtime measured, and each nodelet backend's ratio to containerd's CRI. */
 export function critestTable(samples: CritestSamples): { header: string[]; rows: string[][]; alignRight: boolean[] } {
-  const a = samples.get('nodelet');
-  const b = samples.get('containerd');
-  const ops = [...new Set([...(a?.keys() ?? []), ...(b?.keys() ?? [])])];
+  const measured = CRITEST_RUNTIMES.filter((r) => samples.has(r));
+  const nodelets = measured.filter((r) => r !== 'containerd');
+  const base = samples.get('containerd');
+  const ops = [...new Set(measured.flatMap((r) => [...samples.get(r)!.keys()]))];
   const fmt = (v: number | undefined) => (v === undefined || Number.isNaN(v) ? '—' : v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2));
+  const p50 = (r: string, op: string) => {
+    const v = samples.get(r)?.get(op);
+    return v?.length ? percentile(v, 50) : undefined;
+  };
   const rows = ops.map((op) => {
-    const x = a?.get(op);
-    const y = b?.get(op);
-    const x50 = x?.length ? percentile(x, 50) : undefined;
-    const y50 = y?.length ? percentile(y, 50) : undefined;
-    const ratio = x50 !== undefined && y50 ? `${(x50 / y50).toFixed(2)}×` : '—';
-    return [`${op} (n=${x?.length ?? y?.length ?? 0})`, fmt(x50), fmt(y50), ratio];
+    const n = measured.map((r) => samples.get(r)!.get(op)?.length).find((v) => v !== undefined) ?? 0;
+    const y50 = base ? p50('containerd', op) : undefined;
+    const ratios = base ? nodelets.map((r) => {
+      const x50 = p50(r, op);
+      return x50 !== undefined && y50 ? `${(x50 / y50).toFixed(2)}×` : '—';
+    }) : [];
+    return [`${op} (n=${n})`, ...measured.map((r) => fmt(p50(r, op))), ...ratios];
   });
-  return { header: ['critest -benchmark operation', 'nodelet p50 ms', 'containerd p50 ms', 'ratio p50'], rows, alignRight: [false, true, true, true] };
+  const label = (r: string) => (r === 'nodelet' ? 'nodelet (runc)' : r === 'nodelet-containerd' ? 'nodelet (containerd backend)' : 'containerd CRI');
+  const ratioHeaders = base ? nodelets.map((r) => `${label(r)} / containerd CRI`) : [];
+  const header = ['critest -benchmark operation', ...measured.map((r) => `${label(r)} p50 ms`), ...ratioHeaders];
+  return { header, rows, alignRight: header.map((_, i) => i > 0) };
 }
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
@@ -173,7 +188,7 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
     options: {
       rounds: { type: 'string', default: '2' },
       samples: { type: 'string', default: '10' },
-      runtimes: { type: 'string', default: 'nodelet,containerd' },
+      runtimes: { type: 'string', default: CRITEST_RUNTIMES.join(',') },
       'nodelet-log-level': { type: 'string', default: 'info' },
       'cpu-prof': { type: 'string' },
       'nodelet-node-flags': { type: 'string' },
