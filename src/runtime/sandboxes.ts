@@ -13,7 +13,8 @@ import { checkSandboxConfig, sysctlFault } from './validation.js';
 import { logger } from '../common/log.js';
 import { crashPoint } from '../common/crash-point.js';
 import { undoSteps } from './undo-steps.js';
-import { mountOverlay, mountTmpfs, unmountIfMounted } from './mounts.js';
+import { mountOverlay, mountTmpfs, overlayMountSpec, unmountIfMounted } from './mounts.js';
+import type { OciMount } from '../oci/types.js';
 import { reportUnsupportedSecurity } from './host-security.js';
 import { readLocalhostSeccompProfile } from './seccomp-profile.js';
 import { createNetns, removeNetns, netnsNameForSandbox, netnsPathForName } from '../network/netns.js';
@@ -150,9 +151,13 @@ export class PodSandboxes {
    * The infra container's root: the built-in pause rootfs (no registry needed), or, when
    * --sandbox-image is set, an overlay of that image (pulled on first use) and its entrypoint.
    */
-  private async infraRootfs(runDir: string): Promise<{ rootfs: string; command: string }> {
+  private async infraRootfs(runDir: string, asMounts: boolean): Promise<{ rootfs: string; command: string; mounts?: OciMount[] }> {
     const ref = this.ctx.config.runtime.sandboxImage;
-    if (!ref) return { rootfs: await this.pause(), command: PAUSE_PATH };
+    if (!ref) {
+      const rootfs = await this.pause();
+      // Shared by every pod: handed over read-only.
+      return { rootfs, command: PAUSE_PATH, ...(asMounts ? { mounts: [{ destination: '/', type: 'bind', source: rootfs, options: ['rbind', 'ro'] }] } : {}) };
+    }
     const image = await this.ctx.images.resolveImage(ref).catch(async (err) => {
       if (!isKind(err, 'NotFound')) throw err;
       await this.ctx.images.pull(ref);
@@ -162,7 +167,13 @@ export class PodSandboxes {
     const command = [...(cfg.Entrypoint ?? []), ...(cfg.Cmd ?? [])][0];
     if (!command) throw invalidArgument(`sandbox image ${ref} has no entrypoint or command`);
     const rootfs = path.join(runDir, 'rootfs');
-    await mountOverlay(image.layerDirs, path.join(runDir, 'upper'), path.join(runDir, 'work'), rootfs);
+    const [upper, work] = [path.join(runDir, 'upper'), path.join(runDir, 'work')];
+    // A backend that mounts the rootfs itself gets the overlay as a mount spec (overlay refuses a second mount on one upper dir).
+    if (asMounts) {
+      for (const dir of [upper, work, rootfs]) await ensureDir(dir);
+      return { rootfs, command, mounts: [overlayMountSpec(image.layerDirs, upper, work)] };
+    }
+    await mountOverlay(image.layerDirs, upper, work, rootfs);
     return { rootfs, command };
   }
 
@@ -179,7 +190,8 @@ export class PodSandboxes {
         throw err;
       });
     }
-    const infra = await this.infraRootfs(runDir);
+    const backend = this.ctx.backend(rec.runtimeHandler);
+    const infra = await this.infraRootfs(runDir, Boolean((await backend.features()).mountsRootfs));
     const spec = buildSandboxSpec({
       sandboxId: rec.id,
       config,
@@ -193,11 +205,11 @@ export class PodSandboxes {
       availableCapabilities: this.ctx.availableCapabilities,
       rlimits: this.ctx.rlimits,
     });
-    const { pid } = await this.ctx
-      .backend(rec.runtimeHandler)
+    const { pid } = await backend
       .create({
         id: rec.id,
         spec,
+        ...(infra.mounts ? { rootfsMounts: infra.mounts } : {}),
         logPath: path.join(runDir, 'infra.log'),
         tty: false,
         stdin: false,
