@@ -294,6 +294,9 @@ async function apply(...items: object[]): Promise<void> {
   await cp!.kubectl(['apply', '-f', '-'], { input: JSON.stringify({ apiVersion: 'v1', kind: 'List', items }) });
 }
 
+/** A group no file on the machine has: seen on a volume only when the fsGroup was applied. */
+const FS_GROUP = 54321;
+
 function writerPod(name: string, volume: object, extra: Record<string, unknown> = {}): object {
   return {
     apiVersion: 'v1',
@@ -378,10 +381,15 @@ test('a local PV: the pod is scheduled to the PV\'s node, mounts it, and node.st
     pvc('local-claim', 'local-manual'),
   );
   await waitFor('local-claim Bound', async () => (await getJson(['-n', NS, 'get', 'pvc', 'local-claim'])).status.phase === 'Bound', 60_000);
-  await apply(writerPod('local-user', { persistentVolumeClaim: { claimName: 'local-claim' } }));
+  await apply(writerPod('local-user', { persistentVolumeClaim: { claimName: 'local-claim' } }, { securityContext: { fsGroup: FS_GROUP } }));
   const pod = await waitPodRunning('local-user');
   assert.equal(pod.spec.nodeName, nodeName);
   assert.equal(await fsp.readFile(path.join(dir, 'local-user.txt'), 'utf8'), 'written-by-local-user\n');
+  // The fsGroup on a local PV: the volume's group, setgid, so what the pod writes there is the group's too.
+  const root = await fsp.stat(dir);
+  assert.equal(root.gid, FS_GROUP);
+  assert.ok(root.mode & 0o2000, 'setgid on the volume root');
+  assert.equal((await fsp.stat(path.join(dir, 'local-user.txt'))).gid, FS_GROUP);
   await waitFor('volumesInUse names the local PV', async () => {
     const node = await getJson(['get', 'node', nodeName]);
     return (node.status.volumesInUse ?? []).includes('kubernetes.io/local-volume/local-pv') ? true : undefined;
@@ -437,13 +445,16 @@ test('a CSI volume: the plugin registers through plugins_registry (CSINode, node
     assert.deepEqual(JSON.parse(annotated.metadata.annotations['csi.volume.kubernetes.io/nodeid']), { [driverName]: `id-${nodeName}` });
 
     await apply(
-      { apiVersion: 'storage.k8s.io/v1', kind: 'CSIDriver', metadata: { name: driverName }, spec: { attachRequired: false, podInfoOnMount: false } },
+      { apiVersion: 'storage.k8s.io/v1', kind: 'CSIDriver', metadata: { name: driverName }, spec: { attachRequired: false, podInfoOnMount: false, fsGroupPolicy: 'File' } },
       pv('csi-pv', 'csi-manual', { csi: { driver: driverName, volumeHandle: 'vol-1', volumeAttributes: { flavour: 'test' } } }),
       pvc('csi-claim', 'csi-manual'),
     );
-    await apply(writerPod('csi-user', { persistentVolumeClaim: { claimName: 'csi-claim' } }));
+    await apply(writerPod('csi-user', { persistentVolumeClaim: { claimName: 'csi-claim' } }, { securityContext: { fsGroup: FS_GROUP } }));
     const pod = await waitPodRunning('csi-user');
     assert.equal(await fsp.readFile(path.join(driver.backing, 'vol-1', 'csi-user.txt'), 'utf8'), 'written-by-csi-user\n');
+    // fsGroupPolicy File: the node applies the pod's fsGroup to the published volume.
+    assert.equal((await fsp.stat(path.join(driver.backing, 'vol-1'))).gid, FS_GROUP);
+    assert.equal((await fsp.stat(path.join(driver.backing, 'vol-1', 'csi-user.txt'))).gid, FS_GROUP);
     const stage = driver.calls.find((c) => c.method === 'NodeStageVolume')!.request;
     const publish = driver.calls.find((c) => c.method === 'NodePublishVolume')!.request;
     assert.match(stage.staging_target_path, new RegExp(`^${h.config.root}/plugins/kubernetes\\.io/csi/${driverName.replace(/\./g, '\\.')}/[0-9a-f]{64}/globalmount$`));

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { supportedCsiVersion, withDriver } from '../../src/agent/csi/plugins.js';
-import { volumeCapability } from '../../src/agent/csi/volumes.js';
+import { csiAppliesFsGroup, volumeCapability } from '../../src/agent/csi/volumes.js';
 
 test('CSI 1.x plugins are accepted, others refused', () => {
   for (const v of [['1.0.0'], ['0.3.0', '1.2.0'], ['v1.5'], ['1']]) assert.equal(supportedCsiVersion(v), true, v.join(','));
@@ -17,7 +17,23 @@ test('a registered driver replaces its old CSINode entry; the list stays in name
 
 test('the volume capability: a mount volume with the PV\'s fsType, mount options and access mode', () => {
   assert.deepEqual(
-    volumeCapability({ kind: 'csi', driver: 'd', volumeHandle: 'h', fsType: 'ext4', readOnly: false, volumeAttributes: {}, mountOptions: ['noatime'], accessMode: 'MULTI_NODE_READER_ONLY' }),
+    volumeCapability({ kind: 'csi', driver: 'd', volumeHandle: 'h', fsType: 'ext4', readOnly: false, volumeAttributes: {}, mountOptions: ['noatime'], accessMode: 'MULTI_NODE_READER_ONLY', readWriteOnce: false }),
     { mount: { fs_type: 'ext4', mount_flags: ['noatime'] }, access_mode: { mode: 'MULTI_NODE_READER_ONLY' } },
   );
+});
+
+test('who applies the fsGroup to a CSI volume: the kubelet\'s rules by the CSIDriver\'s fsGroupPolicy', () => {
+  const rows: [string | undefined, string | undefined, boolean, boolean, boolean][] = [
+    // policy, fsType, readWriteOnce, readOnly → applied
+    ['File', undefined, false, false, true],
+    ['File', 'ext4', true, true, false],
+    ['None', 'ext4', true, false, false],
+    [undefined, 'ext4', true, false, true],
+    ['ReadWriteOnceWithFSType', 'ext4', true, false, true],
+    ['ReadWriteOnceWithFSType', undefined, true, false, false],
+    ['ReadWriteOnceWithFSType', 'ext4', false, false, false],
+  ];
+  for (const [policy, fsType, readWriteOnce, readOnly, want] of rows) {
+    assert.equal(csiAppliesFsGroup(policy, { fsType, readWriteOnce }, readOnly), want, JSON.stringify({ policy, fsType, readWriteOnce, readOnly }));
+  }
 });

@@ -42,7 +42,9 @@ test('PV sources: hostPath and local by path, csi with its access mode; others r
   assert.deepEqual(persistentMount(pvOf({ hostPath: { path: '/srv/a', type: 'Directory' } })), { kind: 'hostPath', path: '/srv/a', type: 'Directory' });
   assert.deepEqual(persistentMount(pvOf({ local: { path: '/mnt/disk1' } })), { kind: 'local', path: '/mnt/disk1' });
   const csi = persistentMount(pvOf({ accessModes: ['ReadWriteMany'], mountOptions: ['noatime'], csi: { driver: 'd.example.com', volumeHandle: 'v1', volumeAttributes: { a: 'b' } } }));
-  assert.deepEqual(csi, { kind: 'csi', driver: 'd.example.com', volumeHandle: 'v1', fsType: undefined, readOnly: false, volumeAttributes: { a: 'b' }, mountOptions: ['noatime'], accessMode: 'MULTI_NODE_MULTI_WRITER' });
+  assert.deepEqual(csi, { kind: 'csi', driver: 'd.example.com', volumeHandle: 'v1', fsType: undefined, readOnly: false, volumeAttributes: { a: 'b' }, mountOptions: ['noatime'], accessMode: 'MULTI_NODE_MULTI_WRITER', readWriteOnce: false });
+  const rwo = persistentMount(pvOf({ accessModes: ['ReadWriteOnce', 'ReadWriteMany'], csi: { driver: 'd', volumeHandle: 'v2', fsType: 'ext4' } }));
+  assert.equal(rwo.kind === 'csi' && rwo.readWriteOnce, true, 'ReadWriteOnce among the modes');
   assert.throws(() => persistentMount(pvOf({ nfs: { server: 's', path: '/' } })), /volume source nfs is not supported/);
   assert.throws(() => persistentMount(pvOf({ volumeMode: 'Block', local: { path: '/dev/sdb' } })), /volumeMode Block/);
 });

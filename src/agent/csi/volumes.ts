@@ -13,6 +13,7 @@ import type { Logger } from '../../common/log.js';
 import type { PersistentMount } from '../volumes/persistent.js';
 import type { CsiPublisher } from '../volumes/pod-volumes.js';
 import type { CsiPlugins } from './plugins.js';
+import { applyFsGroup, fsGroupOf } from '../volumes/fs-group.js';
 
 type CsiMount = Extract<PersistentMount, { kind: 'csi' }>;
 
@@ -28,6 +29,17 @@ export const CSI_PLUGIN_DIR = 'kubernetes.io~csi';
 /** The volume capability the kubelet sends for a filesystem volume. */
 export function volumeCapability(m: CsiMount): object {
   return { mount: { fs_type: m.fsType ?? '', mount_flags: m.mountOptions }, access_mode: { mode: m.accessMode } };
+}
+
+/**
+ * Whether the kubelet applies the pod's fsGroup to a published CSI volume itself: never when read-only or the
+ * CSIDriver's fsGroupPolicy is None; always with File; with the default ReadWriteOnceWithFSType only for a
+ * volume with an fsType that is mounted ReadWriteOnce.
+ */
+export function csiAppliesFsGroup(policy: string | undefined, m: Pick<CsiMount, 'fsType' | 'readWriteOnce'>, readOnly: boolean): boolean {
+  if (readOnly || policy === 'None') return false;
+  if (policy === 'File') return true;
+  return Boolean(m.fsType) && m.readWriteOnce;
 }
 
 /** The VolumeAttachment the attach/detach controller makes for a CSI volume on a node (the kubelet's name). */
@@ -52,6 +64,7 @@ export function inlineCsiMount(pod: V1Pod, v: V1Volume): CsiMount {
     volumeAttributes: csi.volumeAttributes ?? {},
     mountOptions: [],
     accessMode: 'SINGLE_NODE_WRITER',
+    readWriteOnce: true,
     ...(csi.nodePublishSecretRef?.name ? { publishSecret: { namespace: pod.metadata!.namespace!, name: csi.nodePublishSecretRef.name } } : {}),
     ephemeral: true,
   };
@@ -122,7 +135,8 @@ export class CsiVolumes implements CsiPublisher {
     return Object.fromEntries(Object.entries(data).map(([k, v]) => [k, v.toString()]));
   }
 
-  async publish(pod: V1Pod, pvName: string, m: CsiMount): Promise<string> {
+  /** Stages (when the driver does) and publishes the volume for the pod; `readOnly`: the pod's claim asks for it. */
+  async publish(pod: V1Pod, pvName: string, m: CsiMount, readOnly = m.readOnly): Promise<string> {
     const podUid = pod.metadata!.uid!;
     const driver = this.plugins.driver(m.driver);
     if (!driver) throw failedPrecondition(`kubernetes.io/csi: driver name ${m.driver} not found in the list of registered CSI drivers`);
@@ -160,6 +174,7 @@ export class CsiVolumes implements CsiPublisher {
       volume_context: publishVolumeContext,
     }, 120_000);
     this.log.info({ driver: m.driver, volume: m.volumeHandle, pv: pvName, target }, 'CSI volume published');
+    if (csiAppliesFsGroup(csiDriver?.spec?.fsGroupPolicy, m, readOnly || m.readOnly)) await applyFsGroup(target, fsGroupOf(pod), { readOnly: false, policyApplies: true });
     return target;
   }
 

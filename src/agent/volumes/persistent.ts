@@ -45,6 +45,8 @@ export type PersistentMount =
       volumeAttributes: Record<string, string>;
       mountOptions: string[];
       accessMode: string;
+      /** The PV lists ReadWriteOnce (inline volumes: always): the default fsGroupPolicy applies the fsGroup only then. */
+      readWriteOnce: boolean;
       /** Secrets for NodeStageVolume and NodePublishVolume (namespace/name). */
       stageSecret?: { namespace: string; name: string };
       publishSecret?: { namespace: string; name: string };
@@ -77,6 +79,7 @@ export function persistentMount(pv: V1PersistentVolume): PersistentMount {
       volumeAttributes: spec.csi.volumeAttributes ?? {},
       mountOptions: spec.mountOptions ?? [],
       accessMode,
+      readWriteOnce: modes.includes('ReadWriteOnce'),
       ...(spec.csi.nodeStageSecretRef?.name ? { stageSecret: { namespace: spec.csi.nodeStageSecretRef.namespace ?? 'default', name: spec.csi.nodeStageSecretRef.name } } : {}),
       ...(spec.csi.nodePublishSecretRef?.name ? { publishSecret: { namespace: spec.csi.nodePublishSecretRef.namespace ?? 'default', name: spec.csi.nodePublishSecretRef.name } } : {}),
     };

@@ -37,8 +37,8 @@ export class VolumeSetUpError extends Error {
 
 /** Mounts CSI volumes through their node plugins (csi/volumes.ts). */
 export interface CsiPublisher {
-  /** Stages (once per volume) and publishes the volume for the pod; answers the published path. */
-  publish(pod: V1Pod, pvName: string, mount: Extract<PersistentMount, { kind: 'csi' }>): Promise<string>;
+  /** Stages (once per volume) and publishes the volume for the pod (read-only when the claim asks); answers the published path. */
+  publish(pod: V1Pod, pvName: string, mount: Extract<PersistentMount, { kind: 'csi' }>, readOnly?: boolean): Promise<string>;
   /** Unpublishes every CSI volume of the pod (and unstages those no other pod uses). */
   unpublishPod(podUid: string): Promise<void>;
 }
@@ -182,11 +182,13 @@ export class PodVolumes {
       case 'local': {
         const st = await fsp.stat(mount.path).catch(() => undefined);
         if (!st) throw claimNotReady(`local volume ${pv!.metadata!.name}: path ${mount.path} does not exist`);
+        // As the kubelet's local volumes (hostPath ones never get it): the fsGroup unless mounted read-only.
+        if (!readOnly) await applyFsGroup(mount.path, fsGroupOf(pod), { readOnly: false, policyApplies: true });
         return { hostPath: mount.path, readOnly };
       }
       case 'csi':
         if (!this.csi) throw invalidArgument(`PersistentVolume ${pv!.metadata!.name}: CSI volumes need the agent's CSI plugin manager`);
-        return { hostPath: await this.csi.publish(pod, pv!.metadata!.name!, mount), readOnly: readOnly || mount.readOnly };
+        return { hostPath: await this.csi.publish(pod, pv!.metadata!.name!, mount, readOnly || mount.readOnly), readOnly: readOnly || mount.readOnly };
     }
   }
 
