@@ -99,6 +99,20 @@ function logTexts(log: string): Array<{ stream: string; tag: string; text: strin
     });
 }
 
+/** Log records as lines: each partial (P) record joined to the records that follow, up to a full (F) one. */
+function joinPartials(records: Array<{ stream: string; tag: string; text: string }>): Array<{ stream: string; text: string }> {
+  const lines: Array<{ stream: string; text: string }> = [];
+  let pending = '';
+  for (const r of records) {
+    if (r.tag === 'P') pending += r.text;
+    else {
+      lines.push({ stream: r.stream, text: pending + r.text });
+      pending = '';
+    }
+  }
+  return lines;
+}
+
 async function ctr(args: string[]): Promise<string> {
   const res = await run('ctr', ['--address', conn.address, '-n', NAMESPACE, ...args], { timeoutMs: 20_000 });
   return res.stdout;
@@ -323,8 +337,9 @@ describe('containerd backend (containerd 1.6 + runc shim)', { concurrency: false
     assert.equal((await backend.state(id))?.pid, taskPid);
     const exit = await waitFor('the exit that happened while we were down', () => backend.exitOf(quick));
     assert.equal(exit.exitCode, 5);
+    // A line the restart cut in two is a partial record and the rest: joined, as the kubelet reads them.
     const texts = await waitFor('all 100000 lines', async () => {
-      const t = logTexts(await readLog(logPath));
+      const t = joinPartials(logTexts(await readLog(logPath)));
       return t.length >= 100000 && t;
     }, { timeoutMs: 60_000, intervalMs: 200 });
     assert.equal(texts.length, 100000);

@@ -4,7 +4,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
 import protobuf from 'protobufjs';
-import { splitLogRecords, formatLogTime, formatLogRecord } from '../../src/runtime/containerd/cri-log.js';
+import { CriLogFile, splitLogRecords, formatLogTime, formatLogRecord } from '../../src/runtime/containerd/cri-log.js';
+import { promises as fsp } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { buildContainerdConfig, containerdPaths } from '../../src/runtime/containerd/managed-containerd.js';
 import { commandNotRunnable, runcShimOptions, signalNumber } from '../../src/runtime/containerd/containerd-runtime.js';
 import { decodeEvent, jsonAny, timestampToDate, toNodeletError } from '../../src/runtime/containerd/client.js';
@@ -118,4 +121,24 @@ test('events: TaskExit decoded from its Any; unknown types ignored; timestamps; 
   const any = jsonAny('types.containerd.io/opencontainers/runtime-spec/1/Spec', { linux: { cgroupsPath: '/kubepods/pod1/c1' } });
   assert.equal(specCgroupsPath(any.value), '/kubepods/pod1/c1');
   assert.equal(specCgroupsPath(Buffer.from('not json')), undefined);
+});
+
+test('CriLogFile: closed mid-line (nodelet stops), the line stays open as a partial record; the stream ending closes it', async () => {
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'nodelet-crilog-'));
+  try {
+    const logPath = path.join(dir, 'c.log');
+    const first = new CriLogFile(logPath);
+    await first.open();
+    first.write('stdout', b('one\ntw'));
+    await first.close();
+    const second = new CriLogFile(logPath); // the next nodelet, reading on from the same FIFO
+    await second.open();
+    second.write('stdout', b('o\nthr'));
+    second.end('stdout');
+    await second.close();
+    const records = (await fsp.readFile(logPath, 'utf8')).trim().split('\n').map((l) => l.split(' ').slice(1).join(' '));
+    assert.deepEqual(records, ['stdout F one', 'stdout P tw', 'stdout F o', 'stdout F thr']);
+  } finally {
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
 });

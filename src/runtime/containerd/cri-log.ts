@@ -100,6 +100,14 @@ export class CriLogFile {
     if (rest?.length) this.emit(stream, [{ text: rest, partial: false }]);
   }
 
+  /** Reading stops before the stream ended (nodelet shuts down): an unfinished line is written as a partial record. */
+  suspend(stream: LogStream): void {
+    const rest = this.pending.get(stream);
+    this.pending.delete(stream);
+    this.armFlush(stream, false);
+    if (rest?.length) this.emit(stream, [{ text: rest, partial: true }]);
+  }
+
   private armFlush(stream: LogStream, on: boolean): void {
     const t = this.flushTimers.get(stream);
     if (t) clearTimeout(t);
@@ -152,8 +160,9 @@ export class CriLogFile {
     await new Promise<void>((resolve) => out.end(resolve));
   }
 
+  /** Flushes and closes the file; an unfinished line stays unfinished (a partial record: the rest may come later). */
   async close(): Promise<void> {
-    for (const s of [...this.pending.keys()]) this.end(s);
+    for (const s of [...this.pending.keys()]) this.suspend(s);
     await this.closeFile();
   }
 }

@@ -157,7 +157,9 @@ export class ProcessIO {
         }
       });
       const done = (): void => {
-        this.log?.end(stream);
+        // End of the process's output ends its last line; our own shutdown only pauses it (a partial record).
+        if (this.closed) this.log?.suspend(stream);
+        else this.log?.end(stream);
         resolve();
       };
       reader.once('end', done);
@@ -230,6 +232,12 @@ export class ProcessIO {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    // Output already read from a FIFO but held in a paused stream goes to the log first: what is
+    // still in the kernel's pipe waits there for the next reader, what is in our buffer would be lost.
+    for (const r of this.readers) {
+      r.pause();
+      while (r.read() !== null); // each chunk read is emitted to the pump ('data')
+    }
     this.releaseKeepers();
     for (const r of this.readers) r.destroy();
     this.stdinSocket?.destroy();
