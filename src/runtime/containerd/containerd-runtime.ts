@@ -537,8 +537,7 @@ export class ContainerdRuntime implements RuntimeBackend {
       });
       // The client closed stdin: the shim closes the process's stdin (our FIFO end alone would not do it).
       sink.on('end', () => {
-        io.closeStdin();
-        void conn.client.tasks('CloseIO', { container_id: id, exec_id: execId, stdin: true }).catch(() => undefined);
+        void io.closeStdin().then(() => conn.client.tasks('CloseIO', { container_id: id, exec_id: execId, stdin: true })).catch(() => undefined);
       });
       stdin = sink;
     } else {
@@ -617,8 +616,7 @@ export class ContainerdRuntime implements RuntimeBackend {
       stdin: withStdin,
       onStdinEnd: once
         ? () => {
-            io.closeStdin();
-            void conn.client.tasks('CloseIO', { container_id: id, stdin: true }).catch(() => undefined);
+            void io.closeStdin().then(() => conn.client.tasks('CloseIO', { container_id: id, stdin: true })).catch(() => undefined);
           }
         : undefined,
     });

@@ -217,10 +217,18 @@ export class ProcessIO {
     return this.stdinSocket;
   }
 
-  /** Closes our end of stdin (the shim sees end-of-file once no writer is left). */
-  closeStdin(): void {
-    this.stdinSocket?.end();
-    this.stdinSocket?.destroy();
+  /**
+   * Closes our end of stdin once what was written is in the FIFO (the shim sees end-of-file once no writer is
+   * left); destroying it at once dropped queued input beyond the pipe's 64 KiB. Resolves when closed.
+   */
+  closeStdin(): Promise<void> {
+    const socket = this.stdinSocket;
+    if (!socket || socket.destroyed) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      socket.once('close', () => resolve());
+      // 'error' (the process is gone, or shutdown(2) on a FIFO) also ends in 'close'.
+      socket.end(() => socket.destroy());
+    });
   }
 
   async reopenLog(): Promise<void> {
