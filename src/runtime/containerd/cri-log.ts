@@ -80,8 +80,14 @@ export class CriLogFile {
   async open(): Promise<void> {
     if (!this.logPath) return;
     await mkdir(path.dirname(this.logPath), { recursive: true });
-    this.out = createWriteStream(this.logPath, { flags: 'a', mode: 0o640 });
-    this.out.on('error', () => undefined);
+    const out = createWriteStream(this.logPath, { flags: 'a', mode: 0o640 });
+    this.out = out;
+    // The file exists once this resolves (ReopenContainerLog's caller looks for it right away).
+    await new Promise<void>((resolve, reject) => {
+      out.once('ready', () => resolve());
+      out.once('error', reject);
+    });
+    out.on('error', () => undefined);
   }
 
   /** Output of one stream; returns false when the file is behind (wait for drain()). */
