@@ -5,6 +5,8 @@
 // Run after `tsc` has built dist/. Arguments, when given, filter the test files by path
 // substring (e.g. `node scripts/run-tests.mjs unit/` or `... test/integration/registries.test.ts`).
 // A skipped test fails the run (nothing the tests need is optional).
+// Every failed test is listed again at the end (the TAP stream is long, and CI logs show its tail);
+// with NODELET_TEST_FAILURES_FILE set, the list is also appended to that file (scripts/test-all prints it last).
 // Env: NODELET_TEST_CONCURRENCY (files in parallel, default 1), NODELET_TEST_TIMEOUT_MS.
 //
 // node:test's run() is what `node --test` uses underneath; it is called directly because
@@ -126,9 +128,12 @@ async function runFiles(files, signal) {
   let failed = false;
   // A skipped test proved nothing: every tool and privilege the tests need is required (scripts/setup, root).
   const skipped = [];
+  const failures = [];
   const stream = run(options);
   stream.on('test:fail', (data) => {
-    if (!data.todo) failed = true;
+    if (data.todo) return;
+    failed = true;
+    failures.push(describeFailure(data));
   });
   stream.on('test:pass', (data) => {
     if (data.skip !== undefined && data.skip !== false) skipped.push(`${data.name}${typeof data.skip === 'string' ? ` (${data.skip})` : ''}`);
@@ -136,11 +141,27 @@ async function runFiles(files, signal) {
   const report = stream.compose(tap);
   report.pipe(process.stdout, { end: false });
   await finished(report);
+  if (failures.length > 0) {
+    const listing = `${failures.length} failed test(s) on Node.js ${process.version}:\n  ${failures.join('\n  ')}`;
+    say(listing);
+    if (process.env.NODELET_TEST_FAILURES_FILE) await fsp.appendFile(process.env.NODELET_TEST_FAILURES_FILE, `${listing}\n`);
+  }
   if (skipped.length > 0) {
     say(`${skipped.length} skipped test(s) fail the run:\n  ${skipped.join('\n  ')}`);
     return 1;
   }
   return failed ? 1 : 0;
+}
+
+// One line per failure: file, test name, the error's first line. A suite that failed only because a
+// subtest did is left out (the subtest has its own line).
+function describeFailure(data) {
+  const file = data.file ? path.relative(repoRoot, data.file) : '?';
+  const error = data.details?.error;
+  if (error?.failureType === 'subtestsFailed') return `${file}: ${data.name}: (a subtest failed)`;
+  const cause = error?.cause ?? error;
+  const message = String(cause?.message ?? cause ?? 'failed').split('\n')[0].slice(0, 300);
+  return `${file}: ${data.name}: ${message}`;
 }
 
 main().then(
