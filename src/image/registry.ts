@@ -1,7 +1,6 @@
 // OCI distribution (registry v2) client: mirrors, scheme fallback, bearer/basic auth, verified manifests and blobs.
 import { createHash } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
-import { unlink } from 'node:fs/promises';
+import { open, unlink } from 'node:fs/promises';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Agent, request, type Dispatcher } from 'undici';
@@ -589,12 +588,16 @@ export class RegistryClient {
         callback(null, chunk);
       },
     });
+    // Opened before the pipeline, and waited on until closed after it: a stream that opened the file lazily
+    // could still create it after a failed pipeline returned and the caller's unlink had run.
+    const out = (await open(destFile, 'w')).createWriteStream();
     try {
-      await pipeline(res.body, meter, createWriteStream(destFile, { flags: 'w' }));
+      await pipeline(res.body, meter, out);
     } catch (err) {
       if (!oversize) throw stall.explain(err);
     } finally {
       stall.stop();
+      if (!out.closed) await new Promise<void>((closed) => out.once('close', () => closed()));
     }
     const got = `${algorithm}:${hash.digest('hex')}`;
     if (oversize || written !== desc.size) {
