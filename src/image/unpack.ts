@@ -1,13 +1,15 @@
 // Unpacks one OCI layer blob into a fresh directory in overlayfs form (whiteouts as 0:0 char devices,
 // opaque dirs as trusted.overlay.opaque=y), computing the diff id on the way.
 //
-// Pipeline: blob → decompressor → TarLayerScanner (hash, validate every header, count) → GNU tar -x.
-// The scanner forwards a chunk to tar only after every header completed inside it has been validated,
-// so tar never acts on an entry we rejected.
-import { createReadStream, promises as fsp } from 'node:fs';
+// Pipeline: blob → decompressor → TarLayerScanner (hash, validate every header, count) → LayerExtractor (node:fs,
+// in this process). The scanner hands on an entry only once its header is validated and resolved to a canonical
+// path whose every parent is a real directory of the layer, so the extractor never follows a symlink. Entries node:fs
+// cannot make (devices, fifos, whiteouts, xattrs, opaque markers) are collected and made at the end of the layer by
+// one batched child, only when the layer has any.
+import { closeSync, createReadStream, fchmodSync, fchownSync, futimesSync, linkSync, lchownSync, lstatSync, lutimesSync, mkdirSync, openSync, promises as fsp, chmodSync, chownSync, constants as fsConstants, symlinkSync, unlinkSync, utimesSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { createHash, type Hash } from 'node:crypto';
-import { Transform, type Readable, type TransformCallback } from 'node:stream';
+import { Transform, Writable, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { run, spawnChild } from '../common/exec.js';
@@ -46,6 +48,8 @@ export interface UnpackResult {
   unpackedBytes: number;
   /** Inodes the layer directory holds (hard links not counted twice). */
   inodes: number;
+  /** Child processes the unpack ran besides a zstd decompressor: 1 when the layer has devices, fifos, whiteouts or xattrs, else 0. */
+  childProcesses: number;
 }
 
 const WHITEOUT_PREFIX = '.wh.';
@@ -61,6 +65,35 @@ interface TreeNode {
   /** Symlink target (latin1 = raw bytes). */
   target?: string;
 }
+
+/** One entry of the layer as the extractor makes it; paths are canonical and layer-relative (latin1 = raw bytes). */
+export interface LayerEntry {
+  /** '' is the layer root. */
+  path: string;
+  type: 'file' | 'dir' | 'symlink' | 'hardlink' | 'char' | 'block' | 'fifo';
+  /** Permission bits incl. setuid/setgid/sticky. */
+  mode: number;
+  uid: number;
+  gid: number;
+  /** Seconds since the epoch (may be fractional). */
+  mtime: number;
+  size: number;
+  /** Symlink: the raw target. Hard link: the canonical path of the earlier entry. */
+  linkname: string;
+  devmajor: number;
+  devminor: number;
+  /** From PAX SCHILY.xattr.* records (overlay's own excluded); values are raw bytes in latin1. */
+  xattrs: Map<string, string>;
+  /** A parent directory the tar names no entry for: made 0755 root-owned, no metadata of its own. */
+  implicit?: boolean;
+}
+
+/** What the scanner hands the extractor: an entry, or a piece of the current file entry's data. */
+export type LayerEvent = { kind: 'entry'; entry: LayerEntry } | { kind: 'data'; chunk: Buffer };
+
+const XATTR_PREFIX = 'SCHILY.xattr.';
+/** xattr names go into a setfattr dump line by line: printable ASCII without '=' only. */
+const XATTR_NAME_RE = /^[\x21-\x3c\x3e-\x7e]+$/;
 
 interface WhiteoutRecord {
   /** Canonical layer-relative path of the hidden name (latin1 = raw bytes). */
@@ -160,8 +193,8 @@ function isContainedSymlink(target: string): boolean {
 }
 
 /**
- * Streams the uncompressed tar: hashes every byte, validates each header before the bytes that complete it are
- * forwarded, models the tree the extraction will produce, and collects whiteouts and opaque markers.
+ * Streams the uncompressed tar: hashes every byte, validates each header, models the tree the extraction will
+ * produce, collects whiteouts and opaque markers, and emits LayerEvents (object mode) for the extractor.
  */
 export class TarLayerScanner extends Transform {
   readonly whiteouts: WhiteoutRecord[] = [];
@@ -186,9 +219,11 @@ export class TarLayerScanner extends Transform {
   private gnuLongLink: string | null = null;
   private ended = false;
   private digest: string | null = null;
+  /** The current member's data goes to the extractor (a file entry it makes). */
+  private emitData = false;
 
   constructor(private readonly budget: { bytes: number; why: string } = { bytes: Number.POSITIVE_INFINITY, why: '' }) {
-    super({ highWaterMark: 1 << 20 });
+    super({ writableHighWaterMark: 1 << 20, readableObjectMode: true, readableHighWaterMark: 256 });
   }
 
   get diffId(): string {
@@ -199,16 +234,17 @@ export class TarLayerScanner extends Transform {
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     // Checked before a byte of the chunk goes on: nothing past the budget reaches the disk.
     if (this.totalBytes + chunk.length > this.budget.bytes) return cb(invalidArgument(`layer ${this.budget.why}`));
-    if (this.totalBytes > 0) crashPoint('pull.mid-unpack'); // the first chunk went on to tar
+    if (this.totalBytes > 0) crashPoint('pull.mid-unpack'); // the first chunk went on to the extractor
     this.hash.update(chunk);
     this.totalBytes += chunk.length;
-    if (this.ended) return cb();
-    let forwardEnd = chunk.length;
+    if (this.ended) return cb(); // bytes after the end-of-archive blocks are only hashed
     try {
       let pos = 0;
       while (pos < chunk.length) {
         if (this.skip > 0) {
           const n = Math.min(this.skip, chunk.length - pos);
+          const data = Math.min(n, this.skip - this.skipPadding);
+          if (data > 0 && this.emitData) this.push({ kind: 'data', chunk: chunk.subarray(pos, pos + data) } satisfies LayerEvent);
           this.skip -= n;
           pos += n;
           continue;
@@ -234,9 +270,7 @@ export class TarLayerScanner extends Transform {
         if (this.headerFill < BLOCK) continue;
         this.headerFill = 0;
         if (isZeroBlock(this.header)) {
-          // End of archive: tar gets exactly one more zero block from us; trailing bytes are only hashed.
           this.ended = true;
-          forwardEnd = pos;
           break;
         }
         this.onHeader(this.header);
@@ -244,8 +278,6 @@ export class TarLayerScanner extends Transform {
     } catch (err) {
       return cb(err as Error);
     }
-    if (forwardEnd > 0) this.push(forwardEnd === chunk.length ? chunk : chunk.subarray(0, forwardEnd));
-    if (this.ended) this.push(Buffer.alloc(BLOCK));
     cb();
   }
 
@@ -257,8 +289,7 @@ export class TarLayerScanner extends Transform {
         return cb(invalidArgument(`layer tar is truncated (stream ended inside a member's data, ${this.skip - this.skipPadding} bytes short)`));
       }
       // Go's archive/tar (containerd) accepts a stream ending right after the last member's data, without its
-      // padding or the end-of-archive blocks (umoci writes such layers); GNU tar needs both, so they are supplied.
-      this.push(Buffer.alloc(this.skip + 2 * BLOCK));
+      // padding or the end-of-archive blocks (umoci writes such layers): so do we.
     }
     cb();
   }
@@ -328,50 +359,84 @@ export class TarLayerScanner extends Transform {
     this.gnuLongName = null;
     this.gnuLongLink = null;
 
-    const uid = parseNumeric(block, 108, 8);
-    const gid = parseNumeric(block, 116, 8);
-    const mtime = Number(paxValue('mtime') ?? parseNumeric(block, 136, 12));
+    const uid = paxValue('uid') !== undefined ? Number(paxValue('uid')) : parseNumeric(block, 108, 8);
+    const gid = paxValue('gid') !== undefined ? Number(paxValue('gid')) : parseNumeric(block, 116, 8);
+    const mtimeValue = Number(paxValue('mtime') ?? parseNumeric(block, 136, 12));
+    const mtime = Number.isFinite(mtimeValue) ? mtimeValue : 0;
+    const mode = parseNumeric(block, 100, 8);
+    const xattrs = new Map<string, string>();
+    for (const records of [this.paxGlobal, pax]) {
+      for (const [key, value] of records) {
+        if (!key.startsWith(XATTR_PREFIX)) continue;
+        const attr = key.slice(XATTR_PREFIX.length);
+        // overlay's own xattrs come only from OCI whiteouts, never from layer contents.
+        if (attr.startsWith('trusted.overlay.')) continue;
+        if (!XATTR_NAME_RE.test(attr)) throw badEntry(name, `unsupported xattr name ${JSON.stringify(latin1ToDisplay(attr))}`);
+        xattrs.set(attr, value);
+      }
+    }
 
     let kind: EntryKind | 'hardlink';
+    let type: LayerEntry['type'];
     switch (typeflag) {
       case 0x30: // '0'
       case 0x00:
       case 0x37: // '7' contiguous: a regular file
-        kind = name.endsWith('/') ? 'dir' : 'file';
+        kind = type = name.endsWith('/') ? 'dir' : 'file';
         break;
       case 0x31:
-        kind = 'hardlink';
+        kind = type = 'hardlink';
         break;
       case 0x32:
-        kind = 'symlink';
+        kind = type = 'symlink';
         break;
       case 0x33:
+        kind = 'device';
+        type = 'char';
+        break;
       case 0x34:
+        kind = 'device';
+        type = 'block';
+        break;
       case 0x36:
         kind = 'device';
+        type = 'fifo';
         break;
       case 0x35:
-        kind = 'dir';
+        kind = type = 'dir';
         break;
       default:
         throw badEntry(name, `unsupported tar entry type ${JSON.stringify(String.fromCharCode(typeflag))}`);
     }
-    // Only regular files carry data; a size elsewhere would make our block walk and GNU tar's disagree.
+    // Only regular files carry data; a size elsewhere would make our block walk and other readers' disagree.
     if (kind !== 'file' && size !== 0) throw badEntry(name, `a ${kind} entry with data (size ${size})`);
     this.skipPadding = (BLOCK - (size % BLOCK)) % BLOCK;
     this.skip = size + this.skipPadding;
+    this.emitData = false;
 
-    this.onEntry(name, kind, linkname, size, { uid, gid, mtime });
+    for (const [what, value] of [['uid', uid], ['gid', gid], ['mode', mode]] as const) {
+      if (!Number.isSafeInteger(value) || value < 0) throw badEntry(name, `invalid ${what}`);
+    }
+    const devmajor = type === 'char' || type === 'block' ? parseNumeric(block, 329, 8) : 0;
+    const devminor = type === 'char' || type === 'block' ? parseNumeric(block, 337, 8) : 0;
+    if (!Number.isSafeInteger(devmajor) || !Number.isSafeInteger(devminor) || devmajor < 0 || devminor < 0) throw badEntry(name, 'invalid device number');
+    this.onEntry(name, kind, linkname, size, { path: '', type, mode: mode & 0o7777, uid, gid, mtime, size, linkname, devmajor, devminor, xattrs });
   }
 
-  private onEntry(name: string, kind: EntryKind | 'hardlink', linkname: string, size: number, meta: { uid: number; gid: number; mtime: number }): void {
+  private emitEntry(entry: LayerEntry): void {
+    this.push({ kind: 'entry', entry } satisfies LayerEvent);
+  }
+
+  private onEntry(name: string, kind: EntryKind | 'hardlink', linkname: string, size: number, entry: LayerEntry): void {
+    const meta = { uid: entry.uid, gid: entry.gid, mtime: entry.mtime };
     const parts = splitMemberName(name);
     if (parts.length === 0) {
       if (kind !== 'dir') throw badEntry(name, 'the layer root must be a directory');
       this.inodes++;
+      this.emitEntry(entry); // the layer root's own mode, owner and times
       return;
     }
-    // Anything below a ".wh." component is aufs metadata; GNU tar is told to exclude it.
+    // Anything below a ".wh." component is aufs metadata: not extracted.
     const whIndex = parts.findIndex((p) => p.startsWith(WHITEOUT_PREFIX));
     if (whIndex >= 0 && whIndex < parts.length - 1) return;
 
@@ -392,12 +457,13 @@ export class TarLayerScanner extends Transform {
 
     const existing = this.tree.get(canonical);
     let node: TreeNode;
+    let targetPath = '';
     if (kind === 'hardlink') {
       const targetParts = splitMemberName(linkname, name);
       if (targetParts.length === 0) throw badEntry(name, 'hard link to the layer root');
       const targetParent = this.resolveDir(name, targetParts.slice(0, -1));
       const targetBase = targetParts[targetParts.length - 1]!;
-      const targetPath = targetParent ? `${targetParent}/${targetBase}` : targetBase;
+      targetPath = targetParent ? `${targetParent}/${targetBase}` : targetBase;
       const target = this.tree.get(targetPath);
       if (!target) throw badEntry(name, `hard link target ${JSON.stringify(latin1ToDisplay(linkname))} is not an earlier entry of the layer`);
       if (target.kind === 'dir') throw badEntry(name, 'hard link to a directory');
@@ -414,11 +480,13 @@ export class TarLayerScanner extends Transform {
       if (existing.kind === 'dir' && node.kind === 'dir') this.inodes--; // same directory again
     }
     this.tree.set(canonical, node);
+    this.emitEntry({ ...entry, path: canonical, ...(kind === 'hardlink' ? { linkname: targetPath } : {}) });
+    this.emitData = kind === 'file' && size > 0;
   }
 
   /**
    * The canonical layer-relative path of a directory given as components, walking through symlinks of this
-   * layer only when they are relative and free of ".." (GNU tar creates only those before the end).
+   * layer only when they are relative and free of ".." (so the path stays inside the layer).
    */
   private resolveDir(entryName: string, parts: string[]): string {
     const out: string[] = [];
@@ -432,9 +500,10 @@ export class TarLayerScanner extends Transform {
       const key = out.join('/');
       const node = this.tree.get(key);
       if (!node) {
-        // A parent without its own entry: tar creates it as a directory.
+        // A parent without its own entry: made as a plain directory.
         this.tree.set(key, { kind: 'dir' });
         this.inodes++;
+        this.emitEntry({ path: key, type: 'dir', mode: 0o755, uid: 0, gid: 0, mtime: 0, size: 0, linkname: '', devmajor: 0, devminor: 0, xattrs: new Map(), implicit: true });
         continue;
       }
       if (node.kind === 'dir') continue;
@@ -480,7 +549,7 @@ async function ensureRealDir(root: string, rel: string, modifiedParents: Set<str
 function utf8Name(rel: string): string {
   const bytes = Buffer.from(rel, 'latin1');
   const text = bytes.toString('utf8');
-  if (!Buffer.from(text, 'utf8').equals(bytes)) throw badEntry(rel, 'whiteout name is not valid UTF-8');
+  if (!Buffer.from(text, 'utf8').equals(bytes)) throw badEntry(rel, 'name is not valid UTF-8 (needed for whiteouts, devices and fifos)');
   return text;
 }
 
@@ -494,9 +563,181 @@ function escapeAttrPath(rel: string): string {
   return out;
 }
 
-/** Turns the collected OCI whiteouts into overlayfs form inside destDir (which GNU tar has fully written). */
-async function applyWhiteouts(destDir: string, scanner: TarLayerScanner): Promise<number> {
-  if (scanner.whiteouts.length === 0 && scanner.opaqueDirs.size === 0) return 0;
+/** Longest stretch the extractor's synchronous fs calls may hold the event loop before it yields. */
+const EXTRACT_SLICE_MS = 4;
+const CREATE_FILE_FLAGS = fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW;
+
+/**
+ * Makes the scanner's entries with node:fs, in this process. Every path it gets is canonical (each parent a real
+ * directory it made), and it never opens or links through a final symlink (O_EXCL | O_NOFOLLOW, unlink first).
+ * Directories get their metadata at the end (their contents change their times); devices, fifos, hard links to
+ * them and xattrs are collected for the batched child (finishLayer).
+ */
+export class LayerExtractor extends Writable {
+  /** Devices, fifos and hard links to them, by path, in tar order. */
+  readonly specials = new Map<string, LayerEntry>();
+  readonly xattrs = new Map<string, Map<string, string>>();
+  /** Directories with an entry of their own, by path: their final mode, owner and times. */
+  readonly dirs = new Map<string, LayerEntry>();
+  private file: { fd: number; entry: LayerEntry; left: number } | null = null;
+  private sliceStarted = performance.now();
+
+  constructor(private readonly root: string) {
+    super({ objectMode: true, highWaterMark: 256 });
+  }
+
+  override _write(event: LayerEvent, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    try {
+      if (event.kind === 'data') this.writeData(event.chunk);
+      else this.make(event.entry);
+    } catch (err) {
+      return cb(err instanceof NodeletError ? err : this.fsError(event, err));
+    }
+    if (performance.now() - this.sliceStarted < EXTRACT_SLICE_MS) return cb();
+    setImmediate(() => {
+      this.sliceStarted = performance.now();
+      cb();
+    });
+  }
+
+  override _final(cb: (err?: Error | null) => void): void {
+    // The scanner refuses a tar ending inside a member's data, so an open file here is our bug.
+    if (this.file) return cb(internal(`layer entry ${JSON.stringify(latin1ToDisplay(this.file.entry.path))}: data ended early`));
+    cb();
+  }
+
+  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    if (this.file) {
+      try {
+        closeSync(this.file.fd);
+      } catch {
+        // closing a file of a layer dir about to be removed
+      }
+      this.file = null;
+    }
+    cb(err);
+  }
+
+  private fsError(event: LayerEvent, err: unknown): NodeletError {
+    const name = event.kind === 'entry' ? event.entry.path : (this.file?.entry.path ?? '');
+    return internal(`layer entry ${JSON.stringify(latin1ToDisplay(name))}: ${errorMessage(err)}`, err);
+  }
+
+  private writeData(chunk: Buffer): void {
+    const f = this.file;
+    if (!f || chunk.length > f.left) throw internal('layer data without a file entry');
+    for (let off = 0; off < chunk.length; ) off += writeSync(f.fd, chunk, off, chunk.length - off);
+    f.left -= chunk.length;
+    if (f.left === 0) this.finishFile();
+  }
+
+  private finishFile(): void {
+    const { fd, entry } = this.file!;
+    this.file = null;
+    try {
+      // Owner before mode: chown clears setuid/setgid.
+      fchownSync(fd, entry.uid, entry.gid);
+      fchmodSync(fd, entry.mode);
+      futimesSync(fd, entry.mtime, entry.mtime);
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  private make(entry: LayerEntry): void {
+    const p = fsPathOf(this.root, entry.path);
+    this.specials.delete(entry.path);
+    this.xattrs.delete(entry.path);
+    if (entry.xattrs.size > 0 && entry.type !== 'hardlink') this.xattrs.set(entry.path, entry.xattrs);
+    switch (entry.type) {
+      case 'dir':
+        if (entry.path !== '') {
+          try {
+            mkdirSync(p, entry.implicit ? 0o755 : 0o700);
+          } catch (err) {
+            if (!hasCode(err, 'EEXIST')) throw err;
+            // A directory again keeps its contents; a file or device of the same layer gives way (the scanner
+            // refuses a directory over a symlink).
+            if (!lstatSync(p).isDirectory()) {
+              unlinkSync(p);
+              mkdirSync(p, 0o700);
+            }
+          }
+        }
+        if (!entry.implicit) this.dirs.set(entry.path, entry);
+        return;
+      case 'file': {
+        const fd = this.replacing(p, () => openSync(p, CREATE_FILE_FLAGS, 0o600));
+        this.file = { fd, entry, left: entry.size };
+        if (entry.size === 0) this.finishFile();
+        return;
+      }
+      case 'symlink':
+        this.replacing(p, () => symlinkSync(Buffer.from(entry.linkname, 'latin1'), p));
+        lchownSync(p, entry.uid, entry.gid);
+        lutimesSync(p, entry.mtime, entry.mtime);
+        return;
+      case 'hardlink':
+        // A link to a device or fifo not made yet is made by the batched child, after its target.
+        if (this.specials.has(entry.linkname)) {
+          this.removeNonDir(p);
+          this.specials.set(entry.path, entry);
+          return;
+        }
+        // link(2) does not follow a symlink target: the link names the symlink itself, as tar's does.
+        this.replacing(p, () => linkSync(fsPathOf(this.root, entry.linkname), p));
+        return;
+      default:
+        this.removeNonDir(p);
+        this.specials.set(entry.path, entry);
+    }
+  }
+
+  /** Runs create; if the name exists (an earlier entry of the layer, never a directory), unlinks it and runs it again. */
+  private replacing<T>(p: Buffer, create: () => T): T {
+    try {
+      return create();
+    } catch (err) {
+      if (!hasCode(err, 'EEXIST')) throw err;
+    }
+    this.removeNonDir(p);
+    return create();
+  }
+
+  private removeNonDir(p: Buffer): void {
+    try {
+      if (lstatSync(p).isDirectory()) throw internal('replaces a directory of the same layer');
+      unlinkSync(p);
+    } catch (err) {
+      if (!hasCode(err, 'ENOENT')) throw err;
+    }
+  }
+}
+
+/** Runs in the layer dir: $2 = "tar" when a tar of devices/fifos/whiteouts is on stdin; $3 = an xattr dump file or "". */
+const SPECIALS_SCRIPT =
+  'set -e; cd -- "$1"; if [ "$2" = tar ]; then tar -x -f - --numeric-owner --same-owner --same-permissions; fi; ' +
+  'if [ -n "$3" ]; then setfattr -h --restore="$3"; fi';
+
+function tarTypeOf(entry: LayerEntry): 'character-device' | 'block-device' | 'fifo' | 'link' {
+  switch (entry.type) {
+    case 'char':
+      return 'character-device';
+    case 'block':
+      return 'block-device';
+    case 'fifo':
+      return 'fifo';
+    default:
+      return 'link';
+  }
+}
+
+/**
+ * The end of a layer, once every entry is made: OCI whiteouts into overlayfs form, then ONE child (only when the
+ * layer needs it) makes the devices, fifos and whiteout devices and sets the xattrs and opaque markers, then the
+ * directories get their own mode, owner and times. Returns the number of whiteout devices made.
+ */
+async function finishLayer(destDir: string, scanner: TarLayerScanner, extractor: LayerExtractor, signal?: AbortSignal): Promise<{ devices: number; childProcesses: number }> {
   const modifiedParents = new Set<string>();
   const devices: WhiteoutRecord[] = [];
   const opaque = new Set(scanner.opaqueDirs);
@@ -504,10 +745,11 @@ async function applyWhiteouts(destDir: string, scanner: TarLayerScanner): Promis
     const slash = w.path.lastIndexOf('/');
     const parent = slash < 0 ? '' : w.path.slice(0, slash);
     await ensureRealDir(destDir, parent, modifiedParents);
+    // The layer re-created the name itself: that entry already hides the lower one.
+    if (extractor.specials.has(w.path)) continue;
     try {
       const st = await fsp.lstat(fsPathOf(destDir, w.path));
-      // The layer re-created the name itself: that entry already hides the lower one; a directory must also hide
-      // the lower directory's contents.
+      // A re-created directory must also hide the lower directory's contents.
       if (st.isDirectory()) opaque.add(w.path);
       continue;
     } catch (err) {
@@ -518,48 +760,74 @@ async function applyWhiteouts(destDir: string, scanner: TarLayerScanner): Promis
   }
   for (const dir of opaque) await ensureRealDir(destDir, dir, modifiedParents);
 
+  // Parents without an entry of their own keep the times they had; the others get theirs from the tar below.
   const parentTimes = new Map<string, { atime: Date; mtime: Date }>();
   for (const dir of modifiedParents) {
+    if (extractor.dirs.has(dir)) continue;
     const st = await fsp.lstat(fsPathOf(destDir, dir));
     parentTimes.set(dir, { atime: st.atime, mtime: st.mtime });
   }
 
-  if (devices.length > 0) {
-    // One GNU tar run creates all the 0:0 character devices with the whiteouts' owners and times.
-    // tar-stream only when a layer has whiteout devices to make.
-    const { pack: tarPack } = await import('tar-stream');
-    const packer = tarPack();
-    const extractor = spawnChild('tar', ['-x', '-f', '-', '-C', destDir, '--numeric-owner', '--same-owner', '--same-permissions'], {
-      stdin: 'pipe',
-      stdout: 'ignore',
-      stderr: 'pipe',
-    });
-    for (const w of devices) {
-      packer.entry({
-        name: utf8Name(w.path),
-        type: 'character-device',
-        devmajor: 0,
-        devminor: 0,
-        mode: 0,
-        uid: w.uid,
-        gid: w.gid,
-        mtime: new Date((Number.isFinite(w.mtime) ? w.mtime : 0) * 1000),
+  const needsChild = devices.length > 0 || extractor.specials.size > 0 || extractor.xattrs.size > 0 || opaque.size > 0;
+  if (needsChild) {
+    if (signal?.aborted) throw abortedError(signal);
+    let tarInput: Buffer | undefined;
+    if (devices.length > 0 || extractor.specials.size > 0) {
+      // tar-stream only when a layer has such entries.
+      const { pack: tarPack } = await import('tar-stream');
+      const packer = tarPack();
+      const chunks: Buffer[] = [];
+      packer.on('data', (c: unknown) => {
+        chunks.push(c as Buffer);
       });
+      const packed = new Promise<void>((resolve, reject) => {
+        packer.on('end', resolve);
+        packer.on('error', reject);
+      });
+      for (const w of devices) {
+        packer.entry({ name: utf8Name(w.path), type: 'character-device', devmajor: 0, devminor: 0, mode: 0, uid: w.uid, gid: w.gid, mtime: new Date(w.mtime * 1000) });
+      }
+      for (const e of extractor.specials.values()) {
+        const type = tarTypeOf(e);
+        packer.entry({
+          name: utf8Name(e.path),
+          type,
+          ...(type === 'link' ? { linkname: utf8Name(e.linkname) } : { devmajor: e.devmajor, devminor: e.devminor, mode: e.mode, uid: e.uid, gid: e.gid, mtime: new Date(e.mtime * 1000) }),
+        });
+      }
+      packer.finalize();
+      await packed;
+      tarInput = Buffer.concat(chunks);
     }
-    packer.finalize();
-    const [piped, result] = await Promise.allSettled([pipeline(packer as unknown as Readable, extractor.stdin!), extractor]);
-    if (result.status === 'rejected') throw internal(`creating whiteout devices failed: ${errorMessage(result.reason)}`);
-    if (result.value.exitCode !== 0) throw internal(`creating whiteout devices failed: ${String(result.value.stderr).trim()}`);
-    if (piped.status === 'rejected') throw internal(`creating whiteout devices failed: ${errorMessage(piped.reason)}`);
+    let dumpFile = '';
+    const dump: string[] = [];
+    for (const [rel, attrs] of extractor.xattrs) {
+      dump.push(`# file: ${escapeAttrPath(rel || '.')}\n${[...attrs].map(([k, v]) => `${k}=0x${Buffer.from(v, 'latin1').toString('hex')}`).join('\n')}\n`);
+    }
+    for (const dir of opaque) dump.push(`# file: ${escapeAttrPath(dir || '.')}\ntrusted.overlay.opaque="y"\n`);
+    try {
+      if (dump.length > 0) {
+        dumpFile = `${destDir}.xattrs`;
+        await fsp.writeFile(dumpFile, dump.join('\n'), { encoding: 'latin1', mode: 0o600 });
+      }
+      await run('sh', ['-c', SPECIALS_SCRIPT, 'nodelet-layer-specials', destDir, tarInput ? 'tar' : '-', dumpFile], tarInput ? { input: tarInput } : {}).catch((err: unknown) => {
+        throw internal(`making a layer's devices, whiteouts and xattrs failed: ${errorMessage(err)}`, err);
+      });
+    } finally {
+      if (dumpFile) await fsp.rm(dumpFile, { force: true });
+    }
   }
 
-  if (opaque.size > 0) {
-    const dump = [...opaque].map((dir) => `# file: ${escapeAttrPath(dir || '.')}\ntrusted.overlay.opaque="y"\n`).join('\n');
-    await run('setfattr', ['--restore=-'], { cwd: destDir, input: Buffer.from(dump, 'latin1') });
+  if (signal?.aborted) throw abortedError(signal);
+  // Order does not matter: a directory's metadata leaves its parent's times alone.
+  for (const [rel, e] of extractor.dirs) {
+    const p = fsPathOf(destDir, rel);
+    chownSync(p, e.uid, e.gid);
+    chmodSync(p, e.mode);
+    utimesSync(p, e.mtime, e.mtime);
   }
-
   for (const [dir, times] of parentTimes) await fsp.utimes(fsPathOf(destDir, dir), times.atime, times.mtime);
-  return devices.length;
+  return { devices: devices.length, childProcesses: needsChild ? 1 : 0 };
 }
 
 function decompressorFor(blobPath: string, compression: LayerCompression): { source: Readable[]; child?: ReturnType<typeof spawnChild> } {
@@ -599,33 +867,19 @@ export async function unpackLayer(
   }
   try {
     const scanner = new TarLayerScanner(layerByteBudget((await fsp.stat(blobPath)).size, limits));
+    const extractor = new LayerExtractor(destDir);
     const { source, child: decompressor } = decompressorFor(blobPath, compression);
-    const extractor = spawnChild(
-      'tar',
-      ['-x', '-f', '-', '-C', destDir, '--numeric-owner', '--same-owner', '--same-permissions', '--xattrs', '--xattrs-include=*',
-        // overlay's own xattrs come only from OCI whiteouts, never from layer contents.
-        '--xattrs-exclude=trusted.overlay.*', '--exclude=.wh.*',
-        // Read to EOF: exiting at the end-of-archive blocks (the scanner sends nothing after them) could
-        // close tar's stdin before the pipeline ended it, failing the unpack with "Premature close".
-        '--ignore-zeros'],
-      { stdin: 'pipe', stdout: 'ignore', stderr: 'pipe' },
-    );
-    const onAbort = () => {
-      extractor.kill('SIGKILL');
-      decompressor?.kill('SIGKILL');
-    };
+    const onAbort = () => decompressor?.kill('SIGKILL');
     signal?.addEventListener('abort', onAbort, { once: true });
     let piped: PromiseSettledResult<void>;
-    let extracted: PromiseSettledResult<Awaited<typeof extractor>>;
     let decompressed: PromiseSettledResult<unknown> | undefined;
     try {
-      const flow = pipeline([...source, scanner, extractor.stdin!], signal ? { signal } : {}).catch((err: unknown) => {
-        // A refused entry or a broken source: stop tar before it reads anything more.
-        extractor.kill('SIGKILL');
+      const flow = pipeline([...source, scanner, extractor], signal ? { signal } : {}).catch((err: unknown) => {
+        // A refused entry or a broken source: stop the decompressor too.
         decompressor?.kill('SIGKILL');
         throw err;
       });
-      [piped, extracted, decompressed] = await Promise.allSettled([flow, extractor, decompressor ?? Promise.resolve(undefined)]);
+      [piped, decompressed] = await Promise.allSettled([flow, decompressor ?? Promise.resolve(undefined)]);
     } finally {
       signal?.removeEventListener('abort', onAbort);
     }
@@ -639,14 +893,12 @@ export async function unpackLayer(
     if (piped.status === 'rejected') {
       const err: unknown = piped.reason;
       if (hasCode(err, 'Z_DATA_ERROR') || hasCode(err, 'Z_BUF_ERROR')) throw invalidArgument(`layer blob ${blobPath} is not valid gzip: ${errorMessage(err)}`);
+      throw internal(`unpacking layer ${blobPath}: ${errorMessage(err)}`, err);
     }
-    if (extracted.status === 'rejected') throw internal(`tar failed unpacking ${blobPath}: ${errorMessage(extracted.reason)}`);
-    if (extracted.value.exitCode !== 0) throw internal(`tar failed unpacking ${blobPath}: ${String(extracted.value.stderr).trim().slice(0, 2000)}`);
-    if (piped.status === 'rejected') throw internal(`unpacking layer ${blobPath}: ${errorMessage(piped.reason)}`, piped.reason);
 
-    const devices = await applyWhiteouts(destDir, scanner);
-    const result: UnpackResult = { diffId: scanner.diffId, unpackedBytes: scanner.unpackedBytes, inodes: scanner.inodes + devices };
-    logger().debug({ blob: blobPath, diffId: result.diffId, tarBytes: scanner.totalBytes, ms: Date.now() - started }, 'layer unpacked');
+    const { devices, childProcesses } = await finishLayer(destDir, scanner, extractor, signal);
+    const result: UnpackResult = { diffId: scanner.diffId, unpackedBytes: scanner.unpackedBytes, inodes: scanner.inodes + devices, childProcesses };
+    logger().debug({ blob: blobPath, diffId: result.diffId, tarBytes: scanner.totalBytes, childProcesses, ms: Date.now() - started }, 'layer unpacked');
     return result;
   } catch (err) {
     await fsp.rm(destDir, { recursive: true, force: true }).catch((rmErr: unknown) => {
