@@ -5,6 +5,8 @@ import type { SandboxRecord, ContainerRecord } from '../runtime/records.js';
 import { NODELET_VERSION, CRI_API_VERSION } from '../version.js';
 import { checkCommand } from '../runtime/validation.js';
 import { reportedMounts } from '../runtime/image-volumes.js';
+import { criProto } from './grpc.js';
+import { containerListItems, podSandboxListItems } from './list-responses.js';
 
 export function sandboxStatusMessage(rec: SandboxRecord) {
   const [ip, ...more] = rec.ips;
@@ -45,27 +47,15 @@ export function containerStatusMessage(rec: ContainerRecord) {
   };
 }
 
-function containerMessage(rec: ContainerRecord) {
-  return {
-    id: rec.id,
-    pod_sandbox_id: rec.sandboxId,
-    metadata: rec.config.metadata,
-    image: { image: rec.imageName },
-    image_ref: rec.imageRef,
-    image_id: rec.imageId,
-    state: rec.state,
-    created_at: rec.createdAt,
-    labels: rec.config.labels,
-    annotations: rec.config.annotations,
-  };
-}
-
 function nowNs(): string {
   return (BigInt(Date.now()) * 1_000_000n).toString();
 }
 
 export function runtimeHandlers(rt: RuntimeService): ServiceHandlers {
   const { sandboxes, containers } = rt;
+  const service = criProto().runtime.v1.RuntimeService.service;
+  const containerItems = containerListItems(service.ListContainers.responseSerialize);
+  const sandboxItems = podSandboxListItems(service.ListPodSandbox.responseSerialize);
   return {
     unary: {
       Version: async () => ({
@@ -114,17 +104,7 @@ export function runtimeHandlers(rt: RuntimeService): ServiceHandlers {
           timestamp: nowNs(),
         };
       },
-      ListPodSandbox: async (req: any) => ({
-        items: (await sandboxes.list(req.filter)).map((rec) => ({
-          id: rec.id,
-          metadata: rec.config.metadata,
-          state: rec.state,
-          created_at: rec.createdAt,
-          labels: rec.config.labels,
-          annotations: rec.config.annotations,
-          runtime_handler: rec.runtimeHandler,
-        })),
-      }),
+      ListPodSandbox: async (req: any) => sandboxItems.response(await sandboxes.list(req.filter)),
       CreateContainer: async (req: any) => ({ container_id: await containers.create(req.pod_sandbox_id, req.config) }),
       StartContainer: async (req: any) => {
         await containers.start(req.container_id);
@@ -138,7 +118,7 @@ export function runtimeHandlers(rt: RuntimeService): ServiceHandlers {
         await containers.remove(req.container_id);
         return {};
       },
-      ListContainers: async (req: any) => ({ containers: (await containers.list(req.filter)).map(containerMessage) }),
+      ListContainers: async (req: any) => containerItems.response(await containers.list(req.filter)),
       ContainerStatus: async (req: any) => {
         const rec = await containers.get(req.container_id);
         return {

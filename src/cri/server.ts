@@ -41,6 +41,21 @@ export function mergeHandlers(...sets: ServiceHandlers[]): ServiceHandlers {
   return merged;
 }
 
+/** A response already in wire form (a handler's own encoding); sent as is, past the generic serializer. */
+export class EncodedMessage {
+  constructor(readonly bytes: Buffer) {}
+}
+
+/** The service with each method's serializer passing an EncodedMessage through unchanged. */
+function acceptingEncoded(service: grpc.ServiceDefinition): grpc.ServiceDefinition {
+  return Object.fromEntries(
+    Object.entries(service).map(([method, def]) => {
+      const serialize = def.responseSerialize;
+      return [method, { ...def, responseSerialize: (value: unknown) => (value instanceof EncodedMessage ? value.bytes : serialize(value)) }];
+    }),
+  );
+}
+
 export interface CallObserver {
   onCall(method: string, code: grpc.status, seconds: number): void;
 }
@@ -202,8 +217,10 @@ export class CriServer {
       // Nobody reads channelz here; with it on, grpc-js counts and timestamps every call and message.
       'grpc.enable_channelz': 0,
     });
-    server.addService(proto.runtime.v1.RuntimeService.service, implement(proto.runtime.v1.RuntimeService.service, 'runtime.v1.RuntimeService', this.opts.runtime, this.opts.observer));
-    server.addService(proto.runtime.v1.ImageService.service, implement(proto.runtime.v1.ImageService.service, 'runtime.v1.ImageService', this.opts.image, this.opts.observer));
+    const runtime = acceptingEncoded(proto.runtime.v1.RuntimeService.service);
+    const image = acceptingEncoded(proto.runtime.v1.ImageService.service);
+    server.addService(runtime, implement(runtime, 'runtime.v1.RuntimeService', this.opts.runtime, this.opts.observer));
+    server.addService(image, implement(image, 'runtime.v1.ImageService', this.opts.image, this.opts.observer));
     await prepareSocket(this.opts.socket);
     await new Promise<void>((resolve, reject) => {
       server.bindAsync(`unix://${this.opts.socket}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve()));

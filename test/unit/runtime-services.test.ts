@@ -16,6 +16,9 @@ import type { ImageService } from '../../src/image/image-service.js';
 import type { ContainerConfig__Output } from '../../src/cri/generated/runtime/v1/ContainerConfig.js';
 import type { PodSandboxConfig__Output } from '../../src/cri/generated/runtime/v1/PodSandboxConfig.js';
 import { FakeBackend, FakeHost } from '../helpers/fake-backend.js';
+import { runtimeHandlers } from '../../src/cri/runtime-handlers.js';
+import { containerMessage, podSandboxMessage } from '../../src/cri/list-responses.js';
+import { EncodedMessage } from '../../src/cri/server.js';
 
 let tmp: string;
 let layerDir: string;
@@ -302,4 +305,116 @@ test('a handler whose type has no backend in this build is unusable: left out at
     }),
     /default runtime handler "shim" is not usable: its type containerd has no backend in this build/,
   );
+});
+
+/**
+ * ListContainers and ListPodSandbox answer from per-record encoded entries: for every filter, before and
+ * after each change of state, the bytes are those the generic serializer makes of freshly built messages.
+ */
+test('list answers (reused encoded entries) equal the generic encoding for every filter, across start, stop, exits, update, remove and recovery', async () => {
+  const svc = criProto().runtime.v1.RuntimeService.service;
+  const host = new FakeHost();
+  const root = path.join(tmp, 'lists');
+  const labelled = <T extends { labels: Record<string, string>; annotations: Record<string, string> }>(c: T, labels: Record<string, string>): T => ({
+    ...c,
+    labels,
+    annotations: { 'example.test/note': `for ${Object.values(labels).join(',')}`, 'io.kubernetes.container.hash': 'abc' },
+  });
+  const podIds: string[] = [];
+  const ctrIds: string[] = [];
+  let rt = await startDaemon(root, host);
+  // Made once per daemon, as the server does: the entries are kept from one list to the next.
+  let handlers = runtimeHandlers(rt).unary;
+  for (const [i, tier] of ['web', 'db'].entries()) {
+    podIds.push(await rt.sandboxes.run(labelled(podConfig(`lists-${tier}`), { tier, app: 'lists', [`only-${i}`]: 'yes' }), ''));
+    for (const name of ['a', 'b', 'c']) ctrIds.push(await rt.containers.create(podIds[i]!, labelled(ctrConfig(`${tier}-${name}`), { tier, name, app: 'lists' })));
+  }
+
+  const containerFilters = (): object[] => [
+    {},
+    { id: ctrIds[1]!.slice(0, 10) },
+    { id: 'f'.repeat(12) },
+    { pod_sandbox_id: podIds[1]! },
+    { pod_sandbox_id: podIds[0]!.slice(0, 8) },
+    ...['CONTAINER_CREATED', 'CONTAINER_RUNNING', 'CONTAINER_EXITED', 'CONTAINER_UNKNOWN'].map((state) => ({ state: { state } })),
+    { label_selector: { tier: 'web' } },
+    { label_selector: { tier: 'db', name: 'b' } },
+    { label_selector: { tier: 'nope' } },
+    { pod_sandbox_id: podIds[0]!, state: { state: 'CONTAINER_RUNNING' }, label_selector: { app: 'lists' } },
+  ];
+  const sandboxFilters = (): object[] => [
+    {},
+    { id: podIds[0]!.slice(0, 10) },
+    { state: { state: 'SANDBOX_READY' } },
+    { state: { state: 'SANDBOX_NOTREADY' } },
+    { label_selector: { 'only-1': 'yes' } },
+    { label_selector: { app: 'lists', tier: 'web' } },
+    { id: podIds[1]!, state: { state: 'SANDBOX_READY' } },
+  ];
+  /** Every filter, both lists: the handler's bytes against the generic serializer's; returns the unfiltered lists decoded. */
+  const check = async (when: string) => {
+    for (const filter of containerFilters()) {
+      const req = svc.ListContainers.requestDeserialize(svc.ListContainers.requestSerialize({ filter } as never));
+      const answer = await handlers.ListContainers!(req, {} as never);
+      assert.ok(answer instanceof EncodedMessage, 'ListContainers answers pre-encoded bytes');
+      const generic = svc.ListContainers.responseSerialize({ containers: (await rt.containers.list(req.filter)).map(containerMessage) } as never);
+      assert.deepEqual(svc.ListContainers.responseDeserialize(answer.bytes), svc.ListContainers.responseDeserialize(generic), `${when}: ListContainers ${JSON.stringify(filter)}`);
+      assert.ok(answer.bytes.equals(generic), `${when}: the same bytes for ListContainers ${JSON.stringify(filter)}`);
+    }
+    for (const filter of sandboxFilters()) {
+      const req = svc.ListPodSandbox.requestDeserialize(svc.ListPodSandbox.requestSerialize({ filter } as never));
+      const answer = await handlers.ListPodSandbox!(req, {} as never);
+      assert.ok(answer instanceof EncodedMessage, 'ListPodSandbox answers pre-encoded bytes');
+      const generic = svc.ListPodSandbox.responseSerialize({ items: (await rt.sandboxes.list(req.filter)).map(podSandboxMessage) } as never);
+      assert.deepEqual(svc.ListPodSandbox.responseDeserialize(answer.bytes), svc.ListPodSandbox.responseDeserialize(generic), `${when}: ListPodSandbox ${JSON.stringify(filter)}`);
+      assert.ok(answer.bytes.equals(generic), `${when}: the same bytes for ListPodSandbox ${JSON.stringify(filter)}`);
+    }
+    const all = svc.ListContainers.responseDeserialize(((await handlers.ListContainers!(svc.ListContainers.requestDeserialize(Buffer.alloc(0)), {} as never)) as EncodedMessage).bytes);
+    const pods = svc.ListPodSandbox.responseDeserialize(((await handlers.ListPodSandbox!(svc.ListPodSandbox.requestDeserialize(Buffer.alloc(0)), {} as never)) as EncodedMessage).bytes);
+    const stateOf = new Map<string, string>([...all.containers!.map((c) => [c.id!, c.state as string] as const), ...pods.items!.map((p) => [p.id!, p.state as string] as const)]);
+    return stateOf;
+  };
+
+  let states = await check('all created');
+  assert.deepEqual([...new Set(ctrIds.map((id) => states.get(id)))], ['CONTAINER_CREATED']);
+  for (const id of ctrIds.slice(0, 4)) await rt.containers.start(id);
+  states = await check('four started');
+  assert.equal(states.get(ctrIds[0]!), 'CONTAINER_RUNNING');
+  await rt.containers.stop(ctrIds[0]!, 10);
+  states = await check('one stopped');
+  assert.equal(states.get(ctrIds[0]!), 'CONTAINER_EXITED', 'a stop is seen in the next list');
+  const update = svc.UpdateContainerResources.requestDeserialize(svc.UpdateContainerResources.requestSerialize({ linux: { cpu_shares: 512 } } as never));
+  await rt.containers.updateResources(ctrIds[1]!, update.linux!);
+  await check('resources updated');
+  await rt.startMonitoring();
+  host.exit(ctrIds[2]!, 1);
+  await waitFor('the exit recorded', () => rt.ctx.containers.get(ctrIds[2]!)?.state === 'CONTAINER_EXITED');
+  states = await check('an exit the backend reported');
+  assert.equal(states.get(ctrIds[2]!), 'CONTAINER_EXITED');
+  rt.stopMonitoring();
+  await rt.containers.remove(ctrIds[1]!);
+  states = await check('one removed');
+  assert.equal(states.has(ctrIds[1]!), false, 'a removed container is gone from the list');
+  await rt.sandboxes.stop(podIds[1]!);
+  states = await check('a pod stopped');
+  assert.equal(states.get(podIds[1]!), 'SANDBOX_NOTREADY');
+  assert.equal(states.get(ctrIds[3]!), 'CONTAINER_EXITED', "the stopped pod's container too");
+
+  // A restart: new record objects, and a state changed while down.
+  const late = await rt.containers.create(podIds[0]!, labelled(ctrConfig('web-late'), { tier: 'web', name: 'late', app: 'lists' }));
+  await rt.containers.start(late);
+  ctrIds.push(late);
+  states = await check('one more started');
+  assert.equal(states.get(late), 'CONTAINER_RUNNING');
+  host.exit(late, 2);
+  rt = await startDaemon(root, host);
+  handlers = runtimeHandlers(rt).unary;
+  states = await check('after a restart');
+  assert.equal(states.get(late), 'CONTAINER_EXITED', 'an exit while down is in the first list');
+  assert.equal(states.get(ctrIds[1]!), undefined);
+  await rt.sandboxes.remove(podIds[0]!);
+  await rt.sandboxes.remove(podIds[1]!);
+  states = await check('all removed');
+  assert.equal(states.size, 0);
+  assert.equal(host.containers.size, 0);
 });

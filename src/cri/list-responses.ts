@@ -1,0 +1,100 @@
+// ListContainers and ListPodSandbox answers. A list item's wire bytes depend only on fields that never
+// change after creation plus its state, so each record's encoded entry is kept and reused; an answer is
+// the concatenation of its items' entries (a repeated field is its entries one after another).
+import type { SandboxRecord, ContainerRecord } from '../runtime/records.js';
+import { EncodedMessage } from './server.js';
+
+/** A response serializer of the service definition (its typed request is the generated type). */
+type Serialize = (value: any) => Buffer;
+
+export function containerMessage(rec: ContainerRecord) {
+  return {
+    id: rec.id,
+    pod_sandbox_id: rec.sandboxId,
+    metadata: rec.config.metadata,
+    image: { image: rec.imageName },
+    image_ref: rec.imageRef,
+    image_id: rec.imageId,
+    state: rec.state,
+    created_at: rec.createdAt,
+    labels: rec.config.labels,
+    annotations: rec.config.annotations,
+  };
+}
+
+export function podSandboxMessage(rec: SandboxRecord) {
+  return {
+    id: rec.id,
+    metadata: rec.config.metadata,
+    state: rec.state,
+    created_at: rec.createdAt,
+    labels: rec.config.labels,
+    annotations: rec.config.annotations,
+    runtime_handler: rec.runtimeHandler,
+  };
+}
+
+/** What an item's message is built from; an entry is reused while every part is the same (===). */
+export function containerMessageInputs(rec: ContainerRecord): unknown[] {
+  return [rec.id, rec.sandboxId, rec.config, rec.imageName, rec.imageRef, rec.imageId, rec.state, rec.createdAt];
+}
+
+export function podSandboxMessageInputs(rec: SandboxRecord): unknown[] {
+  return [rec.id, rec.config, rec.state, rec.createdAt, rec.runtimeHandler];
+}
+
+interface Entry {
+  inputs: unknown[];
+  bytes: Buffer;
+}
+
+function sameInputs(a: unknown[], b: unknown[]): boolean {
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/**
+ * The encoded field-1 entry of each record, by record object (a record read again after a restart is a
+ * new object; a removed one is collected with it). Checked against the record's inputs on every use, so
+ * a change of state, however it was made (in place or by a new record), is never answered stale.
+ */
+export class EncodedListItems<R extends object> {
+  private readonly entries = new WeakMap<R, Entry>();
+
+  /**
+   * @param encodeOne the response serializer applied to a response holding just this one item: its
+   *   bytes are exactly the item's entry in a longer list.
+   */
+  constructor(
+    private readonly encodeOne: (rec: R) => Buffer,
+    private readonly inputsOf: (rec: R) => unknown[],
+  ) {}
+
+  entryOf(rec: R): Buffer {
+    const inputs = this.inputsOf(rec);
+    const cached = this.entries.get(rec);
+    if (cached && sameInputs(cached.inputs, inputs)) return cached.bytes;
+    const bytes = this.encodeOne(rec);
+    this.entries.set(rec, { inputs, bytes });
+    return bytes;
+  }
+
+  /** The encoded response listing `records`, in their order. */
+  response(records: readonly R[]): EncodedMessage {
+    const parts = new Array<Buffer>(records.length);
+    let length = 0;
+    for (let i = 0; i < records.length; i++) {
+      parts[i] = this.entryOf(records[i]!);
+      length += parts[i]!.length;
+    }
+    return new EncodedMessage(Buffer.concat(parts, length));
+  }
+}
+
+export function containerListItems(serializeResponse: Serialize): EncodedListItems<ContainerRecord> {
+  return new EncodedListItems((rec) => serializeResponse({ containers: [containerMessage(rec)] }), containerMessageInputs);
+}
+
+export function podSandboxListItems(serializeResponse: Serialize): EncodedListItems<SandboxRecord> {
+  return new EncodedListItems((rec) => serializeResponse({ items: [podSandboxMessage(rec)] }), podSandboxMessageInputs);
+}
