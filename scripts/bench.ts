@@ -4,7 +4,8 @@
 // then times nodelet-agent starting pods on each runtime, and writes the tables to docs/benchmark.md.
 //
 //   npm run bench -- [--iterations 20] [--parallel-rounds 3] [--runtimes nodelet,containerd]
-//                    [--agent-pods 10] [--only workload|agent|critest] [--list-large 1000] [--large-memory-containers 200]
+//                    [--agent-pods 10] [--only workload|lists|agent|critest] [--list-large 1000] [--large-running-containers 200]
+//                    [--large-memory-containers 200]
 //                    [--critest-rounds 2] [--critest-samples 10]
 //                    [--nodelet-log-level info] [--nodelet-sandbox-image] [--out docs/benchmark.md | --no-write] [--keep-logs DIR]
 import { promises as fsp } from 'node:fs';
@@ -35,13 +36,15 @@ const FLAGS = {
   'parallel-rounds': { type: 'string', default: '3' },
   /** Containers for the large ListContainers/ListPodSandbox timings (0: skip). */
   'list-large': { type: 'string', default: '1000' },
+  /** Of those, how many run `sleep` (the rest are only created: 1000 running on each runtime is too much for 2 cores). */
+  'large-running-containers': { type: 'string', default: '200' },
   'large-memory-containers': { type: 'string', default: '200' },
   /** critest -benchmark runs per runtime (interleaved) and samples per op in each run. */
   'critest-rounds': { type: 'string', default: '2' },
   'critest-samples': { type: 'string', default: '10' },
   /** Pods the agent starts one after another on each runtime. */
   'agent-pods': { type: 'string', default: '10' },
-  /** Run one part alone: the CRI workload or the agent's pod starts (nothing is written then). */
+  /** Run one part alone (nothing is written then): the CRI workload, its list and memory phases only, critest's benchmark or the agent's pod starts. */
   only: { type: 'string' },
   runtimes: { type: 'string', default: 'nodelet,containerd' },
   'nodelet-log-level': { type: 'string', default: 'info' },
@@ -69,7 +72,7 @@ async function main(): Promise<void> {
     process.stdout.write(
       'npm run bench -- [--iterations N] [--execs-per-container N] [--list-pods N] [--list-containers-per-pod N]\n' +
         '  [--memory-containers N] [--parallel-pods N] [--parallel-rounds N] [--runtimes nodelet,containerd]\n' +
-        '  [--agent-pods N] [--only workload|agent|critest] [--list-large N] [--large-memory-containers N]\n' +
+        '  [--agent-pods N] [--only workload|lists|agent|critest] [--list-large N] [--large-running-containers N] [--large-memory-containers N]\n' +
         '  [--critest-rounds N] [--critest-samples N]\n' +
         '  [--nodelet-log-level LEVEL] [--nodelet-sandbox-image] [--out FILE | --no-write] [--keep-logs DIR]\n',
     );
@@ -78,9 +81,12 @@ async function main(): Promise<void> {
   const runtimes = new Set(values.runtimes.split(',').map((s) => s.trim()));
   for (const r of runtimes) if (r !== 'nodelet' && r !== 'containerd') throw new Error(`unknown runtime ${r}`);
   const only = values.only;
-  if (only !== undefined && only !== 'workload' && only !== 'agent' && only !== 'critest') throw new Error(`--only must be workload, agent or critest, got ${only}`);
+  if (only !== undefined && only !== 'workload' && only !== 'lists' && only !== 'agent' && only !== 'critest') throw new Error(`--only must be workload, lists, agent or critest, got ${only}`);
+  const workloadRuns = only === undefined || only === 'workload' || only === 'lists';
   const listLarge = Number(values['list-large']);
+  const largeRunning = Number(values['large-running-containers']);
   const largeMemory = Number(values['large-memory-containers']);
+  if (listLarge > 0 && largeMemory > largeRunning) throw new Error('--large-memory-containers must be at most --large-running-containers (memory is read with running containers)');
   const agentPods = positiveInt('agent-pods', values['agent-pods']);
   const listPods = positiveInt('list-pods', values['list-pods']);
   const perPod = positiveInt('list-containers-per-pod', values['list-containers-per-pod']);
@@ -135,7 +141,9 @@ async function main(): Promise<void> {
       parallelPods: positiveInt('parallel-pods', values['parallel-pods']),
       parallelRounds: positiveInt('parallel-rounds', values['parallel-rounds']),
       largeListContainers: listLarge,
+      largeRunningContainers: largeRunning,
       largeMemoryContainers: listLarge > 0 ? largeMemory : 0,
+      phases: only === 'lists' ? new Set(['lists']) : undefined,
       images,
       log: say,
     };
@@ -193,10 +201,21 @@ async function main(): Promise<void> {
       });
     }
     let results = new Map<string, WorkloadResult>();
-    if (only === undefined || only === 'workload') results = await runWorkload(targets, opts);
+    // Each part is non-fatal: one that fails loses its rows, the others are still measured and reported.
+    const failedParts: string[] = [];
+    const part = async <T>(name: string, fn: () => Promise<T>, none: T): Promise<T> => {
+      try {
+        return await fn();
+      } catch (err) {
+        failedParts.push(name);
+        say(`${name} failed, its rows are missing: ${err instanceof Error ? err.message : String(err)}`);
+        return none;
+      }
+    };
+    if (workloadRuns) results = await part('workload', () => runWorkload(targets, opts), results);
     let critest: CritestSamples = new Map();
     if (only === undefined || only === 'critest') {
-      critest = await runCritestBench({
+      critest = await part('critest', () => runCritestBench({
         rounds: positiveInt('critest-rounds', values['critest-rounds']),
         samples: positiveInt('critest-samples', values['critest-samples']),
         // nodelet-cri on its containerd backend too, beside the runc backend, when nodelet is measured.
@@ -204,11 +223,11 @@ async function main(): Promise<void> {
         nodeletLogLevel: values['nodelet-log-level'],
         keep: values['keep-logs'] ? path.join(values['keep-logs'], 'critest') : undefined,
         log: say,
-      });
+      }), critest);
     }
     let agentResults = new Map<string, AgentBenchResult>();
     if (only === undefined || only === 'agent') {
-      agentResults = await runAgentBench(agentTargets, { pods: agentPods, busybox: images.busybox, log: say, defer: (fn) => cleanups.push(fn) });
+      agentResults = await part('agent', () => runAgentBench(agentTargets, { pods: agentPods, busybox: images.busybox, log: say, defer: (fn) => cleanups.push(fn) }), agentResults);
     }
 
     const summary = `Whole run ${((Date.now() - began) / 1000).toFixed(0)} s; 1-minute load average ${loadAtStart.toFixed(1)} at the start, ${os.loadavg()[0]!.toFixed(1)} at the end`;
@@ -219,11 +238,13 @@ async function main(): Promise<void> {
     const agent = agentTable(agentResults.get('nodelet'), agentResults.get('containerd'));
     const critestRows = critestTable(critest);
     const tables = [
-      ...(only === undefined || only === 'workload' ? [latency, memory] : []),
+      ...(workloadRuns ? [latency, memory] : []),
       ...(only === undefined || only === 'critest' ? [critestRows] : []),
       ...(only === undefined || only === 'agent' ? [agent] : []),
     ];
-    process.stdout.write(`\n${tables.map(renderText).join('\n\n')}\n\n${summary}\n`);
+    const failedPhases = [...failedParts, ...new Set([...results.values()].flatMap((r) => r.failed))];
+    const failedLine = failedPhases.length ? `\nFailed phases (rows missing): ${failedPhases.join(', ')}` : '';
+    process.stdout.write(`\n${tables.map(renderText).join('\n\n')}\n\n${summary}${failedLine}\n`);
     if (only) {
       say(`--only ${only}: nothing written`);
     } else if (!values['no-write']) {
@@ -231,7 +252,7 @@ async function main(): Promise<void> {
       await fsp.mkdir(path.dirname(values.out), { recursive: true });
       await fsp.writeFile(
         values.out,
-        markdownReport(machine, opts, latency, memory, critestRows, agent, agentPods, summary, values['nodelet-log-level'], values['nodelet-sandbox-image']),
+        markdownReport(machine, opts, latency, memory, critestRows, agent, agentPods, failedPhases.length ? `${summary}; failed, rows missing: ${failedPhases.join(', ')}` : summary, values['nodelet-log-level'], values['nodelet-sandbox-image']),
       );
       say(`wrote ${path.relative(process.cwd(), values.out) || values.out}`);
     }
@@ -286,7 +307,7 @@ client sees for each call.
   runtimes' RemoveImage; busybox and big share their base layer, so both are removed first), warm = PullImage of an image already present.
 - Lists: ${o.listPods} pods × ${o.listContainersPerPod} containers running \`sleep\`; ListContainers and ListPodSandbox
   ${o.iterations} times each with all of them present. Memory is read with ${o.memoryContainers} of them running.
-- Large lists: ${o.largeListContainers > 0 ? `pods of 50 \`sleep\` containers (8 created at a time) added to the 100 above up to ${o.largeListContainers} containers; ListContainers, ListContainers filtered by one pod and ListPodSandbox ${o.iterations} times each; memory read again at ${o.largeMemoryContainers} containers` : 'not run'}.
+- Large lists: ${o.largeListContainers > 0 ? `pods of 50 containers (8 created at a time) added to the 100 above up to ${o.largeListContainers} containers, running \`sleep\` up to ${o.largeRunningContainers} and only created (CONTAINER_CREATED) after that (${o.largeListContainers} running containers on each runtime at once is too much for this 2-core machine); ListContainers, ListPodSandbox and ListContainers filtered by one pod ${o.iterations} times each; memory read again at ${o.largeMemoryContainers} running containers` : 'not run'}.
 - Parallel: ${o.parallelPods} RunPodSandbox calls at once, wall time until all returned, ${o.parallelRounds} rounds.
 - nodelet-cri logs at \`${nodeletLogLevel}\`, containerd at \`info\`. ${summary}.
 

@@ -6,10 +6,13 @@
 //
 //   node dist/scripts/bench/call-loop.js [--daemon NAME=BIN]... [--containerd] [--calls 5000] [--batch 250]
 //        [--cpu-prof DIR] [--log-level info] [--memory-containers 50] [--remove-image 20] [--only Method,...]
+//        [--list-containers 100,1000]
 //
 // --daemon defaults to current=bin/nodelet-cri of this checkout; BIN is a nodelet-cri entry point of any
 // build (copy a baseline's bin/, dist/, proto/ and node_modules link aside to compare with it).
 // --cpu-prof writes one .cpuprofile per nodelet daemon into DIR when it stops.
+// --list-containers: after the calls above, CREATED containers (pods of 50) are added on every daemon up to
+// each count in turn, and ListContainers / ListPodSandbox are measured again at each (--calls of each).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, promises as fsp, readFileSync } from 'node:fs';
@@ -112,6 +115,31 @@ async function removeAllPods(client: CriClient): Promise<void> {
   }
 }
 
+/** Adds `count` CREATED containers in pods of 50 (filling the last pod first), 4 creates at a time. */
+async function addCreatedContainers(t: Target, pods: { id: string; config: unknown; count: number }[], count: number, image: string): Promise<void> {
+  const PER_POD = 50;
+  const slots: { pod: { id: string; config: unknown; count: number }; name: string }[] = [];
+  for (let left = count; left > 0; ) {
+    let pod = pods.at(-1);
+    if (!pod || pod.count >= PER_POD) {
+      const config = sandboxConfig(`callbench-list-${pods.length}`, t.logDir);
+      const { pod_sandbox_id } = await t.client.runtime('RunPodSandbox', { config });
+      pods.push((pod = { id: pod_sandbox_id, config, count: 0 }));
+    }
+    const n = Math.min(left, PER_POD - pod.count);
+    for (let k = 0; k < n; k++) slots.push({ pod, name: `created-${pod.count + k}` });
+    pod.count += n;
+    left -= n;
+  }
+  await Promise.all(
+    Array.from({ length: 4 }, async () => {
+      for (let s = slots.shift(); s; s = slots.shift()) {
+        await t.client.runtime('CreateContainer', { pod_sandbox_id: s.pod.id, config: containerConfig(s.name, image, ['sleep', '3600']), sandbox_config: s.pod.config });
+      }
+    }),
+  );
+}
+
 function mib(bytes: number): string {
   return (bytes / 1024 / 1024).toFixed(1);
 }
@@ -129,8 +157,11 @@ async function main(): Promise<void> {
       'memory-containers': { type: 'string', default: '0' },
       'remove-image': { type: 'string', default: '20' },
       only: { type: 'string' },
+      'list-containers': { type: 'string' },
     },
   });
+  const listCounts = (values['list-containers'] ?? '').split(',').filter(Boolean).map(Number);
+  if (listCounts.some((n) => !Number.isInteger(n) || n < 1)) throw new Error(`--list-containers N,M,...: positive integers, got ${values['list-containers']}`);
   const calls = Number(values.calls);
   const batch = Number(values.batch);
   const daemons = (values.daemon ?? [`current=${path.join(REPO, 'bin', 'nodelet-cri')}`]).map((d) => {
@@ -195,25 +226,41 @@ async function main(): Promise<void> {
       if (!f) byTarget.set(target, (f = { ms: [], cpuTicks: 0, mainThreadNs: 0, calls: 0 }));
       return f;
     };
-    // Warm each daemon's code paths first (JIT), unmeasured.
-    for (const step of steps) for (const t of targets) for (let i = 0; i < 200; i++) await step.call(t);
-    for (const step of steps) {
-      for (let round = 0; round * batch < calls; round++) {
-        const order = round % 2 === 0 ? targets : [...targets].reverse();
-        for (const t of order) {
-          const f = figuresOf(step.name, t.name);
-          const ticks0 = await cpuTicks(t.pid);
-          const ns0 = await mainThreadNs(t.pid);
-          for (let i = 0; i < batch; i++) {
-            const t0 = performance.now();
-            await step.call(t);
-            f.ms.push(performance.now() - t0);
+    const measure = async (list: Step[], label = '') => {
+      // Warm each daemon's code paths first (JIT), unmeasured.
+      for (const step of list) for (const t of targets) for (let i = 0; i < 200; i++) await step.call(t);
+      for (const step of list) {
+        for (let round = 0; round * batch < calls; round++) {
+          const order = round % 2 === 0 ? targets : [...targets].reverse();
+          for (const t of order) {
+            const f = figuresOf(step.name + label, t.name);
+            const ticks0 = await cpuTicks(t.pid);
+            const ns0 = await mainThreadNs(t.pid);
+            for (let i = 0; i < batch; i++) {
+              const t0 = performance.now();
+              await step.call(t);
+              f.ms.push(performance.now() - t0);
+            }
+            f.cpuTicks += (await cpuTicks(t.pid)) - ticks0;
+            f.mainThreadNs += (await mainThreadNs(t.pid)) - ns0;
+            f.calls += batch;
           }
-          f.cpuTicks += (await cpuTicks(t.pid)) - ticks0;
-          f.mainThreadNs += (await mainThreadNs(t.pid)) - ns0;
-          f.calls += batch;
         }
       }
+    };
+    await measure(steps);
+    // Lists at each count: CREATED containers (no process of their own on a runtime that creates at start).
+    const listSteps = allSteps.filter((s) => s.name === 'ListContainers' || s.name === 'ListPodSandbox');
+    const pods = new Map<Target, { id: string; config: unknown; count: number }[]>(targets.map((t) => [t, []]));
+    let have = 1; // each target's sleeper
+    for (const want of listCounts) {
+      for (const t of targets) await addCreatedContainers(t, pods.get(t)!, want - have, busybox);
+      have = Math.max(have, want);
+      for (const t of targets) {
+        const { containers } = await t.client.runtime('ListContainers', {}, D);
+        if (containers.length !== have) throw new Error(`${t.name}: ListContainers gave ${containers.length}, want ${have}`);
+      }
+      await measure(listSteps, ` (${have} containers)`);
     }
     // RemoveImage of a small image, pulled again (unmeasured) before each.
     const removes = Number(values['remove-image']);

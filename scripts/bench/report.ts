@@ -73,8 +73,8 @@ export function memoryTable(
     const b = containerd ? pick(containerd)?.[field] : undefined;
     return [what, mib(a), mib(b), ratio(a, b)];
   };
-  const nMon = nodelet?.memory.monitors.count ?? '?';
-  const cMon = containerd?.memory.monitors.count ?? '?';
+  const nMon = nodelet?.memory.monitors?.count ?? '?';
+  const cMon = containerd?.memory.monitors?.count ?? '?';
   return {
     header: ['memory (MiB)', 'nodelet', 'containerd', 'ratio'],
     rows: [
@@ -85,11 +85,12 @@ export function memoryTable(
       row('daemon RSS, idle at the end of the run', (r) => r.memory.idleAfter, 'rss'),
       row('daemon PSS, idle (after warm-up)', (r) => r.memory.idle, 'pss'),
       row(`daemon PSS, ${memoryContainers} running containers`, (r) => r.memory.withContainers, 'pss'),
+      row(`daemon PSS, ${listContainers} running containers`, (r) => r.memory.withAllListContainers, 'pss'),
       ...(largeMemoryContainers > 0 ? [row(`daemon PSS, ${largeMemoryContainers} running containers`, (r) => r.memory.withLargeContainers, 'pss')] : []),
-      row('one monitor RSS (median conmon / containerd-shim-runc-v2)', (r) => r.memory.monitors.one, 'rss'),
-      row('one monitor PSS (median)', (r) => r.memory.monitors.one, 'pss'),
-      row(`all monitors RSS, ${memoryContainers} containers (${nMon} conmon / ${cMon} shims)`, (r) => r.memory.monitors.total, 'rss'),
-      row(`all monitors PSS, ${memoryContainers} containers`, (r) => r.memory.monitors.total, 'pss'),
+      row('one monitor RSS (median conmon / containerd-shim-runc-v2)', (r) => r.memory.monitors?.one, 'rss'),
+      row('one monitor PSS (median)', (r) => r.memory.monitors?.one, 'pss'),
+      row(`all monitors RSS, ${memoryContainers} containers (${nMon} conmon / ${cMon} shims)`, (r) => r.memory.monitors?.total, 'rss'),
+      row(`all monitors PSS, ${memoryContainers} containers`, (r) => r.memory.monitors?.total, 'pss'),
     ],
     alignRight: [false, true, true, true],
   };

@@ -31,12 +31,21 @@ export interface WorkloadOptions {
   memoryContainers: number;
   parallelPods: number;
   parallelRounds: number;
-  /** Containers for the large list phase (0: none), in pods of 100; memory read again at `largeMemoryContainers`. */
+  /**
+   * Containers for the large list phase (0: none), in pods of 50 added to the list pods: running `sleep` up to
+   * `largeRunningContainers`, CREATED after that; memory read again at `largeMemoryContainers`.
+   */
   largeListContainers: number;
+  largeRunningContainers: number;
   largeMemoryContainers: number;
+  /** The phases to run after the warm-up (all when absent). */
+  phases?: ReadonlySet<WorkloadPhase>;
   images: { busybox: string; big: string };
   log?: (line: string) => void;
 }
+
+export const WORKLOAD_PHASES = ['lifecycle', 'pulls', 'lists', 'parallel'] as const;
+export type WorkloadPhase = (typeof WORKLOAD_PHASES)[number];
 
 export interface MonitorFigures {
   count: number;
@@ -49,15 +58,18 @@ export interface MonitorFigures {
 export interface WorkloadResult {
   /** Milliseconds per operation name, in the order first measured. */
   samples: Map<string, number[]>;
+  /** A figure is missing when its phase was not run or failed. */
   memory: {
-    idle: MemoryFigures;
-    withContainers: MemoryFigures;
-    withAllListContainers: MemoryFigures;
+    idle?: MemoryFigures;
+    withContainers?: MemoryFigures;
+    withAllListContainers?: MemoryFigures;
     /** At largeMemoryContainers running containers (when the large list phase ran). */
     withLargeContainers?: MemoryFigures;
-    idleAfter: MemoryFigures;
-    monitors: MonitorFigures;
+    idleAfter?: MemoryFigures;
+    monitors?: MonitorFigures;
   };
+  /** Phases that failed (their rows are missing). */
+  failed: string[];
 }
 
 // Exits on TERM at once (a PID 1 without a handler ignores TERM, and the stop would wait for its timeout).
@@ -130,6 +142,12 @@ class Session {
     await Promise.all(Array.from({ length: concurrency }, worker));
   }
 
+  /** Every pod the runtime has (its daemon serves this benchmark alone): what a failed phase left behind. */
+  async removeAllPods(): Promise<void> {
+    const { items } = await this.cri.runtime('ListPodSandbox', {});
+    await this.removePods(items.map((p: any) => p.id));
+  }
+
   daemonMemory(): Promise<MemoryFigures> {
     return memoryOf(this.target.daemonPid);
   }
@@ -191,8 +209,8 @@ class Session {
     await this.timed(op, () => this.pull(image));
   }
 
-  /** Starts a pod with `count` containers running `sleep`; returns the pod id. */
-  async sleepersPod(busybox: string, count: number, concurrency = count): Promise<string> {
+  /** Starts a pod with `count` containers running `sleep` (only created, not started, with `start` false); returns the pod id. */
+  async sleepersPod(busybox: string, count: number, concurrency = count, start = true): Promise<string> {
     const config = this.sandboxConfig('list');
     const { pod_sandbox_id } = await this.cri.runtime('RunPodSandbox', { config });
     let next = 0;
@@ -204,7 +222,7 @@ class Session {
           config: containerConfig(`sleeper-${c}`, busybox, ['sleep', '3600']),
           sandbox_config: config,
         });
-        await this.cri.runtime('StartContainer', { container_id });
+        if (start) await this.cri.runtime('StartContainer', { container_id });
         }
       }),
     );
@@ -255,135 +273,150 @@ export async function runWorkload(targets: BenchTarget[], opts: WorkloadOptions)
   const sessions = targets.map((t) => new Session(t, logDir));
   const { busybox, big } = opts.images;
   const fixtureImages = [big, busybox];
-  const memory = new Map<Session, Partial<WorkloadResult['memory']>>(sessions.map((s) => [s, {}]));
-  const listPods = new Map<Session, string[]>(sessions.map((s) => [s, []]));
+  const memory = new Map<Session, WorkloadResult['memory']>(sessions.map((s) => [s, {}]));
+  const failed: string[] = [];
   const total = opts.listPods * opts.listContainersPerPod;
-  const largeLists = async () => {
-    const perPod = 50;
-        say(`adding pods of ${perPod} sleepers up to ${opts.largeListContainers} containers on each runtime`);
-        let count = total;
-        let step = 0;
-        while (count < opts.largeListContainers) {
-          const n = Math.min(perPod, opts.largeListContainers - count);
-          await eachInTurn(sessions, step++, async (s) => {
-            listPods.get(s)!.push(await s.sleepersPod(busybox, n, 8));
-          });
-          const before = count;
-          count += n;
-          if (before < opts.largeMemoryContainers && count >= opts.largeMemoryContainers) {
-            await sleep(2000);
-            for (const s of sessions) memory.get(s)!.withLargeContainers = await s.daemonMemory();
-          }
-        }
-        for (const s of sessions) {
-          const { containers } = await s.cri.runtime('ListContainers', {});
-          if (containers.length !== count) throw new Error(`${s.target.name}: ListContainers gave ${containers.length}, want ${count}`);
-        }
-        const pods = listPods.get(sessions[0]!)!.length;
-        for (let i = 0; i < opts.iterations; i++) {
-          await eachInTurn(sessions, i, async (s) => {
-            await s.timed(`ListContainers (${count} containers)`, () => s.cri.runtime('ListContainers', {}));
-          });
-        }
-        for (let i = 0; i < opts.iterations; i++) {
-          await eachInTurn(sessions, i, async (s) => {
-            await s.timed(`ListPodSandbox (${pods} pods, ${count} containers)`, () => s.cri.runtime('ListPodSandbox', {}));
-          });
-        }
-        for (let i = 0; i < opts.iterations; i++) {
-          await eachInTurn(sessions, i, async (s) => {
-            await s.timed(`ListContainers, filtered by pod (${count} containers)`, () =>
-              s.cri.runtime('ListContainers', { filter: { pod_sandbox_id: listPods.get(s)![0]! } }),
-            );
-          });
-        }
+  const wanted = (p: WorkloadPhase) => !opts.phases || opts.phases.has(p);
+
+  /** A phase that fails loses its rows, not the run; whatever pods it left are removed either way. */
+  const phase = async (name: string, fn: () => Promise<void>) => {
+    try {
+      await fn();
+    } catch (err) {
+      failed.push(name);
+      say(`${name} failed, its rows are missing: ${err instanceof Error ? err.message : String(err)}`);
+    } finally {
+      for (const s of sessions) {
+        await s.removeAllPods().catch((err: unknown) => say(`${s.target.name}: removing the pods left by ${name}: ${String(err)}`));
+      }
+    }
   };
+
+  const expectListed = async (count: number) => {
+    for (const s of sessions) {
+      const { containers } = await s.cri.runtime('ListContainers', {});
+      if (containers.length !== count) throw new Error(`${s.target.name}: ListContainers gave ${containers.length}, want ${count}`);
+    }
+  };
+
+  const timeLists = async (count: number, pods: Map<Session, string[]>) => {
+    const podCount = pods.get(sessions[0]!)!.length;
+    for (let i = 0; i < opts.iterations; i++) {
+      await eachInTurn(sessions, i, (s) => s.timed(`ListContainers (${count} containers)`, () => s.cri.runtime('ListContainers', {})));
+    }
+    for (let i = 0; i < opts.iterations; i++) {
+      await eachInTurn(sessions, i, (s) => s.timed(`ListPodSandbox (${podCount} pods, ${count} containers)`, () => s.cri.runtime('ListPodSandbox', {})));
+    }
+  };
+
+  /** Pods of 50 added to the list pods: running sleepers up to largeRunningContainers, CREATED ones after. */
+  const largeLists = async (pods: Map<Session, string[]>) => {
+    const perPod = 50;
+    say(`adding pods of ${perPod} up to ${opts.largeListContainers} containers on each runtime (running up to ${opts.largeRunningContainers}, created after)`);
+    let count = total;
+    let step = 0;
+    while (count < opts.largeListContainers) {
+      const running = count < opts.largeRunningContainers;
+      const n = Math.min(perPod, opts.largeListContainers - count, running ? opts.largeRunningContainers - count : Infinity);
+      await eachInTurn(sessions, step++, async (s) => {
+        pods.get(s)!.push(await s.sleepersPod(busybox, n, 8, running));
+      });
+      const before = count;
+      count += n;
+      if (before < opts.largeMemoryContainers && count >= opts.largeMemoryContainers) {
+        await sleep(2000);
+        for (const s of sessions) memory.get(s)!.withLargeContainers = await s.daemonMemory();
+        say(`memory read with ${count} containers`);
+      }
+    }
+    await expectListed(count);
+    await timeLists(count, pods);
+    for (let i = 0; i < opts.iterations; i++) {
+      await eachInTurn(sessions, i, async (s) => {
+        await s.timed(`ListContainers, filtered by pod (${count} containers)`, () => s.cri.runtime('ListContainers', { filter: { pod_sandbox_id: pods.get(s)![0]! } }));
+      });
+    }
+  };
+
   try {
     say('warm-up');
     await eachInTurn(sessions, 0, (s) => s.warmUp(fixtureImages, busybox));
     await sleep(2000);
     for (const s of sessions) memory.get(s)!.idle = await s.daemonMemory();
 
-    say(`pod and container life cycle ×${opts.iterations}`);
-    for (let i = 0; i < opts.iterations; i++) await eachInTurn(sessions, i, (s) => s.lifeCycle(busybox, opts.execsPerContainer));
-
-    say(`image pulls ×${opts.iterations}`);
-    for (const [op, image] of [
-      [OP.pullColdBig, big],
-      [OP.pullColdSmall, busybox],
-    ] as const) {
-      for (let i = 0; i < opts.iterations; i++) await eachInTurn(sessions, i, (s) => s.coldPull(op, image, fixtureImages));
+    if (wanted('lifecycle')) {
+      await phase('life cycle', async () => {
+        say(`pod and container life cycle ×${opts.iterations}`);
+        for (let i = 0; i < opts.iterations; i++) await eachInTurn(sessions, i, (s) => s.lifeCycle(busybox, opts.execsPerContainer));
+      });
     }
-    await eachInTurn(sessions, 0, async (s) => {
-      for (const image of fixtureImages) await s.pull(image);
-    });
-    for (let i = 0; i < opts.iterations; i++) await eachInTurn(sessions, i, (s) => s.timed(OP.pullWarm, () => s.pull(big)));
 
-    say(`${opts.listPods} pods × ${opts.listContainersPerPod} containers on each runtime`);
-    try {
-      for (let p = 0; p < opts.listPods; p++) {
-        await eachInTurn(sessions, p, async (s) => {
-          listPods.get(s)!.push(await s.sleepersPod(busybox, opts.listContainersPerPod));
+    if (wanted('pulls')) {
+      await phase('image pulls', async () => {
+        say(`image pulls ×${opts.iterations}`);
+        for (const [op, image] of [
+          [OP.pullColdBig, big],
+          [OP.pullColdSmall, busybox],
+        ] as const) {
+          for (let i = 0; i < opts.iterations; i++) await eachInTurn(sessions, i, (s) => s.coldPull(op, image, fixtureImages));
+        }
+        await eachInTurn(sessions, 0, async (s) => {
+          for (const image of fixtureImages) await s.pull(image);
         });
-        if ((p + 1) * opts.listContainersPerPod === opts.memoryContainers) {
-          await sleep(2000);
-          for (const s of sessions) {
-            memory.get(s)!.withContainers = await s.daemonMemory();
-            memory.get(s)!.monitors = await s.monitorFigures();
-            say(`${s.target.name}: memory read with ${opts.memoryContainers} containers (${memory.get(s)!.monitors!.count} monitors)`);
+        for (let i = 0; i < opts.iterations; i++) await eachInTurn(sessions, i, (s) => s.timed(OP.pullWarm, () => s.pull(big)));
+      });
+      // A failed pull phase may have left an image out; later phases need both.
+      await eachInTurn(sessions, 0, async (s) => {
+        for (const image of fixtureImages) await s.pull(image).catch(() => undefined);
+      });
+    }
+
+    if (wanted('lists')) {
+      await phase('lists', async () => {
+        const pods = new Map<Session, string[]>(sessions.map((s) => [s, []]));
+        say(`${opts.listPods} pods × ${opts.listContainersPerPod} containers on each runtime`);
+        for (let p = 0; p < opts.listPods; p++) {
+          await eachInTurn(sessions, p, async (s) => {
+            pods.get(s)!.push(await s.sleepersPod(busybox, opts.listContainersPerPod));
+          });
+          if ((p + 1) * opts.listContainersPerPod === opts.memoryContainers) {
+            await sleep(2000);
+            for (const s of sessions) {
+              memory.get(s)!.withContainers = await s.daemonMemory();
+              memory.get(s)!.monitors = await s.monitorFigures();
+              say(`${s.target.name}: memory read with ${opts.memoryContainers} containers (${memory.get(s)!.monitors!.count} monitors)`);
+            }
           }
         }
-      }
-      for (const s of sessions) {
-        const { containers } = await s.cri.runtime('ListContainers', {});
-        if (containers.length !== total) throw new Error(`${s.target.name}: ListContainers gave ${containers.length}, want ${total}`);
-      }
-      const listContainersOp = `ListContainers (${total} containers)`;
-      const listPodsOp = `ListPodSandbox (${opts.listPods} pods, ${total} containers)`;
-      for (let i = 0; i < opts.iterations; i++) {
-        await eachInTurn(sessions, i, async (s) => {
-          await s.timed(listContainersOp, () => s.cri.runtime('ListContainers', {}));
-        });
-      }
-      for (let i = 0; i < opts.iterations; i++) {
-        await eachInTurn(sessions, i, async (s) => {
-          await s.timed(listPodsOp, () => s.cri.runtime('ListPodSandbox', {}));
-        });
-      }
-      await sleep(1000);
-      for (const s of sessions) memory.get(s)!.withAllListContainers = await s.daemonMemory();
-
-      if (opts.largeListContainers > total) {
-        // Not fatal: the rest of the run is still worth its figures (containerd 1.6 once failed a create here under load 18).
-        await largeLists().catch((err: unknown) => say(`large list phase failed, its rows are missing: ${err instanceof Error ? err.message : String(err)}`));
-      }
-    } finally {
-      say('removing the list pods');
-      await Promise.all(sessions.map((s) => s.removePods(listPods.get(s)!)));
+        await expectListed(total);
+        await timeLists(total, pods);
+        await sleep(1000);
+        for (const s of sessions) memory.get(s)!.withAllListContainers = await s.daemonMemory();
+        if (opts.largeListContainers > total) {
+          // Not fatal: the 100-container figures are still worth having (containerd 1.6 once failed a create here under load 18).
+          await largeLists(pods).catch((err: unknown) => {
+            failed.push('large lists');
+            say(`large list phase failed, its rows are missing: ${err instanceof Error ? err.message : String(err)}`);
+          });
+        }
+        say('removing the list pods');
+      });
     }
 
-    say(`${opts.parallelPods} pods in parallel ×${opts.parallelRounds}`);
-    const parallelOp = `RunPodSandbox ×${opts.parallelPods} in parallel (wall)`;
-    for (let r = 0; r < opts.parallelRounds; r++) await eachInTurn(sessions, r, (s) => s.parallelPods(parallelOp, opts.parallelPods));
+    if (wanted('parallel')) {
+      await phase('parallel pods', async () => {
+        say(`${opts.parallelPods} pods in parallel ×${opts.parallelRounds}`);
+        const parallelOp = `RunPodSandbox ×${opts.parallelPods} in parallel (wall)`;
+        for (let r = 0; r < opts.parallelRounds; r++) await eachInTurn(sessions, r, (s) => s.parallelPods(parallelOp, opts.parallelPods));
+      });
+    }
 
     await sleep(2000);
     const results = new Map<string, WorkloadResult>();
     for (const s of sessions) {
       const m = memory.get(s)!;
-      if (!m.idle || !m.withContainers || !m.monitors || !m.withAllListContainers) {
-        throw new Error(`memoryContainers (${opts.memoryContainers}) is not reached by the list pods`);
-      }
-      results.set(s.target.name, {
-        samples: s.samples,
-        memory: {
-          idle: m.idle,
-          withContainers: m.withContainers,
-          withAllListContainers: m.withAllListContainers,
-          withLargeContainers: m.withLargeContainers,
-          idleAfter: await s.daemonMemory(),
-          monitors: m.monitors,
-        },
-      });
+      m.idleAfter = await s.daemonMemory();
+      results.set(s.target.name, { samples: s.samples, memory: m, failed });
     }
     return results;
   } finally {
