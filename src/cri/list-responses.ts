@@ -79,6 +79,9 @@ export class EncodedListItems<R extends object> {
     return bytes;
   }
 
+  /** The last answer and its entries: the kubelet's relist asks the same unfiltered list every second. */
+  private last?: { parts: Buffer[]; message: EncodedMessage };
+
   /** The encoded response listing `records`, in their order. */
   response(records: readonly R[]): EncodedMessage {
     const parts = new Array<Buffer>(records.length);
@@ -87,7 +90,11 @@ export class EncodedListItems<R extends object> {
       parts[i] = this.entryOf(records[i]!);
       length += parts[i]!.length;
     }
-    return new EncodedMessage(Buffer.concat(parts, length));
+    const last = this.last;
+    if (last && last.parts.length === parts.length && parts.every((p, i) => p === last.parts[i])) return last.message;
+    const message = new EncodedMessage(Buffer.concat(parts, length));
+    this.last = { parts, message };
+    return message;
   }
 }
 
