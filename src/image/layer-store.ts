@@ -7,7 +7,8 @@ import { KeyedLock, SingleFlight } from '../common/keyed-lock.js';
 import { dataLoss, errorMessage, hasCode, internal, invalidArgument } from '../common/errors.js';
 import { ensureDir, fsyncDir, pathExists, readJsonIfExists, writeJsonAtomic } from '../common/fsutil.js';
 import { logger } from '../common/log.js';
-import { DEFAULT_LAYER_LIMITS, unpackLayer, type LayerCompression, type LayerLimits } from './unpack.js';
+import type { Readable } from 'node:stream';
+import { DEFAULT_LAYER_LIMITS, unpackLayerFrom, type LayerCompression, type LayerLimits, type LayerSource } from './unpack.js';
 
 const DIFF_ID_RE = /^sha256:([0-9a-f]{64})$/;
 const HEX_RE = /^[0-9a-f]{64}$/;
@@ -25,6 +26,14 @@ export interface LayerRecord {
   /** Inodes in the layer tree. */
   inodes: number;
   createdAt: string;
+}
+
+/** A layer unpacked into tmp/ and checked, not yet visible: install it with commitPrepared or drop it with discardPrepared. */
+export interface PreparedLayer {
+  diffId: string;
+  work: string;
+  record: LayerRecord;
+  started: number;
 }
 
 function diffIdHex(diffId: string): string {
@@ -68,18 +77,45 @@ export class LayerStore {
   }
 
   private async unpackOnce(diffId: string, blobPath: string, compression: LayerCompression, signal?: AbortSignal): Promise<string> {
-    const finalDir = this.layerDir(diffId);
-    if (await this.has(diffId)) return path.join(finalDir, 'fs');
+    if (await this.has(diffId)) return this.fsPath(diffId);
+    const prepared = await this.prepare(diffId, { file: blobPath }, (await fsp.stat(blobPath)).size, compression, signal);
+    return this.install(prepared);
+  }
+
+  /**
+   * Unpacks a layer from its compressed bytes as they arrive (a download), into tmp/. Nothing is visible until
+   * commitPrepared, which the caller runs only once the blob's digest is verified.
+   */
+  prepareFromStream(diffId: string, stream: Readable, size: number, compression: LayerCompression, signal?: AbortSignal): Promise<PreparedLayer> {
+    diffIdHex(diffId);
+    return this.prepare(diffId, { stream, size, name: `${diffId} (streamed)` }, size, compression, signal);
+  }
+
+  /** Makes a prepared layer visible (or drops it when the layer became complete meanwhile); returns the fs dir. */
+  commitPrepared(prepared: PreparedLayer): Promise<string> {
+    return this.locks.run(diffIdHex(prepared.diffId), async () => {
+      if (await this.has(prepared.diffId)) {
+        await this.removeTree(prepared.work);
+        return this.fsPath(prepared.diffId);
+      }
+      return this.install(prepared);
+    });
+  }
+
+  async discardPrepared(prepared: PreparedLayer): Promise<void> {
+    await this.removeTree(prepared.work);
+  }
+
+  private async prepare(diffId: string, from: LayerSource, blobSize: number, compression: LayerCompression, signal?: AbortSignal): Promise<PreparedLayer> {
     const started = Date.now();
-    const blobSize = (await fsp.stat(blobPath)).size;
     await ensureDir(this.tmpRoot);
     const work = path.join(this.tmpRoot, randomBytes(8).toString('hex'));
     await fsp.mkdir(work, { mode: 0o755 });
     try {
-      const result = await unpackLayer(blobPath, compression, path.join(work, 'fs'), signal, this.limits);
+      const result = await unpackLayerFrom(from, compression, path.join(work, 'fs'), signal, this.limits);
       if (result.diffId !== diffId) {
         // The image's config names a diff id its layer does not unpack to: the image's (registry's) fault.
-        throw dataLoss(`layer ${diffId} diff id mismatch: blob ${blobPath} unpacks to ${result.diffId}`);
+        throw dataLoss(`layer ${diffId} diff id mismatch: blob ${'file' in from ? from.file : from.name} unpacks to ${result.diffId}`);
       }
       // No syncfs here (containerd's overlay snapshotter doesn't either): a killed daemon loses no
       // page cache, and a whole-filesystem sync per layer cost more than the unpack itself.
@@ -92,15 +128,27 @@ export class LayerStore {
         createdAt: new Date().toISOString(),
       };
       await writeJsonAtomic(path.join(work, RECORD_FILE), record);
-      await this.discardIncomplete(finalDir);
-      await fsp.rename(work, finalDir);
-      await fsyncDir(this.root);
-      this.log.info({ diffId, bytes: record.unpackedBytes, inodes: record.inodes, ms: Date.now() - started }, 'layer unpacked');
-      return path.join(finalDir, 'fs');
+      return { diffId, work, record, started };
     } catch (err) {
       await this.removeTree(work);
       throw err;
     }
+  }
+
+  /** Renames a prepared layer into place; the caller holds the diff id's lock. */
+  private async install(prepared: PreparedLayer): Promise<string> {
+    const finalDir = this.layerDir(prepared.diffId);
+    try {
+      await this.discardIncomplete(finalDir);
+      await fsp.rename(prepared.work, finalDir);
+      await fsyncDir(this.root);
+    } catch (err) {
+      await this.removeTree(prepared.work);
+      throw err;
+    }
+    const { record } = prepared;
+    this.log.info({ diffId: prepared.diffId, bytes: record.unpackedBytes, inodes: record.inodes, ms: Date.now() - prepared.started }, 'layer unpacked');
+    return path.join(finalDir, 'fs');
   }
 
   /** Moves an incomplete leftover at finalDir out of the way (a complete one is never there: we hold the key lock). */

@@ -1,6 +1,7 @@
 // Pulling an image: resolve the reference, fetch missing blobs, unpack layers, verify diff ids, then commit the record.
 // Nothing becomes visible before every blob and layer it needs is complete.
 import { createHash } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import { KeyedLock } from '../common/keyed-lock.js';
 import { NodeletError, errorMessage, internal, invalidArgument } from '../common/errors.js';
 import { logger } from '../common/log.js';
@@ -11,7 +12,8 @@ import { layerCompression } from './media-types.js';
 import type { Descriptor } from './media-types.js';
 import { digestedName, formatReference, parseReference, taggedName, type ImageReference } from './reference.js';
 import type { RegistryClient, RegistryCredentials } from './registry.js';
-import type { LayerStore } from './layer-store.js';
+import { PassThrough } from 'node:stream';
+import type { LayerStore, PreparedLayer } from './layer-store.js';
 
 const LAYER_CONCURRENCY = 3;
 const PROGRESS_LOG_INTERVAL_MS = 2000;
@@ -80,7 +82,7 @@ export class SharedWork<T> {
 export interface PullDeps {
   registry: Pick<RegistryClient, 'resolve' | 'downloadBlob'>;
   blobs: BlobStore;
-  layers: Pick<LayerStore, 'ensureLayer' | 'has'>;
+  layers: Pick<LayerStore, 'ensureLayer' | 'has' | 'prepareFromStream' | 'commitPrepared' | 'discardPrepared'>;
   /** Per diff id, shared with gc. */
   layerLocks: KeyedLock;
   images: ImageStore;
@@ -165,6 +167,8 @@ export async function pullImage(deps: PullDeps, refString: string, creds: Regist
   const stopLayers = () => layerAbort.abort(signal.reason);
   signal.addEventListener('abort', stopLayers, { once: true });
   const layerSignal = layerAbort.signal;
+  // Each layer in flight listens on it while downloading and unpacking at once: a few listeners per layer.
+  setMaxListeners(16 * LAYER_CONCURRENCY, layerSignal);
   try {
     await deps.blobs.putBytes(configDigest, resolved.config);
     await forEachLimited(layers, LAYER_CONCURRENCY, async (layer, index) => {
@@ -181,20 +185,59 @@ export async function pullImage(deps: PullDeps, refString: string, creds: Regist
           layerLog.info({ bytes, size: layer.size, percent: Math.floor((bytes / Math.max(1, layer.size)) * 100) }, 'downloading layer');
         };
         const desc = { digest: layer.digest, size: layer.size, mediaType: layer.mediaType };
+        const compression = layerCompression(layer.mediaType);
         const layerStarted = performance.now();
-        const blob = await deps.blobs.ingest(
-          desc,
-          (dest) => deps.registry.downloadBlob(ref, desc, dest, creds, layerSignal, onProgress),
-          layerSignal,
-        );
+        // The layer unpacks while its blob downloads (one pass: socket → digest check → blob file and extractor).
+        // Every attempt of the download feeds a fresh unpack; only the one of the attempt that verified is kept.
+        const streamed: Array<Promise<PreparedLayer>> = [];
+        const openSink = compression === 'zstd' ? undefined : () => {
+          const sink = new PassThrough({ highWaterMark: 1 << 20 });
+          sink.on('error', () => undefined); // reported by the unpack reading it
+          const prepared = deps.layers.prepareFromStream(layer.diffId, sink, layer.size, compression, layerSignal);
+          // An unpack that fails (or never starts reading) lets go of the download: the sink is closed, not waited on.
+          prepared.catch(() => sink.destroy());
+          streamed.push(prepared);
+          return sink;
+        };
+        const dropStreamed = async (keep?: Promise<PreparedLayer>) => {
+          for (const p of streamed) {
+            if (p === keep) continue;
+            const prepared = await p.catch(() => undefined);
+            if (prepared) await deps.layers.discardPrepared(prepared);
+          }
+        };
+        let blob: { path: string; fetched: boolean };
+        try {
+          blob = await deps.blobs.ingest(
+            desc,
+            (dest) => deps.registry.downloadBlob(ref, desc, dest, creds, layerSignal, onProgress, openSink),
+            layerSignal,
+          );
+        } catch (err) {
+          await dropStreamed(); // a digest mismatch leaves neither blob nor layer
+          throw err;
+        }
         if (blob.fetched) {
           downloadedBytes += layer.size;
           downloadedLayers += 1;
           layerLog.info({ bytes: layer.size, ms: Math.round(performance.now() - layerStarted) }, 'layer downloaded');
         }
+        const last = blob.fetched ? streamed[streamed.length - 1] : undefined;
+        await dropStreamed(last);
         throwIfAborted(layerSignal, what);
         crashPoint('pull.blob-fetched');
-        await deps.layers.ensureLayer(layer.diffId, blob.path, layerCompression(layer.mediaType), layerSignal);
+        if (last) {
+          const prepared = await last;
+          try {
+            throwIfAborted(layerSignal, what);
+            await deps.layers.commitPrepared(prepared);
+          } catch (err) {
+            await deps.layers.discardPrepared(prepared);
+            throw err;
+          }
+        } else {
+          await deps.layers.ensureLayer(layer.diffId, blob.path, compression, layerSignal);
+        }
         layerLog.debug({ diffId: layer.diffId }, 'layer unpacked');
       });
       await raceAbort(unpack, layerSignal, what);

@@ -1,7 +1,7 @@
 // OCI distribution (registry v2) client: mirrors, scheme fallback, bearer/basic auth, verified manifests and blobs.
 import { createHash } from 'node:crypto';
 import { open, unlink } from 'node:fs/promises';
-import { Transform } from 'node:stream';
+import { Transform, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Agent, request, type Dispatcher } from 'undici';
 import { NodeletError, errorMessage, notFound, unauthenticated, unavailable } from '../common/errors.js';
@@ -394,6 +394,7 @@ export class RegistryClient {
     creds?: RegistryCredentials,
     signal?: AbortSignal,
     onProgress?: (bytes: number) => void,
+    openSink?: () => Writable,
   ): Promise<void> {
     const ctx = this.context(ref, creds, signal);
     if (!isDigest(desc.digest)) throw this.error('InvalidArgument', ctx, undefined, `invalid blob digest "${desc.digest}"`);
@@ -401,7 +402,7 @@ export class RegistryClient {
       await this.onEachEndpoint(ctx, ref, (ep) =>
         this.withRetries(ctx, ep, async () => {
           const res = await this.send(ep, ctx, 'GET', this.blobPath(ep, ctx, desc.digest), {});
-          await this.writeVerifiedBlob(res, ep, ctx, desc, destFile, onProgress);
+          await this.writeVerifiedBlob(res, ep, ctx, desc, destFile, onProgress, openSink);
         }),
       );
     } catch (err) {
@@ -563,6 +564,7 @@ export class RegistryClient {
     desc: { digest: string; size: number },
     destFile: string,
     onProgress?: (bytes: number) => void,
+    openSink?: () => Writable,
   ): Promise<void> {
     if (res.statusCode === 404) {
       await res.body.dump();
@@ -574,6 +576,22 @@ export class RegistryClient {
     let written = 0;
     let oversize = false;
     const stall = this.watchStall(res, ep, ctx, `blob ${desc.digest}`);
+    // Opened before the pipeline, and waited on until closed after it: a stream that opened the file lazily
+    // could still create it after a failed pipeline returned and the caller's unlink had run.
+    const out = (await open(destFile, 'w')).createWriteStream();
+    // Each attempt's bytes also go to a fresh sink (an unpack running while the blob downloads); the sink ends
+    // with the body, or is destroyed when the attempt fails. Its consumer waits for this call's verdict on the digest.
+    const sink = openSink?.();
+    const feedSink = (chunk: Buffer, done: () => void): void => {
+      if (!sink || sink.destroyed || sink.writableEnded || sink.write(chunk)) return done();
+      const go = () => {
+        sink.off('drain', go);
+        sink.off('close', go);
+        done();
+      };
+      sink.on('drain', go);
+      sink.on('close', go);
+    };
     const meter = new Transform({
       transform(chunk: Buffer, _encoding, callback) {
         written += chunk.length;
@@ -585,15 +603,14 @@ export class RegistryClient {
         }
         hash.update(chunk);
         onProgress?.(written);
-        callback(null, chunk);
+        feedSink(chunk, () => callback(null, chunk));
       },
     });
-    // Opened before the pipeline, and waited on until closed after it: a stream that opened the file lazily
-    // could still create it after a failed pipeline returned and the caller's unlink had run.
-    const out = (await open(destFile, 'w')).createWriteStream();
     try {
       await pipeline(res.body, meter, out);
+      if (!oversize) sink?.end();
     } catch (err) {
+      sink?.destroy(err as Error);
       if (!oversize) throw stall.explain(err);
     } finally {
       stall.stop();

@@ -830,15 +830,20 @@ async function finishLayer(destDir: string, scanner: TarLayerScanner, extractor:
   return { devices: devices.length, childProcesses: needsChild ? 1 : 0 };
 }
 
-function decompressorFor(blobPath: string, compression: LayerCompression): { source: Readable[]; child?: ReturnType<typeof spawnChild> } {
+/** Where a layer's compressed bytes come from: its blob file, or a stream (the download, as it arrives). */
+export type LayerSource = { file: string } | { stream: Readable; size: number; name: string };
+
+function decompressorFor(from: LayerSource, compression: LayerCompression): { source: Readable[]; child?: ReturnType<typeof spawnChild> } {
+  const raw = () => ('file' in from ? createReadStream(from.file, { highWaterMark: 1 << 20 }) : from.stream);
   switch (compression) {
     case 'gzip':
-      return { source: [createReadStream(blobPath, { highWaterMark: 1 << 20 }), createGunzip({ chunkSize: 256 * 1024 })] };
+      return { source: [raw(), createGunzip({ chunkSize: 256 * 1024 })] };
     case 'none':
-      return { source: [createReadStream(blobPath, { highWaterMark: 1 << 20 })] };
+      return { source: [raw()] };
     case 'zstd': {
       // Node 20 has no zstd in zlib; the zstd binary reads the blob itself.
-      const child = spawnChild('zstd', ['-d', '-c', '-q'], { inputFile: blobPath, stdout: 'pipe', stderr: 'pipe', buffer: { stdout: false } });
+      if (!('file' in from)) throw internal('zstd layers unpack from their blob file only');
+      const child = spawnChild('zstd', ['-d', '-c', '-q'], { inputFile: from.file, stdout: 'pipe', stderr: 'pipe', buffer: { stdout: false } });
       return { source: [child.stdout!], child };
     }
     default:
@@ -849,13 +854,25 @@ function decompressorFor(blobPath: string, compression: LayerCompression): { sou
 /**
  * Unpacks a layer blob into destDir (created here; it must not exist). On any failure destDir is removed.
  */
-export async function unpackLayer(
+export function unpackLayer(
   blobPath: string,
   compression: LayerCompression,
   destDir: string,
   signal?: AbortSignal,
   limits: LayerLimits = DEFAULT_LAYER_LIMITS,
 ): Promise<UnpackResult> {
+  return unpackLayerFrom({ file: blobPath }, compression, destDir, signal, limits);
+}
+
+/** unpackLayer from a file or from a stream of the compressed bytes (gzip or none); the stream's size sets the caps. */
+export async function unpackLayerFrom(
+  from: LayerSource,
+  compression: LayerCompression,
+  destDir: string,
+  signal?: AbortSignal,
+  limits: LayerLimits = DEFAULT_LAYER_LIMITS,
+): Promise<UnpackResult> {
+  const blobPath = 'file' in from ? from.file : from.name;
   if (signal?.aborted) throw abortedError(signal);
   const started = Date.now();
   await fsp.mkdir(path.dirname(destDir), { recursive: true });
@@ -866,9 +883,10 @@ export async function unpackLayer(
     throw err;
   }
   try {
-    const scanner = new TarLayerScanner(layerByteBudget((await fsp.stat(blobPath)).size, limits));
+    const blobSize = 'file' in from ? (await fsp.stat(from.file)).size : from.size;
+    const scanner = new TarLayerScanner(layerByteBudget(blobSize, limits));
     const extractor = new LayerExtractor(destDir);
-    const { source, child: decompressor } = decompressorFor(blobPath, compression);
+    const { source, child: decompressor } = decompressorFor(from, compression);
     const onAbort = () => decompressor?.kill('SIGKILL');
     signal?.addEventListener('abort', onAbort, { once: true });
     let piped: PromiseSettledResult<void>;

@@ -13,24 +13,31 @@ export interface TamperProxy {
 
 const BLOB_PATH = /^\/v2\/.+\/blobs\/sha256:[0-9a-f]{64}$/;
 
-/** Flips one byte in the middle; the length stays the same. */
-export function corrupt(body: Buffer): Buffer {
+/** Flips one byte (in the middle unless `at` says where); the length stays the same. */
+export function corrupt(body: Buffer, at?: number): Buffer {
   const out = Buffer.from(body);
   if (out.length > 0) {
-    const i = Math.floor(out.length / 2);
+    const i = Math.min(at ?? Math.floor(out.length / 2), out.length - 1);
     out[i] = out[i]! ^ 0xff;
   }
   return out;
 }
 
-export async function startTamperProxy(upstream: string): Promise<TamperProxy> {
+export interface TamperOptions {
+  /** Only blobs whose path matches are corrupted (default: every blob). */
+  path?: RegExp;
+  /** Offset of the flipped byte (default: the middle). 4 hits a gzip header's MTIME, which gunzip ignores. */
+  at?: number;
+}
+
+export async function startTamperProxy(upstream: string, opts: TamperOptions = {}): Promise<TamperProxy> {
   const [upstreamHost, upstreamPort] = upstream.split(':') as [string, string];
   let tamperedCount = 0;
   let ownHost = '';
 
   const server = http.createServer((req, res) => {
     const pathname = new URL(req.url ?? '/', 'http://proxy').pathname;
-    const isBlobGet = req.method === 'GET' && BLOB_PATH.test(pathname);
+    const isBlobGet = req.method === 'GET' && BLOB_PATH.test(pathname) && (opts.path?.test(pathname) ?? true);
     const headers = { ...req.headers, host: upstream };
     // A corrupted body must be whole to be rewritten, so no ranges.
     if (isBlobGet) delete headers.range;
@@ -49,7 +56,7 @@ export async function startTamperProxy(upstream: string): Promise<TamperProxy> {
         const chunks: Buffer[] = [];
         upstreamRes.on('data', (c: Buffer) => chunks.push(c));
         upstreamRes.on('end', () => {
-          const body = corrupt(Buffer.concat(chunks));
+          const body = corrupt(Buffer.concat(chunks), opts.at);
           tamperedCount++;
           outHeaders['content-length'] = String(body.length);
           res.writeHead(200, outHeaders);

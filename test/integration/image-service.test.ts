@@ -14,6 +14,7 @@ import { isKind } from '../../src/common/errors.js';
 import { connectCri, type CriClient } from '../helpers/cri-client.js';
 import { useRegistries, type Registries } from '../helpers/registries.js';
 import { startDripProxy } from '../helpers/drip-proxy.js';
+import { startTamperProxy } from '../helpers/tamper-proxy.js';
 import { loadFixtures, imageRef, digestRef, type Fixtures, type FixtureImage } from '../helpers/fixtures.js';
 
 interface Harness {
@@ -292,6 +293,33 @@ test('a corrupted blob from the tamper proxy is DATA_LOSS naming the blob, and n
   assert.deepEqual(await listDir(path.join(h.root, 'ingest')), []);
   for (const digest of fixtures.entrypoint.layerDigests) assert.equal(await exists(h.service.blobs.path(digest)), false);
   assert.deepEqual(await h.service.layers.list(), []);
+});
+
+test('a layer blob whose digest is wrong but which unpacks cleanly while it downloads fails the pull and leaves nothing', async () => {
+  // The flipped byte is in the gzip header's MTIME, which gunzip ignores: each layer's streamed unpack succeeds and
+  // produces the right diff id; only the blob digest, checked when the download ends, is wrong.
+  const layers = fixtures.entrypoint.layerDigests;
+  const proxy = await startTamperProxy(registries.plain, { path: new RegExp(`/blobs/(${layers.join('|')})$`), at: 4 });
+  try {
+    const h = await startHarness({ insecure: [proxy.host, registries.plain] });
+    await assert.rejects(pull(h, imageRef(proxy.host, fixtures.entrypoint)), (e: any) => {
+      grpcCode(grpc.status.DATA_LOSS)(e);
+      assert.match(e.details, /digest mismatch/);
+      return true;
+    });
+    assert.ok(proxy.tampered() >= 1);
+    assert.deepEqual((await h.client.image('ListImages', {})).images, []);
+    for (const digest of layers) assert.equal(await exists(h.service.blobs.path(digest)), false, `no blob ${digest}`);
+    assert.deepEqual(await h.service.layers.list(), []);
+    // A sibling layer stopped by the failure removes its unpack dir just after the pull answers.
+    await waitFor('no unpacked tree left behind', async () => (await listDir(path.join(h.root, 'layers', 'tmp'))).length === 0, 5_000);
+    assert.deepEqual(await listDir(path.join(h.root, 'ingest')), []);
+    // The same image through the registry itself pulls (the layers were never marked present).
+    await pull(h, imageRef(registries.plain, fixtures.entrypoint));
+    assert.equal((await h.service.layers.list()).length, fixtures.entrypoint.diffIds.length);
+  } finally {
+    await proxy.stop();
+  }
 });
 
 test('a layer dripped a byte at a time stalls: UNAVAILABLE naming registry and digest after the retry, no staging file left', async () => {
