@@ -28,6 +28,8 @@ function newId(name: string): string {
 
 interface BundleOptions {
   tty?: boolean;
+  /** No PID namespace of its own (the host's, as a hostPID pod's containers). */
+  hostPid?: boolean;
   env?: string[];
   memoryLimit?: number;
   rootfs?: string;
@@ -45,6 +47,7 @@ async function makeBundle(id: string, args: string[], opts: BundleOptions = {}):
   spec.process.terminal = opts.tty ?? false;
   spec.process.env = [...spec.process.env, ...(opts.env ?? [])];
   spec.linux.cgroupsPath = `/nodelet-test-${id}`;
+  if (opts.hostPid) spec.linux.namespaces = spec.linux.namespaces.filter((ns: { type: string }) => ns.type !== 'pid');
   if (opts.memoryLimit) {
     spec.linux.resources = { ...spec.linux.resources, memory: { limit: opts.memoryLimit, swap: opts.memoryLimit } };
   }
@@ -212,6 +215,29 @@ describe('runc backend (conmon + runc)', { concurrency: false }, () => {
 
     await assert.rejects(backend.stop(`t${runTag}-never`, 1), { kind: 'NotFound' });
     for (const id of [stubborn, polite, instant]) await backend.delete(id);
+  });
+
+  test('stop reaches containers runc must signal itself: one paused by hand, one in the host PID namespace', async () => {
+    // The stop signal goes straight to the init while conmon holds it; these two take the runtime's path.
+    const paused = newId('paused');
+    await createAndStart(paused, ['sleep', '1000']);
+    await run('runc', ['--root', backend.paths.runtimeRoot, 'pause', paused]);
+    assert.equal((await backend.state(paused))?.status, 'paused');
+    let t0 = Date.now();
+    await backend.stop(paused, 1);
+    let elapsed = Date.now() - t0;
+    assert.ok(elapsed < 8000, `paused container stopped after ${elapsed} ms`);
+    assert.equal((await backend.exitFiles.read(paused))?.exitCode, 137);
+
+    const hostPid = newId('hostpid');
+    const { pid } = await createAndStart(hostPid, ['sleep', '1000'], { hostPid: true });
+    t0 = Date.now();
+    await backend.stop(hostPid, 0);
+    elapsed = Date.now() - t0;
+    assert.ok(elapsed < 3000, `host-PID container stopped after ${elapsed} ms`);
+    assert.equal((await backend.exitFiles.read(hostPid))?.exitCode, 137);
+    assert.equal(await fsp.stat(`/proc/${pid}`).then(() => 'alive', () => 'gone'), 'gone');
+    for (const id of [paused, hostPid]) await backend.delete(id);
   });
 
   test('execSync: output, exit code, env and container env, timeout kills the process', async () => {

@@ -7,12 +7,12 @@
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { run } from '../../common/exec.js';
-import { deadlineExceeded, errorMessage, failedPrecondition, internal, invalidArgument, notFound } from '../../common/errors.js';
-import { ensureDir, pathExists } from '../../common/fsutil.js';
+import { deadlineExceeded, errorMessage, failedPrecondition, hasCode, internal, invalidArgument, notFound } from '../../common/errors.js';
+import { ensureDir, pathExists, readJsonIfExists } from '../../common/fsutil.js';
 import { logger, type Logger } from '../../common/log.js';
 import { cgroupDirFor } from '../../stats/cgroup.js';
 import { cgroupsPathFor } from '../../oci/container-spec.js';
-import type { OciResources } from '../../oci/types.js';
+import type { OciResources, OciSpec } from '../../oci/types.js';
 import type {
   AttachSession,
   BackendCreateOptions,
@@ -33,7 +33,7 @@ import { RuncExec } from './exec.js';
 import { ExitFiles } from './exit-files.js';
 import { cgroupProcesses, killLeftovers } from './leftovers.js';
 import { checkId, RuncPaths } from './paths.js';
-import { processAlive, sleep } from './processes.js';
+import { processAlive, procStat, signalNumber, sleep } from './processes.js';
 import { RuntimeCli } from './runtime-cli.js';
 
 export { commandNotRunnable } from './runtime-cli.js';
@@ -65,6 +65,8 @@ export class RuncBackend implements RuntimeBackend {
   readonly exitFiles: ExitFiles;
   private readonly execs: RuncExec;
   private readonly log: Logger;
+  /** Per container: whether its spec gives it a PID namespace of its own (see signal()). */
+  private readonly ownPidNamespace = new Map<string, boolean>();
 
   constructor(opts: RuncBackendOptions) {
     this.paths = new RuncPaths(opts);
@@ -136,6 +138,7 @@ export class RuncBackend implements RuntimeBackend {
     await this.exitFiles.remove(id);
     await fsp.rm(persistDir, { recursive: true, force: true });
     this.conmon.forget(id);
+    this.ownPidNamespace.delete(id);
     await ensureDir(persistDir, 0o700);
     // The bundle lives in the persist dir: it goes with everything else conmon keeps for the container.
     const bundleDir = this.paths.bundleDir(id);
@@ -169,27 +172,78 @@ export class RuncBackend implements RuntimeBackend {
   async stop(id: string, timeoutSec: number, stopSignal: string | number = 'SIGTERM', opts: BackendStopOptions = {}): Promise<void> {
     // conmon's exit file means it is over: no runtime call needed.
     if (await this.exitFiles.read(id)) return;
-    const state = await this.cli.state(id);
-    if (!state) {
-      // The runtime lost its state, the kernel did not: what still runs in the container's cgroup is ours to kill.
-      if ((await killLeftovers(id, this.log)) > 0) {
-        await this.waitStopped(id, 5000, opts.signal);
+    // While conmon holds the init process it runs (or waits to start): `runc state` would only say so.
+    if (!(await this.heldInitPid(id))) {
+      const state = await this.cli.state(id);
+      if (!state) {
+        // The runtime lost its state, the kernel did not: what still runs in the container's cgroup is ours to kill.
+        if ((await killLeftovers(id, this.log)) > 0) {
+          await this.waitStopped(id, 5000, opts.signal);
+          return;
+        }
+        throw notFound(`container ${id} not found in runtime`);
+      }
+      if (state.status === 'stopped') {
+        await this.waitStopped(id, 2000, opts.signal);
         return;
       }
-      throw notFound(`container ${id} not found in runtime`);
+      if (state.status === 'paused') await this.cli.resume(id);
     }
-    if (state.status === 'stopped') {
-      await this.waitStopped(id, 2000, opts.signal);
-      return;
-    }
-    if (state.status === 'paused') await this.cli.resume(id);
     if (timeoutSec > 0 && !opts.escalate?.aborted) {
-      await this.cli.kill(id, stopSignal);
+      await this.signal(id, stopSignal);
       if (await this.waitStopped(id, timeoutSec * 1000, opts.signal, opts.escalate)) return;
       this.log.info({ containerId: id, timeoutSec, escalated: Boolean(opts.escalate?.aborted) }, 'container still running after its stop signal; killing');
     }
+    await this.signal(id, 'SIGKILL');
+    if (await this.waitStopped(id, 2000, opts.signal)) return;
+    // A container frozen by hand (runc pause) takes no signal until thawed.
+    if ((await this.cli.state(id))?.status === 'paused') await this.cli.resume(id);
     await this.cli.kill(id, 'SIGKILL');
     if (!(await this.waitStopped(id, 30_000, opts.signal))) throw deadlineExceeded(`container ${id} did not die after SIGKILL`);
+  }
+
+  /**
+   * The container's init pid while its conmon (the parent that reaps it) is alive and it is not yet
+   * reaped: until then the pid cannot be reused, so kill(2) on it reaches the container.
+   */
+  private async heldInitPid(id: string): Promise<number | undefined> {
+    const conmonPid = await this.conmon.pidOf(id);
+    if (!conmonPid) return undefined;
+    const pid = (await this.conmon.readRecord(id))?.pid;
+    if (!pid) return undefined;
+    const stat = procStat(pid);
+    return stat && stat.parentPid === conmonPid && stat.state !== 'Z' ? pid : undefined;
+  }
+
+  /**
+   * Sends a signal to the container's init. With its own PID namespace that is all `runc kill` does (and
+   * SIGKILL of a namespace's init kills the namespace), so it is sent from here while conmon holds the
+   * init: no runc child, which costs a fork of this daemon. Otherwise (a shared PID namespace, where runc
+   * kills the whole cgroup on SIGKILL, a real-time signal, conmon gone) through `runc kill`.
+   */
+  private async signal(id: string, signal: string | number): Promise<void> {
+    const number = signalNumber(signal);
+    const pid = number !== undefined && (await this.ownsPidNamespace(id)) ? await this.heldInitPid(id) : undefined;
+    if (pid === undefined) {
+      await this.cli.kill(id, signal);
+      return;
+    }
+    try {
+      process.kill(pid, number);
+    } catch (err) {
+      if (!hasCode(err, 'ESRCH')) throw internal(`cannot signal container ${id} with ${signal}: ${errorMessage(err)}`);
+    }
+  }
+
+  /** Whether the container's spec gives it a PID namespace of its own (asked once an id; the bundle does not change). */
+  private async ownsPidNamespace(id: string): Promise<boolean> {
+    let owns = this.ownPidNamespace.get(id);
+    if (owns === undefined) {
+      const spec = await readJsonIfExists<OciSpec>(path.join(this.paths.bundleDir(id), 'config.json')).catch(() => undefined);
+      owns = spec?.linux?.namespaces?.some((ns) => ns.type === 'pid' && !ns.path) ?? false;
+      this.ownPidNamespace.set(id, owns);
+    }
+    return owns;
   }
 
   /**
@@ -244,6 +298,7 @@ export class RuncBackend implements RuntimeBackend {
       fsp.rm(this.paths.persistDir(id), { force: true, recursive: true }),
     ]);
     this.conmon.forget(id);
+    this.ownPidNamespace.delete(id);
   }
 
   async state(id: string): Promise<BackendState | undefined> {
