@@ -193,8 +193,8 @@ describe('runc backend (conmon + runc)', { concurrency: false }, () => {
     assert.equal((await backend.exitFiles.read(stubborn))?.exitCode, 137);
     assert.equal((await backend.state(stubborn))?.status, 'stopped');
     t0 = Date.now();
-    await backend.stop(stubborn, 10); // already stopped
-    assert.ok(Date.now() - t0 < 1000);
+    await backend.stop(stubborn, 10); // already stopped: no wait for the 10 s
+    assert.ok(Date.now() - t0 < 5000);
 
     const polite = newId('polite');
     const { pid: politePid } = await createAndStart(polite, ['sh', '-c', 'trap "exit 0" TERM; while :; do sleep 1 & wait; done']);
@@ -210,7 +210,8 @@ describe('runc backend (conmon + runc)', { concurrency: false }, () => {
     t0 = Date.now();
     await backend.stop(instant, 0);
     elapsed = Date.now() - t0;
-    assert.ok(elapsed < 1500, `timeout 0 took ${elapsed} ms`);
+    // Not a speed check: only far below a grace period (the polite stop above had 10 s).
+    assert.ok(elapsed < 5000, `timeout 0 took ${elapsed} ms`);
     assert.equal((await backend.exitFiles.read(instant))?.exitCode, 137);
 
     await assert.rejects(backend.stop(`t${runTag}-never`, 1), { kind: 'NotFound' });
@@ -226,7 +227,7 @@ describe('runc backend (conmon + runc)', { concurrency: false }, () => {
     let t0 = Date.now();
     await backend.stop(paused, 1);
     let elapsed = Date.now() - t0;
-    assert.ok(elapsed < 8000, `paused container stopped after ${elapsed} ms`);
+    assert.ok(elapsed < 15_000, `paused container stopped after ${elapsed} ms`);
     assert.equal((await backend.exitFiles.read(paused))?.exitCode, 137);
 
     const hostPid = newId('hostpid');
@@ -234,7 +235,7 @@ describe('runc backend (conmon + runc)', { concurrency: false }, () => {
     t0 = Date.now();
     await backend.stop(hostPid, 0);
     elapsed = Date.now() - t0;
-    assert.ok(elapsed < 3000, `host-PID container stopped after ${elapsed} ms`);
+    assert.ok(elapsed < 10_000, `host-PID container stopped after ${elapsed} ms`);
     assert.equal((await backend.exitFiles.read(hostPid))?.exitCode, 137);
     assert.equal(await fsp.stat(`/proc/${pid}`).then(() => 'alive', () => 'gone'), 'gone');
     for (const id of [paused, hostPid]) await backend.delete(id);

@@ -221,7 +221,10 @@ describe(`runtime (${backend})`, { concurrency: false }, () => {
     const quick = await runContainer(d.client, pod.id, pod.config, containerConfig('quick', BUSYBOX, ['sh', '-c', "trap '' TERM; while :; do sleep 1; done"]));
     t = Date.now();
     await d.client.runtime('StopContainer', { container_id: quick, timeout: 0 });
-    assert.ok(Date.now() - t < 1500);
+    // Not a speed check: only far below the 10 s a stop signal's grace would be here. A loaded CI machine took 1.5 s.
+    const killedIn = Date.now() - t;
+    assert.ok(killedIn < 10_000, `timeout 0 took ${killedIn} ms`);
+    assert.equal((await d.client.runtime('ContainerStatus', { container_id: quick })).status.exit_code, 137);
     await d.client.runtime('StopContainer', { container_id: quick, timeout: 0 });
     await d.client.runtime('RemoveContainer', { container_id: quick });
     await d.client.runtime('RemoveContainer', { container_id: quick });
