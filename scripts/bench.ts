@@ -4,7 +4,7 @@
 // then times nodelet-agent starting pods on each runtime, and writes the tables to docs/benchmark.md.
 //
 //   npm run bench -- [--iterations 20] [--parallel-rounds 3] [--runtimes nodelet,containerd]
-//                    [--agent-pods 10] [--only workload|lists|agent|critest] [--list-large 1000] [--large-running-containers 200]
+//                    [--agent-pods 10] [--only workload|lists|pulls|agent|critest] [--list-large 1000] [--large-running-containers 200]
 //                    [--large-memory-containers 200]
 //                    [--critest-rounds 2] [--critest-samples 10]
 //                    [--nodelet-log-level info] [--nodelet-sandbox-image] [--out docs/benchmark.md | --no-write] [--keep-logs DIR]
@@ -72,7 +72,7 @@ async function main(): Promise<void> {
     process.stdout.write(
       'npm run bench -- [--iterations N] [--execs-per-container N] [--list-pods N] [--list-containers-per-pod N]\n' +
         '  [--memory-containers N] [--parallel-pods N] [--parallel-rounds N] [--runtimes nodelet,containerd]\n' +
-        '  [--agent-pods N] [--only workload|lists|agent|critest] [--list-large N] [--large-running-containers N] [--large-memory-containers N]\n' +
+        '  [--agent-pods N] [--only workload|lists|pulls|agent|critest] [--list-large N] [--large-running-containers N] [--large-memory-containers N]\n' +
         '  [--critest-rounds N] [--critest-samples N]\n' +
         '  [--nodelet-log-level LEVEL] [--nodelet-sandbox-image] [--out FILE | --no-write] [--keep-logs DIR]\n',
     );
@@ -81,8 +81,8 @@ async function main(): Promise<void> {
   const runtimes = new Set(values.runtimes.split(',').map((s) => s.trim()));
   for (const r of runtimes) if (r !== 'nodelet' && r !== 'containerd') throw new Error(`unknown runtime ${r}`);
   const only = values.only;
-  if (only !== undefined && only !== 'workload' && only !== 'lists' && only !== 'agent' && only !== 'critest') throw new Error(`--only must be workload, lists, agent or critest, got ${only}`);
-  const workloadRuns = only === undefined || only === 'workload' || only === 'lists';
+  if (only !== undefined && only !== 'workload' && only !== 'lists' && only !== 'pulls' && only !== 'agent' && only !== 'critest') throw new Error(`--only must be workload, lists, pulls, agent or critest, got ${only}`);
+  const workloadRuns = only === undefined || only === 'workload' || only === 'lists' || only === 'pulls';
   const listLarge = Number(values['list-large']);
   const largeRunning = Number(values['large-running-containers']);
   const largeMemory = Number(values['large-memory-containers']);
@@ -143,7 +143,7 @@ async function main(): Promise<void> {
       largeListContainers: listLarge,
       largeRunningContainers: largeRunning,
       largeMemoryContainers: listLarge > 0 ? largeMemory : 0,
-      phases: only === 'lists' ? new Set(['lists']) : undefined,
+      phases: only === 'lists' || only === 'pulls' ? new Set([only]) : undefined,
       images,
       log: say,
     };
