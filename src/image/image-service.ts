@@ -45,6 +45,13 @@ export interface ResolvedImage {
   layerDirs: string[];
 }
 
+/** One unpacked layer as overlay sees it: its tree and the directories in it that hide lower layers. */
+export interface LayerTree {
+  dir: string;
+  /** Undefined when not known (a layer unpacked before they were recorded). */
+  opaqueDirs?: string[];
+}
+
 const ID_RE = /^sha256:[0-9a-f]{64}$/;
 const HEX_ID_RE = /^[0-9a-f]{64}$/;
 
@@ -210,6 +217,11 @@ export class ImageService {
       layerDirs.push(await this.layers.fsPath(layer.diffId));
     }
     return { record, layerDirs };
+  }
+
+  /** The image's layers, top first, with their opaque directories: enough to read a file without mounting. */
+  async layerTrees(record: ImageRecord): Promise<LayerTree[]> {
+    return Promise.all([...record.layers].reverse().map(async (l) => ({ dir: this.layers.fsPath(l.diffId), opaqueDirs: await this.layers.opaqueDirsOf(l.diffId) })));
   }
 
   /** Removes images left without names (unused, unpinned), then blobs and layers no record or running pull needs. */

@@ -25,6 +25,8 @@ export interface LayerRecord {
   bytes: number;
   /** Inodes in the layer tree. */
   inodes: number;
+  /** Its opaque directories (relative, '' the root); absent in records written before they were kept. */
+  opaqueDirs?: string[];
   createdAt: string;
 }
 
@@ -125,6 +127,7 @@ export class LayerStore {
         unpackedBytes: result.unpackedBytes,
         bytes: result.unpackedBytes,
         inodes: result.inodes,
+        opaqueDirs: result.opaqueDirs,
         createdAt: new Date().toISOString(),
       };
       await writeJsonAtomic(path.join(work, RECORD_FILE), record);
@@ -241,6 +244,18 @@ export class LayerStore {
   /** Resolves once the trees of layers removed so far are deleted. */
   async removalsDone(): Promise<void> {
     await Promise.all([...this.removals]);
+  }
+
+  /** Opaque directories of complete layers, by diff id (a layer's content never changes). */
+  private readonly opaqueCache = new Map<string, string[]>();
+
+  /** The layer's opaque directories; undefined when its record does not say (older records) or it is gone. */
+  async opaqueDirsOf(diffId: string): Promise<string[] | undefined> {
+    const known = this.opaqueCache.get(diffId);
+    if (known) return known;
+    const dirs = (await this.record(diffId))?.opaqueDirs;
+    if (dirs) this.opaqueCache.set(diffId, dirs);
+    return dirs;
   }
 
   /** The record of a complete layer, or undefined. */

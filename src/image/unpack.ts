@@ -50,6 +50,8 @@ export interface UnpackResult {
   inodes: number;
   /** Child processes the unpack ran besides a zstd decompressor: 1 when the layer has devices, fifos, whiteouts or xattrs, else 0. */
   childProcesses: number;
+  /** Directories (relative, '' the root) marked opaque: they hide what lower layers have there. */
+  opaqueDirs: string[];
 }
 
 const WHITEOUT_PREFIX = '.wh.';
@@ -737,7 +739,7 @@ function tarTypeOf(entry: LayerEntry): 'character-device' | 'block-device' | 'fi
  * layer needs it) makes the devices, fifos and whiteout devices and sets the xattrs and opaque markers, then the
  * directories get their own mode, owner and times. Returns the number of whiteout devices made.
  */
-async function finishLayer(destDir: string, scanner: TarLayerScanner, extractor: LayerExtractor, signal?: AbortSignal): Promise<{ devices: number; childProcesses: number }> {
+async function finishLayer(destDir: string, scanner: TarLayerScanner, extractor: LayerExtractor, signal?: AbortSignal): Promise<{ devices: number; childProcesses: number; opaqueDirs: string[] }> {
   const modifiedParents = new Set<string>();
   const devices: WhiteoutRecord[] = [];
   const opaque = new Set(scanner.opaqueDirs);
@@ -827,7 +829,7 @@ async function finishLayer(destDir: string, scanner: TarLayerScanner, extractor:
     utimesSync(p, e.mtime, e.mtime);
   }
   for (const [dir, times] of parentTimes) await fsp.utimes(fsPathOf(destDir, dir), times.atime, times.mtime);
-  return { devices: devices.length, childProcesses: needsChild ? 1 : 0 };
+  return { devices: devices.length, childProcesses: needsChild ? 1 : 0, opaqueDirs: [...opaque] };
 }
 
 /** Where a layer's compressed bytes come from: its blob file, or a stream (the download, as it arrives). */
@@ -914,8 +916,8 @@ export async function unpackLayerFrom(
       throw internal(`unpacking layer ${blobPath}: ${errorMessage(err)}`, err);
     }
 
-    const { devices, childProcesses } = await finishLayer(destDir, scanner, extractor, signal);
-    const result: UnpackResult = { diffId: scanner.diffId, unpackedBytes: scanner.unpackedBytes, inodes: scanner.inodes + devices, childProcesses };
+    const { devices, childProcesses, opaqueDirs } = await finishLayer(destDir, scanner, extractor, signal);
+    const result: UnpackResult = { diffId: scanner.diffId, unpackedBytes: scanner.unpackedBytes, inodes: scanner.inodes + devices, childProcesses, opaqueDirs };
     logger().debug({ blob: blobPath, diffId: result.diffId, tarBytes: scanner.totalBytes, childProcesses, ms: Date.now() - started }, 'layer unpacked');
     return result;
   } catch (err) {

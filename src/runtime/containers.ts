@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import type { RuntimeContext } from './context.js';
 import type { ContainerExit } from './backend.js';
 import type { ContainerRecord, SandboxRecord } from './records.js';
+import type { ImageRecord } from '../image/image-store.js';
 import { nowNs, dateToNs } from './records.js';
 import { NodeletError, failedPrecondition, hasCode, internal, invalidArgument, notFound, errorMessage, isKind } from '../common/errors.js';
 import { ensureDir, firstMissingDir, pathExists, removeEmptyDirsUpTo } from '../common/fsutil.js';
@@ -15,14 +16,14 @@ import { checkCommand, checkContainerConfig, checkResources, sysctlFault } from 
 import { logger } from '../common/log.js';
 import { crashPoint } from '../common/crash-point.js';
 import { undoSteps } from './undo-steps.js';
-import { mountOverlay, overlayMountSpec, unmountIfMounted } from './mounts.js';
+import { isMountPoint, mountOverlay, overlayMountSpec, unmountIfMounted } from './mounts.js';
 import { reportUnsupportedSecurity } from './host-security.js';
 import { readLocalhostSeccompProfile } from './seccomp-profile.js';
 import { imageVolumeRequests, isImageVolume, mountImageLayers, mountsWithImageSources, resolveInRoot, type ImageVolume } from './image-volumes.js';
 import { matchLabels } from './sandboxes.js';
-import { readRootfsFile } from './rootfs-files.js';
+import { NEEDS_MOUNT, readLayeredFile, readRootfsFile } from './rootfs-files.js';
 import { buildContainerSpec, resourcesFor, type HostDevice } from '../oci/container-spec.js';
-import type { OciMount } from '../oci/types.js';
+import type { OciMount, OciSpec } from '../oci/types.js';
 import type { ContainerConfig__Output } from '../cri/generated/runtime/v1/ContainerConfig.js';
 import type { ContainerFilter__Output } from '../cri/generated/runtime/v1/ContainerFilter.js';
 import type { LinuxContainerResources__Output } from '../cri/generated/runtime/v1/LinuxContainerResources.js';
@@ -115,7 +116,7 @@ export class Containers {
           await this.ctx.containers.put(rec);
         });
         crashPoint('container.create.record-written');
-        await this.setUp(rec, sandbox, image.layerDirs, image.record.config);
+        await this.setUp(rec, sandbox, image.layerDirs, image.record);
         crashPoint('container.create.before-ready');
         rec.phase = 'ready';
         await this.ctx.containers.put(rec);
@@ -130,7 +131,8 @@ export class Containers {
     });
   }
 
-  private async setUp(rec: ContainerRecord, sandbox: SandboxRecord, layerDirs: string[], imageFile: any): Promise<void> {
+  private async setUp(rec: ContainerRecord, sandbox: SandboxRecord, layerDirs: string[], image: ImageRecord): Promise<void> {
+    const imageFile = image.config as any;
     const dir = this.ctx.containers.pathOf(rec.id);
     for (const m of rec.config.mounts) {
       if (isImageVolume(m)) continue;
@@ -146,9 +148,6 @@ export class Containers {
       await mountImageLayers(volumeImage.layerDirs, v.mountPoint, path.join(dir, 'image-volumes', 'empty'));
       v.source = v.subPath ? await resolveInRoot(v.mountPoint, v.subPath, `mounts[${v.index}].image_sub_path`, `image ${v.image}`) : v.mountPoint;
     }
-    await mountOverlay(layerDirs, path.join(dir, 'upper'), path.join(dir, 'work'), rec.rootfs);
-    rec.rootfsMounted = true;
-    crashPoint('container.create.rootfs-mounted');
     rec.createdLogDirectory = await fsp.mkdir(path.dirname(rec.logPath), { recursive: true, mode: 0o755 }).catch((err) => {
       if (hasCode(err, 'EEXIST') || hasCode(err, 'ENOTDIR')) throw invalidArgument(`config.log_path ${rec.config.log_path}: a part of its directory is not a directory`);
       throw err;
@@ -172,18 +171,24 @@ export class Containers {
         gid: st.gid,
       };
     }
-    // Resolved inside the rootfs, regular files only, size-capped: the image controls these paths.
-    const readEtc = async (name: string) => (await readRootfsFile(rec.rootfs, `/etc/${name}`)) ?? '';
-    const passwd = await readEtc('passwd');
-    const group = await readEtc('group');
     const backend = this.ctx.backend(rec.runtimeHandler);
     const features = await backend.features();
-    // A backend that mounts the rootfs itself gets the overlay as a mount spec, so ours must go first.
-    let rootfsMounts: OciMount[] | undefined;
-    if (features.mountsRootfs) {
-      await unmountIfMounted(rec.rootfs);
-      rec.rootfsMounted = false;
-      rootfsMounts = [overlayMountSpec(layerDirs, path.join(dir, 'upper'), path.join(dir, 'work'))];
+    // Regular files only, size-capped: the image controls these paths. Read from the layers when they
+    // alone can tell (no mount child: the rootfs is mounted at StartContainer), else from the mounted rootfs.
+    const layers = await this.ctx.images.layerTrees(image);
+    let passwd = await readLayeredFile(layers, '/etc/passwd');
+    let group = passwd === NEEDS_MOUNT ? NEEDS_MOUNT : await readLayeredFile(layers, '/etc/group');
+    if (passwd === NEEDS_MOUNT || group === NEEDS_MOUNT) {
+      await mountOverlay(layerDirs, path.join(dir, 'upper'), path.join(dir, 'work'), rec.rootfs);
+      rec.rootfsMounted = true;
+      crashPoint('container.create.rootfs-mounted');
+      passwd = await readRootfsFile(rec.rootfs, '/etc/passwd');
+      group = await readRootfsFile(rec.rootfs, '/etc/group');
+      // A backend that mounts the rootfs itself gets the overlay as a mount spec at start, so ours must go first.
+      if (features.mountsRootfs) {
+        await unmountIfMounted(rec.rootfs);
+        rec.rootfsMounted = false;
+      }
     }
     const seccompLocalhostProfile = await readLocalhostSeccompProfile(rec.config.linux?.security_context, 'linux.security_context');
     const infraPid = sandbox.infraPid;
@@ -202,8 +207,8 @@ export class Containers {
       image: imageFile?.config ?? {},
       imageName: rec.imageName,
       rootfsPath: rec.rootfs,
-      passwd,
-      group,
+      passwd: passwd ?? '',
+      group: group ?? '',
       sandboxPaths: {
         hostname: path.join(sdir, 'hostname'),
         hosts: path.join(sdir, 'hosts'),
@@ -229,10 +234,35 @@ export class Containers {
     });
     const { uid, gid, additionalGids } = spec.process.user;
     rec.user = { uid, gid, additionalGids: additionalGids ?? [] };
+    // The runtime gets it at StartContainer: CreateContainer only prepares, as containerd's does.
+    rec.spec = spec;
+    rec.lowerDirs = layerDirs;
+  }
+
+  /**
+   * Creates the container in the runtime from the spec CreateContainer stored: the rootfs mounted first
+   * (unless the backend mounts it itself), resources updated since creation applied.
+   */
+  private async createInRuntime(rec: ContainerRecord & { spec: OciSpec }, sandbox: SandboxRecord): Promise<number> {
+    const dir = this.ctx.containers.pathOf(rec.id);
+    const backend = this.ctx.backend(rec.runtimeHandler);
+    const features = await backend.features();
+    const lowerDirs = rec.lowerDirs ?? (await this.ctx.images.resolveImage(rec.imageId)).layerDirs;
+    let rootfsMounts: OciMount[] | undefined;
+    if (features.mountsRootfs) {
+      // The backend mounts it; the overlay's upper and work dirs are ours to make (mountOverlay makes them for us).
+      await Promise.all([ensureDir(path.join(dir, 'upper')), ensureDir(path.join(dir, 'work'))]);
+      rootfsMounts = [overlayMountSpec(lowerDirs, path.join(dir, 'upper'), path.join(dir, 'work'))];
+    } else if (!rec.rootfsMounted || !(await isMountPoint(rec.rootfs))) {
+      // Not mounted by CreateContainer (the usual case), or gone since (a host reboot).
+      await mountOverlay(lowerDirs, path.join(dir, 'upper'), path.join(dir, 'work'), rec.rootfs);
+      rec.rootfsMounted = true;
+      crashPoint('container.start.rootfs-mounted');
+    }
     const { pid } = await backend
       .create({
         id: rec.id,
-        spec,
+        spec: rec.spec,
         rootfsMounts,
         logPath: rec.logPath,
         tty: rec.config.tty,
@@ -240,10 +270,9 @@ export class Containers {
         stdinOnce: rec.config.stdin_once,
       })
       .catch((err) => {
-        throw requestFault(err, rec.config, spec.process.args[0] ?? '') ?? sysctlFault(err, sandbox.config.linux?.sysctls, 'sandbox config.linux.sysctls') ?? err;
+        throw requestFault(err, rec.config, rec.spec.process.args[0] ?? '') ?? sysctlFault(err, sandbox.config.linux?.sysctls, 'sandbox config.linux.sysctls') ?? err;
       });
-    crashPoint('container.create.backend-created');
-    rec.pid = pid;
+    return pid;
   }
 
   /** A ready container record, refreshed with an exit that happened since we last looked. */
@@ -277,6 +306,10 @@ export class Containers {
     this.ctx.emit('CONTAINER_STOPPED_EVENT', rec.id, rec.sandboxId);
   }
 
+  /**
+   * Creates the container in the runtime (from the spec CreateContainer stored) and starts it. A failure
+   * leaves it EXITED with reason StartError and exit code 128, as containerd does, and is returned.
+   */
   async start(id: string): Promise<void> {
     const found = await this.get(id);
     await this.ctx.locks.run(found.id, async () => {
@@ -284,22 +317,33 @@ export class Containers {
       if (rec.state !== 'CONTAINER_CREATED') throw failedPrecondition(`container ${rec.id} is ${rec.state}, not CONTAINER_CREATED`);
       const sandbox = this.ctx.sandboxes.get(rec.sandboxId);
       if (!sandbox || sandbox.state !== 'SANDBOX_READY') throw failedPrecondition(`pod sandbox ${rec.sandboxId} of container ${rec.id} is not ready`);
+      const backend = this.ctx.backend(rec.runtimeHandler);
       // Taken before the start: a process that exits at once must not finish before it started.
       const startedAt = nowNs();
       try {
-        await this.ctx.backend(rec.runtimeHandler).start(rec.id);
+        if (rec.spec) {
+          rec.pid = await this.createInRuntime(rec as ContainerRecord & { spec: OciSpec }, sandbox);
+          crashPoint('container.start.backend-created');
+        }
+        await backend.start(rec.id);
         crashPoint('container.start.backend-started');
       } catch (err) {
+        // Nothing of it runs: whatever the runtime made of it goes (as containerd deletes the task; a create
+        // that failed half-way can leave runc's state or cgroup), the record says why.
+        await backend.delete(rec.id).catch((e) => logger({ container: rec.id.slice(0, 12) }).warn({ err: errorMessage(e) }, 'deleting a container that failed to start'));
         rec.state = 'CONTAINER_EXITED';
         rec.exitCode = 128;
         rec.reason = 'StartError';
         rec.message = errorMessage(err);
         rec.finishedAt = nowNs();
+        rec.pid = undefined;
+        rec.spec = undefined;
         await this.ctx.containers.put(rec);
         throw err;
       }
       rec.state = 'CONTAINER_RUNNING';
       rec.startedAt = startedAt;
+      rec.spec = undefined;
       await this.ctx.containers.put(rec);
       this.ctx.emit('CONTAINER_STARTED_EVENT', rec.id, rec.sandboxId);
     });
@@ -362,12 +406,14 @@ export class Containers {
       // A record still "creating" once its lock is free is a leftover of a creation that never finished: undo it all.
       if (rec.phase === 'creating') return this.destroy(rec, { force: true });
       if (rec.phase === 'ready') {
-        if (rec.state !== 'CONTAINER_EXITED') {
+        // A created container the runtime never got (its spec still here) has no processes to kill.
+        if (rec.state !== 'CONTAINER_EXITED' && !rec.spec) {
           // Its processes die before the answer: a removed container never runs on.
           const backend = this.ctx.backends.get(rec.runtimeHandler);
           await backend?.stop(rec.id, 0, 'SIGKILL').catch(() => undefined);
           rec.state = 'CONTAINER_EXITED';
         }
+        rec.state = 'CONTAINER_EXITED';
         rec.phase = 'removing';
         await this.ctx.containers.put(rec);
         crashPoint('container.remove.marked');
@@ -409,7 +455,8 @@ export class Containers {
   async destroy(rec: ContainerRecord, opts: { force?: boolean } = {}): Promise<void> {
     const log = logger({ container: rec.id.slice(0, 12) });
     const { step, failed } = undoSteps('container', log);
-    const backend = this.ctx.backends.get(rec.runtimeHandler);
+    // A record holding its spec was never given to the runtime: nothing there to stop or delete.
+    const backend = rec.spec ? undefined : this.ctx.backends.get(rec.runtimeHandler);
     if (rec.state !== 'CONTAINER_EXITED') await step('stop', async () => backend && (await backend.stop(rec.id, 0, 'SIGKILL').catch(() => undefined)));
     // The process is gone: the runtime's state, the rootfs and the image volumes can go at the same time.
     await Promise.all([
@@ -477,12 +524,16 @@ export class Containers {
     if (!resources) return;
     await this.ctx.locks.run(rec.id, async () => {
       const cur = this.ctx.containers.get(rec.id)!;
-      if (cur.state === 'CONTAINER_RUNNING' || cur.state === 'CONTAINER_CREATED') {
-        const { resources: oci } = resourcesFor(resources, {
-          cgroupV2: this.ctx.cgroupV2,
-          restrictOomScoreAdj: this.ctx.restrictOomScoreAdj,
-          hugetlbController: this.ctx.hugetlbController,
-        });
+      const { resources: oci, oomScoreAdj } = resourcesFor(resources, {
+        cgroupV2: this.ctx.cgroupV2,
+        restrictOomScoreAdj: this.ctx.restrictOomScoreAdj,
+        hugetlbController: this.ctx.hugetlbController,
+      });
+      if (cur.state === 'CONTAINER_CREATED' && cur.spec) {
+        // Not in the runtime yet: the spec StartContainer hands it carries the new limits (device rules kept).
+        cur.spec.linux = { ...cur.spec.linux, resources: { ...oci, devices: cur.spec.linux?.resources?.devices } };
+        if (oomScoreAdj !== undefined) cur.spec.process.oomScoreAdj = oomScoreAdj;
+      } else if (cur.state === 'CONTAINER_RUNNING' || cur.state === 'CONTAINER_CREATED') {
         await this.ctx
           .backend(cur.runtimeHandler)
           .updateResources(cur.id, oci)
@@ -516,6 +567,39 @@ export class Containers {
     await this.ctx.containers.put(rec);
   }
 
+  /**
+   * A created container whose StartContainer may have been cut short: a runtime that started it makes it
+   * RUNNING (or EXITED); one that only created it has that undone, so it is created-not-started again; none
+   * at all is the usual case (never started), not a loss.
+   */
+  private async recoverNotStarted(rec: ContainerRecord & { spec: OciSpec }): Promise<void> {
+    const backend = this.ctx.backend(rec.runtimeHandler);
+    const state = await backend.state(rec.id);
+    const exit = state?.status === 'created' ? undefined : await backend.exitOf(rec.id);
+    const log = logger({ container: rec.id.slice(0, 12) });
+    if (!rec.rootfsMounted && (await isMountPoint(rec.rootfs))) {
+      // Mounted by a StartContainer killed before it wrote so: the start must not mount it twice.
+      rec.rootfsMounted = true;
+      await this.ctx.containers.put(rec);
+    }
+    if ((state && state.status !== 'created') || (exit && !exit.lost)) {
+      log.warn('recording the start of a container whose StartContainer was interrupted');
+      rec.state = 'CONTAINER_RUNNING';
+      rec.startedAt = exit ? dateToNs(exit.exitedAt) : nowNs();
+      rec.pid = state?.pid || undefined;
+      (rec as ContainerRecord).spec = undefined;
+      await this.ctx.containers.put(rec);
+      this.ctx.emit('CONTAINER_STARTED_EVENT', rec.id, rec.sandboxId);
+      if (exit) await this.recordExit(rec, exit);
+      return;
+    }
+    if (state) {
+      // Created in the runtime, never started: undone, StartContainer redoes it.
+      log.warn('undoing the runtime create of a container whose StartContainer was interrupted');
+      await backend.delete(rec.id);
+    }
+  }
+
   /** After a restart: undo interrupted creations, record exits that happened while we were away. */
   async recover(): Promise<void> {
     for (const rec of this.ctx.containers.list()) {
@@ -532,6 +616,10 @@ export class Containers {
           continue;
         }
         const backend = this.ctx.backend(rec.runtimeHandler);
+        if (rec.state === 'CONTAINER_CREATED' && rec.spec) {
+          await this.recoverNotStarted(rec as ContainerRecord & { spec: OciSpec });
+          continue;
+        }
         if (rec.state === 'CONTAINER_RUNNING' || rec.state === 'CONTAINER_CREATED') {
           const exit = await backend.exitOf(rec.id);
           const state = await backend.state(rec.id);

@@ -3,6 +3,7 @@ import type { PodSandboxConfig__Output } from '../cri/generated/runtime/v1/PodSa
 import type { ContainerConfig__Output } from '../cri/generated/runtime/v1/ContainerConfig.js';
 import type { LinuxContainerResources__Output } from '../cri/generated/runtime/v1/LinuxContainerResources.js';
 import type { ImageVolume } from './image-volumes.js';
+import type { OciSpec } from '../oci/types.js';
 
 /**
  * 'creating' marks a record whose set-up did not finish: recovery undoes it. 'removing' (containers):
@@ -68,6 +69,14 @@ export interface ContainerRecord {
   imageVolumes?: ImageVolume[];
   /** The identity the container's first process runs as (ContainerStatus.user); absent in older records. */
   user?: { uid: number; gid: number; additionalGids: number[] };
+  /**
+   * The OCI spec StartContainer hands the runtime. Set only while the container is created and not yet
+   * known to the runtime (CreateContainer does not touch it, as containerd's does not); absent in records
+   * of containers the runtime has (started ones, and created ones from before the split).
+   */
+  spec?: OciSpec;
+  /** The image's layer dirs (top first) the rootfs overlay is made of; needed to mount it at start. */
+  lowerDirs?: string[];
 }
 
 /** Image ids a container needs kept: its own image and those of its image volumes. */

@@ -1,7 +1,7 @@
 // Reading a file of a container's root filesystem on the host, as the container would see it: an image
 // controls every symlink in it, so nothing here may follow a link out of the rootfs, block on a FIFO
 // or device, or read without bound.
-import { promises as fsp, constants as fsConstants } from 'node:fs';
+import { promises as fsp, constants as fsConstants, type Stats } from 'node:fs';
 import path from 'node:path';
 import { hasCode, invalidArgument } from '../common/errors.js';
 
@@ -53,6 +53,60 @@ export async function resolveInRootfs(rootfs: string, containerPath: string): Pr
 export async function readRootfsFile(rootfs: string, containerPath: string, maxBytes = ROOTFS_FILE_MAX_BYTES): Promise<string | undefined> {
   const hostPath = await resolveInRootfs(rootfs, containerPath);
   if (!hostPath) return undefined;
+  return readRegularFile(hostPath, containerPath, maxBytes);
+}
+
+/** Said by readLayeredFile when only the mounted overlay can answer (a symlink on the way, unknown opaque dirs). */
+export const NEEDS_MOUNT = Symbol('needs the rootfs mounted');
+
+/**
+ * A file of an image as its overlay rootfs would show it, read from the layer trees (top first) without
+ * mounting them: the topmost entry of each name decides, a whiteout (0:0 character device) hides, a
+ * directory merges with the directories below it down to an opaque one. NEEDS_MOUNT when a symbolic link
+ * is on the way (resolving it across layers is the kernel's job) or a layer's opaque directories are unknown.
+ */
+export async function readLayeredFile(
+  layers: Array<{ dir: string; opaqueDirs?: string[] }>,
+  containerPath: string,
+  maxBytes = ROOTFS_FILE_MAX_BYTES,
+): Promise<string | undefined | typeof NEEDS_MOUNT> {
+  if (layers.some((l) => !l.opaqueDirs)) return NEEDS_MOUNT;
+  const parts = containerPath.split('/').filter((c) => c && c !== '.');
+  if (parts.length === 0 || parts.includes('..')) return NEEDS_MOUNT;
+  let live = layers;
+  for (let i = 0; i < parts.length; i++) {
+    const rel = parts.slice(0, i + 1).join('/');
+    const entries: Array<{ layer: (typeof layers)[number]; st: Stats }> = [];
+    for (const layer of live) {
+      const st = await fsp.lstat(path.join(layer.dir, rel)).catch((err: unknown) => {
+        if (hasCode(err, 'ENOENT') || hasCode(err, 'ENOTDIR')) return undefined;
+        throw err;
+      });
+      if (st) entries.push({ layer, st });
+    }
+    const top = entries[0];
+    if (!top || isWhiteout(top.st)) return undefined;
+    if (top.st.isSymbolicLink()) return NEEDS_MOUNT;
+    if (i === parts.length - 1) return readRegularFile(path.join(top.layer.dir, rel), containerPath, maxBytes);
+    if (!top.st.isDirectory()) return undefined;
+    // The merged directory: this layer's and the directories right below it, down to an opaque one.
+    const merged: typeof layers = [];
+    for (const e of entries) {
+      if (!e.st.isDirectory()) break;
+      merged.push(e.layer);
+      if (e.layer.opaqueDirs!.includes(rel)) break;
+    }
+    live = merged;
+  }
+  return undefined;
+}
+
+function isWhiteout(st: Stats): boolean {
+  return st.isCharacterDevice() && st.rdev === 0;
+}
+
+/** A regular file on the host read for the container (`containerPath` names it in errors), undefined when absent. */
+async function readRegularFile(hostPath: string, containerPath: string, maxBytes: number): Promise<string | undefined> {
   // Judged before any open: opening a device node runs its driver (a watchdog arms on open).
   let seen;
   try {

@@ -296,7 +296,7 @@ describe(`runtime (${backend})`, { concurrency: false }, () => {
       assert.ok(!(await exists(path.join(d.root, 'sandboxes', id))), `no state dir of ${id} left`);
       assert.ok(!(await exists(path.join('/run/netns', `nodelet-${id.slice(0, 56)}`))), `no netns of ${id} left`);
     }
-    const conmons = await import('node:child_process').then((cp) => cp.execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' }));
+    const conmons = await import('node:child_process').then((cp) => cp.execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8', maxBuffer: 64 << 20 }));
     assert.ok(!conmons.includes(runner) && !conmons.includes(pod.id), 'no monitor (conmon, shim) left');
     const inBackend = await d.backendContainers();
     for (const id of [pod.id, runner, quitter]) assert.ok(!inBackend.includes(id), `${id} is gone from the ${backend} backend`);

@@ -104,6 +104,8 @@ interface Case {
   never?: string;
   /** For an OK answer: what is wrong with the response, if anything. */
   check?: (res: any) => string | undefined;
+  /** A CreateContainer that succeeds and whose StartContainer gets the answer (the runtime is given the container there). */
+  start?: boolean;
 }
 const cases: Case[] = [];
 const add = (rpc: string, title: string, req: () => any, code: Code, says?: string | (() => string), never?: string) => cases.push({ rpc, title, req, code, says, never });
@@ -320,13 +322,15 @@ add(CC, 'relative seccomp localhost_ref', () => ctrReq((c) => (sc(c).seccomp = {
 add(CC, 'missing seccomp profile', () => ctrReq((c) => (sc(c).seccomp = { profile_type: 'Localhost', localhost_ref: `/nonexistent-${tag}.json` })), 'INVALID_ARGUMENT', 'seccomp');
 add(CC, 'legacy seccomp path not localhost/', () => ctrReq((c) => (sc(c).seccomp_profile_path = 'file:///etc/x')), 'INVALID_ARGUMENT', 'seccomp_profile_path');
 add(CC, 'unknown capability', () => ctrReq((c) => (sc(c).capabilities = { add_capabilities: ['CAP_NO_SUCH_THING'], drop_capabilities: [] })), 'INVALID_ARGUMENT', 'CAP_NO_SUCH_THING');
-// Found only by runc at create: still the request's fault, said naming the field (and undone).
-add(CC, 'command not in the image', () => ctrReq((c) => (c.command = [`/no-such-binary-${tag}`])), 'INVALID_ARGUMENT', 'config.command[0]');
-add(CC, 'command not on PATH', () => ctrReq((c) => (c.command = [`no-such-binary-${tag}`])), 'INVALID_ARGUMENT', 'config.command[0]');
-add(CC, 'command that is a directory', () => ctrReq((c) => (c.command = ['/etc'])), 'INVALID_ARGUMENT', 'config.command[0]');
-add(CC, 'args without a usable entrypoint', () => ctrReq((c) => ((c.command = []), (c.args = [`/no-such-binary-${tag}`]))), 'INVALID_ARGUMENT', 'config.args');
-add(CC, 'a file mounted over a directory', () => ctrReq(mount({ container_path: '/bin', host_path: hostileFile })), 'INVALID_ARGUMENT', 'config.mounts[0]', 'TOPSECRET');
-add(CC, 'working_dir that is a file', () => ctrReq((c) => (c.working_dir = '/bin/sh')), 'INVALID_ARGUMENT', 'config.working_dir');
+// Found only by runc, which gets the container at StartContainer (as containerd's CRI does): still the
+// request's fault, said naming the field; the container is then EXITED with StartError (checked below).
+const addStart = (title: string, req: () => any, says: string, never?: string) => cases.push({ rpc: 'StartContainer', title, req, code: 'INVALID_ARGUMENT', says, never, start: true });
+addStart('command not in the image', () => ctrReq((c) => (c.command = [`/no-such-binary-${tag}`])), 'config.command[0]');
+addStart('command not on PATH', () => ctrReq((c) => (c.command = [`no-such-binary-${tag}`])), 'config.command[0]');
+addStart('command that is a directory', () => ctrReq((c) => (c.command = ['/etc'])), 'config.command[0]');
+addStart('args without a usable entrypoint', () => ctrReq((c) => ((c.command = []), (c.args = [`/no-such-binary-${tag}`]))), 'config.args');
+addStart('a file mounted over a directory', () => ctrReq(mount({ container_path: '/bin', host_path: hostileFile })), 'config.mounts[0]', 'TOPSECRET');
+addStart('working_dir that is a file', () => ctrReq((c) => (c.working_dir = '/bin/sh')), 'config.working_dir');
 add(CC, 'run_as_username not in the image', () => ctrReq((c) => (sc(c).run_as_username = `nosuchuser${tag}`)), 'INVALID_ARGUMENT', 'run_as_username');
 add(CC, 'network namespace TARGET', () => ctrReq((c) => (sc(c).namespace_options = { network: 'TARGET', pid: 'CONTAINER', ipc: 'POD' })), 'INVALID_ARGUMENT', 'namespace_options.network');
 add(CC, 'ipc namespace TARGET', () => ctrReq((c) => (sc(c).namespace_options = { network: 'POD', pid: 'CONTAINER', ipc: 'TARGET' })), 'INVALID_ARGUMENT', 'namespace_options.ipc');
@@ -431,12 +435,35 @@ add('CheckpointContainer', 'not supported', () => ({ container_id: runningId, lo
 
 /** Runs one case; returns the code name and message. */
 async function call(c: Case): Promise<{ code: Code; message: string; res?: any }> {
+  if (c.start) return callStart(c);
   try {
     const res = c.image ? await d.client.image(c.rpc, c.req(), { deadlineMs: 60_000 }) : await d.client.runtime(c.rpc, c.req(), { deadlineMs: 60_000 });
     return { code: 'OK', message: '', res };
   } catch (err) {
     const e = err as grpc.ServiceError;
     return { code: grpc.status[e.code] as Code, message: e.details ?? e.message };
+  }
+}
+
+/** CreateContainer (must succeed), then StartContainer, whose answer counts; the container must then be EXITED with StartError. */
+async function callStart(c: Case): Promise<{ code: Code; message: string; res?: any }> {
+  const req = c.req();
+  const { container_id: id } = await d.client.runtime('CreateContainer', req, { deadlineMs: 60_000 });
+  try {
+    const started = await d.client.runtime('StartContainer', { container_id: id }, { deadlineMs: 60_000 }).then(
+      () => ({ code: 'OK' as Code, message: '' }),
+      (err: grpc.ServiceError) => ({ code: grpc.status[err.code] as Code, message: err.details ?? err.message }),
+    );
+    const { status } = await d.client.runtime('ContainerStatus', { container_id: id });
+    if (started.code !== 'OK' && (status.state !== 'CONTAINER_EXITED' || status.reason !== 'StartError' || status.exit_code !== 128 || !status.message)) {
+      return { code: 'INTERNAL' as Code, message: `after the failed start: ${status.state} ${status.reason} ${status.exit_code} ${status.message}` };
+    }
+    return started;
+  } finally {
+    await d.client.runtime('RemoveContainer', { container_id: id });
+    await d.client.runtime('RemoveContainer', { container_id: id }); // waits for the teardown
+    // The runtime made the log file at the start; removing a removed container's log is the kubelet's job.
+    await fsp.rm(path.join(req.sandbox_config.log_directory, req.config.log_path), { force: true });
   }
 }
 

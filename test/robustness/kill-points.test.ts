@@ -98,6 +98,8 @@ interface KillPoint {
   trigger: (lane: Lane, prepared: any) => Promise<unknown>;
   /** The restarted daemon is killed once more while its start-up recovery is at this step. */
   recoveryStep?: string;
+  /** Checked on the restarted daemon before everything is compared with reality. */
+  afterRestart?: (lane: Lane, prepared: any) => Promise<void>;
   /** Paths a crashed creation must not leave (log directories and files it made). */
   leftovers?: (lane: Lane, prepared: any) => string[];
   /** A pull: the image store must hold exactly what the listed images need. */
@@ -301,10 +303,12 @@ class Lane {
     }
     for (const c of containers) {
       const runtime = r.runc.get(c.id);
-      const want = c.state === 'CONTAINER_RUNNING' ? 'running' : c.state === 'CONTAINER_CREATED' ? 'created' : undefined;
+      // A created container is not in the runtime yet (StartContainer creates it there, as containerd's does).
+      const want = c.state === 'CONTAINER_RUNNING' ? 'running' : undefined;
       if (want && runtime !== want) problems.push(`container ${c.id} is ${c.state} but runc says ${runtime ?? 'nothing'}`);
-      if (!want && (runtime === 'running' || runtime === 'created')) problems.push(`container ${c.id} is ${c.state} but runc says ${runtime}`);
+      if (!want && runtime && (c.state === 'CONTAINER_CREATED' || runtime === 'running' || runtime === 'created')) problems.push(`container ${c.id} is ${c.state} but runc says ${runtime}`);
       if (want && !r.conmon.has(c.id)) problems.push(`container ${c.id} is ${c.state} but has no conmon`);
+      if (!want && c.state === 'CONTAINER_CREATED' && r.conmon.has(c.id)) problems.push(`container ${c.id} is ${c.state} but has a conmon`);
       if (want && !r.mounts.some((m) => m.includes(c.id) && m.endsWith('/rootfs'))) problems.push(`container ${c.id} is ${c.state} but its rootfs is not mounted`);
       if (!podIds.has(c.pod_sandbox_id)) problems.push(`container ${c.id} belongs to sandbox ${c.pod_sandbox_id}, which is not listed`);
     }
@@ -411,6 +415,7 @@ class Lane {
         await waitFor('the removed images to be gone', async () => JSON.stringify(await this.imageState()) === JSON.stringify(empty), 10_000).catch(() => undefined);
         assert.deepEqual(await this.imageState(), empty, `after a kill at ${kp.step}, removing every image leaves nothing`);
       }
+      await kp.afterRestart?.(this, prepared);
       await this.assertListedIsReal(kp.step);
       await this.removeEverything();
       await this.assertNothingLeft(kp.step, kp.leftovers?.(this, prepared));
@@ -448,7 +453,8 @@ const runPodSandbox: KillPoint[] = ['sandbox.run.record-written', 'sandbox.run.n
   leftovers: (lane) => [path.join(lane.logDir, step.replace(/\./g, '-'))],
 }));
 
-const createContainer: KillPoint[] = ['container.create.record-written', 'container.create.rootfs-mounted', 'container.create.backend-created', 'container.create.before-ready'].map((step) => ({
+// No rootfs mount here: CreateContainer reads the image's /etc files from its layers; StartContainer mounts.
+const createContainer: KillPoint[] = ['container.create.record-written', 'container.create.before-ready'].map((step) => ({
   step,
   title: `CreateContainer killed at ${step}: the half-made container is undone at restart`,
   prepare: async (lane) => {
@@ -466,7 +472,33 @@ const podWithRunningContainer = async (lane: Lane): Promise<Pod> => {
   return pod;
 };
 
+/** After a StartContainer cut short: created-not-started (and then it starts) or started, never half. */
+async function startedOrStartable(lane: Lane, id: string): Promise<void> {
+  const { status } = await lane.d.client.runtime('ContainerStatus', { container_id: id });
+  assert.ok(['CONTAINER_CREATED', 'CONTAINER_RUNNING'].includes(status.state), `after the restart the container is ${status.state}`);
+  if (status.state === 'CONTAINER_CREATED') await lane.d.client.runtime('StartContainer', { container_id: id });
+  const after = await lane.d.client.runtime('ContainerStatus', { container_id: id });
+  assert.equal(after.status.state, 'CONTAINER_RUNNING');
+}
+
 const containerLife: KillPoint[] = [
+  // (runc.create.conmon-launched is RunPodSandbox's kill point above: the pod this needs would pass it first.)
+  ...['container.start.rootfs-mounted', 'container.start.backend-created'].map(
+    (step): KillPoint => ({
+      step,
+      title: `StartContainer killed at ${step}: the container is created-not-started again at restart, and starts`,
+      prepare: async (lane) => {
+        await lane.ensureImage();
+        return lane.createCtr(await lane.runPod('start'), 'started');
+      },
+      trigger: (lane, id: string) => lane.d.client.runtime('StartContainer', { container_id: id }),
+      afterRestart: async (lane, id: string) => {
+        const { status } = await lane.d.client.runtime('ContainerStatus', { container_id: id });
+        assert.equal(status.state, 'CONTAINER_CREATED', 'a start cut short before the runtime started it is undone');
+        await startedOrStartable(lane, id);
+      },
+    }),
+  ),
   {
     step: 'container.start.backend-started',
     title: 'StartContainer killed at container.start.backend-started: the container the backend started is listed RUNNING',
@@ -475,6 +507,7 @@ const containerLife: KillPoint[] = [
       return lane.createCtr(await lane.runPod('start'), 'started');
     },
     trigger: (lane, id: string) => lane.d.client.runtime('StartContainer', { container_id: id }),
+    afterRestart: startedOrStartable,
   },
   {
     step: 'container.stop.killed',
@@ -537,17 +570,14 @@ const insideUndo: KillPoint[] = [
   ),
   {
     step: 'container.undo.log-file',
-    title: 'CreateContainer that runc refuses, killed in its undo at container.undo.log-file',
+    title: 'CreateContainer refused (a device that is not there), killed in its undo at container.undo.log-file',
     prepare: async (lane) => {
       await lane.ensureImage();
-      const pod = await lane.runPod('refused');
-      const hostFile = path.join(lane.base, 'a-file');
-      await fsp.writeFile(hostFile, 'x');
-      return { pod, hostFile };
+      return { pod: await lane.runPod('refused') };
     },
-    // runc refuses to mount a file over a directory: the creation fails after conmon made the log file.
-    trigger: (lane, { pod, hostFile }: { pod: Pod; hostFile: string }) =>
-      lane.d.client.runtime('CreateContainer', { pod_sandbox_id: pod.id, config: ctrConfig('refused', { mounts: [{ container_path: '/bin', host_path: hostFile }] }), sandbox_config: pod.config }),
+    // A device that is not there: the creation fails after it made the log directory.
+    trigger: (lane, { pod }: { pod: Pod }) =>
+      lane.d.client.runtime('CreateContainer', { pod_sandbox_id: pod.id, config: ctrConfig('refused', { devices: [{ container_path: '/dev/none', host_path: path.join(lane.base, 'no-such-device'), permissions: 'rwm' }] }), sandbox_config: pod.config }),
     leftovers: (_lane, { pod }: { pod: Pod }) => [path.join(pod.config.log_directory, 'refused')],
   },
   {

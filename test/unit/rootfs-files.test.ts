@@ -5,7 +5,7 @@ import { promises as fsp } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
-import { readRootfsFile, resolveInRootfs } from '../../src/runtime/rootfs-files.js';
+import { NEEDS_MOUNT, readLayeredFile, readRootfsFile, resolveInRootfs } from '../../src/runtime/rootfs-files.js';
 
 let base: string;
 let root: string;
@@ -58,4 +58,35 @@ test('a device node is refused without being opened', async () => {
   // Refused on its lstat, before any open (opening some devices acts, e.g. a watchdog arms).
   execFileSync('mknod', [path.join(root, 'etc', 'device'), 'c', '1', '7']);
   await assert.rejects(readRootfsFile(root, '/etc/device'), /not a regular file \(a character device\)/);
+});
+
+test('a file read from the layers (top first) is what the mounted overlay shows: top entry wins, whiteouts hide, opaque dirs cut', async () => {
+  const layer = async (name: string, files: Record<string, string | 'whiteout' | 'dir'>) => {
+    const dir = path.join(base, 'layers', name);
+    for (const [rel, content] of Object.entries(files)) {
+      const p = path.join(dir, rel);
+      await fsp.mkdir(path.dirname(p), { recursive: true });
+      if (content === 'dir') await fsp.mkdir(p, { recursive: true });
+      else if (content === 'whiteout') execFileSync('mknod', [p, 'c', '0', '0']);
+      else await fsp.writeFile(p, content);
+    }
+    return dir;
+  };
+  const bottom = await layer('bottom', { 'etc/passwd': 'bottom\n', 'etc/group': 'bottom-group\n', 'etc/hosts': 'bottom-hosts\n', 'var/x': 'x' });
+  const middle = await layer('middle', { 'etc/passwd': 'middle\n', 'etc/group': 'whiteout' });
+  const opaque = await layer('opaque', { 'etc/other': 'o' });
+  const linked = await layer('linked', { 'var/link': 'dir' });
+  await fsp.symlink('/etc/passwd', path.join(linked, 'etc-link'));
+  const l = (dir: string, opaqueDirs: string[] | undefined = []) => ({ dir, opaqueDirs });
+
+  assert.equal(await readLayeredFile([l(middle), l(bottom)], '/etc/passwd'), 'middle\n', 'the top layer with the name wins');
+  assert.equal(await readLayeredFile([l(middle), l(bottom)], '/etc/group'), undefined, 'a whiteout hides the lower file');
+  assert.equal(await readLayeredFile([l(middle), l(bottom)], '/etc/hosts'), 'bottom-hosts\n', 'directories merge');
+  assert.equal(await readLayeredFile([l(opaque, ['etc']), l(middle), l(bottom)], '/etc/passwd'), undefined, 'an opaque directory hides what is below');
+  assert.equal(await readLayeredFile([l(opaque, ['var']), l(middle), l(bottom)], '/etc/passwd'), 'middle\n', 'another opaque directory does not');
+  assert.equal(await readLayeredFile([l(bottom)], '/etc/nothing'), undefined);
+  assert.equal(await readLayeredFile([l(bottom)], '/var/x/y'), undefined, 'through a file is absent');
+  assert.equal(await readLayeredFile([l(linked), l(bottom)], '/etc-link'), NEEDS_MOUNT, 'a symbolic link is left to the mounted overlay');
+  assert.equal(await readLayeredFile([{ dir: middle }, l(bottom)], '/etc/passwd'), NEEDS_MOUNT, 'unknown opaque dirs need the mount');
+  await assert.rejects(readLayeredFile([l(bottom)], '/var'), /not a regular file/);
 });

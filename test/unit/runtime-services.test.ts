@@ -47,6 +47,7 @@ function images(): ImageService {
       if (ref.includes('missing')) throw notFound(`image ${ref} not found`);
       return { record: { id: 'sha256:' + 'a'.repeat(64), repoDigests: [], config: { config: { Entrypoint: ['/pause'] } } }, layerDirs: [layerDir] };
     },
+    layerTrees: async () => [{ dir: layerDir, opaqueDirs: [] }],
     lookup: () => undefined,
     pull: async () => undefined,
   } as unknown as ImageService;
@@ -121,13 +122,17 @@ test('a pod and a container: the backend gets their specs, the records are ready
   assert.deepEqual(host.containers.get(podId)?.spec.process.args, ['/pause']);
 
   const ctrId = await rt.containers.create(podId, ctrConfig('app'));
+  // Like containerd's, CreateContainer prepares only: the runtime gets the container at StartContainer.
+  assert.equal(host.containers.get(ctrId), undefined, 'the backend has no container before StartContainer');
+  assert.equal((await rt.containers.get(ctrId)).state, 'CONTAINER_CREATED');
+  assert.equal((await rt.containers.get(ctrId)).pid, undefined, 'a created container has no pid');
+  await rt.containers.start(ctrId);
   const created = host.containers.get(ctrId)!;
   assert.deepEqual(created.spec.process.args, ['sleep', '600']);
   assert.equal(created.spec.root.path, path.join(rt.ctx.containers.pathOf(ctrId), 'rootfs'));
   assert.ok(mounted(created.spec.root.path), 'the rootfs is mounted before the backend creates the container');
-  assert.equal((await rt.containers.get(ctrId)).state, 'CONTAINER_CREATED');
-  await rt.containers.start(ctrId);
   assert.equal((await rt.containers.get(ctrId)).state, 'CONTAINER_RUNNING');
+  assert.equal((await rt.containers.get(ctrId)).pid, created.pid);
   assert.equal(created.status, 'running');
 
   const res = await rt.containers.execSync(ctrId, ['echo', 'hi'], 5);
@@ -138,17 +143,15 @@ test('a pod and a container: the backend gets their specs, the records are ready
   assert.equal(mounted(created.spec.root.path), false);
 });
 
-test('a container whose backend create fails is undone: no record, no mount, no backend state, the name is free', async () => {
+test('a failed CreateContainer is undone: no record, no mount, no log file, the name is free', async () => {
   const host = new FakeHost();
   const rt = await startDaemon(path.join(tmp, 'undo-ctr'), host);
   const podId = await rt.sandboxes.run(podConfig('undo'), '');
-  host.failNext('create', 'runtime create failed: the test says so');
-  await assert.rejects(rt.containers.create(podId, ctrConfig('app')), /the test says so/);
+  const missing = { ...ctrConfig('app'), mounts: [{ container_path: '/data', host_path: path.join(tmp, 'no-such-dir'), readonly: false, selinux_relabel: false, propagation: 'PROPAGATION_PRIVATE', uid_mappings: [], gid_mappings: [] }] };
+  await assert.rejects(rt.containers.create(podId, missing as any), { kind: 'InvalidArgument' });
   assert.deepEqual(rt.ctx.containersOf(podId), [], 'no record');
   assert.deepEqual(await fsp.readdir(path.join(tmp, 'undo-ctr', 'lib', 'containers')), [], 'no container directory');
   assert.equal(host.containers.size, 1, 'only the infra container in the backend');
-  const undone = host.calls.filter((c) => c.startsWith('delete '));
-  assert.equal(undone.length, 1, 'the backend was asked to delete what it may have half-made');
   assert.equal(readFileSync('/proc/mounts', 'utf8').includes(path.join(tmp, 'undo-ctr', 'lib', 'containers')), false, 'no rootfs mount left');
   assert.equal(existsSync(path.join(tmp, 'logs', 'undo', 'app.log')), false, 'no log file of the failed creation');
 
@@ -158,6 +161,53 @@ test('a container whose backend create fails is undone: no record, no mount, no 
   assert.ok(ctrId, 'the name is free again');
   await rt.sandboxes.stop(podId);
   await rt.sandboxes.remove(podId);
+});
+
+test('a runtime create that fails in StartContainer: the error is returned, the container is EXITED with StartError and 128, removal cleans up', async () => {
+  const host = new FakeHost();
+  const rt = await startDaemon(path.join(tmp, 'start-error'), host);
+  const podId = await rt.sandboxes.run(podConfig('starterr'), '');
+  const ctrId = await rt.containers.create(podId, ctrConfig('app'));
+  host.failNext('create', 'runtime create failed: the test says so');
+  await assert.rejects(rt.containers.start(ctrId), /the test says so/);
+  const rec = await rt.containers.get(ctrId);
+  assert.equal(rec.state, 'CONTAINER_EXITED');
+  assert.equal(rec.reason, 'StartError');
+  assert.equal(rec.exitCode, 128);
+  assert.match(rec.message ?? '', /the test says so/);
+  assert.ok(rec.finishedAt);
+  assert.equal(host.containers.has(ctrId), false, 'nothing of it in the backend');
+  await assert.rejects(rt.containers.start(ctrId), { kind: 'FailedPrecondition' });
+  await rt.containers.stop(ctrId, 0);
+  await rt.containers.remove(ctrId);
+  await rt.containers.remove(ctrId);
+  assert.equal(readFileSync('/proc/mounts', 'utf8').includes(rt.ctx.containers.pathOf(ctrId)), false, 'no rootfs mount left');
+  await rt.sandboxes.stop(podId);
+  await rt.sandboxes.remove(podId);
+});
+
+test('a created container the runtime never got: status without pid, stop leaves it CREATED, resources stored for its start, exec refused, remove cleans up', async () => {
+  const host = new FakeHost();
+  const rt = await startDaemon(path.join(tmp, 'created'), host);
+  const podId = await rt.sandboxes.run(podConfig('created'), '');
+  const ctrId = await rt.containers.create(podId, ctrConfig('app'));
+  await rt.containers.stop(ctrId, 10);
+  assert.equal((await rt.containers.get(ctrId)).state, 'CONTAINER_CREATED', 'StopContainer of a created container does nothing (as containerd)');
+  await assert.rejects(rt.containers.execSync(ctrId, ['true'], 5), { kind: 'FailedPrecondition' });
+  await assert.rejects(rt.containers.reopenLog(ctrId), { kind: 'FailedPrecondition' });
+  await rt.containers.updateResources(ctrId, { cpu_period: 0, cpu_quota: 0, cpu_shares: 512, memory_limit_in_bytes: 67108864, oom_score_adj: 0, cpuset_cpus: '', cpuset_mems: '', hugepage_limits: [], unified: {}, memory_swap_limit_in_bytes: 0 } as any);
+  assert.equal(host.containers.has(ctrId), false, 'an update does not make it in the backend');
+  await rt.containers.start(ctrId);
+  const spec = host.containers.get(ctrId)!.spec;
+  assert.equal(Number(spec.linux?.resources?.memory?.limit), 67108864, 'the update made before the start applies at start');
+  assert.ok(spec.linux?.resources?.devices?.length, 'the device rules stay');
+  const other = await rt.containers.create(podId, ctrConfig('other'));
+  await rt.containers.remove(other);
+  assert.deepEqual(await rt.containers.list({ id: other } as any), []);
+  assert.equal(host.calls.filter((c) => c.endsWith(other)).length, 0, 'the backend is never asked about a container it never got');
+  await rt.sandboxes.stop(podId);
+  await rt.sandboxes.remove(podId);
+  assert.equal(readFileSync('/proc/mounts', 'utf8').includes(path.join(tmp, 'created', 'lib', 'containers')), false, 'no rootfs mount left');
 });
 
 test('a pod whose infra start fails is undone: no record, no shm mount, no run directory, no backend state', async () => {
@@ -247,6 +297,36 @@ test('recovery from records: exits while down are recorded, a lost container is 
   assert.equal(b.sandboxes.get(podId).state, 'SANDBOX_READY');
   await b.containers.create(podId, ctrConfig('half-made')).then((id) => b.containers.remove(id));
 
+  await b.sandboxes.stop(podId);
+  await b.sandboxes.remove(podId);
+  assert.equal(host.containers.size, 0);
+});
+
+test('recovery of created containers: never started stays CREATED (not lost); a start cut short is CREATED again or RUNNING, never half', async () => {
+  const host = new FakeHost();
+  const root = path.join(tmp, 'recover-created');
+  const a = await startDaemon(root, host);
+  const podId = await a.sandboxes.run(podConfig('created'), '');
+  const untouched = await a.containers.create(podId, ctrConfig('untouched'));
+  const createdInRuntime = await a.containers.create(podId, ctrConfig('runtime-created'));
+  const startedInRuntime = await a.containers.create(podId, ctrConfig('runtime-started'));
+  // The daemon dies inside two StartContainers: one after the runtime's create, one after its start.
+  a.stopMonitoring();
+  for (const [id, status] of [[createdInRuntime, 'created'], [startedInRuntime, 'running']] as const) {
+    host.containers.set(id, { id, spec: a.ctx.containers.get(id)!.spec!, logPath: '/dev/null', status, pid: host.newPid() });
+  }
+
+  const b = await startDaemon(root, host);
+  for (const id of [untouched, createdInRuntime]) {
+    const rec = await b.containers.get(id);
+    assert.equal(rec.state, 'CONTAINER_CREATED', 'a created container is not lost at restart');
+    assert.equal(host.containers.has(id), false, 'nothing of it in the runtime');
+    await b.containers.start(id);
+    assert.equal((await b.containers.get(id)).state, 'CONTAINER_RUNNING');
+  }
+  const started = await b.containers.get(startedInRuntime);
+  assert.equal(started.state, 'CONTAINER_RUNNING', 'a container the runtime started is RUNNING');
+  assert.equal(started.spec, undefined);
   await b.sandboxes.stop(podId);
   await b.sandboxes.remove(podId);
   assert.equal(host.containers.size, 0);

@@ -150,6 +150,7 @@ test('unpackLayer preserves metadata, converts whiteouts, reports the diff id', 
   assert.equal(await xattr(path.join(dest, 'opq'), 'trusted.overlay.opaque'), 'y');
   assert.equal(await xattr(path.join(dest, 'implicit'), 'trusted.overlay.opaque'), 'y');
   assert.equal(await xattr(path.join(dest, 'etc'), 'trusted.overlay.opaque'), undefined);
+  assert.deepEqual([...result.opaqueDirs].sort(), ['implicit', 'opq'], 'the opaque dirs are reported (files are read from layers without a mount)');
   assert.equal(await fsp.readFile(path.join(dest, 'opq/kept'), 'utf8'), 'kept');
 
   assert.equal(await fsp.readlink(path.join(dest, 'lib')), 'usr/lib');
