@@ -152,6 +152,9 @@ describe('runc backend (conmon + runc)', { concurrency: false }, () => {
     t.diagnostic(`create ${(t1 - t0).toFixed(0)} ms, start ${(t3 - t2).toFixed(0)} ms`);
     const runningState = await backend.state(id);
     assert.ok(runningState?.status === 'running' || runningState?.status === 'stopped');
+    // Started through runc's exec fifo (no runc child): the fifo is gone, so runc itself sees it started.
+    assert.equal(await fsp.stat(path.join(backend.paths.runtimeRoot, id, 'exec.fifo')).then(() => true, () => false), false, 'the exec fifo was consumed');
+    await assert.rejects(backend.start(id), { kind: 'FailedPrecondition' }, 'a second start is refused by the runtime');
 
     const stat = await fsp.stat(backend.paths.attachSocket(id));
     assert.ok(stat.isSocket(), 'attach socket exists');

@@ -1,6 +1,7 @@
 // The OCI runtime's command line (runc or crun, same verbs): every call under our own --root so that
 // several daemons never see each other's containers.
-import { promises as fsp } from 'node:fs';
+import fs, { promises as fsp } from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { run } from '../../common/exec.js';
 import { ociRuntimeSupportsRecursiveReadOnly } from '../oci-runtime-features.js';
@@ -76,6 +77,7 @@ export class RuntimeCli {
   }
 
   async start(id: string): Promise<void> {
+    if (path.basename(await this.binary()) === 'runc' && (await startThroughExecFifo(path.join(this.root, checkId(id), 'exec.fifo')))) return;
     const res = await this.run(['start', checkId(id)]);
     if (res.exitCode !== 0) {
       if (isUnknownContainer(res.stderr)) throw notFound(`container ${id} not found in runtime`);
@@ -176,4 +178,36 @@ export class RuntimeCli {
     if (res.exitCode !== 0) return `${binary} --version failed: ${String(res.stderr).trim().slice(0, 200) || `exit code ${res.exitCode}`}`;
     return undefined;
   }
+}
+
+/** How long a created container's init may take to answer on its exec fifo. */
+const EXEC_FIFO_TIMEOUT_MS = 30_000;
+
+/**
+ * What `runc start` does for a created container, without forking the daemon for it: runc's init waits
+ * in open() of `<root>/<id>/exec.fifo` for a reader, writes "0" and execs the command once one comes; the
+ * reader then removes the fifo (runc's libcontainer exec() and handleFifoResult). False when there is no
+ * fifo (the caller falls back to the runtime's own start); throws when the init died instead of answering.
+ */
+export async function startThroughExecFifo(fifo: string, timeoutMs = EXEC_FIFO_TIMEOUT_MS): Promise<boolean> {
+  let fd: number;
+  try {
+    // Non-blocking: an open must never hang a thread-pool thread; the init has its end open already.
+    fd = await new Promise<number>((resolve, reject) => fs.open(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK, (err, got) => (err ? reject(err) : resolve(got))));
+  } catch (err) {
+    if (hasCode(err, 'ENOENT') || hasCode(err, 'ENOTDIR')) return false;
+    throw err;
+  }
+  const reader = new net.Socket({ fd, readable: true, writable: false });
+  const answer = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(internal(`the container's init did not answer on ${fifo} within ${timeoutMs} ms`)), timeoutMs);
+    // The init writes its "0" before it execs: that byte is the answer, EOF need not be waited for.
+    reader.on('data', (chunk: Buffer) => resolve(chunk.toString('latin1', 0, 16)));
+    reader.once('end', () => resolve(''));
+    reader.once('error', reject);
+    reader.once('close', () => clearTimeout(timer));
+  }).finally(() => reader.destroy());
+  await fsp.rm(fifo, { force: true });
+  if (answer !== '0') throw failedPrecondition(`cannot start container: its init ended before it could run the command (exec fifo said ${JSON.stringify(answer)})`);
+  return true;
 }
