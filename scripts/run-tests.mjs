@@ -7,7 +7,7 @@
 // A skipped test fails the run (nothing the tests need is optional).
 // Every failed test is listed again at the end (the TAP stream is long, and CI logs show its tail);
 // with NODELET_TEST_FAILURES_FILE set, the list is also appended to that file (scripts/test-all prints it last).
-// Env: NODELET_TEST_CONCURRENCY (files in parallel, default 1), NODELET_TEST_TIMEOUT_MS.
+// Env: NODELET_TEST_CONCURRENCY (files in parallel, default 1), NODELET_TEST_TIMEOUT_MS (per test, default 20 min).
 //
 // node:test's run() is what `node --test` uses underneath; it is called directly because
 // Node 20's `node --test <files>` sorts the files by name, which would put integration first.
@@ -22,6 +22,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const distTest = path.join(repoRoot, 'dist', 'test');
 const REGISTRIES_ENV = 'NODELET_TEST_REGISTRIES';
+const DEFAULT_TEST_TIMEOUT_MS = 20 * 60 * 1000;
 
 const say = (msg) => process.stderr.write(`run-tests: ${msg}\n`);
 
@@ -123,7 +124,8 @@ async function main() {
 
 async function runFiles(files, signal) {
   const options = { files, signal, concurrency: Number(process.env.NODELET_TEST_CONCURRENCY || 1) };
-  if (process.env.NODELET_TEST_TIMEOUT_MS) options.timeout = Number(process.env.NODELET_TEST_TIMEOUT_MS);
+  // A test that hangs fails after this instead of holding the whole run until CI's own limit.
+  options.timeout = Number(process.env.NODELET_TEST_TIMEOUT_MS || DEFAULT_TEST_TIMEOUT_MS);
   say(`running ${files.length} test file(s)`);
   let failed = false;
   // A skipped test proved nothing: every tool and privilege the tests need is required (scripts/setup, root).

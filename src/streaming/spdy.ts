@@ -183,6 +183,8 @@ export class SpdyStream extends Duplex {
   private resolveReply: (h: SpdyHeaders) => void = () => undefined;
   remoteClosed = false;
   localClosed = false;
+  /** The peer sent RST_STREAM: what we still write is dropped. */
+  private resetByPeer = false;
 
   constructor(private readonly session: SpdySession, id: number, headers: SpdyHeaders) {
     super({ allowHalfOpen: true, readableHighWaterMark: STREAM_READ_BUFFER });
@@ -211,11 +213,13 @@ export class SpdyStream extends Duplex {
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    if (this.resetByPeer) return cb();
     if (this.localClosed) return cb(new Error(`spdy stream ${this.id} is closed for writing`));
     this.session.sendData(this.id, chunk, false).then(() => cb(), cb);
   }
 
   override _final(cb: (err?: Error | null) => void): void {
+    if (this.resetByPeer) return cb();
     this.localClosed = true;
     this.session.sendData(this.id, Buffer.alloc(0), true).then(() => cb(), cb);
   }
@@ -228,6 +232,21 @@ export class SpdyStream extends Duplex {
   /** @internal */
   onReply(headers: SpdyHeaders): void {
     this.resolveReply(headers);
+  }
+
+  /**
+   * @internal The peer reset the stream. Before its FIN that aborts the stream; after it (spdy-transport
+   * resets a stream it has finished when our window update for it arrives late), everything it sent has
+   * arrived: the reader still gets all of it and its end, and only our sending stops.
+   */
+  onReset(): void {
+    this.resetByPeer = true;
+    if (!this.remoteClosed || this.readableEnded) {
+      this.remoteClosed = true;
+      this.destroy();
+      return;
+    }
+    this.once('end', () => this.destroy());
   }
 
   /** @internal Returns false when the reader is full and the session should stop reading. */
@@ -550,11 +569,7 @@ export class SpdySession extends EventEmitter<SpdySessionEvents> {
       case TYPE_RST_STREAM: {
         need(8);
         const id = payload.readUInt32BE(0) & 0x7fffffff;
-        const stream = this.streams.get(id);
-        if (stream) {
-          stream.remoteClosed = true;
-          stream.destroy();
-        }
+        this.streams.get(id)?.onReset();
         return;
       }
       case TYPE_PING: {
