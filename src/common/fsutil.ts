@@ -4,7 +4,8 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { hasCode } from './errors.js';
 
-export async function writeFileAtomic(file: string, data: string | Buffer, mode = 0o644): Promise<void> {
+/** `syncDir: false` leaves the rename to the kernel's own pace: survives a killed process, maybe not a host crash. */
+export async function writeFileAtomic(file: string, data: string | Buffer, mode = 0o644, opts: { syncDir?: boolean } = {}): Promise<void> {
   const dir = path.dirname(file);
   const tmp = path.join(dir, `.${path.basename(file)}.${randomBytes(6).toString('hex')}.tmp`);
   const fh = await fsp.open(tmp, 'w', mode);
@@ -20,11 +21,11 @@ export async function writeFileAtomic(file: string, data: string | Buffer, mode 
     await fsp.rm(tmp, { force: true });
     throw err;
   }
-  await fsyncDir(dir);
+  if (opts.syncDir !== false) await fsyncDir(dir);
 }
 
-export async function writeJsonAtomic(file: string, value: unknown, mode = 0o644): Promise<void> {
-  await writeFileAtomic(file, JSON.stringify(value, null, 1) + '\n', mode);
+export async function writeJsonAtomic(file: string, value: unknown, mode = 0o644, opts: { syncDir?: boolean } = {}): Promise<void> {
+  await writeFileAtomic(file, JSON.stringify(value, null, 1) + '\n', mode, opts);
 }
 
 export async function fsyncDir(dir: string): Promise<void> {

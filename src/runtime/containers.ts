@@ -113,7 +113,7 @@ export class Containers {
           if (pod?.id !== sandbox.id || pod.phase !== 'ready' || pod.state !== 'SANDBOX_READY') {
             throw failedPrecondition(`pod sandbox ${sandbox.id} was stopped or removed while container ${id} was being created`);
           }
-          await this.ctx.containers.put(rec);
+          await this.ctx.containers.put(rec, { provisional: true });
         });
         crashPoint('container.create.record-written');
         await this.setUp(rec, sandbox, image.layerDirs, image.record);

@@ -82,9 +82,13 @@ export class RecordStore<T extends StoredRecord> {
     return [...this.records.values()];
   }
 
-  async put(rec: T): Promise<void> {
+  /**
+   * `provisional`: a record the next put replaces (a creation under way): its directory entry is not
+   * fsynced, as losing it in a host crash loses only what that creation made so far (a daemon kill loses nothing).
+   */
+  async put(rec: T, opts: { provisional?: boolean } = {}): Promise<void> {
     await ensureDir(this.pathOf(rec.id), PRIVATE_DIR);
-    await writeJsonAtomic(path.join(this.pathOf(rec.id), this.fileName), rec, PRIVATE_FILE);
+    await writeJsonAtomic(path.join(this.pathOf(rec.id), this.fileName), rec, PRIVATE_FILE, { syncDir: !opts.provisional });
     this.records.set(rec.id, rec);
   }
 
