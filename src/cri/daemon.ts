@@ -62,6 +62,7 @@ export async function startDaemon(config: NodeletConfig): Promise<Daemon> {
     registry,
     layerLimits: { maxBytes: config.images.maxLayerBytes, maxRatio: config.images.maxLayerCompressionRatio },
     inUse: (imageId: string) => runtime?.ctx.containers.list().some((c) => imageIdsUsedBy(c).includes(imageId)) ?? false,
+    settleRemovals: async (imageId: string) => runtime?.containers.settleRemovalsUsing(imageId),
     onPulled: (outcome) => metrics?.onPulled(outcome),
   });
   await images.recover();

@@ -21,6 +21,8 @@ export interface ImageServiceOptions {
   registry: Pick<RegistryClient, 'resolve' | 'downloadBlob'>;
   /** True while a container uses the image (removal is then refused). */
   inUse?: (imageId: string) => boolean;
+  /** Waits (bounded) for the background teardown of removed containers still holding the image. */
+  settleRemovals?: (imageId: string) => Promise<void>;
   /** Caps on unpacked layer size and compression ratio (default DEFAULT_LAYER_LIMITS). */
   layerLimits?: LayerLimits;
   /** Told about every finished pull (metrics). */
@@ -65,6 +67,7 @@ export class ImageService {
   private readonly pulls = new SharedWork<PullOutcome>();
   private readonly deps: PullDeps;
   private readonly inUse: (imageId: string) => boolean;
+  private readonly settleRemovals: (imageId: string) => Promise<void>;
   private readonly log = logger({ component: 'images' });
 
   private readonly onPulled: NonNullable<ImageServiceOptions['onPulled']>;
@@ -75,6 +78,7 @@ export class ImageService {
     this.layers = new LayerStore(path.join(opts.root, 'layers'), opts.layerLimits);
     this.images = new ImageStore(opts.root);
     this.inUse = opts.inUse ?? (() => false);
+    this.settleRemovals = opts.settleRemovals ?? (async () => undefined);
     this.onPulled = opts.onPulled ?? (() => undefined);
     this.deps = {
       registry: opts.registry,
@@ -160,6 +164,8 @@ export class ImageService {
   async remove(refOrId: string): Promise<void> {
     const record = this.lookup(refOrId);
     if (!record) return;
+    // A container removed a moment ago holds its image until its teardown (after RemoveContainer's answer) ends.
+    if (this.inUse(record.id)) await this.settleRemovals(record.id);
     if (this.inUse(record.id)) throw failedPrecondition(`image ${refOrId} (${record.id}) is in use by a container`);
     await this.images.remove(record.id);
     this.log.info({ id: record.id, tags: record.repoTags }, 'image removed');

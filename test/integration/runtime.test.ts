@@ -376,6 +376,12 @@ describe(`runtime (${backend})`, { concurrency: false }, () => {
     await d.client.runtime('StopContainer', { container_id: sig, timeout: 10 });
     assert.ok(Date.now() - t < 5000, 'stopped by the image STOPSIGNAL, not by the SIGKILL after the timeout');
     assert.equal((await d.client.runtime('ContainerStatus', { container_id: sig })).status.exit_code, 42);
+    // The image is held while a container of it exists, and free once RemoveContainer has answered for the
+    // last one (its teardown, which runs after the answer, is waited for: as the kubelet's image GC does it).
+    await expectCode(d.client.image('RemoveImage', { image: { image: ENTRY } }), grpc.status.FAILED_PRECONDITION, 'in use');
+    for (const c of [plain, withArgs, sig]) await d.client.runtime('RemoveContainer', { container_id: c });
+    await d.client.image('RemoveImage', { image: { image: ENTRY } });
+    assert.ok(!(await d.client.image('ImageStatus', { image: { image: ENTRY } })).image, 'the image is gone');
     await d.client.runtime('RemovePodSandbox', { pod_sandbox_id: pod.id });
   });
 

@@ -156,6 +156,7 @@ export class RuncBackend implements RuntimeBackend {
       throw err;
     }
     const conmonPid = await this.conmon.readPid(id);
+    this.conmon.remember(id, conmonPid);
     await this.conmon.writeRecord({ id, bundleDir, logPath, conmonPid, pid, createdAt: new Date().toISOString() });
     log.debug({ pid, conmonPid, ms: Date.now() - started }, 'container created');
     return { pid, monitorPid: conmonPid };

@@ -200,6 +200,12 @@ export class Conmon {
     return pid;
   }
 
+  /** Takes the conmon just started for id as verified: the first status calls then need one /proc read, not three files. */
+  remember(id: string, pid: number): void {
+    const stat = procStat(pid);
+    if (stat && stat.state !== 'Z') this.known.set(id, { pid, startTime: stat.startTime });
+  }
+
   forget(id: string): void {
     this.known.delete(id);
   }
