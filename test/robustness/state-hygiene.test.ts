@@ -88,14 +88,31 @@ test('a creation that fails after its name was reserved gives the name back and 
   assert.equal(existsSync(path.join(logDir, 'name-back-new')), false, 'the log directory the failed creation made is gone');
   const { pod_sandbox_id: podId } = await d.client.runtime('RunPodSandbox', { config });
 
-  // runc refuses to mount a file over a directory: the creation fails after conmon made the log file.
-  const hostFile = path.join(logDir, 'a-file');
-  await fsp.writeFile(hostFile, 'x');
-  const ctr = containerConfig('fails', BUSYBOX, ['sleep', '60'], { log_path: 'fails/0.log', mounts: [{ container_path: '/bin', host_path: hostFile }] });
-  await assert.rejects(d.client.runtime('CreateContainer', { pod_sandbox_id: podId, config: ctr, sandbox_config: config }), (err: grpc.ServiceError) => err.code === grpc.status.INVALID_ARGUMENT && err.details.includes('config.mounts[0]'));
+  // The container's Localhost seccomp profile is read during set-up, after the name is reserved and the
+  // log directory made: the failed creation gives both back.
+  const ctr = containerConfig('fails', BUSYBOX, ['sleep', '60'], { log_path: 'fails/0.log' });
+  const failingCtr = structuredClone(ctr);
+  failingCtr.linux = { security_context: { seccomp: { profile_type: 'Localhost', localhost_ref: path.join(logDir, 'no-such-profile.json') } } };
+  await assert.rejects(d.client.runtime('CreateContainer', { pod_sandbox_id: podId, config: failingCtr, sandbox_config: config }), (err: grpc.ServiceError) => err.code === grpc.status.INVALID_ARGUMENT);
   assert.equal(existsSync(path.join(config.log_directory, 'fails')), false, 'no log file or directory of the failed creation');
   assert.deepEqual(await fsp.readdir(path.join(d.root, 'containers')), [], 'no container record left');
-  delete ctr.mounts;
+
+  // runc refuses to mount a file over a directory: since the runtime creates the container at StartContainer
+  // (as containerd's CRI), the start fails naming the mount; the container is EXITED (StartError) and goes whole.
+  const hostFile = path.join(logDir, 'a-file');
+  await fsp.writeFile(hostFile, 'x');
+  const { container_id: refused } = await d.client.runtime('CreateContainer', {
+    pod_sandbox_id: podId,
+    config: { ...ctr, metadata: { name: 'refused', attempt: 0 }, log_path: 'refused/0.log', mounts: [{ container_path: '/bin', host_path: hostFile }] },
+    sandbox_config: config,
+  });
+  await assert.rejects(d.client.runtime('StartContainer', { container_id: refused }), (err: grpc.ServiceError) => err.code === grpc.status.INVALID_ARGUMENT && err.details.includes('config.mounts[0]'));
+  const st = (await d.client.runtime('ContainerStatus', { container_id: refused })).status;
+  assert.equal(st.state, 'CONTAINER_EXITED');
+  assert.equal(st.reason, 'StartError');
+  await d.client.runtime('RemoveContainer', { container_id: refused });
+  await waitFor('the refused container\'s files to go', async () => !existsSync(path.join(d.root, 'containers', refused)));
+
   const { container_id } = await d.client.runtime('CreateContainer', { pod_sandbox_id: podId, config: ctr, sandbox_config: config });
   assert.ok(container_id, 'the name is free again');
   await removePod(podId);
