@@ -4,7 +4,7 @@
 // then times nodelet-agent starting pods on each runtime, and writes the tables to docs/benchmark.md.
 //
 //   npm run bench -- [--iterations 20] [--parallel-rounds 3] [--runtimes nodelet,containerd]
-//                    [--agent-pods 10] [--only workload|lists|pulls|agent|critest] [--list-large 1000] [--large-running-containers 200]
+//                    [--agent-pods 10] [--agent-replicas 10] [--only workload|lists|pulls|agent|critest] [--list-large 1000] [--large-running-containers 200]
 //                    [--large-memory-containers 200]
 //                    [--critest-rounds 2] [--critest-samples 10]
 //                    [--nodelet-log-level info] [--nodelet-sandbox-image] [--out docs/benchmark.md | --no-write] [--keep-logs DIR]
@@ -19,9 +19,10 @@ import { loadFixtures } from '../test/helpers/fixtures.js';
 import { startContainerd, type BenchContainerd } from './bench/containerd.js';
 import { pushPauseImage } from './bench/pause-image.js';
 import { findProcesses } from './bench/procs.js';
-import { agentTable, latencyTable, machineInfo, memoryTable, renderMarkdown, renderText, type MachineInfo } from './bench/report.js';
+import { agentKubeletTable, agentTable, latencyTable, machineInfo, memoryTable, renderMarkdown, renderText, type MachineInfo } from './bench/report.js';
 import { runWorkload, type BenchTarget, type WorkloadOptions, type WorkloadResult } from './bench/workload.js';
 import { runAgentBench, type AgentBenchResult, type AgentBenchTarget } from './bench/agent.js';
+import { runAgentKubeletBench, type AgentKubeletResult } from './bench/agent-kubelet.js';
 import { critestTable, runCritestBench, CRITEST_RUNTIMES, type CritestSamples } from './bench/critest.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -42,8 +43,10 @@ const FLAGS = {
   /** critest -benchmark runs per runtime (interleaved) and samples per op in each run. */
   'critest-rounds': { type: 'string', default: '2' },
   'critest-samples': { type: 'string', default: '10' },
-  /** Pods the agent starts one after another on each runtime. */
+  /** Pods the agent starts one after another on each runtime (and nodelet-agent and the kubelet each on their node). */
   'agent-pods': { type: 'string', default: '10' },
+  /** Replicas of the Deployment nodelet-agent and the kubelet each start (0: skip). */
+  'agent-replicas': { type: 'string', default: '10' },
   /** Run one part alone (nothing is written then): the CRI workload, its list and memory phases only, critest's benchmark or the agent's pod starts. */
   only: { type: 'string' },
   runtimes: { type: 'string', default: 'nodelet,containerd' },
@@ -72,7 +75,7 @@ async function main(): Promise<void> {
     process.stdout.write(
       'npm run bench -- [--iterations N] [--execs-per-container N] [--list-pods N] [--list-containers-per-pod N]\n' +
         '  [--memory-containers N] [--parallel-pods N] [--parallel-rounds N] [--runtimes nodelet,containerd]\n' +
-        '  [--agent-pods N] [--only workload|lists|pulls|agent|critest] [--list-large N] [--large-running-containers N] [--large-memory-containers N]\n' +
+        '  [--agent-pods N] [--agent-replicas N] [--only workload|lists|pulls|agent|critest] [--list-large N] [--large-running-containers N] [--large-memory-containers N]\n' +
         '  [--critest-rounds N] [--critest-samples N]\n' +
         '  [--nodelet-log-level LEVEL] [--nodelet-sandbox-image] [--out FILE | --no-write] [--keep-logs DIR]\n',
     );
@@ -88,6 +91,8 @@ async function main(): Promise<void> {
   const largeMemory = Number(values['large-memory-containers']);
   if (listLarge > 0 && largeMemory > largeRunning) throw new Error('--large-memory-containers must be at most --large-running-containers (memory is read with running containers)');
   const agentPods = positiveInt('agent-pods', values['agent-pods']);
+  const agentReplicas = Number(values['agent-replicas']);
+  if (!Number.isInteger(agentReplicas) || agentReplicas < 0) throw new Error(`--agent-replicas must be a whole number, got ${values['agent-replicas']}`);
   const listPods = positiveInt('list-pods', values['list-pods']);
   const perPod = positiveInt('list-containers-per-pod', values['list-containers-per-pod']);
   const memoryContainers = positiveInt('memory-containers', values['memory-containers']);
@@ -226,8 +231,25 @@ async function main(): Promise<void> {
       }), critest);
     }
     let agentResults = new Map<string, AgentBenchResult>();
+    let agentKubelet: AgentKubeletResult = { missing: 'not run' };
     if (only === undefined || only === 'agent') {
       agentResults = await part('agent', () => runAgentBench(agentTargets, { pods: agentPods, busybox: images.busybox, log: say, defer: (fn) => cleanups.push(fn) }), agentResults);
+      agentKubelet = await runAgentKubeletBench({
+        pods: agentPods,
+        replicas: agentReplicas,
+        busybox: images.busybox,
+        registryHost: registries.plain,
+        runtimeLogLevel: values['nodelet-log-level'],
+        log: say,
+        defer: (fn) => cleanups.push(fn),
+        keepLogsDir: values['keep-logs'] ? path.join(values['keep-logs'], 'agent-kubelet') : undefined,
+      }).catch((err: unknown) => {
+        failedParts.push('agent-kubelet');
+        const reason = err instanceof Error ? err.message : String(err);
+        say(`agent-kubelet failed, its rows are missing: ${reason}`);
+        return { missing: `failed: ${reason}` };
+      });
+      if (agentKubelet.missing !== undefined) say(`agent vs kubelet: missing: ${agentKubelet.missing}`);
     }
 
     const summary = `Whole run ${((Date.now() - began) / 1000).toFixed(0)} s; 1-minute load average ${loadAtStart.toFixed(1)} at the start, ${os.loadavg()[0]!.toFixed(1)} at the end`;
@@ -236,11 +258,12 @@ async function main(): Promise<void> {
     const latency = latencyTable(nodeletResult, containerdResult);
     const memory = memoryTable(nodeletResult, containerdResult, memoryContainers, listPods * perPod, opts.largeMemoryContainers);
     const agent = agentTable(agentResults.get('nodelet'), agentResults.get('containerd'));
+    const versusKubelet = agentKubeletTable(agentKubelet.samples?.get('nodelet-agent'), agentKubelet.samples?.get('kubelet'), agentKubelet.missing);
     const critestRows = critestTable(critest);
     const tables = [
       ...(workloadRuns ? [latency, memory] : []),
       ...(only === undefined || only === 'critest' ? [critestRows] : []),
-      ...(only === undefined || only === 'agent' ? [agent] : []),
+      ...(only === undefined || only === 'agent' ? [agent, versusKubelet] : []),
     ];
     const failedPhases = [...failedParts, ...new Set([...results.values()].flatMap((r) => r.failed))];
     const failedLine = failedPhases.length ? `\nFailed phases (rows missing): ${failedPhases.join(', ')}` : '';
@@ -252,7 +275,7 @@ async function main(): Promise<void> {
       await fsp.mkdir(path.dirname(values.out), { recursive: true });
       await fsp.writeFile(
         values.out,
-        markdownReport(machine, opts, latency, memory, critestRows, agent, agentPods, failedPhases.length ? `${summary}; failed, rows missing: ${failedPhases.join(', ')}` : summary, values['nodelet-log-level'], values['nodelet-sandbox-image']),
+        markdownReport(machine, opts, latency, memory, critestRows, agent, versusKubelet, agentPods, agentReplicas, failedPhases.length ? `${summary}; failed, rows missing: ${failedPhases.join(', ')}` : summary, values['nodelet-log-level'], values['nodelet-sandbox-image']),
       );
       say(`wrote ${path.relative(process.cwd(), values.out) || values.out}`);
     }
@@ -269,7 +292,9 @@ function markdownReport(
   memory: ReturnType<typeof memoryTable>,
   critest: ReturnType<typeof critestTable>,
   agent: ReturnType<typeof agentTable>,
+  versusKubelet: ReturnType<typeof agentKubeletTable>,
   agentPods: number,
+  agentReplicas: number,
   summary: string,
   nodeletLogLevel: string,
   nodeletSandboxImage: boolean,
@@ -352,6 +377,23 @@ the runtime's socket); the container's \`started_at\` as the runtime reports it 
 polling). p50 and p95 in milliseconds as above; ratio = on nodelet-cri / on containerd.
 
 ${renderMarkdown(agent)}
+
+## Agent against the kubelet: pod created → Running
+
+The real control plane of the conformance tier (etcd, kube-apiserver, kube-scheduler and kube-controller-manager
+from the Kubernetes tools directory, on 127.0.0.1) with two nodes joined to it: one run by the real kubelet
+(\`--v=2\`, the conformance tier's KubeletConfiguration: cgroupfs, default generic PLEG), one by nodelet-agent
+(its own process, \`--log-level info\`). Each node has a nodelet-cri of its own (runc backend, the same flags,
+\`${nodeletLogLevel}\`): one runtime shared by two nodes would have each node's clean-up remove the other's pods as
+unknown. busybox is pulled into both before timing and each node runs one warm-up pod. Then ${agentPods} pods per
+node (busybox \`sleep 3600\`, \`spec.nodeName\` set so no scheduler is involved, the default service account token
+mounted), created one at a time as admin, the nodes in turn (the order flipped on every other pod), each left
+running. Timed from the create call to the first event with phase Running on one watch of the pods; and to the
+container's \`started_at\` as the runtime reports it. ${agentReplicas > 0 ? `Last, a Deployment of ${agentReplicas} replicas pinned to each node by
+\`nodeSelector\` (through the scheduler), kubelet's first, timed from its create to all replicas Running (one sample each).` : 'No Deployment was timed.'}
+p50 and p95 in milliseconds; ratio = nodelet-agent / kubelet (below 1 means nodelet-agent is faster).
+
+${renderMarkdown(versusKubelet)}
 
 ## Commentary
 

@@ -31,12 +31,12 @@ function ratio(a: number | undefined, b: number | undefined): string {
 /** Milliseconds per operation name (a workload's or the agent benchmark's). */
 export type Samples = { samples: Map<string, number[]> };
 
-/** Operation | nodelet p50 | nodelet p95 | containerd p50 | containerd p95 | ratio (p50). */
-export function latencyTable(nodelet: Samples | undefined, containerd: Samples | undefined): Table {
-  const ops = [...new Set([...(nodelet?.samples.keys() ?? []), ...(containerd?.samples.keys() ?? [])])];
+/** Operation | first p50 | first p95 | second p50 | second p95 | ratio (p50, first/second). */
+export function sideBySideTable(first: Samples | undefined, second: Samples | undefined, names: [string, string], title = 'operation'): Table {
+  const ops = [...new Set([...(first?.samples.keys() ?? []), ...(second?.samples.keys() ?? [])])];
   const rows = ops.map((op) => {
-    const a = nodelet?.samples.get(op);
-    const b = containerd?.samples.get(op);
+    const a = first?.samples.get(op);
+    const b = second?.samples.get(op);
     const a50 = a ? percentile(a, 50) : undefined;
     const b50 = b ? percentile(b, 50) : undefined;
     return [
@@ -48,17 +48,29 @@ export function latencyTable(nodelet: Samples | undefined, containerd: Samples |
       ratio(a50, b50),
     ];
   });
+  const [x, y] = names;
   return {
-    header: ['operation', 'nodelet p50 ms', 'nodelet p95 ms', 'containerd p50 ms', 'containerd p95 ms', 'ratio p50 (nodelet/containerd)'],
+    header: [title, `${x} p50 ms`, `${x} p95 ms`, `${y} p50 ms`, `${y} p95 ms`, `ratio p50 (${x}/${y})`],
     rows,
     alignRight: [false, true, true, true, true, true],
   };
 }
 
+/** Operation | nodelet p50 | nodelet p95 | containerd p50 | containerd p95 | ratio (p50). */
+export function latencyTable(nodelet: Samples | undefined, containerd: Samples | undefined): Table {
+  return sideBySideTable(nodelet, containerd, ['nodelet', 'containerd']);
+}
+
 /** The agent's pod start times, one row per measure, in the latency table's columns. */
 export function agentTable(nodelet: Samples | undefined, containerd: Samples | undefined): Table {
-  const table = latencyTable(nodelet, containerd);
-  return { ...table, header: ['agent, one pod at a time', ...table.header.slice(1)] };
+  return sideBySideTable(nodelet, containerd, ['nodelet', 'containerd'], 'agent, one pod at a time');
+}
+
+/** nodelet-agent against the real kubelet (same runtime, real apiserver); `missing` fills the one row when it was not measured. */
+export function agentKubeletTable(agent: Samples | undefined, kubelet: Samples | undefined, missing?: string): Table {
+  const table = sideBySideTable(agent, kubelet, ['nodelet-agent', 'kubelet'], 'node agent on nodelet-cri (runc), real apiserver');
+  if (missing !== undefined && table.rows.length === 0) table.rows.push([`missing: ${missing.split('\n')[0]!.replace(/\|/g, '/')}`, '—', '—', '—', '—', '—']);
+  return table;
 }
 
 export function memoryTable(

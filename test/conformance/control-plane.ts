@@ -70,6 +70,11 @@ export interface ControlPlane {
   kubectl(args: string[], opts?: KubectlOptions): Promise<string>;
   /** One admin request to the apiserver (JSON in and out); never throws on a status code. */
   request(method: string, apiPath: string, body?: unknown): Promise<{ status: number; body: any }>;
+  /**
+   * An admin watch (`?watch=true` added to `apiPath`): calls `onEvent` for each event as it arrives.
+   * Resolves once the apiserver answered 200 (events from then on are seen); `stop()` closes it.
+   */
+  watch(apiPath: string, onEvent: (type: string, object: any) => void): Promise<{ stop(): void }>;
   /** Whether every component is still running (a Ctrl-C reaches them too). */
   alive(): boolean;
   /** The last lines of a component's log. */
@@ -156,6 +161,40 @@ interface HttpsTarget {
   cert?: string;
   key?: string;
   insecure?: boolean;
+}
+
+/** A watch stream: newline-delimited JSON events, no read timeout (a watch is quiet between events). */
+function httpsWatch(url: string, t: HttpsTarget, onEvent: (type: string, object: any) => void): Promise<{ stop(): void }> {
+  return new Promise((resolve, reject) => {
+    const req = https.request(url, {
+      headers: { accept: 'application/json' },
+      ca: t.ca ? readFileSync(t.ca) : undefined,
+      cert: t.cert ? readFileSync(t.cert) : undefined,
+      key: t.key ? readFileSync(t.key) : undefined,
+    }, (res) => {
+      if (res.statusCode !== 200) {
+        res.resume();
+        reject(new Error(`watch ${url}: HTTP ${res.statusCode}`));
+        return;
+      }
+      let pending = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => {
+        pending += chunk;
+        for (let nl = pending.indexOf('\n'); nl >= 0; nl = pending.indexOf('\n')) {
+          const line = pending.slice(0, nl);
+          pending = pending.slice(nl + 1);
+          if (!line.trim()) continue;
+          const event = JSON.parse(line) as { type: string; object: unknown };
+          onEvent(event.type, event.object);
+        }
+      });
+      res.on('error', () => undefined);
+      resolve({ stop: () => req.destroy() });
+    });
+    req.on('error', reject);
+    req.end();
+  });
 }
 
 function httpsGet(url: string, t: HttpsTarget, method = 'GET', payload?: string): Promise<{ status: number; body: string }> {
@@ -448,6 +487,9 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
           // not JSON (e.g. /readyz): the text
         }
         return { status: res.status, body: parsed };
+      },
+      watch(apiPath, onEvent) {
+        return httpsWatch(`${server}${apiPath}${apiPath.includes('?') ? '&' : '?'}watch=true`, asAdmin, onEvent);
       },
       logTail,
       alive: () => !stopped && children.every(({ child }) => !exited(child)),

@@ -73,9 +73,9 @@ export async function addNodeAddress(cleanup: Cleanup): Promise<HostAddress> {
   return { iface, ip };
 }
 
-/** nodelet-cri with its own root, socket, bridge and subnet; docker.io served by the local registry; NODELET_CONFORMANCE_BACKEND picks its default handler's backend. */
-export async function startNodeRuntime(tools: Tools, registryHost: string, cleanup: Cleanup): Promise<NodeRuntime> {
-  const daemon = await startTestDaemon({ network: true, backend: conformanceBackend(), args: ['--registry-mirror', `docker.io=http://${registryHost}`] });
+/** nodelet-cri with its own root, socket, bridge and subnet; docker.io served by the local registry; NODELET_CONFORMANCE_BACKEND picks its default handler's backend; `extraArgs` last (e.g. a log level). */
+export async function startNodeRuntime(tools: Tools, registryHost: string, cleanup: Cleanup, extraArgs: string[] = []): Promise<NodeRuntime> {
+  const daemon = await startTestDaemon({ network: true, backend: conformanceBackend(), args: ['--registry-mirror', `docker.io=http://${registryHost}`, ...extraArgs] });
   cleanup.add('nodelet-cri: remove pods, stop, remove its dirs and bridge', async () => {
     // A Ctrl-C reaches the daemon too: bring it back on the same state so it can remove what it ran.
     if (daemon.proc.exitCode !== null || daemon.proc.signalCode !== null) await daemon.restart();
@@ -425,9 +425,10 @@ export async function startKubelet(
   return nodeUnderTest('kubelet', nodeName, address.ip, dirs, child, cleanup);
 }
 
-/** nodelet-agent on `runtime`, joined to `cp` as `nodeName`, its kubelet API on `address.ip`. */
+/** nodelet-agent on `runtime`, joined to `cp` as `nodeName`, its kubelet API on `address.ip` (logging at debug unless `logLevel` says otherwise). */
 export async function startAgent(
   cp: ControlPlane, runtime: NodeRuntime, address: HostAddress, nodeName: string, cgroupRoot: string, cleanup: Cleanup,
+  opts: { logLevel?: string } = {},
 ): Promise<NodeUnderTest> {
   const dirs = await nodeDirs('agent', cleanup);
   const kubeconfig = await cp.nodeCredentials(nodeName);
@@ -454,7 +455,7 @@ export async function startAgent(
     '--eviction-hard', 'memory.available<1Mi,nodefs.available<1%,imagefs.available<1%,nodefs.inodesFree<1%',
     '--image-gc-high-threshold', '100',
     '--image-gc-low-threshold', '99',
-    '--log-level', 'debug',
+    '--log-level', opts.logLevel ?? 'debug',
   ], dirs.log);
   return nodeUnderTest('nodelet-agent', nodeName, address.ip, dirs, child, cleanup);
 }
