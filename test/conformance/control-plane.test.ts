@@ -28,7 +28,7 @@ function portOpen(url: string): Promise<boolean> {
 
 const tools = toolsOrSkip();
 
-test('control plane: apiserver, scheduler, controller-manager on 127.0.0.1; node and bootstrap credentials; stop cleans up',
+test('control plane: apiserver, scheduler, controller-manager on 127.0.0.1; node and bootstrap credentials; watch; stop cleans up',
   { skip: typeof tools === 'string' ? tools : false, timeout: 180_000 }, async () => {
     const cp = await startControlPlane({ tools: tools as ReturnType<typeof findTools> });
     try {
@@ -69,6 +69,17 @@ test('control plane: apiserver, scheduler, controller-manager on 127.0.0.1; node
       assert.ok(issued, 'CSR approved and signed within 30 s');
       const subject = (await run('openssl', ['x509', '-noout', '-subject'], { input: Buffer.from(issued, 'base64') })).stdout;
       assert.match(subject, /CN\s*=\s*system:node:cp-boot-node/);
+      // A watch sees an object created after it opened, as it happens.
+      const seen: string[] = [];
+      const watch = await cp.watch('/api/v1/configmaps?labelSelector=cp-test', (type, obj) => seen.push(`${type} ${obj?.metadata?.name}`));
+      try {
+        const res = await cp.request('POST', '/api/v1/namespaces/default/configmaps', { metadata: { name: 'cp-watched', labels: { 'cp-test': 'yes' } } });
+        assert.equal(res.status, 201);
+        for (let i = 0; i < 100 && seen.length === 0; i++) await sleep(50);
+        assert.deepEqual(seen, ['ADDED cp-watched']);
+      } finally {
+        watch.stop();
+      }
       assert.ok(await portOpen(cp.server));
     } finally {
       await cp.stop();
