@@ -4,6 +4,7 @@ const live = new Set<Cleanup>();
 
 export class Cleanup {
   private steps: { what: string; fn: () => Promise<unknown> | unknown }[] = [];
+  private running?: Promise<void>;
 
   constructor(private readonly log: (line: string) => void = (l) => process.stderr.write(`${l}\n`)) {
     live.add(this);
@@ -13,8 +14,15 @@ export class Cleanup {
     this.steps.push({ what, fn });
   }
 
-  /** Runs every step, newest first; a failing step is logged and the rest still run. */
-  async run(): Promise<void> {
+  /** Runs every step, newest first; a failing step is logged and the rest still run. A run already going (a signal's) is joined, not raced. */
+  run(): Promise<void> {
+    this.running ??= this.runSteps().finally(() => {
+      this.running = undefined;
+    });
+    return this.running;
+  }
+
+  private async runSteps(): Promise<void> {
     for (let step = this.steps.pop(); step; step = this.steps.pop()) {
       try {
         await step.fn();
