@@ -235,6 +235,19 @@ describe(`runtime (${backend})`, { concurrency: false }, () => {
     await d.client.runtime('RemovePodSandbox', { pod_sandbox_id: pod.id });
   });
 
+  test('StopContainer right after StartContainer: a stop signal that came before the trap is sent again once it is set', async () => {
+    // PID 1 of its own namespace drops a signal it has no handler for; this shell sets its trap a second after start.
+    const pod = await newPod('late-trap');
+    const late = await runContainer(d.client, pod.id, pod.config, containerConfig('late', BUSYBOX, ['sh', '-c', 'sleep 1; trap "exit 0" TERM; while :; do sleep 0.1; done']));
+    const t = Date.now();
+    await d.client.runtime('StopContainer', { container_id: late, timeout: 30 });
+    const elapsed = Date.now() - t;
+    // Lost, the signal would leave the stop to wait out its 30 s and end in SIGKILL (137).
+    assert.equal((await d.client.runtime('ContainerStatus', { container_id: late })).status.exit_code, 0);
+    assert.ok(elapsed < 20_000, `stopped after ${elapsed} ms`);
+    await d.client.runtime('RemovePodSandbox', { pod_sandbox_id: pod.id });
+  });
+
   test('bad input is answered with the right status code and leaves nothing behind', async () => {
     await expectCode(d.client.runtime('RunPodSandbox', { config: { metadata: { name: 'x', namespace: 'y' } } }), grpc.status.INVALID_ARGUMENT, 'metadata.uid');
     await expectCode(d.client.runtime('RunPodSandbox', { config: sandboxConfig('h', logDir), runtime_handler: 'nope' }), grpc.status.INVALID_ARGUMENT, 'nope');

@@ -37,6 +37,7 @@ import type {
   ExecSyncResult,
   RuntimeBackend,
 } from '../backend.js';
+import { resendMissedSignal } from '../missed-signal.js';
 import { jsonAny, LINUX_RESOURCES_TYPE_URL, PROCESS_TYPE_URL, SPEC_TYPE_URL, timestampToDate } from './client.js';
 import {
   connectionFor,
@@ -281,12 +282,16 @@ export class ContainerdRuntime implements RuntimeBackend {
     if (timeoutSec > 0) {
       await this.kill(id, stopSignal);
       const cutShort = new AbortController();
+      void this.redeliverMissedSignal(id, stopSignal, cutShort.signal).catch((err: unknown) =>
+        this.log.debug({ containerId: id, err: errorMessage(err) }, 'watching for a missed stop signal failed'),
+      );
       const onEscalate = (): void => cutShort.abort();
       opts.escalate?.addEventListener('abort', onEscalate, { once: true });
       opts.signal?.addEventListener('abort', onEscalate, { once: true });
       try {
         if (await this.waitExit(id, timeoutSec * 1000, cutShort.signal)) return;
       } finally {
+        cutShort.abort();
         opts.escalate?.removeEventListener('abort', onEscalate);
         opts.signal?.removeEventListener('abort', onEscalate);
       }
@@ -297,6 +302,16 @@ export class ContainerdRuntime implements RuntimeBackend {
       if (opts.signal?.aborted) throw opts.signal.reason instanceof Error ? opts.signal.reason : internal('stop cancelled');
       throw new NodeletError('DeadlineExceeded', `container ${id} did not exit ${KILL_WAIT_MS / 1000} s after SIGKILL`);
     }
+  }
+
+  /** Sends the stop signal again if the task's init set its handler only after it came (missed-signal.ts). */
+  private async redeliverMissedSignal(id: string, stopSignal: string | number, until: AbortSignal): Promise<void> {
+    const number = signalNumber(stopSignal);
+    if (number === osConstants.signals.SIGKILL) return;
+    const state = await this.state(id);
+    if (state?.status !== 'running' || !state.pid) return;
+    const resent = await resendMissedSignal(state.pid, number, until, () => this.kill(id, stopSignal));
+    if (resent) this.log.debug({ containerId: id, signal: stopSignal }, 'init set its handler after the stop signal; sent it again');
   }
 
   /** True once the container's exit is known; false when `timeoutMs` passed or `signal` aborted first. */

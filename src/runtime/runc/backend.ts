@@ -28,6 +28,7 @@ import type {
   ExecSyncResult,
   RuntimeBackend,
 } from '../backend.js';
+import { resendMissedSignal } from '../missed-signal.js';
 import { Conmon } from './conmon.js';
 import { connectAttach, resizeMessage, REOPEN_LOG_MESSAGE, writeControl } from './control.js';
 import { RuncExec } from './exec.js';
@@ -193,7 +194,10 @@ export class RuncBackend implements RuntimeBackend {
     }
     if (timeoutSec > 0 && !opts.escalate?.aborted) {
       await this.signal(id, stopSignal);
-      if (await this.waitStopped(id, timeoutSec * 1000, opts.signal, opts.escalate)) return;
+      const stopped = new AbortController();
+      void this.redeliverMissedSignal(id, stopSignal, stopped.signal).catch((err: unknown) => this.log.debug({ containerId: id, err: errorMessage(err) }, 'watching for a missed stop signal failed'));
+      const done = await this.waitStopped(id, timeoutSec * 1000, opts.signal, opts.escalate).finally(() => stopped.abort());
+      if (done) return;
       this.log.info({ containerId: id, timeoutSec, escalated: Boolean(opts.escalate?.aborted) }, 'container still running after its stop signal; killing');
     }
     await this.signal(id, 'SIGKILL');
@@ -238,6 +242,16 @@ export class RuncBackend implements RuntimeBackend {
     } catch (err) {
       if (!hasCode(err, 'ESRCH')) throw internal(`cannot signal container ${id} with ${signal}: ${errorMessage(err)}`);
     }
+  }
+
+  /** Sends the stop signal again if the container's init set its handler only after it came (missed-signal.ts). */
+  private async redeliverMissedSignal(id: string, stopSignal: string | number, until: AbortSignal): Promise<void> {
+    const number = signalNumber(stopSignal);
+    if (number === undefined || number === osConstants.signals.SIGKILL) return;
+    const pid = await this.heldInitPid(id);
+    if (pid === undefined) return;
+    const resent = await resendMissedSignal(pid, number, until, () => this.cli.kill(id, stopSignal));
+    if (resent) this.log.debug({ containerId: id, signal: stopSignal }, 'init set its handler after the stop signal; sent it again');
   }
 
   /** Whether the container's spec gives it a PID namespace of its own (asked once an id; the bundle does not change). */
