@@ -111,6 +111,8 @@ const BACKOFF_MAX_MS = 10_000;
 const DEFAULT_STALL_TIMEOUT_MS = 60_000;
 /** Bytes of a blob download handed on at once (to its file, digest check and a streamed unpack). */
 const BLOB_BATCH_BYTES = 1 << 20;
+/** Written blob bytes after which they are flushed to disk while the download goes on. */
+const BLOB_EARLY_FLUSH_BYTES = 8 << 20;
 /** Progress that counts against the stall timeout: 1 KiB, so a byte-at-a-time drip counts as a stall. */
 export const STALL_MIN_BYTES = 1024;
 const RETRYABLE_CODES = new Set([
@@ -580,7 +582,20 @@ export class RegistryClient {
     const stall = this.watchStall(res, ep, ctx, `blob ${desc.digest}`);
     // Opened before the pipeline, and waited on until closed after it: a stream that opened the file lazily
     // could still create it after a failed pipeline returned and the caller's unlink had run.
-    const out = (await open(destFile, 'w')).createWriteStream({ highWaterMark: BLOB_BATCH_BYTES });
+    const file = await open(destFile, 'w');
+    const out = file.createWriteStream({ highWaterMark: BLOB_BATCH_BYTES });
+    // The blob store fsyncs the whole file once it is complete; flushing it as it arrives takes most of that
+    // fsync's wait off the end of the pull (the disk writes while the rest downloads and unpacks).
+    let flushedUpTo = 0;
+    let flushing: Promise<void> | undefined;
+    const flushEarly = (): void => {
+      if (flushing || out.bytesWritten - flushedUpTo < BLOB_EARLY_FLUSH_BYTES) return;
+      flushedUpTo = out.bytesWritten;
+      flushing = file.datasync().then(
+        () => (flushing = undefined),
+        () => (flushing = undefined), // the store's own fsync at the end reports a failing disk
+      );
+    };
     // Each attempt's bytes also go to a fresh sink (an unpack running while the blob downloads); the sink ends
     // with the body, or is destroyed when the attempt fails. Its consumer waits for this call's verdict on the digest.
     const sink = openSink?.();
@@ -605,6 +620,7 @@ export class RegistryClient {
       batched = 0;
       feedSink(chunk, () => {
         push(chunk);
+        flushEarly();
         done();
       });
     };
@@ -638,6 +654,7 @@ export class RegistryClient {
       if (!oversize) throw stall.explain(err);
     } finally {
       stall.stop();
+      if (flushing) await flushing;
       if (!out.closed) await new Promise<void>((closed) => out.once('close', () => closed()));
     }
     const got = `${algorithm}:${hash.digest('hex')}`;
