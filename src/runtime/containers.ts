@@ -411,7 +411,6 @@ export class Containers {
           // Its processes die before the answer: a removed container never runs on.
           const backend = this.ctx.backends.get(rec.runtimeHandler);
           await backend?.stop(rec.id, 0, 'SIGKILL').catch(() => undefined);
-          rec.state = 'CONTAINER_EXITED';
         }
         rec.state = 'CONTAINER_EXITED';
         rec.phase = 'removing';
