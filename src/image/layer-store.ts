@@ -245,11 +245,9 @@ export class LayerStore {
   }
 
   /**
-   * Marks tmp/ as the top of independent trees (ext4's TOPDIR flag, `chattr +T`), so each unpack's directory gets
-   * a block group picked by ext4's rule for top-level directories instead of tmp/'s own group. Without a journal,
-   * ext4 skips every inode of a group freed in the last minutes before it hands one out, reading each: in the
-   * group the layers removed just before were freed from, that cost ~165 µs per symlink/mkdir and was 39 % of
-   * a cold pull's main-thread time. Durability is unchanged (placement only); other filesystems refuse the flag.
+   * Marks tmp/ a top directory (ext4 TOPDIR, `chattr +T`): each unpack then gets a block group of its own. ext4
+   * without a journal scans past every inode freed in the last minutes of a group before reusing one; in the group
+   * of the layers removed just before, that made each symlink/mkdir ~165 µs. Placement only; other filesystems refuse.
    */
   private async spreadUnpacks(): Promise<void> {
     try {
