@@ -7,6 +7,7 @@ import { criProto, toStatus } from './grpc.js';
 import { logger, type Logger } from '../common/log.js';
 import { NodeletError, hasCode } from '../common/errors.js';
 import { socketAnswers } from '../common/unix-socket.js';
+import { BuiltinGrpcServer } from './h2/server.js';
 
 export interface CallContext {
   /** Aborted when the client cancels or its deadline passes. */
@@ -203,13 +204,19 @@ export interface CriServerOptions {
   runtime: ServiceHandlers;
   image: ServiceHandlers;
   observer?: CallObserver;
+  /** Which gRPC server carries the calls: grpc-js on node:http2, or our own HTTP/2 code (src/cri/h2/). */
+  transport?: GrpcTransport;
 }
+
+export type GrpcTransport = 'grpc-js' | 'builtin';
 
 export class CriServer {
   private server?: grpc.Server;
+  private builtin?: BuiltinGrpcServer;
   constructor(private readonly opts: CriServerOptions) {}
 
   async start(): Promise<void> {
+    if (this.opts.transport === 'builtin') return this.startBuiltin();
     const proto = criProto();
     const server = new grpc.Server({
       'grpc.max_receive_message_length': 16 * 1024 * 1024,
@@ -229,7 +236,27 @@ export class CriServer {
     this.server = server;
   }
 
+  private async startBuiltin(): Promise<void> {
+    const proto = criProto();
+    const server = new BuiltinGrpcServer();
+    const runtime = acceptingEncoded(proto.runtime.v1.RuntimeService.service);
+    const image = acceptingEncoded(proto.runtime.v1.ImageService.service);
+    server.addService(runtime, implement(runtime, 'runtime.v1.RuntimeService', this.opts.runtime, this.opts.observer));
+    server.addService(image, implement(image, 'runtime.v1.ImageService', this.opts.image, this.opts.observer));
+    await prepareSocket(this.opts.socket);
+    await server.listen(this.opts.socket);
+    await fsp.chmod(this.opts.socket, 0o660);
+    this.builtin = server;
+  }
+
   async stop(graceMs = 5000): Promise<void> {
+    const builtin = this.builtin;
+    if (builtin) {
+      this.builtin = undefined;
+      await builtin.stop(graceMs);
+      await fsp.rm(this.opts.socket, { force: true });
+      return;
+    }
     const server = this.server;
     if (!server) return;
     this.server = undefined;

@@ -1,0 +1,95 @@
+// One HTTP/2 stream carrying one gRPC call: the request body as it arrives, the response queued for
+// the connection to send as flow control allows, and cancellation when the client resets it.
+import { EventEmitter } from 'node:events';
+import type { HeaderList } from './hpack.js';
+import { RESPONSE_HEADER_BLOCK, frameMessage, statusBlock } from './grpc-wire.js';
+
+/** Bytes queued on a stream past which write() asks the writer to wait for 'drain'. */
+export const STREAM_HIGH_WATER = 64 * 1024;
+
+export interface StreamOwner {
+  /** The stream has something new to send (headers, data or trailers). */
+  schedule(stream: H2Stream): void;
+}
+
+export class H2Stream extends EventEmitter {
+  path = '';
+  headers: HeaderList = [];
+  /** Set once the client reset the stream or the connection went away before the call ended. */
+  cancelled = false;
+  /** The response's trailers were queued: nothing more may be written. */
+  ended = false;
+  /** The client's END_STREAM arrived. */
+  remoteEnded = false;
+
+  // Receiving: the request body, bounded by the owner.
+  readonly chunks: Buffer[] = [];
+  received = 0;
+  recvWindow: number;
+  unackedRecv = 0;
+
+  // Sending: frames not yet written, in order; DATA is cut to the windows when sent.
+  headersBlock?: Buffer;
+  readonly data: Buffer[] = [];
+  queued = 0;
+  trailersBlock?: Buffer;
+  sendWindow: number;
+  wantDrain = false;
+  /** Answered before its request was read: the request is not read any further. */
+  refused = false;
+
+  constructor(
+    readonly id: number,
+    private readonly owner: StreamOwner,
+    sendWindow: number,
+    recvWindow: number,
+  ) {
+    super();
+    this.sendWindow = sendWindow;
+    this.recvWindow = recvWindow;
+  }
+
+  header(name: string): string | undefined {
+    for (const [n, v] of this.headers) if (n === name) return v;
+    return undefined;
+  }
+
+  /** Queues one gRPC message; false once more than STREAM_HIGH_WATER is waiting (then wait for 'drain'). */
+  sendMessage(message: Uint8Array): boolean {
+    if (this.ended || this.cancelled) return true;
+    if (!this.headersBlock && !this.sentHeaders) this.headersBlock = RESPONSE_HEADER_BLOCK;
+    const framed = frameMessage(message);
+    this.data.push(framed);
+    this.queued += framed.length;
+    this.owner.schedule(this);
+    if (this.queued > STREAM_HIGH_WATER) {
+      this.wantDrain = true;
+      return false;
+    }
+    return true;
+  }
+
+  /** Ends the call with a status; trailers-only when nothing was sent before. */
+  sendStatus(code: number, message?: string): void {
+    if (this.ended || this.cancelled) return;
+    this.ended = true;
+    const headersToo = !this.headersBlock && !this.sentHeaders;
+    this.trailersBlock = statusBlock(code, message, headersToo);
+    this.owner.schedule(this);
+  }
+
+  /** Set by the connection once the response headers were written. */
+  sentHeaders = false;
+
+  cancel(): void {
+    if (this.cancelled) return;
+    this.cancelled = true;
+    this.data.length = 0;
+    this.queued = 0;
+    this.emit('cancelled');
+    if (this.wantDrain) {
+      this.wantDrain = false;
+      this.emit('drain');
+    }
+  }
+}
