@@ -5,6 +5,9 @@
 //
 //   node dist/scripts/bench/critest.js [--rounds 2] [--samples 10] [--runtimes nodelet,nodelet-containerd,containerd]
 //        [--nodelet-log-level info] [--cpu-prof DIR] [--nodelet-node-flags '--flag ...'] [--keep DIR]
+//
+// --runtimes may also name nodelet-builtin: nodelet (runc) with --grpc-server builtin, side by side with
+// the others (e.g. --runtimes nodelet,nodelet-builtin compares the two gRPC servers under the same load).
 import { spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import os from 'node:os';
@@ -113,14 +116,16 @@ export async function runCritestBench(o: CritestBenchOptions): Promise<CritestSa
     const registry = await serveStandIns(work, o.log);
     undo.push(() => stopChild(registry.child));
     const endpoints: { name: string; endpoint: string; pid: number }[] = [];
-    // nodelet-cri once per backend: runc through conmon ("nodelet"), containerd's shims ("nodelet-containerd").
-    for (const [name, backend] of [['nodelet', 'runc'], ['nodelet-containerd', 'containerd']] as const) {
+    // nodelet-cri once per backend: runc through conmon ("nodelet"), containerd's shims ("nodelet-containerd");
+    // "nodelet-builtin": runc again, on the builtin HTTP/2 gRPC server.
+    const nodelets = [['nodelet', 'runc', []], ['nodelet-builtin', 'runc', ['--grpc-server', 'builtin']], ['nodelet-containerd', 'containerd', []]] as const;
+    for (const [name, backend, extra] of nodelets) {
       if (!o.runtimes.includes(name)) continue;
       const mirrors = UPSTREAM_REGISTRIES.flatMap((r) => ['--registry-mirror', `${r}=http://${registry.host}`]);
       const daemon: TestDaemon = await startTestDaemon({
         network: true,
         backend,
-        args: [...mirrors, '--insecure-registry', registry.host, '--log-level', o.nodeletLogLevel],
+        args: [...mirrors, '--insecure-registry', registry.host, '--log-level', o.nodeletLogLevel, ...extra],
         nodeFlags: o.nodeletNodeFlags,
       });
       undo.push(async () => {
@@ -155,10 +160,12 @@ export async function runCritestBench(o: CritestBenchOptions): Promise<CritestSa
 
 /** The runtimes critest's benchmark can run against, in table order. */
 export const CRITEST_RUNTIMES = ['nodelet', 'nodelet-containerd', 'containerd'] as const;
+/** Table order, with the runtime only named on request (nodelet on the builtin gRPC server). */
+const TABLE_ORDER = ['nodelet', 'nodelet-builtin', 'nodelet-containerd', 'containerd'];
 
 /** One row per operation: p50 on each runtime measured, and each nodelet backend's ratio to containerd's CRI. */
 export function critestTable(samples: CritestSamples): { header: string[]; rows: string[][]; alignRight: boolean[] } {
-  const measured = CRITEST_RUNTIMES.filter((r) => samples.has(r));
+  const measured = TABLE_ORDER.filter((r) => samples.has(r));
   const nodelets = measured.filter((r) => r !== 'containerd');
   const base = samples.get('containerd');
   const ops = [...new Set(measured.flatMap((r) => [...samples.get(r)!.keys()]))];
@@ -176,7 +183,8 @@ export function critestTable(samples: CritestSamples): { header: string[]; rows:
     }) : [];
     return [`${op} (n=${n})`, ...measured.map((r) => fmt(p50(r, op))), ...ratios];
   });
-  const label = (r: string) => (r === 'nodelet' ? 'nodelet (runc)' : r === 'nodelet-containerd' ? 'nodelet (containerd backend)' : 'containerd CRI');
+  const labels: Record<string, string> = { nodelet: 'nodelet (runc)', 'nodelet-builtin': 'nodelet (runc, builtin gRPC)', 'nodelet-containerd': 'nodelet (containerd backend)' };
+  const label = (r: string) => labels[r] ?? 'containerd CRI';
   const ratioHeaders = base ? nodelets.map((r) => `${label(r)} / containerd CRI`) : [];
   const header = ['critest -benchmark operation', ...measured.map((r) => `${label(r)} p50 ms`), ...ratioHeaders];
   return { header, rows, alignRight: header.map((_, i) => i > 0) };

@@ -25,11 +25,16 @@ export interface RuntimeHandlerConfig {
   runtimeType?: string;
 }
 
+export const GRPC_SERVERS = ['grpc-js', 'builtin'] as const;
+export type GrpcServerKind = (typeof GRPC_SERVERS)[number];
+
 export interface NodeletConfig {
   socket: string;
   root: string;
   runRoot: string;
   logLevel: string;
+  /** The gRPC server under the CRI socket: grpc-js (on node:http2), or builtin (nodelet's own HTTP/2 code, src/cri/h2/). */
+  grpcServer: GrpcServerKind;
   registry: {
     insecure: string[];
     mirrors: Record<string, MirrorConfig>;
@@ -76,6 +81,7 @@ export function defaultConfig(): NodeletConfig {
     root: '/var/lib/nodelet',
     runRoot: '/run/nodelet',
     logLevel: 'info',
+    grpcServer: 'grpc-js',
     registry: { insecure: [], mirrors: {}, requestTimeoutSeconds: 30, retries: 3, stallTimeoutSeconds: 60 },
     cni: { confDir: '/etc/cni/net.d', binDirs: ['/usr/lib/cni', '/opt/cni/bin'] },
     runtime: {
@@ -110,6 +116,7 @@ const FLAGS = {
   'run-root': { type: 'string' },
   config: { type: 'string' },
   'log-level': { type: 'string' },
+  'grpc-server': { type: 'string' },
   'insecure-registry': { type: 'string', multiple: true },
   'registry-mirror': { type: 'string', multiple: true },
   'registry-stall-timeout': { type: 'string' },
@@ -139,6 +146,8 @@ export const USAGE = `Usage: nodelet-cri [flags]
   --run-root DIR                runtime files (default /run/nodelet)
   --config FILE                 YAML or JSON config file (flags win over it)
   --log-level LEVEL             trace|debug|info|warn|error (default info)
+  --grpc-server grpc-js|builtin the gRPC server on the socket: grpc-js, or nodelet's own HTTP/2
+                                code (about half the CPU per call; default grpc-js)
   --insecure-registry HOST[:PORT]   allow plain HTTP / unverified TLS (repeatable)
   --registry-mirror REGISTRY=URL    mirror tried first for REGISTRY (repeatable)
   --registry-stall-timeout DURATION  fail (and retry) a manifest or blob download that receives
@@ -183,6 +192,8 @@ export function loadConfig(argv: string[]): ParsedCommandLine {
   if (values.root) config.root = values.root;
   if (values['run-root']) config.runRoot = values['run-root'];
   if (values['log-level']) config.logLevel = values['log-level'];
+  if (values['grpc-server'] !== undefined) config.grpcServer = values['grpc-server'] as GrpcServerKind;
+  if (!GRPC_SERVERS.includes(config.grpcServer)) throw invalidArgument(`grpcServer (--grpc-server): want ${GRPC_SERVERS.join(' or ')}, not ${JSON.stringify(config.grpcServer)}`);
   for (const host of values['insecure-registry'] ?? []) config.registry.insecure.push(host);
   for (const spec of values['registry-mirror'] ?? []) {
     const eq = spec.indexOf('=');

@@ -105,7 +105,7 @@ export async function startDaemon(config: NodeletConfig): Promise<Daemon> {
   await streaming.start();
   runtimeParts.push(streamingHandlers(runtime, streaming));
   stopHooks.push(() => streaming.stop());
-  const server = new CriServer({ socket: config.socket, runtime: mergeHandlers(...runtimeParts), image: imageHandlers(images), observer: metrics });
+  const server = new CriServer({ socket: config.socket, transport: config.grpcServer, runtime: mergeHandlers(...runtimeParts), image: imageHandlers(images), observer: metrics });
   await server.start();
   if (metrics) {
     const rt = runtime;
@@ -122,7 +122,7 @@ export async function startDaemon(config: NodeletConfig): Promise<Daemon> {
   }
   await runtime.startMonitoring();
   stopHooks.push(async () => runtime!.stopMonitoring());
-  log.info({ socket: config.socket, root: config.root, runRoot: config.runRoot }, 'nodelet-cri serving');
+  log.info({ socket: config.socket, root: config.root, runRoot: config.runRoot, grpcServer: config.grpcServer }, 'nodelet-cri serving');
   return {
     config,
     images,

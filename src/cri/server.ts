@@ -7,7 +7,8 @@ import { criProto, toStatus } from './grpc.js';
 import { logger, type Logger } from '../common/log.js';
 import { NodeletError, hasCode } from '../common/errors.js';
 import { socketAnswers } from '../common/unix-socket.js';
-import { BuiltinGrpcServer } from './h2/server.js';
+import type { GrpcServerKind } from '../config/config.js';
+import type { BuiltinGrpcServer } from './h2/server.js';
 
 export interface CallContext {
   /** Aborted when the client cancels or its deadline passes. */
@@ -208,7 +209,7 @@ export interface CriServerOptions {
   transport?: GrpcTransport;
 }
 
-export type GrpcTransport = 'grpc-js' | 'builtin';
+export type GrpcTransport = GrpcServerKind;
 
 export class CriServer {
   private server?: grpc.Server;
@@ -238,6 +239,8 @@ export class CriServer {
 
   private async startBuiltin(): Promise<void> {
     const proto = criProto();
+    // Loaded only when chosen: grpc-js stays the only transport in memory by default.
+    const { BuiltinGrpcServer } = await import('./h2/server.js');
     const server = new BuiltinGrpcServer();
     const runtime = acceptingEncoded(proto.runtime.v1.RuntimeService.service);
     const image = acceptingEncoded(proto.runtime.v1.ImageService.service);

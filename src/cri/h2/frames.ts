@@ -133,12 +133,16 @@ export interface FrameSink {
  */
 export class FrameReader {
   private held?: Buffer;
-  private prefaceLeft = PREFACE.length;
+  private prefaceLeft: number;
 
+  /** `expectPreface`: a server's reader, where the client's connection preface comes first. */
   constructor(
     private readonly sink: FrameSink,
     private readonly maxFrame: number,
-  ) {}
+    expectPreface = true,
+  ) {
+    this.prefaceLeft = expectPreface ? PREFACE.length : 0;
+  }
 
   push(chunk: Buffer): void {
     let buf = this.held ? Buffer.concat([this.held, chunk]) : chunk;
