@@ -121,6 +121,20 @@ test('a unary call: SETTINGS (1000 streams) and ACK, then response HEADERS, DATA
   }
 });
 
+test('an empty response message (every field default) is sent as its prefix alone, then the trailers', async () => {
+  listSize = 0;
+  for (let i = 0; i < 3; i++) assert.deepEqual((await client.runtime('ListContainers', {})).containers, []);
+  const c = await RawH2Client.connect(socket);
+  try {
+    c.request(1, '/runtime.v1.RuntimeService/ListContainers', RUNTIME.ListContainers.requestSerialize({}));
+    await c.until(() => c.ended(1));
+    assert.deepEqual(c.messages(1).map((m) => m.length), [0]);
+    assert.equal(c.status(1).code, '0');
+  } finally {
+    c.close();
+  }
+});
+
 test('PING is answered with an ACK carrying the same 8 bytes', async () => {
   const c = await RawH2Client.connect(socket);
   try {

@@ -360,18 +360,23 @@ export class H2Connection implements StreamOwner {
         s.headersBlock = undefined;
         s.sentHeaders = true;
       }
-      while (s.data.length && s.sendWindow > 0 && this.connSendWindow > 0) {
-        const head = s.data[0]!;
-        const n = Math.min(head.length, s.sendWindow, this.connSendWindow, this.peerMaxFrame);
+      // One DATA frame per window-sized slice, gathering queued pieces (message prefixes, messages) into it.
+      while (s.queued > 0 && s.sendWindow > 0 && this.connSendWindow > 0) {
+        const n = Math.min(s.queued, s.sendWindow, this.connSendWindow, this.peerMaxFrame);
         const hdr = Buffer.allocUnsafe(FRAME_HEADER);
         frameHeader(hdr, 0, n, FrameType.DATA, 0, s.id);
         this.queue(hdr);
-        if (n === head.length) {
-          this.queue(head);
-          s.data.shift();
-        } else {
-          this.queue(head.subarray(0, n));
-          s.data[0] = head.subarray(n);
+        for (let left = n; left > 0; ) {
+          const head = s.data[0]!;
+          if (head.length <= left) {
+            this.queue(head);
+            s.data.shift();
+            left -= head.length;
+          } else {
+            this.queue(head.subarray(0, left));
+            s.data[0] = head.subarray(left);
+            left = 0;
+          }
         }
         s.queued -= n;
         s.sendWindow -= n;

@@ -4,7 +4,15 @@ import { encodeHeaders, type HeaderList } from './hpack.js';
 /** Largest request message accepted (as grpc.max_receive_message_length on the grpc-js server). */
 export const MAX_MESSAGE = 16 * 1024 * 1024;
 
-/** The 5-byte prefix (compressed flag, big-endian length) and the message, as one buffer. */
+/** The 5-byte prefix of an uncompressed message: compressed flag 0, big-endian length. */
+export function messagePrefix(length: number): Buffer {
+  const out = Buffer.allocUnsafe(5);
+  out[0] = 0;
+  out.writeUInt32BE(length, 1);
+  return out;
+}
+
+/** The 5-byte prefix and the message, as one buffer. */
 export function frameMessage(message: Uint8Array): Buffer {
   const out = Buffer.allocUnsafe(5 + message.length);
   out[0] = 0;

@@ -5,12 +5,13 @@ import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import type * as grpc from '@grpc/grpc-js';
 import { H2Connection, type RequestSink } from './connection.js';
-import { parseTimeout } from './grpc-wire.js';
+import { MAX_MESSAGE, parseTimeout } from './grpc-wire.js';
 import type { H2Stream } from './stream.js';
 
 const STATUS_UNIMPLEMENTED = 12;
 const STATUS_INTERNAL = 13;
 const STATUS_UNKNOWN = 2;
+const STATUS_RESOURCE_EXHAUSTED = 8;
 
 interface Method {
   def: grpc.MethodDefinition<unknown, unknown>;
@@ -67,12 +68,19 @@ class Call extends EventEmitter {
   }
 
   private serialize(value: unknown): Buffer | undefined {
+    let bytes: Buffer;
     try {
-      return this.def.responseSerialize(value);
+      bytes = this.def.responseSerialize(value);
     } catch (err) {
       this.stream.sendStatus(STATUS_INTERNAL, `response does not serialize: ${(err as Error).message}`);
       return undefined;
     }
+    // As grpc.max_send_message_length on the grpc-js server.
+    if (bytes.length > MAX_MESSAGE) {
+      this.stream.sendStatus(STATUS_RESOURCE_EXHAUSTED, `response of ${bytes.length} bytes exceeds the ${MAX_MESSAGE}-byte limit`);
+      return undefined;
+    }
+    return bytes;
   }
 }
 

@@ -2,7 +2,7 @@
 // the connection to send as flow control allows, and cancellation when the client resets it.
 import { EventEmitter } from 'node:events';
 import type { HeaderList } from './hpack.js';
-import { RESPONSE_HEADER_BLOCK, frameMessage, statusBlock } from './grpc-wire.js';
+import { RESPONSE_HEADER_BLOCK, messagePrefix, statusBlock } from './grpc-wire.js';
 
 /** Bytes queued on a stream past which write() asks the writer to wait for 'drain'. */
 export const STREAM_HIGH_WATER = 64 * 1024;
@@ -55,12 +55,14 @@ export class H2Stream extends EventEmitter {
   }
 
   /** Queues one gRPC message; false once more than STREAM_HIGH_WATER is waiting (then wait for 'drain'). */
-  sendMessage(message: Uint8Array): boolean {
+  sendMessage(message: Buffer): boolean {
     if (this.ended || this.cancelled) return true;
     if (!this.headersBlock && !this.sentHeaders) this.headersBlock = RESPONSE_HEADER_BLOCK;
-    const framed = frameMessage(message);
-    this.data.push(framed);
-    this.queued += framed.length;
+    // The 5-byte prefix and the message as two pieces: the message is not copied. An empty message
+    // (all fields default) is the prefix alone: no empty piece may wait in the queue.
+    this.data.push(messagePrefix(message.length));
+    if (message.length) this.data.push(message);
+    this.queued += 5 + message.length;
     this.owner.schedule(this);
     if (this.queued > STREAM_HIGH_WATER) {
       this.wantDrain = true;
