@@ -135,6 +135,30 @@ test('an empty response message (every field default) is sent as its prefix alon
   }
 });
 
+test('a request split over HEADERS + CONTINUATION, with priority, padding and an empty END_STREAM DATA, is one call', async () => {
+  const c = await RawH2Client.connect(socket);
+  try {
+    const block = encodeHeaders([[':method', 'POST'], [':scheme', 'http'], [':path', '/runtime.v1.RuntimeService/Version'], [':authority', 'x'], ['content-type', 'application/grpc+proto'], ['x-long', 'l'.repeat(3000)]], false);
+    const priority = Buffer.from([0, 0, 0, 0, 16]);
+    const padded = (payload: Buffer, pad: number) => Buffer.concat([Buffer.from([pad]), payload, Buffer.alloc(pad)]);
+    const message = versionRequest();
+    const body = Buffer.concat([Buffer.from([0, 0, 0, 0, message.length]), message]);
+    c.write(Buffer.concat([
+      frame(FrameType.HEADERS, Flag.PRIORITY | Flag.PADDED, 1, padded(Buffer.concat([priority, block.subarray(0, 1000)]), 7)),
+      frame(FrameType.CONTINUATION, 0, 1, block.subarray(1000, 2000)),
+      frame(FrameType.CONTINUATION, Flag.END_HEADERS, 1, block.subarray(2000)),
+      frame(FrameType.DATA, Flag.PADDED, 1, padded(body.subarray(0, 3), 20)),
+      frame(FrameType.DATA, 0, 1, body.subarray(3)),
+      frame(FrameType.DATA, Flag.END_STREAM, 1),
+    ]));
+    await c.until(() => c.ended(1));
+    assert.equal(c.status(1).code, '0');
+    assert.equal((RUNTIME.Version.responseDeserialize(c.messages(1)[0]!) as { runtime_name: string }).runtime_name, 'nodelet');
+  } finally {
+    c.close();
+  }
+});
+
 test('PING is answered with an ACK carrying the same 8 bytes', async () => {
   const c = await RawH2Client.connect(socket);
   try {
