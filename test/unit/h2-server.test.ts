@@ -12,6 +12,8 @@ import { NodeletError } from '../../src/common/errors.js';
 import { ErrorCode, Flag, FrameType, Setting, frame, frameHeader, FRAME_HEADER, windowUpdateFrame, rstStreamFrame } from '../../src/cri/h2/frames.js';
 import { encodeHeaders } from '../../src/cri/h2/hpack.js';
 import { RawH2Client } from '../helpers/raw-h2.js';
+import { BuiltinGrpcServer } from '../../src/cri/h2/server.js';
+import { DEFAULT_LIMITS } from '../../src/cri/h2/connection.js';
 import { connectCri, type CriClient } from '../helpers/cri-client.js';
 
 const proto = criProto();
@@ -362,5 +364,21 @@ test('stop(grace): GOAWAY, the running call finishes, the connection closes, the
     await assert.rejects(fsp.stat(s2), /ENOENT/);
   } finally {
     c.close();
+  }
+});
+
+test('a connection that sends no preface and SETTINGS in time is closed with GOAWAY; one that does stays', async () => {
+  const s3 = path.join(dir, 'handshake.sock');
+  const quick = new BuiltinGrpcServer({ ...DEFAULT_LIMITS, handshakeMs: 200 });
+  await quick.listen(s3);
+  try {
+    const silent = await RawH2Client.connect(s3, [], false);
+    const polite = await RawH2Client.connect(s3);
+    await expectGoaway(silent, ErrorCode.PROTOCOL_ERROR);
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(polite.closed, false);
+    polite.close();
+  } finally {
+    await quick.stop(100);
   }
 });

@@ -32,6 +32,8 @@ export interface ConnectionLimits {
   /** Largest header block (HEADERS + CONTINUATION, compressed) and decoded header list. */
   maxHeaderBlock: number;
   maxHeaderList: number;
+  /** A connection that has not sent its preface and SETTINGS this long after connecting is closed. */
+  handshakeMs: number;
 }
 
 export const DEFAULT_LIMITS: ConnectionLimits = {
@@ -39,6 +41,7 @@ export const DEFAULT_LIMITS: ConnectionLimits = {
   maxRequestBytes: MAX_MESSAGE + 5,
   maxHeaderBlock: 64 * 1024,
   maxHeaderList: 64 * 1024,
+  handshakeMs: 10_000,
 };
 
 /** Our receive windows: a stream's (advertised in SETTINGS) and the connection's (raised by WINDOW_UPDATE). */
@@ -74,6 +77,7 @@ export class H2Connection implements StreamOwner {
   private goingAway = false;
   private closed = false;
   private readonly onClosed = new Set<() => void>();
+  private handshakeTimer?: NodeJS.Timeout;
 
   constructor(
     private readonly socket: Socket,
@@ -91,6 +95,8 @@ export class H2Connection implements StreamOwner {
       ]),
     );
     this.queue(windowUpdateFrame(0, CONN_RECV_WINDOW - DEFAULT_WINDOW));
+    this.handshakeTimer = setTimeout(() => this.fail(new ConnectionError(ErrorCode.PROTOCOL_ERROR, `no preface and SETTINGS within ${limits.handshakeMs} ms`)), limits.handshakeMs);
+    this.handshakeTimer.unref();
     socket.on('data', (chunk: Buffer) => {
       try {
         this.reader.push(chunk);
@@ -168,6 +174,7 @@ export class H2Connection implements StreamOwner {
       if (payload.length) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, 'SETTINGS ACK with a payload');
       return;
     }
+    clearTimeout(this.handshakeTimer); // the client's first SETTINGS follows its preface
     if (payload.length % 6) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, 'SETTINGS length not a multiple of 6');
     for (let at = 0; at < payload.length; at += 6) {
       const key = payload.readUInt16BE(at);
@@ -467,6 +474,7 @@ export class H2Connection implements StreamOwner {
   private teardown(): void {
     if (this.closed) return;
     this.closed = true;
+    clearTimeout(this.handshakeTimer);
     for (const s of this.streams.values()) s.cancel();
     this.streams.clear();
     this.ready.clear();

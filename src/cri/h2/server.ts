@@ -4,7 +4,7 @@
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import type * as grpc from '@grpc/grpc-js';
-import { H2Connection, type RequestSink } from './connection.js';
+import { DEFAULT_LIMITS, H2Connection, type ConnectionLimits, type RequestSink } from './connection.js';
 import { MAX_MESSAGE, parseTimeout } from './grpc-wire.js';
 import type { H2Stream } from './stream.js';
 
@@ -89,6 +89,8 @@ export class BuiltinGrpcServer implements RequestSink {
   private readonly connections = new Set<H2Connection>();
   private server?: net.Server;
 
+  constructor(private readonly limits: ConnectionLimits = DEFAULT_LIMITS) {}
+
   addService(service: grpc.ServiceDefinition, impl: grpc.UntypedServiceImplementation): void {
     for (const [name, def] of Object.entries(service)) {
       if (def.requestStream) continue; // no client-streaming calls in the CRI
@@ -99,7 +101,7 @@ export class BuiltinGrpcServer implements RequestSink {
 
   async listen(socket: string): Promise<void> {
     const server = net.createServer((sock) => {
-      const conn = new H2Connection(sock, this);
+      const conn = new H2Connection(sock, this, this.limits);
       this.connections.add(conn);
       conn.whenClosed(() => this.connections.delete(conn));
     });
