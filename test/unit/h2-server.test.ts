@@ -382,3 +382,22 @@ test('a connection that sends no preface and SETTINGS in time is closed with GOA
     await quick.stop(100);
   }
 });
+
+test('a client that keeps sending PINGs without reading the ACKs is dropped once the unsent bytes pass the bound', async () => {
+  const s4 = path.join(dir, 'flood.sock');
+  const small = new BuiltinGrpcServer({ ...DEFAULT_LIMITS, maxUnsentBytes: 64 * 1024 });
+  await small.listen(s4);
+  try {
+    const c = await RawH2Client.connect(s4);
+    c.socket.pause(); // reads nothing until the server gave up on it
+    const ping = frame(FrameType.PING, 0, 0, Buffer.alloc(8));
+    c.write(Buffer.concat(Array.from({ length: 100_000 }, () => ping)));
+    for (let i = 0; i < 200 && small.connectionCount > 0; i++) await new Promise((r) => setTimeout(r, 25));
+    assert.equal(small.connectionCount, 0, 'the server dropped the connection');
+    c.socket.resume();
+    await c.untilClosed(10_000);
+    assert.ok(c.frames.filter((f) => f.type === FrameType.PING).length < 100_000, 'not every ACK was sent');
+  } finally {
+    await small.stop(100);
+  }
+});

@@ -34,6 +34,11 @@ export interface ConnectionLimits {
   maxHeaderList: number;
   /** A connection that has not sent its preface and SETTINGS this long after connecting is closed. */
   handshakeMs: number;
+  /**
+   * Bytes written to the socket but not yet taken by the kernel past which the client is dropped: it
+   * keeps asking (PINGs, SETTINGS) without reading the answers. Responses wait for 'drain' instead.
+   */
+  maxUnsentBytes: number;
 }
 
 export const DEFAULT_LIMITS: ConnectionLimits = {
@@ -42,6 +47,7 @@ export const DEFAULT_LIMITS: ConnectionLimits = {
   maxHeaderBlock: 64 * 1024,
   maxHeaderList: 64 * 1024,
   handshakeMs: 10_000,
+  maxUnsentBytes: 8 << 20,
 };
 
 /** Our receive windows: a stream's (advertised in SETTINGS) and the connection's (raised by WINDOW_UPDATE). */
@@ -448,6 +454,7 @@ export class H2Connection implements StreamOwner {
       ok = !this.socket.writableNeedDrain;
     }
     if (!ok) this.socketBlocked = true;
+    if (this.socket.writableLength > this.limits.maxUnsentBytes) this.socket.destroy();
   }
 
   // --- closing ---

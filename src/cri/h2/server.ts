@@ -91,6 +91,11 @@ export class BuiltinGrpcServer implements RequestSink {
 
   constructor(private readonly limits: ConnectionLimits = DEFAULT_LIMITS) {}
 
+  /** Client connections open now. */
+  get connectionCount(): number {
+    return this.connections.size;
+  }
+
   addService(service: grpc.ServiceDefinition, impl: grpc.UntypedServiceImplementation): void {
     for (const [name, def] of Object.entries(service)) {
       if (def.requestStream) continue; // no client-streaming calls in the CRI
