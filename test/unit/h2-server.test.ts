@@ -401,3 +401,46 @@ test('a client that keeps sending PINGs without reading the ACKs is dropped once
     await small.stop(100);
   }
 });
+
+test('streams the client reset count against the stream limit until their handlers end', async () => {
+  const s5 = path.join(dir, 'reset.sock');
+  const limited = new BuiltinGrpcServer({ ...DEFAULT_LIMITS, maxConcurrentStreams: 2 });
+  let running = 0;
+  let most = 0;
+  limited.addService(RUNTIME, {
+    ContainerStatus: (_call: unknown, callback: (err: null, res: unknown) => void) => {
+      most = Math.max(most, ++running);
+      setTimeout(() => {
+        running--;
+        callback(null, {});
+      }, 300); // ignores the cancellation
+    },
+    GetContainerEvents: () => undefined, // never ends the call, as a stream handler on a cancelled call
+  });
+  await limited.listen(s5);
+  const c = await RawH2Client.connect(s5);
+  try {
+    for (const id of [1, 3, 5, 7]) {
+      c.request(id, '/runtime.v1.RuntimeService/ContainerStatus', statusRequest('x'));
+      c.write(rstStreamFrame(id, ErrorCode.CANCEL));
+    }
+    await c.until((fs) => fs.filter((f) => f.type === FrameType.RST_STREAM).length === 2);
+    const refused = c.frames.filter((f) => f.type === FrameType.RST_STREAM);
+    assert.deepEqual(refused.map((f) => [f.stream, f.payload.readUInt32BE(0)]), [[5, ErrorCode.REFUSED_STREAM], [7, ErrorCode.REFUSED_STREAM]]);
+    assert.equal(most, 2);
+    await new Promise((r) => setTimeout(r, 400));
+    c.request(9, '/runtime.v1.RuntimeService/ContainerStatus', statusRequest('x'));
+    await c.until(() => c.ended(9));
+    assert.equal(c.status(9).code, '0', 'once the handlers ended, new calls run');
+    for (const id of [11, 13]) {
+      c.request(id, '/runtime.v1.RuntimeService/GetContainerEvents', RUNTIME.GetContainerEvents.requestSerialize({}));
+      c.write(rstStreamFrame(id, ErrorCode.CANCEL));
+    }
+    c.request(15, '/runtime.v1.RuntimeService/ContainerStatus', statusRequest('x'));
+    await c.until(() => c.ended(15));
+    assert.equal(c.status(15).code, '0', 'reset server streams do not hold slots');
+  } finally {
+    c.close();
+    await limited.stop(100);
+  }
+});

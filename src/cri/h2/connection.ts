@@ -84,6 +84,8 @@ export class H2Connection implements StreamOwner {
   private closed = false;
   private readonly onClosed = new Set<() => void>();
   private handshakeTimer?: NodeJS.Timeout;
+  /** Handlers still running for streams the client reset: they count against the stream limit. */
+  private orphans = 0;
 
   constructor(
     private readonly socket: Socket,
@@ -262,7 +264,9 @@ export class H2Connection implements StreamOwner {
     }
     if (id <= this.lastStream) return; // a stream we already closed
     this.lastStream = id;
-    if (this.goingAway || this.streams.size >= this.limits.maxConcurrentStreams) {
+    // Reset streams whose handlers still run count too: a client resetting every call it makes
+    // cannot keep starting handlers without bound.
+    if (this.goingAway || this.streams.size + this.orphans >= this.limits.maxConcurrentStreams) {
       this.queue(rstStreamFrame(id, ErrorCode.REFUSED_STREAM));
       return;
     }
@@ -347,7 +351,13 @@ export class H2Connection implements StreamOwner {
     if (!s || !this.streams.has(s.id)) return;
     this.streams.delete(s.id);
     this.ready.delete(s);
-    if (cancel) s.cancel();
+    if (cancel) {
+      if (s.unaryRunning && !s.ended) {
+        this.orphans++;
+        s.onHandlerEnd = () => this.orphans--;
+      }
+      s.cancel();
+    }
     this.closeIfIdle();
   }
 

@@ -130,8 +130,14 @@ export class BuiltinGrpcServer implements RequestSink {
       return stream.sendStatus(STATUS_INTERNAL, `${stream.path}: request does not parse: ${(err as Error).message}`);
     }
     const call = new Call(stream, method.def, request);
-    if (method.def.responseStream) (method.handler as (call: unknown) => void)(call);
-    else (method.handler as (call: unknown, cb: unknown) => void)(call, call.callback);
+    if (method.def.responseStream) {
+      (method.handler as (call: unknown) => void)(call);
+    } else {
+      // Counted against the stream limit until the callback, reset or not (a streaming handler
+      // returns on the cancellation itself and may never end the call).
+      stream.unaryRunning = true;
+      (method.handler as (call: unknown, cb: unknown) => void)(call, call.callback);
+    }
   }
 
   /** Stops accepting, sends GOAWAY on every connection, and closes them all once their calls end or after graceMs. */

@@ -35,6 +35,10 @@ export class H2Stream extends EventEmitter {
   trailersBlock?: Buffer;
   sendWindow: number;
   wantDrain = false;
+  /** Set by the connection on a reset stream whose handler still runs: called when it ends the call. */
+  onHandlerEnd?: () => void;
+  /** A unary handler runs for this stream: it always ends the call (sendStatus), even after a reset. */
+  unaryRunning = false;
   /** Answered before its request was read: the request is not read any further. */
   refused = false;
 
@@ -73,6 +77,9 @@ export class H2Stream extends EventEmitter {
 
   /** Ends the call with a status; trailers-only when nothing was sent before. */
   sendStatus(code: number, message?: string): void {
+    const onEnd = this.onHandlerEnd;
+    this.onHandlerEnd = undefined;
+    onEnd?.();
     if (this.ended || this.cancelled) return;
     this.ended = true;
     const headersToo = !this.headersBlock && !this.sentHeaders;
