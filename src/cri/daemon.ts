@@ -31,7 +31,7 @@ export async function startDaemon(config: NodeletConfig): Promise<Daemon> {
   const log = logger();
   await ensureDir(config.root, 0o711);
   await ensureDir(config.runRoot, 0o711);
-  // The registry client (undici: ~20 MiB of RSS loaded) is loaded by the first pull, not at start.
+  // The registry client is loaded by the first pull, not at start: a node that never pulls never pays for it.
   let registryClient: Promise<RegistryClient> | undefined;
   const loadRegistry = () =>
     (registryClient ??= import('../image/registry.js').then(

@@ -3,7 +3,6 @@ import { createHash } from 'node:crypto';
 import { open, unlink } from 'node:fs/promises';
 import { Transform, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { Agent, request, type Dispatcher } from 'undici';
 import { NodeletError, errorMessage, notFound, unauthenticated, unavailable } from '../common/errors.js';
 import { logger } from '../common/log.js';
 import type { MirrorConfig } from '../config/config.js';
@@ -18,6 +17,7 @@ import {
 } from './media-types.js';
 import { hostPlatform, selectManifest, type Platform } from './platform.js';
 import { formatReference, isDigest, type ImageReference } from './reference.js';
+import { BODY_TIMEOUT, CONNECT_TIMEOUT, HEADERS_TIMEOUT, HttpPool, type HttpResponse } from './registry-http.js';
 
 export interface RegistryClientOptions {
   /** Registries (host[:port]) allowed over plain HTTP and with unverified TLS. */
@@ -98,7 +98,7 @@ interface CachedToken {
   expiresAt: number;
 }
 
-type Response = Dispatcher.ResponseData;
+type Response = HttpResponse;
 
 const DOCKER_HUB_DOMAIN = 'docker.io';
 const DOCKER_HUB_HOST = 'registry-1.docker.io';
@@ -109,19 +109,20 @@ const MAX_INDEX_DEPTH = 2;
 const BACKOFF_BASE_MS = 250;
 const BACKOFF_MAX_MS = 10_000;
 const DEFAULT_STALL_TIMEOUT_MS = 60_000;
+/** How long an unused registry connection stays open for the next request. */
+const KEEP_ALIVE_MS = 30_000;
 /** Bytes of a blob download handed on at once (to its file, digest check and a streamed unpack). */
 const BLOB_BATCH_BYTES = 1 << 20;
 /** Written blob bytes after which they are flushed to disk while the download goes on. */
 const BLOB_EARLY_FLUSH_BYTES = 8 << 20;
 /** Progress that counts against the stall timeout: 1 KiB, so a byte-at-a-time drip counts as a stall. */
 export const STALL_MIN_BYTES = 1024;
+// A body cut short ends in ECONNRESET ("aborted") or a premature close; the size and digest checks catch the rest.
 const RETRYABLE_CODES = new Set([
-  'UND_ERR_CONNECT_TIMEOUT',
-  'UND_ERR_HEADERS_TIMEOUT',
-  'UND_ERR_BODY_TIMEOUT',
-  'UND_ERR_SOCKET',
-  'UND_ERR_CLOSED',
-  'UND_ERR_RES_CONTENT_LENGTH_MISMATCH',
+  CONNECT_TIMEOUT,
+  HEADERS_TIMEOUT,
+  BODY_TIMEOUT,
+  'ERR_STREAM_PREMATURE_CLOSE',
   'ECONNREFUSED',
   'ECONNRESET',
   'EPIPE',
@@ -157,17 +158,6 @@ function hostnameOf(host: string): string {
 
 function isLoopback(host: string): boolean {
   return LOOPBACK_HOSTS.has(hostnameOf(host));
-}
-
-function header(res: Response, name: string): string | undefined {
-  const value = res.headers[name];
-  return Array.isArray(value) ? value[0] : value;
-}
-
-function headerList(res: Response, name: string): string[] {
-  const value = res.headers[name];
-  if (value === undefined) return [];
-  return Array.isArray(value) ? value : [value];
 }
 
 /** Parses WWW-Authenticate values; returns the bearer challenge if any, else basic. */
@@ -222,7 +212,7 @@ function digestOf(data: Buffer, like: string): string {
 async function registryReason(res: Response): Promise<string> {
   let text = '';
   try {
-    text = (await res.body.text()).slice(0, 2000);
+    text = (await res.text()).slice(0, 2000);
   } catch {
     return `HTTP ${res.statusCode}`;
   }
@@ -252,7 +242,6 @@ function isHttpsFailure(err: unknown): boolean {
   if (typeof code === 'string' && (code.startsWith('ERR_SSL') || code === 'EPROTO' || code === 'ECONNREFUSED' || code === 'ECONNRESET')) {
     return true;
   }
-  if (code === 'UND_ERR_SOCKET') return true;
   return /ssl|tls|wrong version number/i.test(message);
 }
 
@@ -274,8 +263,8 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 export class RegistryClient {
   private readonly opts: Required<Omit<RegistryClientOptions, 'platform'>> & { platform: Platform };
   private readonly log = logger({ component: 'registry' });
-  private readonly verifyingAgent: Agent;
-  private readonly insecureAgent: Agent;
+  private readonly verifyingPool: HttpPool;
+  private readonly insecurePool: HttpPool;
   /** Scheme that worked for a host that may fall back to HTTP. */
   private readonly schemeByHost = new Map<string, 'https' | 'http'>();
   private readonly challengeByHost = new Map<string, Challenge>();
@@ -294,20 +283,18 @@ export class RegistryClient {
       userAgent: options.userAgent ?? 'nodelet/0.1',
     };
     const common = {
-      headersTimeout: this.opts.requestTimeoutMs,
-      bodyTimeout: this.opts.bodyIdleTimeoutMs,
-      keepAliveTimeout: 30_000,
+      headersTimeoutMs: this.opts.requestTimeoutMs,
+      bodyIdleTimeoutMs: this.opts.bodyIdleTimeoutMs,
+      keepAliveMs: KEEP_ALIVE_MS,
     };
-    this.verifyingAgent = new Agent({ ...common, connect: { timeout: this.opts.requestTimeoutMs } });
-    this.insecureAgent = new Agent({
-      ...common,
-      connect: { timeout: this.opts.requestTimeoutMs, rejectUnauthorized: false },
-    });
+    this.verifyingPool = new HttpPool({ ...common, rejectUnauthorized: true });
+    this.insecurePool = new HttpPool({ ...common, rejectUnauthorized: false });
   }
 
-  /** Closes pooled connections. */
+  /** Closes every connection, pooled or in use. */
   async close(): Promise<void> {
-    await Promise.all([this.verifyingAgent.close(), this.insecureAgent.close()]);
+    this.verifyingPool.close();
+    this.insecurePool.close();
   }
 
   /** The endpoints tried for a registry domain, in order: mirrors, then upstream (unless disabled). */
@@ -497,13 +484,13 @@ export class RegistryClient {
     return this.withRetries(ctx, ep, async () => {
       const res = await this.send(ep, ctx, 'GET', this.manifestPath(ep, ctx, reference), { accept: MANIFEST_ACCEPT });
       if (res.statusCode === 404) {
-        await res.body.dump();
+        await res.dump();
         throw new RegistryNotFound(`image "${ctx.image}" from ${ep.host}: manifest ${reference} not found`);
       }
       if (res.statusCode !== 200) throw await this.unexpectedStatus(res, ep, ctx, `manifest ${reference}`);
       const bytes = await this.readLimited(res, MAX_MANIFEST_BYTES, ep, ctx, `manifest ${reference}`, 'Internal');
 
-      const headerDigest = header(res, 'docker-content-digest');
+      const headerDigest = res.header('docker-content-digest');
       const wantDigest = isDigest(reference) ? reference : headerDigest && isDigest(headerDigest) ? headerDigest : undefined;
       const digest = digestOf(bytes, wantDigest ?? 'sha256:');
       if (wantDigest && digest !== wantDigest) {
@@ -519,7 +506,7 @@ export class RegistryClient {
       } catch (err) {
         throw this.error('Internal', ctx, ep, `manifest ${reference} is not valid JSON: ${errorMessage(err)}`);
       }
-      const contentType = (header(res, 'content-type') ?? '').split(';')[0]!.trim();
+      const contentType = (res.header('content-type') ?? '').split(';')[0]!.trim();
       if (isSchema1(contentType) || parsed.schemaVersion === 1) {
         throw this.error(
           'FailedPrecondition',
@@ -545,7 +532,7 @@ export class RegistryClient {
     return this.withRetries(ctx, ep, async () => {
       const res = await this.send(ep, ctx, 'GET', this.blobPath(ep, ctx, desc.digest), {});
       if (res.statusCode === 404) {
-        await res.body.dump();
+        await res.dump();
         throw new RegistryNotFound(`image "${ctx.image}" from ${ep.host}: blob ${desc.digest} not found`);
       }
       if (res.statusCode !== 200) throw await this.unexpectedStatus(res, ep, ctx, `blob ${desc.digest}`);
@@ -571,7 +558,7 @@ export class RegistryClient {
     openSink?: () => Writable,
   ): Promise<void> {
     if (res.statusCode === 404) {
-      await res.body.dump();
+      await res.dump();
       throw new RegistryNotFound(`image "${ctx.image}" from ${ep.host}: blob ${desc.digest} not found`);
     }
     if (res.statusCode !== 200) throw await this.unexpectedStatus(res, ep, ctx, `blob ${desc.digest}`);
@@ -678,7 +665,7 @@ export class RegistryClient {
     what: string,
     overKind: NodeletError['kind'],
   ): Promise<Buffer> {
-    const declared = Number(header(res, 'content-length') ?? NaN);
+    const declared = Number(res.header('content-length') ?? NaN);
     if (Number.isFinite(declared) && declared > limit) {
       res.body.destroy();
       throw this.error(overKind, ctx, ep, `${what} is ${declared} bytes, more than the ${limit} allowed`);
@@ -707,7 +694,7 @@ export class RegistryClient {
   /**
    * Watches a body being read: when less than STALL_MIN_BYTES arrive within stallTimeoutMs, the body is destroyed
    * with a retryable error naming the registry and what was being fetched. explain() turns the read's failure
-   * (the stall, or undici's own idle timeout) into that error.
+   * (the stall, or the body's idle timeout) into that error.
    */
   private watchStall(res: Response, ep: Endpoint, ctx: PullContext, what: string) {
     const timeoutMs = this.opts.stallTimeoutMs;
@@ -732,7 +719,7 @@ export class RegistryClient {
       },
       explain(err: unknown): unknown {
         if (fired) return fired;
-        if ((err as { code?: unknown } | undefined)?.code === 'UND_ERR_BODY_TIMEOUT') {
+        if ((err as { code?: unknown } | undefined)?.code === BODY_TIMEOUT) {
           return stalled(`no byte received in ${idleMs / 1000} s`);
         }
         return err;
@@ -744,7 +731,7 @@ export class RegistryClient {
     const reason = await registryReason(res);
     const message = `image "${ctx.image}" from ${ep.host}: ${what}: ${reason}`;
     if (res.statusCode === 429 || res.statusCode >= 500) {
-      const retryAfter = Number(header(res, 'retry-after'));
+      const retryAfter = Number(res.header('retry-after'));
       return new RetryableError(message, Number.isFinite(retryAfter) ? retryAfter * 1000 : undefined);
     }
     if (res.statusCode === 401 || res.statusCode === 403) {
@@ -772,9 +759,9 @@ export class RegistryClient {
       if (authorization) reqHeaders.authorization = authorization;
       const res = await this.sendWithFallback(ep, ctx, method, path, reqHeaders);
       if (res.statusCode !== 401 || answered || ctx.creds?.registryToken) return res;
-      const challenge = parseChallenge(headerList(res, 'www-authenticate'));
+      const challenge = parseChallenge(res.headerList('www-authenticate'));
       if (!challenge) return res;
-      await res.body.dump();
+      await res.dump();
       this.challengeByHost.set(ep.host, challenge);
       // Even with nothing new to offer (basic challenge, no credentials) we ask once more, to surface the 401.
       authorization = await this.authorizationFor(ep, ctx, challenge.params.scope);
@@ -817,17 +804,10 @@ export class RegistryClient {
     let url = start;
     const reqHeaders: Record<string, string> = { 'user-agent': this.opts.userAgent, ...headers };
     for (let hop = 0; ; hop++) {
-      const res = await request(url, {
-        method,
-        headers: reqHeaders,
-        signal: ctx.signal,
-        dispatcher: this.agentFor(url.host, ep),
-        headersTimeout: this.opts.requestTimeoutMs,
-        bodyTimeout: this.opts.bodyIdleTimeoutMs,
-      });
-      const location = header(res, 'location');
+      const res = await this.poolFor(url.host, ep).request(url, { method, headers: reqHeaders, signal: ctx.signal });
+      const location = res.header('location');
       if (![301, 302, 303, 307, 308].includes(res.statusCode) || !location) return res;
-      await res.body.dump();
+      await res.dump();
       if (hop >= MAX_REDIRECTS) throw this.error('Internal', ctx, ep, `too many redirects fetching ${start.pathname}`);
       const next = new URL(location, url);
       // Credentials for the registry must not travel to the storage backend it redirects to.
@@ -836,8 +816,8 @@ export class RegistryClient {
     }
   }
 
-  private agentFor(host: string, ep: Endpoint): Agent {
-    return (host === ep.host && ep.skipVerify) || this.isInsecureHost(host) ? this.insecureAgent : this.verifyingAgent;
+  private poolFor(host: string, ep: Endpoint): HttpPool {
+    return (host === ep.host && ep.skipVerify) || this.isInsecureHost(host) ? this.insecurePool : this.verifyingPool;
   }
 
   /** The Authorization header for a request to ep, from the credentials and the host's last challenge. */
@@ -905,15 +885,8 @@ export class RegistryClient {
     }
     let res: Response;
     try {
-      res = await request(realmUrl, {
-        method,
-        headers,
-        body,
-        signal: ctx.signal,
-        dispatcher: this.isInsecureHost(realmUrl.host) ? this.insecureAgent : this.verifyingAgent,
-        headersTimeout: this.opts.requestTimeoutMs,
-        bodyTimeout: this.opts.bodyIdleTimeoutMs,
-      });
+      const pool = this.isInsecureHost(realmUrl.host) ? this.insecurePool : this.verifyingPool;
+      res = await pool.request(realmUrl, { method, headers, body, signal: ctx.signal });
     } catch (err) {
       if (ctx.signal?.aborted) throw this.cancelled(ctx, ep);
       throw new RetryableError(`image "${ctx.image}" from ${ep.host}: token request to ${realmUrl.host}: ${errorMessage(err)}`, undefined, err);
@@ -926,7 +899,7 @@ export class RegistryClient {
     }
     let parsed: { token?: string; access_token?: string; expires_in?: number; issued_at?: string };
     try {
-      parsed = (await res.body.json()) as typeof parsed;
+      parsed = (await res.json()) as typeof parsed;
     } catch (err) {
       throw this.error('Unauthenticated', ctx, ep, `token response from ${realmUrl.host} is not JSON: ${errorMessage(err)}`);
     }
