@@ -81,7 +81,7 @@ export function defaultConfig(): NodeletConfig {
     root: '/var/lib/nodelet',
     runRoot: '/run/nodelet',
     logLevel: 'info',
-    grpcServer: 'grpc-js',
+    grpcServer: 'builtin',
     registry: { insecure: [], mirrors: {}, requestTimeoutSeconds: 30, retries: 3, stallTimeoutSeconds: 60 },
     cni: { confDir: '/etc/cni/net.d', binDirs: ['/usr/lib/cni', '/opt/cni/bin'] },
     runtime: {
@@ -146,8 +146,8 @@ export const USAGE = `Usage: nodelet-cri [flags]
   --run-root DIR                runtime files (default /run/nodelet)
   --config FILE                 YAML or JSON config file (flags win over it)
   --log-level LEVEL             trace|debug|info|warn|error (default info)
-  --grpc-server grpc-js|builtin the gRPC server on the socket: grpc-js, or nodelet's own HTTP/2
-                                code (about half the CPU per call; default grpc-js)
+  --grpc-server builtin|grpc-js the gRPC server on the socket: nodelet's own HTTP/2 code (about
+                                half the CPU per call; default), or grpc-js on node:http2
   --insecure-registry HOST[:PORT]   allow plain HTTP / unverified TLS (repeatable)
   --registry-mirror REGISTRY=URL    mirror tried first for REGISTRY (repeatable)
   --registry-stall-timeout DURATION  fail (and retry) a manifest or blob download that receives

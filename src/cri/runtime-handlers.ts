@@ -5,7 +5,7 @@ import type { SandboxRecord, ContainerRecord } from '../runtime/records.js';
 import { NODELET_VERSION, CRI_API_VERSION } from '../version.js';
 import { checkCommand } from '../runtime/validation.js';
 import { reportedMounts } from '../runtime/image-volumes.js';
-import { criProto } from './grpc.js';
+import { criServices } from './grpc.js';
 import { containerListItems, podSandboxListItems } from './list-responses.js';
 
 export function sandboxStatusMessage(rec: SandboxRecord) {
@@ -53,7 +53,7 @@ function nowNs(): string {
 
 export function runtimeHandlers(rt: RuntimeService): ServiceHandlers {
   const { sandboxes, containers } = rt;
-  const service = criProto().runtime.v1.RuntimeService.service;
+  const service = criServices().runtime;
   const containerItems = containerListItems(service.ListContainers.responseSerialize);
   const sandboxItems = podSandboxListItems(service.ListPodSandbox.responseSerialize);
   return {

@@ -2,8 +2,9 @@
 // Handlers are plain async functions of the domain; this file adds logging, cancellation and error mapping.
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import * as grpc from '@grpc/grpc-js';
-import { criProto, toStatus } from './grpc.js';
+import type * as grpc from '@grpc/grpc-js';
+import { criServices, toStatus } from './grpc.js';
+import { GrpcStatus, grpcStatusName, loadGrpcJs } from '../common/grpc-status.js';
 import { logger, type Logger } from '../common/log.js';
 import { NodeletError, hasCode } from '../common/errors.js';
 import { socketAnswers } from '../common/unix-socket.js';
@@ -129,16 +130,16 @@ function wrapUnary(method: string, handler: UnaryHandler, observer?: CallObserve
     handler(call.request, ctx).then(
       (res) => {
         ctx.done();
-        finish(grpc.status.OK);
+        finish(GrpcStatus.OK);
         if (ctx.log.isLevelEnabled('debug')) ctx.log.debug({ ms: Number(process.hrtime.bigint() - started) / 1e6 }, 'ok');
         callback(null, res);
       },
       (err: unknown) => {
         ctx.done();
         const status = toStatus(err);
-        finish(status.code ?? grpc.status.UNKNOWN);
-        const level = status.code === grpc.status.UNKNOWN || status.code === grpc.status.INTERNAL ? 'error' : 'info';
-        ctx.log[level]({ code: grpc.status[status.code ?? 2], err: status.details }, 'failed');
+        finish(status.code ?? GrpcStatus.UNKNOWN);
+        const level = status.code === GrpcStatus.UNKNOWN || status.code === GrpcStatus.INTERNAL ? 'error' : 'info';
+        ctx.log[level]({ code: grpcStatusName(status.code ?? GrpcStatus.UNKNOWN), err: status.details }, 'failed');
         callback(status as grpc.ServiceError, null);
       },
     );
@@ -167,13 +168,13 @@ function wrapStream(method: string, handler: StreamHandler, observer?: CallObser
     handler(call.request, write, ctx).then(
       () => {
         ctx.done();
-        observer?.onCall(method, grpc.status.OK, Number(process.hrtime.bigint() - started) / 1e9);
+        observer?.onCall(method, GrpcStatus.OK, Number(process.hrtime.bigint() - started) / 1e9);
         if (!call.cancelled) call.end();
       },
       (err: unknown) => {
         ctx.done();
         const status = toStatus(err);
-        observer?.onCall(method, status.code ?? grpc.status.UNKNOWN, Number(process.hrtime.bigint() - started) / 1e9);
+        observer?.onCall(method, status.code ?? GrpcStatus.UNKNOWN, Number(process.hrtime.bigint() - started) / 1e9);
         if (!call.cancelled) call.destroy(Object.assign(new Error(status.details), status));
       },
     );
@@ -218,32 +219,33 @@ export class CriServer {
 
   async start(): Promise<void> {
     if (this.opts.transport === 'builtin') return this.startBuiltin();
-    const proto = criProto();
-    const server = new grpc.Server({
+    const grpcJs = loadGrpcJs();
+    const services = criServices();
+    const server = new grpcJs.Server({
       'grpc.max_receive_message_length': 16 * 1024 * 1024,
       'grpc.max_send_message_length': 16 * 1024 * 1024,
       // Nobody reads channelz here; with it on, grpc-js counts and timestamps every call and message.
       'grpc.enable_channelz': 0,
     });
-    const runtime = acceptingEncoded(proto.runtime.v1.RuntimeService.service);
-    const image = acceptingEncoded(proto.runtime.v1.ImageService.service);
+    const runtime = acceptingEncoded(services.runtime);
+    const image = acceptingEncoded(services.image);
     server.addService(runtime, implement(runtime, 'runtime.v1.RuntimeService', this.opts.runtime, this.opts.observer));
     server.addService(image, implement(image, 'runtime.v1.ImageService', this.opts.image, this.opts.observer));
     await prepareSocket(this.opts.socket);
     await new Promise<void>((resolve, reject) => {
-      server.bindAsync(`unix://${this.opts.socket}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve()));
+      server.bindAsync(`unix://${this.opts.socket}`, grpcJs.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve()));
     });
     await fsp.chmod(this.opts.socket, 0o660);
     this.server = server;
   }
 
   private async startBuiltin(): Promise<void> {
-    const proto = criProto();
+    const services = criServices();
     // Loaded only when chosen: grpc-js stays the only transport in memory by default.
     const { BuiltinGrpcServer } = await import('./h2/server.js');
     const server = new BuiltinGrpcServer();
-    const runtime = acceptingEncoded(proto.runtime.v1.RuntimeService.service);
-    const image = acceptingEncoded(proto.runtime.v1.ImageService.service);
+    const runtime = acceptingEncoded(services.runtime);
+    const image = acceptingEncoded(services.image);
     server.addService(runtime, implement(runtime, 'runtime.v1.RuntimeService', this.opts.runtime, this.opts.observer));
     server.addService(image, implement(image, 'runtime.v1.ImageService', this.opts.image, this.opts.observer));
     await prepareSocket(this.opts.socket);

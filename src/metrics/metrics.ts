@@ -1,6 +1,6 @@
 // Prometheus metrics of nodelet-cri (prom-client, a registry of our own per daemon).
 import { Registry, Counter, Histogram, Gauge, collectDefaultMetrics } from 'prom-client';
-import * as grpc from '@grpc/grpc-js';
+import { GrpcStatus, grpcStatusName } from '../common/grpc-status.js';
 import type { CallObserver } from '../cri/server.js';
 
 export interface RuntimeCounts {
@@ -61,11 +61,11 @@ export class RuntimeMetrics implements CallObserver {
     });
   }
 
-  onCall(method: string, code: grpc.status, seconds: number): void {
+  onCall(method: string, code: number, seconds: number): void {
     const name = method.split('/').pop() ?? method;
-    const codeName = grpc.status[code] ?? String(code);
+    const codeName = grpcStatusName(code);
     this.requests.inc({ method: name, code: codeName });
-    if (code !== grpc.status.OK) this.errors.inc({ method: name, code: codeName });
+    if (code !== GrpcStatus.OK) this.errors.inc({ method: name, code: codeName });
     this.latency.observe({ method: name }, seconds);
   }
 

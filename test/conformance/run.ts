@@ -8,7 +8,7 @@
 // kubelet and agent share one control plane and registry (started by the first, stopped after the last);
 // NODELET_CONFORMANCE_BACKEND=containerd runs critest, kubelet and agent on the containerd backend instead of
 // runc (critest-containerd is then left out of the default list: it would repeat critest).
-// NODELET_TEST_GRPC_SERVER=builtin runs every nodelet-cri of the run with --grpc-server builtin (test/helpers/daemon.ts).
+// NODELET_TEST_GRPC_SERVER=grpc-js runs every nodelet-cri of the run with --grpc-server grpc-js (test/helpers/daemon.ts).
 // SIGINT/SIGTERM run every pending cleanup before exiting 130.
 // Exits non-zero on any failure; the last line is `conformance: N passed, M failed`.
 import { conformanceBackend, findTools } from './tools.js';

@@ -102,7 +102,7 @@ export async function startTestDaemon(opts: TestDaemonOptions = {}): Promise<Tes
     '--cni-conf-dir', cniConfDir,
     '--log-level', 'debug',
     ...backendArgs,
-    // NODELET_TEST_GRPC_SERVER=builtin runs the tests' daemons on the builtin HTTP/2 gRPC server.
+    // NODELET_TEST_GRPC_SERVER=grpc-js runs the tests' daemons on grpc-js instead of the builtin HTTP/2 gRPC server.
     ...(process.env.NODELET_TEST_GRPC_SERVER ? ['--grpc-server', process.env.NODELET_TEST_GRPC_SERVER] : []),
     ...(opts.args ?? []),
   ];

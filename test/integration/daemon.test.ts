@@ -7,19 +7,26 @@ import net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { startTestDaemon } from '../helpers/daemon.js';
 
-test('two daemons run side by side; the socket is 0660; unbuilt RPCs answer UNIMPLEMENTED', async () => {
-  const a = await startTestDaemon();
-  const b = await startTestDaemon();
+test('two daemons run side by side, one on each gRPC server; the socket is 0660; errors and unbuilt RPCs keep their codes', async () => {
+  const a = await startTestDaemon({ args: ['--grpc-server', 'builtin'] });
+  const b = await startTestDaemon({ args: ['--grpc-server', 'grpc-js'] });
   try {
     const st = await fsp.stat(a.socket);
     assert.equal(st.mode & 0o777, 0o660);
     const [va, vb] = await Promise.all([a.client.runtime('Version', {}), b.client.runtime('Version', {})]);
     assert.equal(va.runtime_name, 'nodelet');
     assert.equal(vb.runtime_name, 'nodelet');
-    await assert.rejects(a.client.runtime('CheckpointContainer', { container_id: 'x' }), (err: grpc.ServiceError) => {
-      assert.equal(err.code, grpc.status.UNIMPLEMENTED);
-      return true;
-    });
+    for (const d of [a, b]) {
+      await assert.rejects(d.client.runtime('CheckpointContainer', { container_id: 'x' }), (err: grpc.ServiceError) => {
+        assert.equal(err.code, grpc.status.UNIMPLEMENTED);
+        return true;
+      });
+      await assert.rejects(d.client.runtime('ContainerStatus', { container_id: 'nosuchcontainer' }), (err: grpc.ServiceError) => {
+        assert.equal(err.code, grpc.status.NOT_FOUND);
+        assert.match(err.details, /nosuchcontainer/);
+        return true;
+      });
+    }
   } finally {
     await a.cleanup();
     await b.cleanup();

@@ -75,8 +75,8 @@ test('layer caps: --max-layer-size takes sizes with units, --max-layer-ratio a n
   assert.throws(() => loadConfig(['--max-layer-ratio', '0']), /--max-layer-ratio 0/);
 });
 
-test('--grpc-server: grpc-js by default, builtin when asked, anything else refused naming the flag', () => {
-  assert.equal(loadConfig([]).config.grpcServer, 'grpc-js');
-  assert.equal(loadConfig(['--grpc-server', 'builtin']).config.grpcServer, 'builtin');
+test('--grpc-server: builtin by default, grpc-js when asked, anything else refused naming the flag', () => {
+  assert.equal(loadConfig([]).config.grpcServer, 'builtin');
+  assert.equal(loadConfig(['--grpc-server', 'grpc-js']).config.grpcServer, 'grpc-js');
   assert.throws(() => loadConfig(['--grpc-server', 'nghttp2']), /--grpc-server.*grpc-js or builtin/);
 });

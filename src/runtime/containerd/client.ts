@@ -2,10 +2,11 @@
 // carries the `containerd-namespace` header and a deadline, and containerd's status codes become nodelet's typed errors.
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import * as grpc from '@grpc/grpc-js';
+import type * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import protobuf from 'protobufjs';
 import { NodeletError, type ErrorKind } from '../../common/errors.js';
+import { GrpcStatus, loadGrpcJs } from '../../common/grpc-status.js';
 import type { ProtoGrpcType as TasksProto } from './generated/tasks.js';
 import type { ProtoGrpcType as ContainersProto } from './generated/containers.js';
 import type { ProtoGrpcType as EventsProto } from './generated/events.js';
@@ -52,7 +53,7 @@ let cachedEventTypes: protobuf.Root | undefined;
 function containerdProto(): ContainerdProto {
   if (!cachedProto) {
     const def = protoLoader.loadSync(PROTO_FILES, { ...LOADER_OPTIONS, includeDirs: [protoRoot()] });
-    cachedProto = grpc.loadPackageDefinition(def) as unknown as ContainerdProto;
+    cachedProto = loadGrpcJs().loadPackageDefinition(def) as unknown as ContainerdProto;
   }
   return cachedProto;
 }
@@ -96,16 +97,16 @@ export function jsonAny(typeUrl: string, value: unknown): { type_url: string; va
   return { type_url: typeUrl, value: Buffer.from(JSON.stringify(value)) };
 }
 
-const KIND_BY_STATUS: Partial<Record<grpc.status, ErrorKind>> = {
-  [grpc.status.INVALID_ARGUMENT]: 'InvalidArgument',
-  [grpc.status.NOT_FOUND]: 'NotFound',
-  [grpc.status.ALREADY_EXISTS]: 'AlreadyExists',
-  [grpc.status.FAILED_PRECONDITION]: 'FailedPrecondition',
-  [grpc.status.DEADLINE_EXCEEDED]: 'DeadlineExceeded',
-  [grpc.status.UNAVAILABLE]: 'Unavailable',
-  [grpc.status.UNIMPLEMENTED]: 'Unimplemented',
-  [grpc.status.RESOURCE_EXHAUSTED]: 'ResourceExhausted',
-  [grpc.status.PERMISSION_DENIED]: 'PermissionDenied',
+const KIND_BY_STATUS: Partial<Record<number, ErrorKind>> = {
+  [GrpcStatus.INVALID_ARGUMENT]: 'InvalidArgument',
+  [GrpcStatus.NOT_FOUND]: 'NotFound',
+  [GrpcStatus.ALREADY_EXISTS]: 'AlreadyExists',
+  [GrpcStatus.FAILED_PRECONDITION]: 'FailedPrecondition',
+  [GrpcStatus.DEADLINE_EXCEEDED]: 'DeadlineExceeded',
+  [GrpcStatus.UNAVAILABLE]: 'Unavailable',
+  [GrpcStatus.UNIMPLEMENTED]: 'Unimplemented',
+  [GrpcStatus.RESOURCE_EXHAUSTED]: 'ResourceExhausted',
+  [GrpcStatus.PERMISSION_DENIED]: 'PermissionDenied',
 };
 
 /** containerd's status as a nodelet error naming the call, e.g. `containerd Tasks.Get: task abc: not found`. */
@@ -113,7 +114,7 @@ export function toNodeletError(call: string, err: unknown): NodeletError {
   const e = err as Partial<grpc.ServiceError>;
   const code = typeof e?.code === 'number' ? e.code : undefined;
   const detail = e?.details || (err instanceof Error ? err.message : String(err));
-  const kind = (code !== undefined ? KIND_BY_STATUS[code as grpc.status] : undefined) ?? 'Internal';
+  const kind = (code !== undefined ? KIND_BY_STATUS[code] : undefined) ?? 'Internal';
   return new NodeletError(kind, `containerd ${call}: ${detail}`, { cause: err });
 }
 
@@ -141,7 +142,7 @@ export class ContainerdClient {
     const svc = proto.containerd.services;
     // One channel for all services: grpc-js shares it between clients built with the same target and options.
     const opts: grpc.ChannelOptions = { 'grpc.max_receive_message_length': 16 * 1024 * 1024 };
-    const creds = grpc.credentials.createInsecure();
+    const creds = loadGrpcJs().credentials.createInsecure();
     this.tasksService = new svc.tasks.v1.Tasks(this.address, creds, opts);
     this.containersService = new svc.containers.v1.Containers(this.address, creds, opts);
     this.eventsService = new svc.events.v1.Events(this.address, creds, opts);
@@ -150,7 +151,7 @@ export class ContainerdClient {
   }
 
   metadata(): grpc.Metadata {
-    const md = new grpc.Metadata();
+    const md = new (loadGrpcJs().Metadata)();
     md.set(NAMESPACE_HEADER, this.namespace);
     return md;
   }
