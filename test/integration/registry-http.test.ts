@@ -1,14 +1,16 @@
 // The registry client's HTTP behaviour against small node:http registries that misbehave in one way each:
-// a body cut short, a cross-origin redirect, repeated WWW-Authenticate lines, no response headers.
+// a body cut short, a cross-origin redirect, repeated WWW-Authenticate lines, no response headers, a self-signed TLS certificate.
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { isKind } from '../../src/common/errors.js';
+import { run } from '../../src/common/exec.js';
 import { parseReference } from '../../src/image/reference.js';
 import { RegistryClient, type RegistryClientOptions } from '../../src/image/registry.js';
 
@@ -16,7 +18,7 @@ const bytes = randomBytes(64 * 1024);
 const desc = { digest: `sha256:${createHash('sha256').update(bytes).digest('hex')}`, size: bytes.length };
 const blobPath = `/v2/test/img/blobs/${desc.digest}`;
 const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'nodelet-registry-http-'));
-const servers: http.Server[] = [];
+const servers: (http.Server | https.Server)[] = [];
 const clients: RegistryClient[] = [];
 
 async function serve(handler: http.RequestListener): Promise<string> {
@@ -106,4 +108,28 @@ test('a registry that never sends response headers fails UNAVAILABLE after the r
     return true;
   });
   assert.ok(Date.now() - started < 3000, `failed after ${Date.now() - started} ms`);
+});
+
+test('a registry with a self-signed certificate is refused, and pulled over HTTPS once listed as insecure', async () => {
+  // 127.0.0.2 is a loopback address the client does not treat as insecure by default (127.0.0.1 and localhost are).
+  const key = path.join(dir, 'key.pem');
+  const cert = path.join(dir, 'cert.pem');
+  await run('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', cert,
+    '-days', '1', '-subj', '/CN=127.0.0.2', '-addext', 'subjectAltName=IP:127.0.0.2']);
+  let served = 0;
+  const server = https.createServer({ key: await fsp.readFile(key), cert: await fsp.readFile(cert) }, (req, res) => {
+    if (req.url !== blobPath) return res.writeHead(404).end();
+    served++;
+    res.writeHead(200, { 'content-length': String(desc.size) }).end(bytes);
+  });
+  servers.push(server);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.2', () => resolve()));
+  const host = `127.0.0.2:${(server.address() as AddressInfo).port}`;
+  const ref = parseReference(`${host}/test/img:v1`);
+  await assert.rejects(client({ retries: 0 }).downloadBlob(ref, desc, dest()), /self-signed certificate/);
+  assert.equal(served, 0);
+  const file = dest();
+  await client({ insecure: [host] }).downloadBlob(ref, desc, file);
+  assert.deepEqual(await fsp.readFile(file), bytes);
+  assert.equal(served, 1);
 });
