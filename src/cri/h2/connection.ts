@@ -24,6 +24,7 @@ import {
 import { HeaderDecoder } from './hpack.js';
 import { H2Stream, STREAM_HIGH_WATER, type StreamOwner } from './stream.js';
 import { MAX_MESSAGE } from './grpc-wire.js';
+import { GrpcStatus } from '../../common/grpc-status.js';
 
 export interface ConnectionLimits {
   maxConcurrentStreams: number;
@@ -54,9 +55,6 @@ export const DEFAULT_LIMITS: ConnectionLimits = {
 const STREAM_RECV_WINDOW = 1 << 20;
 const CONN_RECV_WINDOW = 16 << 20;
 const MAX_FRAME = DEFAULT_MAX_FRAME; // what we accept; we never advertise more
-const STATUS_RESOURCE_EXHAUSTED = 8;
-const STATUS_INTERNAL = 13;
-const STATUS_UNIMPLEMENTED = 12;
 
 export interface RequestSink {
   /** A stream's request arrived whole (headers and END_STREAM); `body` is all its DATA. */
@@ -283,9 +281,9 @@ export class H2Connection implements StreamOwner {
       else if (name === 'grpc-encoding') encoding = value;
     }
     if (method !== 'POST' || !s.path || !contentType.startsWith('application/grpc')) {
-      return this.refuse(s, STATUS_INTERNAL, `not a gRPC request (method ${method || 'none'}, content-type ${contentType || 'none'})`);
+      return this.refuse(s, GrpcStatus.INTERNAL, `not a gRPC request (method ${method || 'none'}, content-type ${contentType || 'none'})`);
     }
-    if (encoding && encoding !== 'identity') return this.refuse(s, STATUS_UNIMPLEMENTED, `grpc-encoding ${encoding} is not supported (identity only)`);
+    if (encoding && encoding !== 'identity') return this.refuse(s, GrpcStatus.UNIMPLEMENTED, `grpc-encoding ${encoding} is not supported (identity only)`);
     if (endStream) this.onRemoteEnd(s);
   }
 
@@ -310,7 +308,7 @@ export class H2Connection implements StreamOwner {
     const data = unpad(payload, flags);
     s.received += data.length;
     if (s.received > this.limits.maxRequestBytes) {
-      return this.refuse(s, STATUS_RESOURCE_EXHAUSTED, `request larger than ${this.limits.maxRequestBytes - 5} bytes`);
+      return this.refuse(s, GrpcStatus.RESOURCE_EXHAUSTED, `request larger than ${this.limits.maxRequestBytes - 5} bytes`);
     }
     if (data.length) s.chunks.push(Buffer.from(data));
     if (flags & Flag.END_STREAM) return this.onRemoteEnd(s);

@@ -7,11 +7,7 @@ import type * as grpc from '@grpc/grpc-js';
 import { DEFAULT_LIMITS, H2Connection, type ConnectionLimits, type RequestSink } from './connection.js';
 import { MAX_MESSAGE, parseTimeout } from './grpc-wire.js';
 import type { H2Stream } from './stream.js';
-
-const STATUS_UNIMPLEMENTED = 12;
-const STATUS_INTERNAL = 13;
-const STATUS_UNKNOWN = 2;
-const STATUS_RESOURCE_EXHAUSTED = 8;
+import { GrpcStatus } from '../../common/grpc-status.js';
 
 interface Method {
   def: grpc.MethodDefinition<unknown, unknown>;
@@ -46,7 +42,7 @@ class Call extends EventEmitter {
 
   // Unary: the handler's callback.
   callback = (err: Partial<grpc.StatusObject> | null, value?: unknown): void => {
-    if (err) return this.stream.sendStatus(err.code ?? STATUS_UNKNOWN, err.details);
+    if (err) return this.stream.sendStatus(err.code ?? GrpcStatus.UNKNOWN, err.details);
     const bytes = this.serialize(value);
     if (!bytes) return;
     this.stream.sendMessage(bytes);
@@ -64,7 +60,7 @@ class Call extends EventEmitter {
   }
 
   destroy(err?: Partial<grpc.StatusObject>): void {
-    this.stream.sendStatus(err?.code ?? STATUS_UNKNOWN, err?.details);
+    this.stream.sendStatus(err?.code ?? GrpcStatus.UNKNOWN, err?.details);
   }
 
   private serialize(value: unknown): Buffer | undefined {
@@ -72,12 +68,12 @@ class Call extends EventEmitter {
     try {
       bytes = this.def.responseSerialize(value);
     } catch (err) {
-      this.stream.sendStatus(STATUS_INTERNAL, `response does not serialize: ${(err as Error).message}`);
+      this.stream.sendStatus(GrpcStatus.INTERNAL, `response does not serialize: ${(err as Error).message}`);
       return undefined;
     }
     // As grpc.max_send_message_length on the grpc-js server.
     if (bytes.length > MAX_MESSAGE) {
-      this.stream.sendStatus(STATUS_RESOURCE_EXHAUSTED, `response of ${bytes.length} bytes exceeds the ${MAX_MESSAGE}-byte limit`);
+      this.stream.sendStatus(GrpcStatus.RESOURCE_EXHAUSTED, `response of ${bytes.length} bytes exceeds the ${MAX_MESSAGE}-byte limit`);
       return undefined;
     }
     return bytes;
@@ -122,12 +118,12 @@ export class BuiltinGrpcServer implements RequestSink {
 
   onRequest(stream: H2Stream, body: Buffer): void {
     const method = this.methods.get(stream.path);
-    if (!method) return stream.sendStatus(STATUS_UNIMPLEMENTED, `unknown method ${stream.path}`);
+    if (!method) return stream.sendStatus(GrpcStatus.UNIMPLEMENTED, `unknown method ${stream.path}`);
     let request: unknown;
     try {
       request = method.def.requestDeserialize(oneMessage(body));
     } catch (err) {
-      return stream.sendStatus(STATUS_INTERNAL, `${stream.path}: request does not parse: ${(err as Error).message}`);
+      return stream.sendStatus(GrpcStatus.INTERNAL, `${stream.path}: request does not parse: ${(err as Error).message}`);
     }
     const call = new Call(stream, method.def, request);
     if (method.def.responseStream) {
