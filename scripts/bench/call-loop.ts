@@ -6,13 +6,16 @@
 //
 //   node dist/scripts/bench/call-loop.js [--daemon NAME=BIN]... [--containerd] [--calls 5000] [--batch 250]
 //        [--cpu-prof DIR] [--log-level info] [--memory-containers 50] [--remove-image 20] [--only Method,...]
-//        [--list-containers 100,1000]
+//        [--list-containers 100,1000] [--sequences 20]
 //
 // --daemon defaults to current=bin/nodelet-cri of this checkout; BIN is a nodelet-cri entry point of any
 // build (copy a baseline's bin/, dist/, proto/ and node_modules link aside to compare with it).
 // --cpu-prof writes one .cpuprofile per nodelet daemon into DIR when it stops.
 // --list-containers: after the calls above, CREATED containers (pods of 50) are added on every daemon up to
 // each count in turn, and ListContainers / ListPodSandbox are measured again at each (--calls of each).
+// --sequences N: ImageStatus right after PullImage and ContainerStatus right after StartContainer, as critest's
+// benchmark calls them, against the same call 50 ms later (N of each, daemons in turn): what the previous
+// call leaves the daemon doing.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, promises as fsp, readFileSync } from 'node:fs';
@@ -158,6 +161,7 @@ async function main(): Promise<void> {
       'remove-image': { type: 'string', default: '20' },
       only: { type: 'string' },
       'list-containers': { type: 'string' },
+      sequences: { type: 'string', default: '0' },
     },
   });
   const listCounts = (values['list-containers'] ?? '').split(',').filter(Boolean).map(Number);
@@ -262,6 +266,30 @@ async function main(): Promise<void> {
       }
       await measure(listSteps, ` (${have} containers)`);
     }
+    const sequences = Number(values.sequences);
+    for (let i = 0; i < sequences; i++) {
+      const order = i % 2 === 0 ? targets : [...targets].reverse();
+      for (const gapMs of [0, 50]) {
+        const label = gapMs ? ` (${gapMs} ms after the previous call)` : ' (right after the previous call)';
+        for (const t of order) {
+          await t.client.image('PullImage', { image: { image: small } });
+          if (gapMs) await sleep(gapMs);
+          const t0 = performance.now();
+          await t.client.image('ImageStatus', { image: { image: small } }, D);
+          figuresOf(`ImageStatus after PullImage${label}`, t.name).ms.push(performance.now() - t0);
+          await t.client.image('RemoveImage', { image: { image: small } }, D);
+          const config = sandboxConfig(`callbench-seq-${i}`, t.logDir);
+          const { container_id } = await t.client.runtime('CreateContainer', { pod_sandbox_id: t.pod, config: containerConfig(`seq-${i}-${gapMs}`, busybox, ['sleep', '3600']), sandbox_config: config });
+          await t.client.runtime('StartContainer', { container_id });
+          if (gapMs) await sleep(gapMs);
+          const t1 = performance.now();
+          await t.client.runtime('ContainerStatus', { container_id }, D);
+          figuresOf(`ContainerStatus after StartContainer${label}`, t.name).ms.push(performance.now() - t1);
+          await t.client.runtime('StopContainer', { container_id, timeout: 0 });
+          await t.client.runtime('RemoveContainer', { container_id });
+        }
+      }
+    }
     // RemoveImage of a small image, pulled again (unmeasured) before each.
     const removes = Number(values['remove-image']);
     if (removes > 0 && (!values.only || values.only.split(',').includes('RemoveImage'))) {
@@ -286,9 +314,9 @@ async function main(): Promise<void> {
     process.stdout.write('| call | daemon | p50 ms | p95 ms | CPU ms/call (all threads) | main thread ms/call |\n|---|---|---:|---:|---:|---:|\n');
     for (const [step, byTarget] of results) {
       for (const [name, f] of byTarget) {
-        const cpu = (f.cpuTicks * CLOCK_TICK_MS) / f.calls;
-        const main = f.mainThreadNs / 1e6 / f.calls;
-        process.stdout.write(`| ${step} | ${name} | ${percentile(f.ms, 50).toFixed(3)} | ${percentile(f.ms, 95).toFixed(3)} | ${cpu.toFixed(3)} | ${main.toFixed(3)} |\n`);
+        const cpu = f.calls ? ((f.cpuTicks * CLOCK_TICK_MS) / f.calls).toFixed(3) : '';
+        const main = f.calls ? (f.mainThreadNs / 1e6 / f.calls).toFixed(3) : '';
+        process.stdout.write(`| ${step} | ${name} | ${percentile(f.ms, 50).toFixed(3)} | ${percentile(f.ms, 95).toFixed(3)} | ${cpu} | ${main} |\n`);
       }
     }
 

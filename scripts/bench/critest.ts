@@ -7,7 +7,8 @@
 //        [--nodelet-log-level info] [--cpu-prof DIR] [--nodelet-node-flags '--flag ...'] [--keep DIR]
 //
 // --runtimes may also name nodelet-builtin: nodelet (runc) with --grpc-server builtin, side by side with
-// the others (e.g. --runtimes nodelet,nodelet-builtin compares the two gRPC servers under the same load).
+// the others (e.g. --runtimes nodelet,nodelet-builtin compares the two gRPC servers under the same load), and
+// nodelet-alt: nodelet (runc) with --alt-node-flags '--flag ...' and --alt-env NAME=VALUE,... added.
 import { spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import os from 'node:os';
@@ -33,6 +34,9 @@ export interface CritestBenchOptions {
   nodeletLogLevel: string;
   /** Node flags for nodelet-cri (e.g. --cpu-prof ...); the entry point's own flags are kept. */
   nodeletNodeFlags?: string[];
+  /** "nodelet-alt": nodelet (runc) again with these node flags and environment added (an A/B of a setting). */
+  altNodeFlags?: string[];
+  altEnv?: Record<string, string>;
   keep?: string;
   log: (line: string) => void;
 }
@@ -118,7 +122,7 @@ export async function runCritestBench(o: CritestBenchOptions): Promise<CritestSa
     const endpoints: { name: string; endpoint: string; pid: number }[] = [];
     // nodelet-cri once per backend: runc through conmon ("nodelet"), containerd's shims ("nodelet-containerd");
     // "nodelet-builtin": runc again, on the builtin HTTP/2 gRPC server.
-    const nodelets = [['nodelet', 'runc', []], ['nodelet-builtin', 'runc', ['--grpc-server', 'builtin']], ['nodelet-containerd', 'containerd', []]] as const;
+    const nodelets = [['nodelet', 'runc', []], ['nodelet-builtin', 'runc', ['--grpc-server', 'builtin']], ['nodelet-alt', 'runc', []], ['nodelet-containerd', 'containerd', []]] as const;
     for (const [name, backend, extra] of nodelets) {
       if (!o.runtimes.includes(name)) continue;
       const mirrors = UPSTREAM_REGISTRIES.flatMap((r) => ['--registry-mirror', `${r}=http://${registry.host}`]);
@@ -127,6 +131,7 @@ export async function runCritestBench(o: CritestBenchOptions): Promise<CritestSa
         backend,
         args: [...mirrors, '--insecure-registry', registry.host, '--log-level', o.nodeletLogLevel, ...extra],
         nodeFlags: o.nodeletNodeFlags,
+        ...(name === 'nodelet-alt' ? { env: o.altEnv ?? {}, nodeFlags: [...(o.nodeletNodeFlags ?? []), ...(o.altNodeFlags ?? [])] } : {}),
       });
       undo.push(async () => {
         if (o.keep) await fsp.copyFile(daemon.logFile, path.join(o.keep, `${name}-cri.log`)).catch(() => undefined);
@@ -161,7 +166,7 @@ export async function runCritestBench(o: CritestBenchOptions): Promise<CritestSa
 /** The runtimes critest's benchmark can run against, in table order. */
 export const CRITEST_RUNTIMES = ['nodelet', 'nodelet-containerd', 'containerd'] as const;
 /** Table order, with the runtime only named on request (nodelet on the builtin gRPC server). */
-const TABLE_ORDER = ['nodelet', 'nodelet-builtin', 'nodelet-containerd', 'containerd'];
+const TABLE_ORDER = ['nodelet', 'nodelet-builtin', 'nodelet-alt', 'nodelet-containerd', 'containerd'];
 
 /** One row per operation: p50 on each runtime measured, and each nodelet backend's ratio to containerd's CRI. */
 export function critestTable(samples: CritestSamples): { header: string[]; rows: string[][]; alignRight: boolean[] } {
@@ -183,7 +188,7 @@ export function critestTable(samples: CritestSamples): { header: string[]; rows:
     }) : [];
     return [`${op} (n=${n})`, ...measured.map((r) => fmt(p50(r, op))), ...ratios];
   });
-  const labels: Record<string, string> = { nodelet: 'nodelet (runc)', 'nodelet-builtin': 'nodelet (runc, builtin gRPC)', 'nodelet-containerd': 'nodelet (containerd backend)' };
+  const labels: Record<string, string> = { nodelet: 'nodelet (runc)', 'nodelet-builtin': 'nodelet (runc, builtin gRPC)', 'nodelet-alt': 'nodelet (runc, alt)', 'nodelet-containerd': 'nodelet (containerd backend)' };
   const label = (r: string) => labels[r] ?? 'containerd CRI';
   const ratioHeaders = base ? nodelets.map((r) => `${label(r)} / containerd CRI`) : [];
   const header = ['critest -benchmark operation', ...measured.map((r) => `${label(r)} p50 ms`), ...ratioHeaders];
@@ -201,6 +206,8 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
       'cpu-prof': { type: 'string' },
       'nodelet-node-flags': { type: 'string' },
       keep: { type: 'string' },
+      'alt-node-flags': { type: 'string' },
+      'alt-env': { type: 'string' },
     },
   });
   const cpuProf = values['cpu-prof'] ? path.resolve(values['cpu-prof']) : undefined;
@@ -217,6 +224,8 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
         ? [...(values['nodelet-node-flags']?.split(/\s+/).filter(Boolean) ?? []), ...(cpuProf ? ['--cpu-prof', '--cpu-prof-dir', cpuProf] : [])]
         : undefined,
     keep: values.keep ? path.resolve(values.keep) : undefined,
+    altNodeFlags: values['alt-node-flags']?.split(/\s+/).filter(Boolean),
+    altEnv: Object.fromEntries((values['alt-env'] ?? '').split(',').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])),
     log: say,
   }).then(
     (s) => process.stdout.write(`${renderText(critestTable(s))}\n`),
