@@ -6,7 +6,7 @@
 //
 //   node dist/scripts/bench/call-loop.js [--daemon NAME=BIN]... [--containerd] [--calls 5000] [--batch 250]
 //        [--cpu-prof DIR] [--log-level info] [--memory-containers 50] [--remove-image 20] [--only Method,...]
-//        [--list-containers 100,1000] [--sequences 20]
+//        [--list-containers 100,1000] [--sequences 20] [--cold-pulls N]
 //
 // --daemon defaults to current=bin/nodelet-cri of this checkout; BIN is a nodelet-cri entry point of any
 // build (copy a baseline's bin/, dist/, proto/ and node_modules link aside to compare with it).
@@ -16,6 +16,8 @@
 // --sequences N: ImageStatus right after PullImage and ContainerStatus right after StartContainer, as critest's
 // benchmark calls them, against the same call 50 ms later (N of each, daemons in turn): what the previous
 // call leaves the daemon doing.
+// --cold-pulls: before the memory figures, the fixtures' `big` image (~40 MB layer) is pulled cold N times on
+// every daemon (removed between pulls, kept after the last), as the bench's pull phase does before its RSS reads.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, promises as fsp, readFileSync } from 'node:fs';
@@ -28,6 +30,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { connectCri, type CriClient } from '../../test/helpers/cri-client.js';
 import { testConflist } from '../../test/helpers/cni.js';
 import { useRegistries } from '../../test/helpers/registries.js';
+import { loadFixtures, imageRef } from '../../test/helpers/fixtures.js';
 import { sandboxConfig, containerConfig, runContainer } from '../../test/helpers/pods.js';
 import { socketAnswers } from '../../src/common/unix-socket.js';
 import { run } from '../../src/common/exec.js';
@@ -162,6 +165,7 @@ async function main(): Promise<void> {
       only: { type: 'string' },
       'list-containers': { type: 'string' },
       sequences: { type: 'string', default: '0' },
+      'cold-pulls': { type: 'string', default: '0' },
     },
   });
   const listCounts = (values['list-containers'] ?? '').split(',').filter(Boolean).map(Number);
@@ -318,6 +322,23 @@ async function main(): Promise<void> {
         const main = f.calls ? (f.mainThreadNs / 1e6 / f.calls).toFixed(3) : '';
         process.stdout.write(`| ${step} | ${name} | ${percentile(f.ms, 50).toFixed(3)} | ${percentile(f.ms, 95).toFixed(3)} | ${cpu} | ${main} |\n`);
       }
+    }
+
+    const coldPulls = Number(values['cold-pulls']);
+    if (coldPulls > 0) {
+      const big = imageRef(reg.plain, (await loadFixtures()).big);
+      // In turn, as the calls above: load from elsewhere falls on every daemon alike.
+      const ms = new Map(targets.map((t) => [t, [] as number[]]));
+      for (let i = 0; i < coldPulls; i++) {
+        for (const t of targets) {
+          const started = performance.now();
+          await t.client.image('PullImage', { image: { image: big } });
+          ms.get(t)!.push(performance.now() - started);
+          if (i < coldPulls - 1) await t.client.image('RemoveImage', { image: { image: big } });
+        }
+      }
+      for (const [t, times] of ms) process.stdout.write(`cold pulls ${t.name}: ${times.map((m) => m.toFixed(0)).join(' ')} ms\n`);
+      await sleep(2000);
     }
 
     // Memory: idle (one pod, one container), then with N running containers in pods of 10.

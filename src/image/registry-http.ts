@@ -3,6 +3,7 @@ import http, { type IncomingMessage } from 'node:http';
 import https from 'node:https';
 import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
+import { releaseBuffer } from '../common/release-buffer.js';
 
 /** No response headers within headersTimeoutMs of the request, the socket having connected. */
 export const HEADERS_TIMEOUT = 'NODELET_HTTP_HEADERS_TIMEOUT';
@@ -95,7 +96,13 @@ export class HttpPool {
       }, headersTimeoutMs);
       let bodySocket: Socket | undefined;
       let bodyTimer: NodeJS.Timeout | undefined;
-      const onSocketData = () => bodyTimer?.refresh();
+      // Added after node's own 'data' listener, which has parsed this read by now (copying its body bytes out):
+      // nothing reads the buffer any more, so it is freed at once (see releaseBuffer). Once the response is complete
+      // the socket may be carrying the next request's, whose parser comes after this listener: left alone.
+      const onSocketData = (data: Buffer) => {
+        bodyTimer?.refresh();
+        if (res && !res.complete) releaseBuffer(data);
+      };
       const cleanup = () => {
         clearTimeout(headersTimer);
         clearTimeout(bodyTimer);

@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto';
 import { open, unlink } from 'node:fs/promises';
 import { Transform, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { doneReading, releaseBuffer, shareBuffer } from '../common/release-buffer.js';
 import { NodeletError, errorMessage, notFound, unauthenticated, unavailable } from '../common/errors.js';
 import { logger } from '../common/log.js';
 import type { MirrorConfig } from '../config/config.js';
@@ -600,9 +601,24 @@ export class RegistryClient {
     // in the thread pool and one extractor write per batch instead of per chunk (a copy costs less than those).
     let batch: Buffer[] = [];
     let batched = 0;
+    // Batches of ours, freed once both the file and the sink's reader (see unpack) are done with them.
+    let batchedTotal = 0;
+    const inFile: Array<{ chunk: Buffer; end: number }> = [];
+    const releaseWritten = (): void => {
+      while (inFile.length > 0 && inFile[0]!.end <= out.bytesWritten) doneReading(inFile.shift()!.chunk);
+    };
     const forward = (push: (chunk: Buffer) => void, done: (err?: Error | null) => void): void => {
       if (batched === 0) return done();
+      releaseWritten();
       const chunk = batch.length === 1 ? batch[0]! : Buffer.concat(batch, batched);
+      batchedTotal += batched;
+      if (batch.length > 1) {
+        // The parts (node's copies of the body out of each socket read) are freed now: left to the garbage collector
+        // they pile up by tens of MiB between collections and leave the malloc heap fragmented after a pull.
+        for (const part of batch) releaseBuffer(part);
+        shareBuffer(chunk, sink && !sink.destroyed && !sink.writableEnded ? 2 : 1);
+        inFile.push({ chunk, end: batchedTotal });
+      }
       batch = [];
       batched = 0;
       feedSink(chunk, () => {
@@ -635,6 +651,7 @@ export class RegistryClient {
     });
     try {
       await pipeline(res.body, meter, out);
+      releaseWritten();
       if (!oversize) sink?.end();
     } catch (err) {
       sink?.destroy(err as Error);

@@ -16,6 +16,7 @@ import { run, spawnChild } from '../common/exec.js';
 import { NodeletError, alreadyExists, deadlineExceeded, errorMessage, hasCode, internal, invalidArgument } from '../common/errors.js';
 import { logger } from '../common/log.js';
 import { crashPoint } from '../common/crash-point.js';
+import { doneReading, releaseArrayBuffer } from '../common/release-buffer.js';
 
 export type LayerCompression = 'gzip' | 'zstd' | 'none';
 
@@ -90,8 +91,11 @@ export interface LayerEntry {
   implicit?: boolean;
 }
 
-/** What the scanner hands the extractor: an entry, or a piece of the current file entry's data. */
-export type LayerEvent = { kind: 'entry'; entry: LayerEntry } | { kind: 'data'; chunk: Buffer };
+/**
+ * What the scanner hands the extractor: an entry, a piece of the current file entry's data, or the memory of an
+ * input chunk the scanner is done with (freed once the data before it is written).
+ */
+export type LayerEvent = { kind: 'entry'; entry: LayerEntry } | { kind: 'data'; chunk: Buffer } | { kind: 'release'; memory: ArrayBufferLike };
 
 const XATTR_PREFIX = 'SCHILY.xattr.';
 /** xattr names go into a setfattr dump line by line: printable ASCII without '=' only. */
@@ -224,7 +228,14 @@ export class TarLayerScanner extends Transform {
   /** The current member's data goes to the extractor (a file entry it makes). */
   private emitData = false;
 
-  constructor(private readonly budget: { bytes: number; why: string } = { bytes: Number.POSITIVE_INFINITY, why: '' }) {
+  /**
+   * releaseInput: the input chunks are nobody else's (a decompressor's output), so the memory of each that fills
+   * its buffer to the end (the decompressor has moved on to a new one) is freed as soon as it is extracted.
+   */
+  constructor(
+    private readonly budget: { bytes: number; why: string } = { bytes: Number.POSITIVE_INFINITY, why: '' },
+    private readonly releaseInput = false,
+  ) {
     super({ writableHighWaterMark: 1 << 20, readableObjectMode: true, readableHighWaterMark: 256 });
   }
 
@@ -279,6 +290,9 @@ export class TarLayerScanner extends Transform {
       }
     } catch (err) {
       return cb(err as Error);
+    }
+    if (this.releaseInput && chunk.byteOffset + chunk.length === chunk.buffer.byteLength) {
+      this.push({ kind: 'release', memory: chunk.buffer } satisfies LayerEvent);
     }
     cb();
   }
@@ -591,6 +605,7 @@ export class LayerExtractor extends Writable {
   override _write(event: LayerEvent, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
     try {
       if (event.kind === 'data') this.writeData(event.chunk);
+      else if (event.kind === 'release') return (releaseArrayBuffer(event.memory), cb()); // written synchronously: nothing reads it now
       else this.make(event.entry);
     } catch (err) {
       return cb(err instanceof NodeletError ? err : this.fsError(event, err));
@@ -832,6 +847,18 @@ async function finishLayer(destDir: string, scanner: TarLayerScanner, extractor:
   return { devices: devices.length, childProcesses: needsChild ? 1 : 0, opaqueDirs: [...opaque] };
 }
 
+/** A gunzip that tells doneReading when it is through with each input chunk (a download's batch: see the registry client). */
+function gunzipDoneReading(): Transform {
+  const gunzip = createGunzip({ chunkSize: 256 * 1024 });
+  const transform = gunzip._transform.bind(gunzip);
+  gunzip._transform = (chunk: Buffer, encoding, callback) =>
+    transform(chunk, encoding, (err, data) => {
+      doneReading(chunk);
+      callback(err, data);
+    });
+  return gunzip;
+}
+
 /** Where a layer's compressed bytes come from: its blob file, or a stream (the download, as it arrives). */
 export type LayerSource = { file: string } | { stream: Readable; size: number; name: string };
 
@@ -839,7 +866,7 @@ function decompressorFor(from: LayerSource, compression: LayerCompression): { so
   const raw = () => ('file' in from ? createReadStream(from.file, { highWaterMark: 1 << 20 }) : from.stream);
   switch (compression) {
     case 'gzip':
-      return { source: [raw(), createGunzip({ chunkSize: 256 * 1024 })] };
+      return { source: [raw(), gunzipDoneReading()] };
     case 'none':
       return { source: [raw()] };
     case 'zstd': {
@@ -886,7 +913,7 @@ export async function unpackLayerFrom(
   }
   try {
     const blobSize = 'file' in from ? (await fsp.stat(from.file)).size : from.size;
-    const scanner = new TarLayerScanner(layerByteBudget(blobSize, limits));
+    const scanner = new TarLayerScanner(layerByteBudget(blobSize, limits), compression === 'gzip');
     const extractor = new LayerExtractor(destDir);
     const { source, child: decompressor } = decompressorFor(from, compression);
     const onAbort = () => decompressor?.kill('SIGKILL');

@@ -133,3 +133,40 @@ test('a registry with a self-signed certificate is refused, and pulled over HTTP
   assert.deepEqual(await fsp.readFile(file), bytes);
   assert.equal(served, 1);
 });
+
+test('blobs of many socket reads arrive intact over HTTP (chunked, on a reused connection) and HTTPS', async () => {
+  // The client frees each socket read and body piece as soon as it is parsed and copied: nothing may read one after.
+  const big = randomBytes(3 * 1024 * 1024 + 12345);
+  const bigDesc = { digest: `sha256:${createHash('sha256').update(big).digest('hex')}`, size: big.length };
+  const handler: http.RequestListener = (req, res) => {
+    if (req.url === blobPath) return res.writeHead(200, { 'content-length': String(desc.size) }).end(bytes);
+    if (req.url !== `/v2/test/img/blobs/${bigDesc.digest}`) return res.writeHead(404).end();
+    res.writeHead(200); // no length: chunked, in pieces of odd sizes
+    let off = 0;
+    const next = () => {
+      if (off >= big.length) return res.end();
+      const n = 1000 + ((off / 7) % 150_000);
+      res.write(big.subarray(off, (off += n)), () => setImmediate(next));
+    };
+    next();
+  };
+  const key = path.join(dir, 'many-key.pem');
+  const cert = path.join(dir, 'many-cert.pem');
+  await run('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', cert,
+    '-days', '1', '-subj', '/CN=127.0.0.2', '-addext', 'subjectAltName=IP:127.0.0.2']);
+  const tlsServer = https.createServer({ key: await fsp.readFile(key), cert: await fsp.readFile(cert) }, handler);
+  servers.push(tlsServer);
+  await new Promise<void>((resolve) => tlsServer.listen(0, '127.0.0.2', () => resolve()));
+  const tlsHost = `127.0.0.2:${(tlsServer.address() as AddressInfo).port}`;
+  const plainHost = await serve(handler);
+  for (const host of [plainHost, tlsHost]) {
+    const c = client({ insecure: [host] });
+    const ref = parseReference(`${host}/test/img:v1`);
+    // Big, small, big again: the small body and the next response's headers share reads with the big ones.
+    for (const [d, want] of [[bigDesc, big], [desc, bytes], [bigDesc, big]] as const) {
+      const file = dest();
+      await c.downloadBlob(ref, d, file);
+      assert.ok((await fsp.readFile(file)).equals(want), `${host}: blob ${d.size} bytes differs`);
+    }
+  }
+});
