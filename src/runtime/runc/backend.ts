@@ -38,6 +38,12 @@ import { checkId, RuncPaths } from './paths.js';
 import { processAlive, procStat, signalNumber, sleep } from './processes.js';
 import { RuntimeCli } from './runtime-cli.js';
 
+/**
+ * A status call takes a conmon seen alive this recently as still alive (no /proc read). A conmon killed out of
+ * band, with no exit file, then shows as EXITED up to this much later; every exit conmon saw shows at once.
+ */
+const MONITOR_SIGHTING_MS = 500;
+
 export { commandNotRunnable } from './runtime-cli.js';
 export { EXEC_OUTPUT_LIMIT } from './exec.js';
 
@@ -338,7 +344,7 @@ export class RuncBackend implements RuntimeBackend {
   }
 
   private async unmonitoredExit(id: string): Promise<{ exitCode: number; message: string; lost?: boolean } | undefined> {
-    if (await this.conmon.pidOf(id)) return undefined;
+    if (await this.conmon.runningWithin(id, MONITOR_SIGHTING_MS)) return undefined;
     if (await this.exitFiles.read(id)) return undefined; // conmon finished normally: the exit file says it all
     const state = await this.cli.state(id);
     if (state && state.status !== 'stopped') return undefined;
