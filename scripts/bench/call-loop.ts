@@ -47,6 +47,8 @@ interface Target {
   client: CriClient;
   pid: number;
   pod: string;
+  /** The pod's sandbox config, sent again with each CreateContainer in it. */
+  podConfig: unknown;
   container: string;
   logDir: string;
 }
@@ -197,7 +199,7 @@ async function main(): Promise<void> {
     const config = sandboxConfig(`callbench-${name}`, logDir);
     const { pod_sandbox_id: pod } = await client.runtime('RunPodSandbox', { config });
     const container = await runContainer(client, pod, config, containerConfig('sleeper', busybox, ['sleep', '3600']));
-    targets.push({ name, client, pid, pod, container, logDir });
+    targets.push({ name, client, pid, pod, podConfig: config, container, logDir });
   };
   try {
     for (const d of daemons) {
@@ -282,8 +284,7 @@ async function main(): Promise<void> {
           await t.client.image('ImageStatus', { image: { image: small } }, D);
           figuresOf(`ImageStatus after PullImage${label}`, t.name).ms.push(performance.now() - t0);
           await t.client.image('RemoveImage', { image: { image: small } }, D);
-          const config = sandboxConfig(`callbench-seq-${i}`, t.logDir);
-          const { container_id } = await t.client.runtime('CreateContainer', { pod_sandbox_id: t.pod, config: containerConfig(`seq-${i}-${gapMs}`, busybox, ['sleep', '3600']), sandbox_config: config });
+          const { container_id } = await t.client.runtime('CreateContainer', { pod_sandbox_id: t.pod, config: containerConfig(`seq-${i}-${gapMs}`, busybox, ['sleep', '3600']), sandbox_config: t.podConfig });
           await t.client.runtime('StartContainer', { container_id });
           if (gapMs) await sleep(gapMs);
           const t1 = performance.now();

@@ -184,11 +184,11 @@ export class Conmon {
     const known = this.known.get(id);
     if (known) {
       const stat = procStat(known.pid);
-      if (stat?.startTime === known.startTime && stat.state !== 'Z') {
+      if (stat?.startTime === known.startTime) {
+        if (stat.state === 'Z') return undefined;
         known.seenAt = performance.now();
         return known.pid;
       }
-      if (stat?.startTime === known.startTime) return undefined;
       this.known.delete(id);
     }
     const record = await this.readRecord(id);
