@@ -5,10 +5,12 @@
 //
 //   node dist/scripts/bench/critest.js [--rounds 2] [--samples 10] [--runtimes nodelet,nodelet-containerd,containerd]
 //        [--nodelet-log-level info] [--cpu-prof DIR] [--nodelet-node-flags '--flag ...'] [--keep DIR]
+//        [--alt-node-flags=--flag --alt-env NAME=VALUE,... --alt-bin PATH]
 //
 // --runtimes may also name nodelet-builtin: nodelet (runc) with --grpc-server builtin, side by side with
 // the others (e.g. --runtimes nodelet,nodelet-builtin compares the two gRPC servers under the same load), and
-// nodelet-alt: nodelet (runc) with --alt-node-flags '--flag ...' and --alt-env NAME=VALUE,... added.
+// nodelet-alt: nodelet (runc) with --alt-node-flags '--flag ...' and --alt-env NAME=VALUE,... added, and/or
+// another build's entry point (--alt-bin ../baseline/bin/nodelet-cri): an A/B of a setting or a change.
 import { spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import os from 'node:os';
@@ -37,6 +39,8 @@ export interface CritestBenchOptions {
   /** "nodelet-alt": nodelet (runc) again with these node flags and environment added (an A/B of a setting). */
   altNodeFlags?: string[];
   altEnv?: Record<string, string>;
+  /** "nodelet-alt": this entry point instead of the checkout's bin/nodelet-cri. */
+  altBin?: string;
   keep?: string;
   log: (line: string) => void;
 }
@@ -131,7 +135,7 @@ export async function runCritestBench(o: CritestBenchOptions): Promise<CritestSa
         backend,
         args: [...mirrors, '--insecure-registry', registry.host, '--log-level', o.nodeletLogLevel, ...extra],
         nodeFlags: o.nodeletNodeFlags,
-        ...(name === 'nodelet-alt' ? { env: o.altEnv ?? {}, nodeFlags: [...(o.nodeletNodeFlags ?? []), ...(o.altNodeFlags ?? [])] } : {}),
+        ...(name === 'nodelet-alt' ? { env: o.altEnv ?? {}, nodeFlags: [...(o.nodeletNodeFlags ?? []), ...(o.altNodeFlags ?? [])], bin: o.altBin } : {}),
       });
       undo.push(async () => {
         if (o.keep) await fsp.copyFile(daemon.logFile, path.join(o.keep, `${name}-cri.log`)).catch(() => undefined);
@@ -208,6 +212,7 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
       keep: { type: 'string' },
       'alt-node-flags': { type: 'string' },
       'alt-env': { type: 'string' },
+      'alt-bin': { type: 'string' },
     },
   });
   const cpuProf = values['cpu-prof'] ? path.resolve(values['cpu-prof']) : undefined;
@@ -225,6 +230,7 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
         : undefined,
     keep: values.keep ? path.resolve(values.keep) : undefined,
     altNodeFlags: values['alt-node-flags']?.split(/\s+/).filter(Boolean),
+    altBin: values['alt-bin'] ? path.resolve(values['alt-bin']) : undefined,
     altEnv: Object.fromEntries((values['alt-env'] ?? '').split(',').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])),
     log: say,
   }).then(

@@ -24,6 +24,8 @@ export interface TestDaemonOptions {
   nodeFlags?: string[];
   /** Which backend runs the default handler (default: NODELET_TEST_BACKEND, else runc). */
   backend?: TestBackend;
+  /** The nodelet-cri entry point (default: this checkout's bin/nodelet-cri), e.g. a baseline build's in a bench. */
+  bin?: string;
 }
 
 export type TestBackend = 'runc' | 'containerd';
@@ -94,8 +96,9 @@ export async function startTestDaemon(opts: TestDaemonOptions = {}): Promise<Tes
   const backend = opts.backend ?? ((process.env.NODELET_TEST_BACKEND as TestBackend | undefined) || 'runc');
   // containerd: the default handler on containerd's runc shim, nodelet-cri running its own containerd.
   const backendArgs = backend === 'containerd' ? ['--runtime-handler', 'containerd-runc=containerd:io.containerd.runc.v2', '--default-runtime', 'containerd-runc'] : [];
+  const bin = opts.bin ?? MAIN;
   const args = [
-    MAIN,
+    bin,
     '--socket', socket,
     '--root', root,
     '--run-root', runRoot,
@@ -109,7 +112,7 @@ export async function startTestDaemon(opts: TestDaemonOptions = {}): Promise<Tes
   const spawnDaemon = async (env?: Record<string, string>) => {
     const out = await fsp.open(logFile, 'a');
     // Run the executable itself, so the node flags of its #! line apply as in production.
-    const [file, argv] = opts.nodeFlags ? [process.execPath, [...entryNodeFlags(), ...opts.nodeFlags, ...args]] : [args[0]!, args.slice(1)];
+    const [file, argv] = opts.nodeFlags ? [process.execPath, [...entryNodeFlags(bin), ...opts.nodeFlags, ...args]] : [args[0]!, args.slice(1)];
     const proc = spawn(file, argv, { stdio: ['ignore', out.fd, out.fd], env: { ...process.env, ...env } });
     await out.close();
     await waitForSocket(socket, proc, logFile);
@@ -186,8 +189,8 @@ export async function startTestDaemon(opts: TestDaemonOptions = {}): Promise<Tes
 }
 
 /** The node flags on the entry point's #! line. */
-function entryNodeFlags(): string[] {
-  const first = readFileSync(MAIN, 'utf8').split('\n')[0] ?? '';
+function entryNodeFlags(bin: string): string[] {
+  const first = readFileSync(bin, 'utf8').split('\n')[0] ?? '';
   return first.split(/\s+/).filter((w) => w.startsWith('--'));
 }
 
