@@ -1,9 +1,10 @@
 // ImageService RPCs: validate the request shape, call the image domain, shape the response.
-import type { ServiceHandlers } from './server.js';
-import type { ImageService, ImageRecord } from '../image/image-service.js';
+import type { EncodedMessage, ServiceHandlers } from './server.js';
+import type { ImageService } from '../image/image-service.js';
 import type { RegistryCredentials } from '../image/registry.js';
 import { invalidArgument } from '../common/errors.js';
-import type { Image } from './generated/runtime/v1/Image.js';
+import { criServices } from './grpc.js';
+import { imageListItems, imageMessage } from './list-responses.js';
 import type { AuthConfig__Output } from './generated/runtime/v1/AuthConfig.js';
 import type { ImageStatusRequest__Output } from './generated/runtime/v1/ImageStatusRequest.js';
 import type { ImageStatusResponse } from './generated/runtime/v1/ImageStatusResponse.js';
@@ -15,28 +16,6 @@ import type { RemoveImageRequest__Output } from './generated/runtime/v1/RemoveIm
 import type { RemoveImageResponse } from './generated/runtime/v1/RemoveImageResponse.js';
 import type { ImageFsInfoResponse } from './generated/runtime/v1/ImageFsInfoResponse.js';
 import type { ImageSpec__Output } from './generated/runtime/v1/ImageSpec.js';
-
-/** The user an image runs as: a numeric uid, or a name (the user part of "user:group"). */
-export function imageUser(user: string | undefined): { uid?: number; username: string } {
-  const name = (user ?? '').split(':')[0] ?? '';
-  if (name === '') return { username: '' };
-  if (/^\d+$/.test(name)) return { uid: Number(name), username: '' };
-  return { username: name };
-}
-
-export function imageMessage(record: ImageRecord): Image {
-  const user = imageUser(record.config.config?.User);
-  return {
-    id: record.id,
-    repo_tags: record.repoTags,
-    repo_digests: record.repoDigests,
-    size: record.size,
-    uid: user.uid !== undefined ? { value: user.uid } : null,
-    username: user.username,
-    spec: { image: record.id, annotations: {} },
-    pinned: record.pinned,
-  };
-}
 
 function requireImage(spec: ImageSpec__Output | null | undefined): string {
   const image = spec?.image?.trim() ?? '';
@@ -61,35 +40,37 @@ function nowNanos(): string {
 }
 
 export function imageHandlers(service: ImageService): ServiceHandlers {
+  const imageItems = imageListItems(criServices().image.ListImages.responseSerialize);
   return {
     unary: {
-      async ListImages(req: ListImagesRequest__Output): Promise<ListImagesResponse> {
+      async ListImages(req: ListImagesRequest__Output): Promise<ListImagesResponse | EncodedMessage> {
         const wanted = req.filter?.image?.image?.trim();
-        const records = service.list(wanted ? { image: { image: wanted } } : undefined);
-        return { images: records.map(imageMessage) };
+        return imageItems.response(service.list(wanted ? { image: { image: wanted } } : undefined));
       },
 
-      async ImageStatus(req: ImageStatusRequest__Output): Promise<ImageStatusResponse> {
+      async ImageStatus(req: ImageStatusRequest__Output): Promise<ImageStatusResponse | EncodedMessage> {
         const image = requireImage(req.image);
         const record = service.status(image);
         if (!record) return { image: null, info: {} };
-        const info: Record<string, string> = {};
-        if (req.verbose) {
-          info.info = JSON.stringify({
+        if (!req.verbose) return imageItems.message(record);
+        const info: Record<string, string> = {
+          info: JSON.stringify({
             id: record.id,
             manifestDigest: record.manifestDigest,
             chainID: service.chainId(record),
             layers: record.layers,
             createdAt: record.createdAt,
             imageSpec: record.config,
-          });
-        }
+          }),
+        };
         return { image: imageMessage(record), info };
       },
 
       async PullImage(req: PullImageRequest__Output, ctx): Promise<PullImageResponse> {
         const image = requireImage(req.image);
         const record = await service.pull(image, credentialsFrom(req.auth), ctx.signal);
+        // Encoded now, once per pulled record, rather than by the status and list calls that follow.
+        imageItems.entryOf(record);
         return { image_ref: record.id };
       },
 

@@ -1,7 +1,9 @@
-// ListContainers and ListPodSandbox answers. A list item's wire bytes depend only on fields that never
-// change after creation plus its state, so each record's encoded entry is kept and reused; an answer is
-// the concatenation of its items' entries (a repeated field is its entries one after another).
+// ListContainers, ListPodSandbox and ListImages answers. A list item's wire bytes depend only on fields that
+// never change after creation plus its state (or names), so each record's encoded entry is kept and reused;
+// an answer is the concatenation of its items' entries (a repeated field is its entries one after another).
 import type { SandboxRecord, ContainerRecord } from '../runtime/records.js';
+import type { ImageRecord } from '../image/image-service.js';
+import type { Image } from './generated/runtime/v1/Image.js';
 import { EncodedMessage } from './server.js';
 
 /** A response serializer of the service definition (its typed request is the generated type). */
@@ -34,6 +36,28 @@ export function podSandboxMessage(rec: SandboxRecord) {
   };
 }
 
+/** The user an image runs as: a numeric uid, or a name (the user part of "user:group"). */
+export function imageUser(user: string | undefined): { uid?: number; username: string } {
+  const name = (user ?? '').split(':')[0] ?? '';
+  if (name === '') return { username: '' };
+  if (/^\d+$/.test(name)) return { uid: Number(name), username: '' };
+  return { username: name };
+}
+
+export function imageMessage(record: ImageRecord): Image {
+  const user = imageUser(record.config.config?.User);
+  return {
+    id: record.id,
+    repo_tags: record.repoTags,
+    repo_digests: record.repoDigests,
+    size: record.size,
+    uid: user.uid !== undefined ? { value: user.uid } : null,
+    username: user.username,
+    spec: { image: record.id, annotations: {} },
+    pinned: record.pinned,
+  };
+}
+
 /** What an item's message is built from; an entry is reused while every part is the same (===). */
 export function containerMessageInputs(rec: ContainerRecord): unknown[] {
   return [rec.id, rec.sandboxId, rec.config, rec.imageName, rec.imageRef, rec.imageId, rec.state, rec.createdAt];
@@ -41,6 +65,11 @@ export function containerMessageInputs(rec: ContainerRecord): unknown[] {
 
 export function podSandboxMessageInputs(rec: SandboxRecord): unknown[] {
   return [rec.id, rec.config, rec.state, rec.createdAt, rec.runtimeHandler];
+}
+
+/** The image store replaces a record's arrays (never edits them) when its names change. */
+export function imageMessageInputs(rec: ImageRecord): unknown[] {
+  return [rec.id, rec.repoTags, rec.repoDigests, rec.size, rec.pinned, rec.config];
 }
 
 interface Entry {
@@ -79,6 +108,11 @@ export class EncodedListItems<R extends object> {
     return bytes;
   }
 
+  /** A response holding just this record: its entry, as a message of its own. */
+  message(rec: R): EncodedMessage {
+    return new EncodedMessage(this.entryOf(rec));
+  }
+
   /** The last answer and its entries: the kubelet's relist asks the same unfiltered list every second. */
   private last?: { parts: Buffer[]; message: EncodedMessage };
 
@@ -104,4 +138,12 @@ export function containerListItems(serializeResponse: Serialize): EncodedListIte
 
 export function podSandboxListItems(serializeResponse: Serialize): EncodedListItems<SandboxRecord> {
   return new EncodedListItems((rec) => serializeResponse({ items: [podSandboxMessage(rec)] }), podSandboxMessageInputs);
+}
+
+/**
+ * An image's entry in ListImagesResponse (field 1, repeated Image) is also, byte for byte, an
+ * ImageStatusResponse holding that image (field 1, Image) and no info: one cache answers both calls.
+ */
+export function imageListItems(serializeResponse: Serialize): EncodedListItems<ImageRecord> {
+  return new EncodedListItems((rec) => serializeResponse({ images: [imageMessage(rec)] }), imageMessageInputs);
 }

@@ -251,6 +251,24 @@ test('untag keeps an image other tags still name; the last tag removes it', asyn
   assert.equal(main.service.status(busybox.configDigest), undefined);
 });
 
+test('status and list answer an image as its names are now, right after each change (their encoded answers are kept per record)', async () => {
+  const busybox = fixtures.busybox;
+  const [first, second, ...rest] = busybox.tags.map((t) => ref(busybox, t));
+  for (const name of [first!, second!, ...rest]) await pull(main, name);
+  const tagsNow = async () => ({
+    status: (await status(main, second!)).image.repo_tags.sort(),
+    listed: (await main.client.image('ListImages', {})).images.find((i: any) => i.id === busybox.configDigest)?.repo_tags.sort(),
+  });
+  const all = [first!, second!, ...rest].sort();
+  assert.deepEqual(await tagsNow(), { status: all, listed: all });
+  await main.service.untag(first!);
+  const left = all.filter((t) => t !== first);
+  assert.deepEqual(await tagsNow(), { status: left, listed: left });
+  assert.equal((await status(main, first!)).image, null);
+  await pull(main, first!);
+  assert.deepEqual(await tagsNow(), { status: all, listed: all });
+});
+
 test('ten concurrent pulls of one image share one download', async () => {
   const h = await startHarness();
   const image = fixtures.entrypoint;

@@ -7,7 +7,9 @@ import { createHash } from 'node:crypto';
 import { BlobStore, raceAbort } from '../../src/image/blob-store.js';
 import { ImageStore, type CommitRequest, type ImageRecord } from '../../src/image/image-store.js';
 import { Leases, SharedWork, parseImageReference } from '../../src/image/pull.js';
-import { imageUser, imageMessage, credentialsFrom } from '../../src/cri/image-handlers.js';
+import { credentialsFrom } from '../../src/cri/image-handlers.js';
+import { imageUser, imageMessage, imageListItems } from '../../src/cri/list-responses.js';
+import { criServices } from '../../src/cri/grpc.js';
 import { NodeletError, isKind } from '../../src/common/errors.js';
 import { ImageService } from '../../src/image/image-service.js';
 
@@ -284,6 +286,30 @@ test('image user and message mapping', () => {
   assert.equal(credentialsFrom(null), undefined);
   assert.equal(credentialsFrom({ username: '', password: '', auth: '', server_address: 'x', identity_token: '', registry_token: '' }), undefined);
   assert.deepEqual(credentialsFrom({ username: 'u', password: 'p', auth: '', server_address: '', identity_token: '', registry_token: 't' }), { username: 'u', password: 'p', registryToken: 't' });
+});
+
+test("an image's encoded list entry is its ImageStatus answer byte for byte, and follows a change of names", () => {
+  const svc = criServices().image;
+  const items = imageListItems(svc.ListImages.responseSerialize);
+  let record: ImageRecord = {
+    id: sha('cfg2'),
+    repoTags: ['docker.io/library/busybox:1', 'docker.io/library/busybox:latest'],
+    repoDigests: [`docker.io/library/busybox@${sha('m2')}`],
+    config: { config: { User: 'nobody' } },
+    manifestDigest: sha('m2'),
+    layers: [],
+    size: 4_300_000_000,
+    pinned: false,
+    createdAt: '',
+    updatedAt: '',
+  };
+  const statusBytes = (r: ImageRecord) => svc.ImageStatus.responseSerialize({ image: imageMessage(r), info: {} } as never);
+  assert.deepEqual(items.message(record).bytes, statusBytes(record));
+  assert.deepEqual(svc.ImageStatus.responseDeserialize(items.message(record).bytes), svc.ImageStatus.responseDeserialize(statusBytes(record)));
+  record = { ...record, repoTags: record.repoTags.slice(1), pinned: true };
+  assert.deepEqual(items.message(record).bytes, statusBytes(record));
+  const listed = svc.ListImages.responseDeserialize(items.response([record, record]).bytes) as { images: Array<{ repo_tags: string[]; pinned: boolean }> };
+  assert.deepEqual(listed.images.map((i) => [i.repo_tags, i.pinned]), [[['docker.io/library/busybox:latest'], true], [['docker.io/library/busybox:latest'], true]]);
 });
 
 test('raceAbort passes results through without a signal', async () => {
