@@ -6,7 +6,7 @@ import { NODELET_VERSION, CRI_API_VERSION } from '../version.js';
 import { checkCommand } from '../runtime/validation.js';
 import { reportedMounts } from '../runtime/image-volumes.js';
 import { criServices } from './grpc.js';
-import { containerListItems, podSandboxListItems } from './list-responses.js';
+import { EncodedListItems, containerListItems, podSandboxListItems } from './list-responses.js';
 
 export function sandboxStatusMessage(rec: SandboxRecord) {
   const [ip, ...more] = rec.ips;
@@ -47,6 +47,19 @@ export function containerStatusMessage(rec: ContainerRecord) {
   };
 }
 
+/** What containerStatusMessage reads: values, and objects the runtime replaces (never edits) when they change. */
+function containerStatusInputs(rec: ContainerRecord): unknown[] {
+  return [
+    rec.id, rec.config, rec.state, rec.createdAt, rec.startedAt, rec.finishedAt, rec.exitCode, rec.imageName, rec.imageRef,
+    rec.imageId, rec.reason, rec.message, rec.imageVolumes, rec.logPath, rec.resources, rec.user,
+  ];
+}
+
+/** A container's non-verbose ContainerStatusResponse in wire form, kept until what it reads changes. */
+function containerStatusAnswers(serializeResponse: (value: any) => Buffer): EncodedListItems<ContainerRecord> {
+  return new EncodedListItems((rec) => serializeResponse({ status: containerStatusMessage(rec), info: {} }), containerStatusInputs);
+}
+
 function nowNs(): string {
   return (BigInt(Date.now()) * 1_000_000n).toString();
 }
@@ -56,6 +69,7 @@ export function runtimeHandlers(rt: RuntimeService): ServiceHandlers {
   const service = criServices().runtime;
   const containerItems = containerListItems(service.ListContainers.responseSerialize);
   const sandboxItems = podSandboxListItems(service.ListPodSandbox.responseSerialize);
+  const statusAnswers = containerStatusAnswers(service.ContainerStatus.responseSerialize);
   return {
     unary: {
       Version: async () => ({
@@ -108,6 +122,9 @@ export function runtimeHandlers(rt: RuntimeService): ServiceHandlers {
       CreateContainer: async (req: any) => ({ container_id: await containers.create(req.pod_sandbox_id, req.config) }),
       StartContainer: async (req: any) => {
         await containers.start(req.container_id);
+        // Encoded now, once per start, rather than by the status call that follows.
+        const started = rt.ctx.containers.get(req.container_id);
+        if (started) statusAnswers.entryOf(started);
         return {};
       },
       StopContainer: async (req: any, ctx) => {
@@ -121,6 +138,7 @@ export function runtimeHandlers(rt: RuntimeService): ServiceHandlers {
       ListContainers: async (req: any) => containerItems.response(await containers.list(req.filter)),
       ContainerStatus: async (req: any) => {
         const rec = await containers.get(req.container_id);
+        if (!req.verbose) return statusAnswers.message(rec);
         return {
           status: containerStatusMessage(rec),
           info: req.verbose ? { info: JSON.stringify({ pid: rec.pid, sandboxId: rec.sandboxId, runtimeHandler: rec.runtimeHandler, rootfs: rec.rootfs, imageVolumes: rec.imageVolumes ?? [], config: rec.config }) } : {},

@@ -16,7 +16,7 @@ import type { ImageService } from '../../src/image/image-service.js';
 import type { ContainerConfig__Output } from '../../src/cri/generated/runtime/v1/ContainerConfig.js';
 import type { PodSandboxConfig__Output } from '../../src/cri/generated/runtime/v1/PodSandboxConfig.js';
 import { FakeBackend, FakeHost } from '../helpers/fake-backend.js';
-import { runtimeHandlers } from '../../src/cri/runtime-handlers.js';
+import { containerStatusMessage, runtimeHandlers } from '../../src/cri/runtime-handlers.js';
 import { containerMessage, podSandboxMessage } from '../../src/cri/list-responses.js';
 import { EncodedMessage } from '../../src/cri/server.js';
 
@@ -448,6 +448,16 @@ test('list answers (reused encoded entries) equal the generic encoding for every
       const generic = svc.ListPodSandbox.responseSerialize({ items: (await rt.sandboxes.list(req.filter)).map(podSandboxMessage) } as never);
       assert.deepEqual(svc.ListPodSandbox.responseDeserialize(answer.bytes), svc.ListPodSandbox.responseDeserialize(generic), `${when}: ListPodSandbox ${JSON.stringify(filter)}`);
       assert.ok(answer.bytes.equals(generic), `${when}: the same bytes for ListPodSandbox ${JSON.stringify(filter)}`);
+    }
+    // Each container's (non-verbose) status: kept encoded per record, it must follow every change as the lists do.
+    for (const id of ctrIds) {
+      const rec = rt.ctx.containers.get(id);
+      if (!rec || rec.phase !== 'ready') continue;
+      const req = svc.ContainerStatus.requestDeserialize(svc.ContainerStatus.requestSerialize({ container_id: id } as never));
+      const answer = await handlers.ContainerStatus!(req, {} as never);
+      assert.ok(answer instanceof EncodedMessage, 'ContainerStatus answers pre-encoded bytes');
+      const generic = svc.ContainerStatus.responseSerialize({ status: containerStatusMessage(await rt.containers.get(id)), info: {} } as never);
+      assert.ok(answer.bytes.equals(generic), `${when}: the same bytes for ContainerStatus of ${id}`);
     }
     const all = svc.ListContainers.responseDeserialize(((await handlers.ListContainers!(svc.ListContainers.requestDeserialize(Buffer.alloc(0)), {} as never)) as EncodedMessage).bytes);
     const pods = svc.ListPodSandbox.responseDeserialize(((await handlers.ListPodSandbox!(svc.ListPodSandbox.requestDeserialize(Buffer.alloc(0)), {} as never)) as EncodedMessage).bytes);
