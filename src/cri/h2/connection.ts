@@ -18,6 +18,7 @@ import {
   goawayFrame,
   rstStreamFrame,
   settingsFrame,
+  unaryAnswerFrames,
   unpad,
   windowUpdateFrame,
 } from './frames.js';
@@ -376,6 +377,7 @@ export class H2Connection implements StreamOwner {
     if (this.closed) return;
     for (const s of this.ready) {
       if (this.socketBlocked) break;
+      if (this.sendWholeAnswer(s)) continue;
       if (s.headersBlock) {
         this.queueHeaders(s.id, s.headersBlock, false);
         s.headersBlock = undefined;
@@ -418,6 +420,30 @@ export class H2Connection implements StreamOwner {
         this.maybeClose(s);
       }
     }
+  }
+
+  /**
+   * A unary answer queued whole (headers, message, trailers) that fits one frame of each kind and the
+   * windows goes out as one buffer: the common case, without the general path's pieces.
+   */
+  private sendWholeAnswer(s: H2Stream): boolean {
+    const headers = s.headersBlock;
+    const trailers = s.trailersBlock;
+    const max = this.peerMaxFrame;
+    if (!headers || !trailers || s.refused || headers.length > max || trailers.length > max) return false;
+    const n = s.queued;
+    if (n > max || n > s.sendWindow || n > this.connSendWindow) return false;
+    this.queue(unaryAnswerFrames(s.id, headers, s.data, n, trailers));
+    s.headersBlock = undefined;
+    s.sentHeaders = true;
+    s.trailersBlock = undefined;
+    s.data.length = 0;
+    s.queued = 0;
+    s.sendWindow -= n;
+    this.connSendWindow -= n;
+    this.ready.delete(s);
+    this.maybeClose(s);
+    return true;
   }
 
   /** A header block as HEADERS and, past the peer's frame size, CONTINUATION frames. */

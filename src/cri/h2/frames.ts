@@ -79,6 +79,29 @@ export function frame(type: FrameType, flags: number, stream: number, payload?: 
   return out;
 }
 
+/**
+ * A whole unary answer as one buffer: HEADERS (`headers`, END_HEADERS), one DATA frame holding `data`
+ * (`dataLength` bytes in all), and HEADERS with the trailers (END_HEADERS | END_STREAM). The caller has
+ * checked that each block and the data fit one frame and the windows.
+ */
+export function unaryAnswerFrames(stream: number, headers: Buffer, data: readonly Buffer[], dataLength: number, trailers: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(3 * FRAME_HEADER + headers.length + dataLength + trailers.length);
+  let at = 0;
+  frameHeader(out, at, headers.length, FrameType.HEADERS, Flag.END_HEADERS, stream);
+  at += FRAME_HEADER;
+  out.set(headers, at);
+  at += headers.length;
+  frameHeader(out, at, dataLength, FrameType.DATA, 0, stream);
+  at += FRAME_HEADER;
+  for (const piece of data) {
+    out.set(piece, at);
+    at += piece.length;
+  }
+  frameHeader(out, at, trailers.length, FrameType.HEADERS, Flag.END_HEADERS | Flag.END_STREAM, stream);
+  out.set(trailers, at + FRAME_HEADER);
+  return out;
+}
+
 export function settingsFrame(settings: Array<[Setting, number]>): Buffer {
   const payload = Buffer.allocUnsafe(6 * settings.length);
   settings.forEach(([id, value], i) => {

@@ -44,9 +44,7 @@ class Call extends EventEmitter {
   callback = (err: Partial<grpc.StatusObject> | null, value?: unknown): void => {
     if (err) return this.stream.sendStatus(err.code ?? GrpcStatus.UNKNOWN, err.details);
     const bytes = this.serialize(value);
-    if (!bytes) return;
-    this.stream.sendMessage(bytes);
-    this.stream.sendStatus(0);
+    if (bytes) this.stream.sendUnary(bytes);
   };
 
   // Server streaming.

@@ -61,18 +61,28 @@ export class H2Stream extends EventEmitter {
   /** Queues one gRPC message; false once more than STREAM_HIGH_WATER is waiting (then wait for 'drain'). */
   sendMessage(message: Buffer): boolean {
     if (this.ended || this.cancelled) return true;
-    if (!this.headersBlock && !this.sentHeaders) this.headersBlock = RESPONSE_HEADER_BLOCK;
-    // The 5-byte prefix and the message as two pieces: the message is not copied. An empty message
-    // (all fields default) is the prefix alone: no empty piece may wait in the queue.
-    this.data.push(messagePrefix(message.length));
-    if (message.length) this.data.push(message);
-    this.queued += 5 + message.length;
+    this.enqueue(message);
     this.owner.schedule(this);
     if (this.queued > STREAM_HIGH_WATER) {
       this.wantDrain = true;
       return false;
     }
     return true;
+  }
+
+  /** A unary call's answer: its one message and status OK, scheduled together (one write when they fit). */
+  sendUnary(message: Buffer): void {
+    if (!this.ended && !this.cancelled) this.enqueue(message);
+    this.sendStatus(0);
+  }
+
+  private enqueue(message: Buffer): void {
+    if (!this.headersBlock && !this.sentHeaders) this.headersBlock = RESPONSE_HEADER_BLOCK;
+    // The 5-byte prefix and the message as two pieces: the message is not copied. An empty message
+    // (all fields default) is the prefix alone: no empty piece may wait in the queue.
+    this.data.push(messagePrefix(message.length));
+    if (message.length) this.data.push(message);
+    this.queued += 5 + message.length;
   }
 
   /** Ends the call with a status; trailers-only when nothing was sent before. */
