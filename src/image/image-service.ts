@@ -57,6 +57,15 @@ export interface LayerTree {
 const ID_RE = /^sha256:[0-9a-f]{64}$/;
 const HEX_ID_RE = /^[0-9a-f]{64}$/;
 
+/** References whose canonical names are remembered at once; past it the memo starts afresh. */
+const NAMES_KEPT = 256;
+
+/** The name a reference finds its image by: a digested name, or a tagged one. */
+interface CanonicalName {
+  byDigest: boolean;
+  name: string;
+}
+
 export class ImageService {
   readonly root: string;
   readonly blobs: BlobStore;
@@ -136,15 +145,30 @@ export class ImageService {
     const s = refOrId.trim();
     if (ID_RE.test(s)) return this.images.get(s);
     if (HEX_ID_RE.test(s)) return this.images.get(`sha256:${s}`);
-    let ref;
+    const name = this.canonicalName(s);
+    if (!name) return undefined;
+    return name.byDigest ? this.images.getByDigest(name.name) : this.images.getByTag(name.name);
+  }
+
+  /** Canonical names of the references asked for, kept: status calls repeat the same few (a bounded memo). */
+  private readonly names = new Map<string, CanonicalName | null>();
+
+  private canonicalName(s: string): CanonicalName | null {
+    const known = this.names.get(s);
+    if (known !== undefined) return known;
+    let name: CanonicalName | null = null;
     try {
-      ref = parseReference(s);
+      const ref = parseReference(s);
+      const tagged = ref.digest ? undefined : taggedName(ref);
+      if (ref.digest) name = { byDigest: true, name: digestedName(ref, ref.digest) };
+      else if (tagged) name = { byDigest: false, name: tagged };
     } catch {
-      return undefined;
+      name = null; // not a reference: nothing by that name
     }
-    if (ref.digest) return this.images.getByDigest(digestedName(ref, ref.digest));
-    const tagged = taggedName(ref);
-    return tagged ? this.images.getByTag(tagged) : undefined;
+    if (s.length > 255) return name; // a client's odd long names are not kept
+    if (this.names.size >= NAMES_KEPT) this.names.clear();
+    this.names.set(s, name);
+    return name;
   }
 
   list(filter?: { image?: { image?: string } | null } | null): ImageRecord[] {

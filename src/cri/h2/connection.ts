@@ -407,10 +407,7 @@ export class H2Connection implements StreamOwner {
         if (this.outBytes > STREAM_HIGH_WATER * 4) this.flush();
         if (this.socketBlocked) break;
       }
-      if (s.wantDrain && s.queued <= STREAM_HIGH_WATER) {
-        s.wantDrain = false;
-        s.emit('drain');
-      }
+      if (s.wantDrain && s.queued <= STREAM_HIGH_WATER) s.drained();
       if (s.data.length) continue;
       this.ready.delete(s);
       if (s.trailersBlock) {

@@ -6,7 +6,7 @@ import net from 'node:net';
 import type * as grpc from '@grpc/grpc-js';
 import { DEFAULT_LIMITS, H2Connection, type ConnectionLimits, type RequestSink } from './connection.js';
 import { MAX_MESSAGE, parseTimeout } from './grpc-wire.js';
-import type { H2Stream } from './stream.js';
+import type { H2Stream, StreamListener } from './stream.js';
 import { GrpcStatus } from '../../common/grpc-status.js';
 
 interface Method {
@@ -15,12 +15,8 @@ interface Method {
 }
 
 /** The call object a handler sees: the parts of grpc-js's ServerUnaryCall / ServerWritableStream we use. */
-class Call extends EventEmitter {
+class Call extends EventEmitter implements StreamListener {
   private readonly deadline: number;
-  private readonly onCancel = () => {
-    this.cancelled = true;
-    this.emit('cancelled', 'cancelled');
-  };
   cancelled = false;
 
   constructor(
@@ -32,8 +28,17 @@ class Call extends EventEmitter {
     const timeout = stream.header('grpc-timeout');
     const ms = timeout === undefined ? undefined : parseTimeout(timeout);
     this.deadline = ms === undefined ? Infinity : Date.now() + ms;
-    stream.once('cancelled', this.onCancel);
-    stream.on('drain', () => this.emit('drain'));
+    stream.listener = this;
+  }
+
+  onCancel(): void {
+    if (this.cancelled) return;
+    this.cancelled = true;
+    this.emit('cancelled', 'cancelled');
+  }
+
+  onDrain(): void {
+    this.emit('drain');
   }
 
   getDeadline(): number {

@@ -1,6 +1,5 @@
 // One HTTP/2 stream carrying one gRPC call: the request body as it arrives, the response queued for
 // the connection to send as flow control allows, and cancellation when the client resets it.
-import { EventEmitter } from 'node:events';
 import type { HeaderList } from './hpack.js';
 import { RESPONSE_HEADER_BLOCK, messagePrefix, statusBlock } from './grpc-wire.js';
 
@@ -12,7 +11,13 @@ export interface StreamOwner {
   schedule(stream: H2Stream): void;
 }
 
-export class H2Stream extends EventEmitter {
+/** Who hears of a stream's end by the client and of room to write again (the call object of its handler). */
+export interface StreamListener {
+  onCancel(): void;
+  onDrain(): void;
+}
+
+export class H2Stream {
   path = '';
   headers: HeaderList = [];
   /** Set once the client reset the stream or the connection went away before the call ended. */
@@ -37,6 +42,7 @@ export class H2Stream extends EventEmitter {
   wantDrain = false;
   /** Set by the connection on a reset stream whose handler still runs: called when it ends the call. */
   onHandlerEnd?: () => void;
+  listener?: StreamListener;
   /** A unary handler runs for this stream: it always ends the call (sendStatus), even after a reset. */
   unaryRunning = false;
   /** Answered before its request was read: the request is not read any further. */
@@ -48,7 +54,6 @@ export class H2Stream extends EventEmitter {
     sendWindow: number,
     recvWindow: number,
   ) {
-    super();
     this.sendWindow = sendWindow;
     this.recvWindow = recvWindow;
   }
@@ -105,10 +110,13 @@ export class H2Stream extends EventEmitter {
     this.cancelled = true;
     this.data.length = 0;
     this.queued = 0;
-    this.emit('cancelled');
-    if (this.wantDrain) {
-      this.wantDrain = false;
-      this.emit('drain');
-    }
+    this.listener?.onCancel();
+    if (this.wantDrain) this.drained();
+  }
+
+  /** The queue went below STREAM_HIGH_WATER after a write that asked to wait (or the stream ended). */
+  drained(): void {
+    this.wantDrain = false;
+    this.listener?.onDrain();
   }
 }
