@@ -6,7 +6,7 @@
 //   npm run bench -- [--iterations 20] [--parallel-rounds 3] [--runtimes nodelet,containerd]
 //                    [--agent-pods 10] [--agent-replicas 10] [--only workload|lists|pulls|agent|critest] [--list-large 1000] [--large-running-containers 200]
 //                    [--large-memory-containers 200]
-//                    [--critest-rounds 2] [--critest-samples 10]
+//                    [--critest-rounds 3] [--critest-samples 20]
 //                    [--nodelet-log-level info] [--nodelet-sandbox-image] [--out docs/benchmark.md | --no-write] [--keep-logs DIR]
 import { promises as fsp } from 'node:fs';
 import os from 'node:os';
@@ -40,9 +40,12 @@ const FLAGS = {
   /** Of those, how many run `sleep` (the rest are only created: 1000 running on each runtime is too much for 2 cores). */
   'large-running-containers': { type: 'string', default: '200' },
   'large-memory-containers': { type: 'string', default: '200' },
-  /** critest -benchmark runs per runtime (interleaved) and samples per op in each run. */
-  'critest-rounds': { type: 'string', default: '2' },
-  'critest-samples': { type: 'string', default: '10' },
+  /**
+   * critest -benchmark runs per runtime (interleaved) and samples per op in each run. 2 × 10 put the sub-ms
+   * status calls anywhere within ±0.3× of their ratio from one run to the next; 3 × 20 within about ±0.1×.
+   */
+  'critest-rounds': { type: 'string', default: '3' },
+  'critest-samples': { type: 'string', default: '20' },
   /** Pods the agent starts one after another on each runtime (and nodelet-agent and the kubelet each on their node). */
   'agent-pods': { type: 'string', default: '10' },
   /** Replicas of the Deployment nodelet-agent and the kubelet each start (0: skip). */
