@@ -77,6 +77,17 @@ interface Entry {
   bytes: Buffer;
 }
 
+/**
+ * A kept entry in memory of its own: a small encoder output is a slice of node's shared 8 KiB pool, and
+ * keeping the slice would keep the whole pool chunk alive for as long as the record lives.
+ */
+function ownMemory(bytes: Buffer): Buffer {
+  if (bytes.byteLength === bytes.buffer.byteLength) return bytes;
+  const own = Buffer.allocUnsafeSlow(bytes.length);
+  bytes.copy(own);
+  return own;
+}
+
 function sameInputs(a: unknown[], b: unknown[]): boolean {
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
@@ -103,7 +114,7 @@ export class EncodedListItems<R extends object> {
     const inputs = this.inputsOf(rec);
     const cached = this.entries.get(rec);
     if (cached && sameInputs(cached.inputs, inputs)) return cached.bytes;
-    const bytes = this.encodeOne(rec);
+    const bytes = ownMemory(this.encodeOne(rec));
     this.entries.set(rec, { inputs, bytes });
     return bytes;
   }

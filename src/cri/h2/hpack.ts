@@ -6,16 +6,15 @@
 import { createRequire } from 'node:module';
 import { ConnectionError, ErrorCode } from './frames.js';
 
-interface HpackTables {
-  huffman: { encode: Array<[bits: number, code: number]> };
-  'static-table': { table: Array<{ name: string; value: string }> };
-}
-const tables = createRequire(import.meta.url)('hpack.js') as HpackTables;
+// The two data files alone: hpack.js's index would also load its coders and their stream libraries.
+const require = createRequire(import.meta.url);
+const HUFFMAN_CODE = (require('hpack.js/lib/hpack/huffman.js') as { encode: Array<[bits: number, code: number]> }).encode;
+const STATIC_TABLE = (require('hpack.js/lib/hpack/static-table.js') as { table: Array<{ name: string; value: string }> }).table;
 
 /** Decoded fields may be shared with the decoder's tables: read them, never change them. */
 export type HeaderList = Array<[name: string, value: string]>;
 
-const STATIC: ReadonlyArray<[string, string]> = tables['static-table'].table.map((e): [string, string] => [e.name, e.value]);
+const STATIC: ReadonlyArray<[string, string]> = STATIC_TABLE.map((e): [string, string] => [e.name, e.value]);
 const ENTRY_OVERHEAD = 32; // RFC 7541 §4.1: an entry's size is name + value + 32 octets
 
 // --- Huffman (RFC 7541 §5.2, Appendix B) ---
@@ -31,7 +30,7 @@ const HUFFMAN_ACCEPTS = new Uint8Array(256);
   // The code tree: internal nodes numbered from 0 (the root); a child is a node number or ~symbol for a leaf.
   const children: Array<[number, number]> = [[0, 0]];
   const UNSET = 0;
-  tables.huffman.encode.forEach(([bits, code], symbol) => {
+  HUFFMAN_CODE.forEach(([bits, code], symbol) => {
     let node = 0;
     for (let i = bits - 1; i >= 0; i--) {
       const bit = (code >>> i) & 1;
