@@ -96,7 +96,8 @@ function sameInputs(a: unknown[], b: unknown[]): boolean {
 /**
  * The encoded field-1 entry of each record, by record object (a record read again after a restart is a
  * new object; a removed one is collected with it). Checked against the record's inputs on every use, so
- * a change of state, however it was made (in place or by a new record), is never answered stale.
+ * a change of state, however it was made (in place or by a new record), is never answered stale. An entry
+ * may also be a whole answer of its own (an image's ImageStatus, a container's ContainerStatus).
  */
 export class EncodedListItems<R extends object> {
   private readonly entries = new WeakMap<R, Entry>();

@@ -141,7 +141,7 @@ export function runtimeHandlers(rt: RuntimeService): ServiceHandlers {
         if (!req.verbose) return statusAnswers.message(rec);
         return {
           status: containerStatusMessage(rec),
-          info: req.verbose ? { info: JSON.stringify({ pid: rec.pid, sandboxId: rec.sandboxId, runtimeHandler: rec.runtimeHandler, rootfs: rec.rootfs, imageVolumes: rec.imageVolumes ?? [], config: rec.config }) } : {},
+          info: { info: JSON.stringify({ pid: rec.pid, sandboxId: rec.sandboxId, runtimeHandler: rec.runtimeHandler, rootfs: rec.rootfs, imageVolumes: rec.imageVolumes ?? [], config: rec.config }) },
         };
       },
       UpdateContainerResources: async (req: any) => {

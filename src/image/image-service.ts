@@ -159,9 +159,12 @@ export class ImageService {
     let name: CanonicalName | null = null;
     try {
       const ref = parseReference(s);
-      const tagged = ref.digest ? undefined : taggedName(ref);
-      if (ref.digest) name = { byDigest: true, name: digestedName(ref, ref.digest) };
-      else if (tagged) name = { byDigest: false, name: tagged };
+      if (ref.digest) {
+        name = { byDigest: true, name: digestedName(ref, ref.digest) };
+      } else {
+        const tagged = taggedName(ref);
+        if (tagged) name = { byDigest: false, name: tagged };
+      }
     } catch {
       name = null; // not a reference: nothing by that name
     }
