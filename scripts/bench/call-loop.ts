@@ -20,7 +20,7 @@
 // every daemon (removed between pulls, kept after the last), as the bench's pull phase does before its RSS reads.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, promises as fsp, readFileSync } from 'node:fs';
+import { existsSync, promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -28,6 +28,7 @@ import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { connectCri, type CriClient } from '../../test/helpers/cri-client.js';
+import { entryNodeFlags } from '../../test/helpers/daemon.js';
 import { testConflist } from '../../test/helpers/cni.js';
 import { useRegistries } from '../../test/helpers/registries.js';
 import { loadFixtures, imageRef } from '../../test/helpers/fixtures.js';
@@ -107,12 +108,6 @@ async function startNodelet(name: string, bin: string, opts: { logLevel: string;
       await fsp.rm(base, { recursive: true, force: true }).catch(() => undefined);
     },
   };
-}
-
-/** The node flags on an entry point's #! line (bin/nodelet-cri's), so they apply as in production. */
-function entryNodeFlags(bin: string): string[] {
-  const first = readFileSync(bin, 'utf8').split('\n')[0] ?? '';
-  return first.startsWith('#!') ? first.split(/\s+/).filter((w) => w.startsWith('--')) : [];
 }
 
 async function removeAllPods(client: CriClient): Promise<void> {

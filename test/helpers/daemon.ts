@@ -188,10 +188,10 @@ export async function startTestDaemon(opts: TestDaemonOptions = {}): Promise<Tes
   return daemon;
 }
 
-/** The node flags on the entry point's #! line. */
-function entryNodeFlags(bin: string): string[] {
+/** The node flags on an entry point's #! line (bin/nodelet-cri's, or a baseline build's), so they apply as in production. */
+export function entryNodeFlags(bin: string): string[] {
   const first = readFileSync(bin, 'utf8').split('\n')[0] ?? '';
-  return first.split(/\s+/).filter((w) => w.startsWith('--'));
+  return first.startsWith('#!') ? first.split(/\s+/).filter((w) => w.startsWith('--')) : [];
 }
 
 /**
