@@ -6,7 +6,7 @@
 //
 //   node dist/scripts/bench/call-loop.js [--daemon NAME=BIN]... [--containerd] [--calls 5000] [--batch 250]
 //        [--cpu-prof DIR] [--log-level info] [--memory-containers 50] [--remove-image 20] [--only Method,...]
-//        [--list-containers 100,1000] [--sequences 20] [--cold-pulls N]
+//        [--list-containers 100,1000] [--sequences 20] [--cold-pulls N] [--hold SECONDS]
 //
 // --daemon defaults to current=bin/nodelet-cri of this checkout; BIN is a nodelet-cri entry point of any
 // build (copy a baseline's bin/, dist/, proto/ and node_modules link aside to compare with it).
@@ -18,6 +18,7 @@
 // call leaves the daemon doing.
 // --cold-pulls: before the memory figures, the fixtures' `big` image (~40 MB layer) is pulled cold N times on
 // every daemon (removed between pulls, kept after the last), as the bench's pull phase does before its RSS reads.
+// --hold: the daemons are left running this long at the end (pids printed), to look at them from outside.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, promises as fsp } from 'node:fs';
@@ -28,7 +29,7 @@ import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { connectCri, type CriClient } from '../../test/helpers/cri-client.js';
-import { entryNodeFlags } from '../../test/helpers/daemon.js';
+import { entryEnv, entryNodeFlags } from '../../test/helpers/daemon.js';
 import { testConflist } from '../../test/helpers/cni.js';
 import { useRegistries } from '../../test/helpers/registries.js';
 import { loadFixtures, imageRef } from '../../test/helpers/fixtures.js';
@@ -37,7 +38,7 @@ import { socketAnswers } from '../../src/common/unix-socket.js';
 import { run } from '../../src/common/exec.js';
 import { startContainerd } from './containerd.js';
 import { pushPauseImage } from './pause-image.js';
-import { memoryOf } from './procs.js';
+import { describeMemoryParts, memoryOf, memoryParts } from './procs.js';
 import { percentile } from './report.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
@@ -83,10 +84,11 @@ async function startNodelet(name: string, bin: string, opts: { logLevel: string;
   await fsp.writeFile(path.join(cniConfDir, '10-test.conflist'), testConflist(`nodelet-callbench-${tag}`, bridge, subnet, path.join(base, 'ipam')));
   const logFile = path.join(base, 'daemon.log');
   const out = await fsp.open(logFile, 'a');
-  // The entry point's own #! flags, plus the profiler when asked.
+  // The entry point's own #! flags and environment, plus the profiler when asked.
   const nodeFlags = [...entryNodeFlags(bin), ...(opts.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', opts.cpuProfDir, '--cpu-prof-name', `${name}.cpuprofile`] : [])];
   const proc = spawn(process.execPath, [...nodeFlags, bin, '--socket', socket, '--root', path.join(base, 'root'), '--run-root', runRoot, '--cni-conf-dir', cniConfDir, '--log-level', opts.logLevel], {
     stdio: ['ignore', out.fd, out.fd],
+    env: { ...process.env, ...entryEnv(bin) },
   });
   await out.close();
   for (let i = 0; i < 400 && proc.exitCode === null; i++) {
@@ -158,6 +160,7 @@ async function main(): Promise<void> {
       'cpu-prof': { type: 'string' },
       'log-level': { type: 'string', default: 'info' },
       'memory-containers': { type: 'string', default: '0' },
+      hold: { type: 'string', default: '0' },
       'remove-image': { type: 'string', default: '20' },
       only: { type: 'string' },
       'list-containers': { type: 'string' },
@@ -342,6 +345,7 @@ async function main(): Promise<void> {
     for (const t of targets) {
       const idle = await memoryOf(t.pid);
       process.stdout.write(`memory ${t.name}: idle RSS ${mib(idle.rss)} MiB, PSS ${mib(idle.pss)} MiB\n`);
+      process.stdout.write(`memory ${t.name}: ${describeMemoryParts(await memoryParts(t.pid))}\n`);
     }
     if (extra > 0) {
       for (let p = 0; p * 10 < extra; p++) {
@@ -355,7 +359,13 @@ async function main(): Promise<void> {
       for (const t of targets) {
         const m = await memoryOf(t.pid);
         process.stdout.write(`memory ${t.name}: ${extra} more containers, RSS ${mib(m.rss)} MiB, PSS ${mib(m.pss)} MiB\n`);
+        process.stdout.write(`memory ${t.name}: ${describeMemoryParts(await memoryParts(t.pid))}\n`);
       }
+    }
+    const hold = Number(values.hold);
+    if (hold > 0) {
+      process.stdout.write(`holding ${hold} s: ${targets.map((t) => `${t.name} pid ${t.pid}`).join(', ')}\n`);
+      await sleep(hold * 1000);
     }
   } finally {
     for (const stop of stoppers) await stop().catch(() => undefined);

@@ -50,3 +50,46 @@ export function median(values: number[]): number {
   const s = [...values].sort((a, b) => a - b);
   return s[Math.floor((s.length - 1) / 2)]!;
 }
+
+/** Resident bytes by kind of mapping, from /proc/PID/smaps: where a daemon's RSS sits. */
+export interface MemoryParts {
+  /** Pages of the process's own executable. */
+  binary: number;
+  /** Pages of other files (shared libraries, ICU data, ...). */
+  files: number;
+  /** The brk heap: glibc malloc's main arena. */
+  brk: number;
+  /** Anonymous mappings inside 64 MiB-aligned reservations: glibc malloc's thread arenas. */
+  threadArenas: number;
+  /** Every other anonymous mapping: V8's heap pages and code, large malloc blocks, stacks. */
+  anon: number;
+}
+
+export async function memoryParts(pid: number): Promise<MemoryParts> {
+  const [text, exe] = await Promise.all([
+    fsp.readFile(`/proc/${pid}/smaps`, 'utf8'),
+    fsp.readlink(`/proc/${pid}/exe`).catch(() => ''),
+  ]);
+  const parts: MemoryParts = { binary: 0, files: 0, brk: 0, threadArenas: 0, anon: 0 };
+  const arenaSize = 64 * 1024 * 1024;
+  let kind: keyof MemoryParts = 'anon';
+  for (const line of text.split('\n')) {
+    const head = /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ (\d+)\s*(.*)$/.exec(line);
+    if (head) {
+      const [, start, , inode, name] = head;
+      if (name === exe) kind = 'binary';
+      else if (inode !== '0') kind = 'files';
+      else if (name === '[heap]') kind = 'brk';
+      else if (name === '' && BigInt(`0x${start}`) % BigInt(arenaSize) === 0n) kind = 'threadArenas';
+      else kind = 'anon';
+      continue;
+    }
+    const rss = /^Rss:\s+(\d+) kB/.exec(line);
+    if (rss) parts[kind] += Number(rss[1]) * 1024;
+  }
+  return parts;
+}
+
+export function describeMemoryParts(parts: MemoryParts): string {
+  return `RSS by mapping: ${Object.entries(parts).map(([k, v]) => `${k} ${(v / 2 ** 20).toFixed(1)}`).join(', ')} MiB`;
+}

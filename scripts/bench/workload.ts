@@ -10,7 +10,7 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { CriClient } from '../../test/helpers/cri-client.js';
 import { containerConfig, sandboxConfig } from '../../test/helpers/pods.js';
-import { memoryOf, median, type MemoryFigures, type ProcessInfo } from './procs.js';
+import { describeMemoryParts, memoryOf, memoryParts, median, type MemoryFigures, type ProcessInfo } from './procs.js';
 
 export interface BenchTarget {
   name: string;
@@ -150,6 +150,11 @@ class Session {
 
   daemonMemory(): Promise<MemoryFigures> {
     return memoryOf(this.target.daemonPid);
+  }
+
+  /** The daemon's RSS by kind of mapping, for the log: which part moved between runs. */
+  async daemonMemoryParts(): Promise<string> {
+    return describeMemoryParts(await memoryParts(this.target.daemonPid));
   }
 
   async pull(image: string): Promise<void> {
@@ -384,7 +389,7 @@ export async function runWorkload(targets: BenchTarget[], opts: WorkloadOptions)
             for (const s of sessions) {
               memory.get(s)!.withContainers = await s.daemonMemory();
               memory.get(s)!.monitors = await s.monitorFigures();
-              say(`${s.target.name}: memory read with ${opts.memoryContainers} containers (${memory.get(s)!.monitors!.count} monitors)`);
+              say(`${s.target.name}: memory read with ${opts.memoryContainers} containers (${memory.get(s)!.monitors!.count} monitors); ${await s.daemonMemoryParts()}`);
             }
           }
         }

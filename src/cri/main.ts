@@ -5,7 +5,19 @@ import { startDaemon } from './daemon.js';
 import { NODELET_VERSION } from '../version.js';
 import { errorMessage } from '../common/errors.js';
 
+/**
+ * The allocator settings of bin/nodelet-cri's #! line are for this process: conmon, runc, CNI plugins and the
+ * rest of the children run with the environment the daemon was started with.
+ */
+function keepAllocatorToSelf(): void {
+  if (process.env.LD_PRELOAD === 'libjemalloc.so.2') {
+    delete process.env.LD_PRELOAD;
+    delete process.env.MALLOC_CONF;
+  }
+}
+
 export async function main(argv: string[]): Promise<void> {
+  keepAllocatorToSelf();
   let parsed;
   try {
     parsed = loadConfig(argv);

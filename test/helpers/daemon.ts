@@ -113,7 +113,8 @@ export async function startTestDaemon(opts: TestDaemonOptions = {}): Promise<Tes
     const out = await fsp.open(logFile, 'a');
     // Run the executable itself, so the node flags of its #! line apply as in production.
     const [file, argv] = opts.nodeFlags ? [process.execPath, [...entryNodeFlags(bin), ...opts.nodeFlags, ...args]] : [args[0]!, args.slice(1)];
-    const proc = spawn(file, argv, { stdio: ['ignore', out.fd, out.fd], env: { ...process.env, ...env } });
+    const entry = opts.nodeFlags ? entryEnv(bin) : {};
+    const proc = spawn(file, argv, { stdio: ['ignore', out.fd, out.fd], env: { ...process.env, ...entry, ...env } });
     await out.close();
     await waitForSocket(socket, proc, logFile);
     return proc;
@@ -190,8 +191,22 @@ export async function startTestDaemon(opts: TestDaemonOptions = {}): Promise<Tes
 
 /** The node flags on an entry point's #! line (bin/nodelet-cri's, or a baseline build's), so they apply as in production. */
 export function entryNodeFlags(bin: string): string[] {
+  return entryLineWords(bin).filter((w) => w.startsWith('--'));
+}
+
+/** The NAME=value assignments of an entry point's `#!/usr/bin/env -S` line (env sets them before node starts). */
+export function entryEnv(bin: string): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const w of entryLineWords(bin)) {
+    const m = /^([A-Za-z_][A-Za-z0-9_]*)=(.*)$/.exec(w);
+    if (m) env[m[1]!] = m[2]!;
+  }
+  return env;
+}
+
+function entryLineWords(bin: string): string[] {
   const first = readFileSync(bin, 'utf8').split('\n')[0] ?? '';
-  return first.startsWith('#!') ? first.split(/\s+/).filter((w) => w.startsWith('--')) : [];
+  return first.startsWith('#!') ? first.split(/\s+/) : [];
 }
 
 /**

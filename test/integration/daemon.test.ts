@@ -1,11 +1,14 @@
-// The daemon itself: socket handling, several daemons side by side, unbuilt RPCs, clean shutdown.
+// The daemon itself: socket handling, several daemons side by side, unbuilt RPCs, clean shutdown, its allocator.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import { spawn } from 'node:child_process';
 import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { startTestDaemon } from '../helpers/daemon.js';
+import { sandboxConfig } from '../helpers/pods.js';
 
 test('two daemons run side by side, one on each gRPC server; the socket is 0660; errors and unbuilt RPCs keep their codes', async () => {
   const a = await startTestDaemon({ args: ['--grpc-server', 'builtin'] });
@@ -60,5 +63,29 @@ test('a live socket is refused; a stale one is replaced; SIGTERM removes the soc
     await assert.rejects(new Promise((resolve, reject) => net.connect(a.socket).on('connect', resolve).on('error', reject)));
   } finally {
     await a.cleanup();
+  }
+});
+
+test('the daemon allocates with jemalloc from its #! line; the runtime and the rest of its children get neither variable', async () => {
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'nodelet-alloc-'));
+  // An OCI runtime that records each call's environment and caller (node: the daemon itself; conmon) before runc runs it.
+  const runtime = path.join(dir, 'recording-runtime');
+  await fsp.writeFile(runtime, `#!/bin/sh\n{ echo "caller=$(cat /proc/$PPID/comm)"; env; } > "${dir}/call.$$"\nexec runc "$@"\n`, { mode: 0o755 });
+  const d = await startTestDaemon({ args: ['--runtime-handler', `recorder=${runtime}`] });
+  try {
+    assert.match(await fsp.readFile(`/proc/${d.proc.pid}/maps`, 'utf8'), /libjemalloc\.so\.2/, 'the daemon process maps libjemalloc');
+    const config = sandboxConfig('alloc', path.join(dir, 'logs'));
+    const { pod_sandbox_id: pod } = await d.client.runtime('RunPodSandbox', { config, runtime_handler: 'recorder' });
+    await d.client.runtime('StopPodSandbox', { pod_sandbox_id: pod });
+    await d.client.runtime('RemovePodSandbox', { pod_sandbox_id: pod });
+    const calls = await Promise.all((await fsp.readdir(dir)).filter((f) => f.startsWith('call.')).map((f) => fsp.readFile(path.join(dir, f), 'utf8')));
+    assert.ok(calls.some((c) => c.startsWith('caller=node')), `the daemon ran the runtime itself at least once: ${calls.map((c) => c.split('\n')[0]).join(', ')}`);
+    for (const call of calls) {
+      assert.doesNotMatch(call, /^LD_PRELOAD=/m);
+      assert.doesNotMatch(call, /^MALLOC_CONF=/m);
+    }
+  } finally {
+    await d.cleanup();
+    await fsp.rm(dir, { recursive: true, force: true });
   }
 });
