@@ -216,7 +216,8 @@ export interface BackendEnvironment {
   config: NodeletConfig;
 }
 
-export type BackendConstructor = (env: BackendEnvironment) => RuntimeBackend;
+/** Builds a backend; a promise when its module is loaded on first use (see backends.ts). */
+export type BackendConstructor = (env: BackendEnvironment) => RuntimeBackend | Promise<RuntimeBackend>;
 
 /** Builds a handler's backend by the handler's type; the types come from the registration in backends.ts. */
 export class BackendFactory {
@@ -235,11 +236,11 @@ export class BackendFactory {
     return this.constructors.get(type);
   }
 
-  create(env: BackendEnvironment): RuntimeBackend {
+  async create(env: BackendEnvironment): Promise<RuntimeBackend> {
     const type = handlerType(env.handler);
     const make = this.constructors.get(type);
     if (!make) throw new Error(`its type ${type} has no backend in this build (backends: ${this.types().join(', ')})`);
-    return make(env);
+    return await make(env);
   }
 }
 

@@ -2,11 +2,11 @@
 // (each lives in src/runtime/<type>/). A backend added here is usable as `--runtime-handler NAME=<type>:...`.
 import { BackendFactory, type BackendConstructor } from './backend.js';
 import { runcBackendFor } from './runc/backend.js';
-import { containerdBackendFor } from './containerd/containerd-runtime.js';
 
 export const builtInBackends: Record<string, BackendConstructor> = {
   runc: runcBackendFor,
-  containerd: containerdBackendFor,
+  // Loaded only when a handler uses it: its gRPC client and protobufjs cost a daemon without one ~2-3 MiB.
+  containerd: async (env) => (await import('./containerd/containerd-runtime.js')).containerdBackendFor(env),
 };
 
 export function builtInBackendFactory(): BackendFactory {

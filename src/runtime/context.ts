@@ -45,7 +45,9 @@ export class RuntimeContext {
   /** Serialises operations on one sandbox or container id. */
   readonly locks = new KeyedLock();
   readonly events = new EventBus();
+  /** Every configured handler's backend, built by checkHandlers at start. */
   readonly backends = new Map<string, RuntimeBackend>();
+  private readonly backendFactory: BackendFactory;
   /** Handlers whose runtime failed the start-up check, with why (their records can still be cleaned up). */
   readonly unusableHandlers = new Map<string, string>();
   /** Handlers whose backend could not be built, with why (checkHandlers makes them unusable ones). */
@@ -76,10 +78,14 @@ export class RuntimeContext {
     this.rlimits = rlimitsWithin(hardNofileLimit());
     this.sandboxes = new RecordStore(path.join(opts.config.root, 'sandboxes'), 'sandbox.json');
     this.containers = new RecordStore(path.join(opts.config.root, 'containers'), 'container.json');
-    const factory = opts.backendFactory ?? builtInBackendFactory();
-    for (const [name, handler] of Object.entries(opts.config.runtime.handlers)) {
+    this.backendFactory = opts.backendFactory ?? builtInBackendFactory();
+  }
+
+  /** Builds every handler's backend (a backend's module loads here, only when a handler uses it). */
+  private async buildBackends(): Promise<void> {
+    for (const [name, handler] of Object.entries(this.config.runtime.handlers)) {
       try {
-        this.backends.set(name, factory.create({ name, handler, config: opts.config }));
+        this.backends.set(name, await this.backendFactory.create({ name, handler, config: this.config }));
       } catch (err) {
         // No backend of this type in this build: refused like a handler whose runtime is missing.
         this.unbuildableHandlers.set(name, errorMessage(err));
@@ -106,6 +112,7 @@ export class RuntimeContext {
    * daemon from starting; any other broken handler is left out (with a warning) and its pods are refused up front.
    */
   async checkHandlers(): Promise<void> {
+    await this.buildBackends();
     const log = logger({ component: 'runtime-handlers' });
     for (const [name, problem] of this.unbuildableHandlers) this.unusableHandlers.set(name, problem);
     await Promise.all(
