@@ -8,6 +8,7 @@
 import { PassThrough, Writable, type Readable } from 'node:stream';
 import { SeqpacketSocket } from 'node-unix-socket';
 import { errorMessage, failedPrecondition } from '../../common/errors.js';
+import { releaseBuffer } from '../../common/release-buffer.js';
 
 const PIPE_STDOUT = 2;
 const PIPE_STDERR = 3;
@@ -74,6 +75,9 @@ export async function openAttach(socketPath: string, shownPath = socketPath, opt
     if (!to || to.writableEnded) return;
     if (to.writableLength + to.readableLength + frame.length - 1 > maxBuffered) {
       dropped += frame.length - 1;
+      // Freed now, not at the collection that finds it: a container writing fast to a reader that takes
+      // nothing makes tens of MiB of these a second.
+      releaseBuffer(frame);
       return;
     }
     to.write(frame.subarray(1));
